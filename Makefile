@@ -1,0 +1,51 @@
+# DICT Redis cache layer. Every target installs what it needs and is safe to re-run.
+#   make render STACK=dev   offline render of a stack (the main job until the rehearsal lands)
+#   make test               the whole test suite (what CI runs)
+SHELL := /bin/bash
+.SHELLFLAGS := -eu -o pipefail -c
+
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+STACK ?= dev
+# Binaries the tests run for real, and the Debian packages that provide them.
+SYSTEM_BINARIES := redis-server redis-sentinel redis-cli redis-check-rdb busybox
+SYSTEM_PACKAGES := redis-server redis-sentinel redis-tools busybox
+
+.PHONY: deps system-deps python-deps render test lint clean
+
+deps: system-deps python-deps
+
+# Installs the Debian packages only when a binary is missing. The packages may start system
+# daemons; they are stopped again, since the tests start their own processes.
+system-deps:
+	@missing=""; \
+	for bin in $(SYSTEM_BINARIES); do command -v $$bin >/dev/null || missing="$$missing $$bin"; done; \
+	if ! $(PYTHON) -c 'import ensurepip, venv' 2>/dev/null; then missing="$$missing python3-venv"; fi; \
+	if [ -n "$$missing" ]; then \
+		echo "installing Debian packages for:$$missing"; \
+		apt-get update -qq; \
+		DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
+			$(SYSTEM_PACKAGES) python3 python3-venv >/dev/null; \
+		for svc in redis-server redis-sentinel; do service $$svc stop >/dev/null 2>&1 || true; done; \
+	fi
+
+python-deps: $(VENV)/.installed
+
+$(VENV)/.installed: requirements.txt requirements-dev.txt
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --disable-pip-version-check -r requirements-dev.txt
+	touch $@
+
+render: python-deps
+	$(PY) -m smoke.render --stack $(STACK)
+
+test: deps
+	$(PY) -m ruff check .
+	$(PY) -m pytest
+
+lint: python-deps
+	$(PY) -m ruff check .
+
+clean:
+	rm -rf build .pytest_cache .ruff_cache

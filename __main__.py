@@ -1,0 +1,39 @@
+"""DICT Redis cache layer: Redis (1 master + 2 replicas) under 3 Sentinels, on Kubernetes.
+
+    stack config ──► settings ──► namespace
+                                  ├─ auth       Secret with the Redis password
+                                  ├─ redis      StatefulSet of data nodes (+ headless Service, PDB)
+                                  ├─ sentinel   StatefulSet of Sentinels (+ client Service, PDB)
+                                  └─ network    NetworkPolicy: clients and the layer itself only
+
+Applications discover the master through the Sentinel Service; nothing routes writes elsewhere.
+"""
+
+import pulumi
+import pulumi_kubernetes as k8s
+
+from components.auth import RedisAuth, RedisAuthArgs
+from components.network import CacheNetworkPolicy, CacheNetworkPolicyArgs
+from components.redis import RedisDataPlane, RedisDataPlaneArgs
+from components.sentinel import Sentinel, SentinelArgs
+from components.settings import load_settings
+from components.topology import Topology
+
+settings = load_settings()
+topology = Topology.of(settings)
+
+namespace = k8s.core.v1.Namespace("namespace", metadata={"name": settings.namespace, "labels": topology.common_labels})
+ns = namespace.metadata.apply(lambda m: m["name"])
+
+auth = RedisAuth(
+    "auth",
+    RedisAuthArgs(namespace=ns, topology=topology, labels=topology.common_labels, password=settings.redis_password),
+)
+redis = RedisDataPlane("redis", RedisDataPlaneArgs(settings=settings, namespace=ns, secret_name=auth.secret_name))
+sentinel = Sentinel("sentinel", SentinelArgs(settings=settings, namespace=ns, secret_name=auth.secret_name))
+network = CacheNetworkPolicy("network", CacheNetworkPolicyArgs(settings=settings, namespace=ns))
+
+pulumi.export("namespace", ns)
+pulumi.export("sentinelService", sentinel.service_address)
+pulumi.export("masterName", settings.master_name)
+pulumi.export("secretName", auth.secret_name)

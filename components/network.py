@@ -1,0 +1,60 @@
+"""The NetworkPolicy: who may reach the cache layer, and where its pods may connect.
+
+Ingress to 6379/26379 only from the layer's own pods (replication, Sentinel checks) and from pods
+carrying the client labels configured in ``clientSelector`` (any namespace). Egress only to the
+layer's own pods and to DNS, which the scripts and Sentinel need to resolve pod names.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import pulumi
+import pulumi_kubernetes as k8s
+
+from components import topology as t
+from components.settings import Settings
+
+
+@dataclass(frozen=True)
+class CacheNetworkPolicyArgs:
+    settings: Settings
+    namespace: pulumi.Input[str]
+
+
+class CacheNetworkPolicy(pulumi.ComponentResource):
+    def __init__(self, name: str, args: CacheNetworkPolicyArgs, opts: pulumi.ResourceOptions | None = None) -> None:
+        super().__init__("dict-redis:index:CacheNetworkPolicy", name, None, opts)
+        topo = t.Topology.of(args.settings)
+        ports = [{"protocol": "TCP", "port": t.REDIS_PORT}, {"protocol": "TCP", "port": t.SENTINEL_PORT}]
+        own_pods = {"pod_selector": {"match_labels": topo.part_of}}
+        clients = {
+            "namespace_selector": {},
+            "pod_selector": {"match_labels": dict(args.settings.client_selector)},
+        }
+        policy = k8s.networking.v1.NetworkPolicy(
+            f"{name}-policy",
+            metadata={
+                "name": "redis",
+                "namespace": args.namespace,
+                "labels": topo.common_labels,
+            },
+            spec={
+                "pod_selector": {"match_labels": topo.part_of},
+                "policy_types": ["Ingress", "Egress"],
+                "ingress": [
+                    {"from": [own_pods], "ports": ports},
+                    {"from": [clients], "ports": ports},
+                ],
+                "egress": [
+                    {"to": [own_pods], "ports": ports},
+                    {
+                        "to": [{"namespace_selector": {}}],
+                        "ports": [{"protocol": "UDP", "port": 53}, {"protocol": "TCP", "port": 53}],
+                    },
+                ],
+            },
+            opts=pulumi.ResourceOptions(parent=self),
+        )
+        self.policy_name = policy.metadata.apply(lambda m: m["name"])
+        self.register_outputs({"policy_name": self.policy_name})

@@ -1,0 +1,74 @@
+"""``redis.conf``: the data nodes' static configuration. It carries no secret and no address.
+
+What differs per pod or is secret (bind address, port, data dir, announce host, ``replicaof``,
+``requirepass``/``masterauth``) is appended at start by ``start-redis.sh`` into a copy on a
+writable, memory-backed volume; Sentinel's ``CONFIG REWRITE`` edits that copy, never this file.
+"""
+
+from __future__ import annotations
+
+from components.settings import Settings
+
+
+def _yes(flag: bool) -> str:
+    return "yes" if flag else "no"
+
+
+def render_redis_conf(settings: Settings) -> str:
+    r = settings.redis
+    p = r.persistence
+    save = "\n".join(f"save {seconds} {changes}" for seconds, changes in p.save_points) or 'save ""'
+    return f"""\
+# redis.conf for stack {settings.stack} (rendered by components/renderers/redis_conf.py; do not edit).
+# start-redis.sh appends: bind, port, dir, replica-announce-ip/port, replicaof and an include of
+# the auth file (requirepass + masterauth) written from the mounted Secret.
+
+# Network
+tcp-backlog 511
+timeout {r.timeout_seconds}
+tcp-keepalive {r.tcp_keepalive_seconds}
+
+# General
+daemonize no
+supervised no
+loglevel notice
+logfile ""
+
+# Persistence - RDB
+{save}
+stop-writes-on-bgsave-error yes
+rdbcompression yes
+rdbchecksum yes
+dbfilename dump.rdb
+
+# Persistence - AOF
+appendonly {_yes(p.appendonly)}
+appendfilename "appendonly.aof"
+appendfsync {p.appendfsync}
+no-appendfsync-on-rewrite no
+auto-aof-rewrite-percentage 100
+auto-aof-rewrite-min-size 64mb
+
+# Memory: {r.maxmemory_bytes()} bytes leaves room under the container limit
+# ({r.resources.limits.memory}) for the copy-on-write of a save fork and replica buffers.
+maxmemory {r.maxmemory_bytes()}
+maxmemory-policy {r.maxmemory_policy}
+maxmemory-samples {r.maxmemory_samples}
+
+# Lazy freeing
+lazyfree-lazy-eviction yes
+lazyfree-lazy-expire yes
+lazyfree-lazy-server-del yes
+replica-lazy-flush yes
+
+# Threaded I/O
+io-threads {r.io_threads}
+io-threads-do-reads {_yes(r.io_threads_do_reads)}
+
+# Replication (replicaof is chosen at start from Sentinel's answer)
+replica-read-only yes
+repl-diskless-sync yes
+repl-diskless-sync-delay 5
+repl-disable-tcp-nodelay no
+replica-priority 100
+"""

@@ -1,0 +1,64 @@
+"""The pods' shell scripts: templates in ``scripts/`` with this stack's Kubernetes defaults filled in.
+
+The scripts stay real ``.sh`` files (readable, shellcheck-able, runnable here under
+``busybox sh``); rendering only substitutes ``@@NAME@@`` placeholders with names and paths from
+:mod:`components.topology`. Nothing secret is ever substituted: credentials are read at run time
+from the mounted Secret.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from pathlib import Path
+
+from components import topology as t
+from components.settings import Settings
+
+TEMPLATE_DIR = Path(__file__).with_name("scripts")
+
+# Which scripts each workload's ConfigMap carries (common.sh is sourced by all of them).
+REDIS_SCRIPTS = ("common.sh", "start-redis.sh", "probe-redis.sh", "prestop-redis.sh")
+SENTINEL_SCRIPTS = ("common.sh", "start-sentinel.sh", "probe-sentinel.sh")
+SCRIPT_NAMES = tuple(dict.fromkeys(REDIS_SCRIPTS + SENTINEL_SCRIPTS))
+
+_PLACEHOLDER = re.compile(r"@@([A-Z_]+)@@")
+
+
+def prestop_timeout_seconds(settings: Settings) -> int:
+    """How long the preStop hook may wait for a failover: the grace period less 5 s to stop."""
+    return max(1, settings.redis.termination_grace_period_seconds - 5)
+
+
+def script_defaults(settings: Settings) -> dict[str, str]:
+    topo = t.Topology.of(settings)
+    return {
+        "MASTER_NAME": settings.master_name,
+        "REDIS_PORT": str(t.REDIS_PORT),
+        "SENTINEL_PORT": str(t.SENTINEL_PORT),
+        "SENTINEL_ADDRS": " ".join(topo.sentinel_addrs),
+        "REDIS_SEED_HOST": topo.redis_pod_host(0),
+        "PASSWORD_FILE": f"{t.AUTH_DIR}/{t.PASSWORD_KEY}",
+        "REDIS_HEADLESS_DOMAIN": f"{topo.redis_headless}.{topo.namespace}.{t.CLUSTER_DOMAIN}",
+        "SENTINEL_HEADLESS_DOMAIN": f"{topo.sentinel_headless}.{topo.namespace}.{t.CLUSTER_DOMAIN}",
+        "REDIS_CONFIG_DIR": t.REDIS_CONFIG_DIR,
+        "SENTINEL_CONFIG_DIR": t.SENTINEL_CONFIG_DIR,
+        "RUN_DIR": t.RUN_DIR,
+        "DATA_DIR": t.DATA_DIR,
+        "PRESTOP_TIMEOUT": str(prestop_timeout_seconds(settings)),
+        # Long enough for a failover Sentinel has started to end: twice its timeout.
+        "FAILOVER_WAIT": str(2 * math.ceil(settings.sentinel.failover_timeout_milliseconds / 1000)),
+    }
+
+
+def render_scripts(settings: Settings) -> dict[str, str]:
+    """Every script by file name, ready for the scripts ConfigMap."""
+    defaults = script_defaults(settings)
+
+    def fill(match: re.Match[str]) -> str:
+        name = match.group(1)
+        if name not in defaults:
+            raise KeyError(f"script placeholder @@{name}@@ has no value in script_defaults()")
+        return defaults[name]
+
+    return {name: _PLACEHOLDER.sub(fill, (TEMPLATE_DIR / name).read_text()) for name in SCRIPT_NAMES}

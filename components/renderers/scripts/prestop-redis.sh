@@ -1,0 +1,65 @@
+#!/bin/sh
+# prestop-redis.sh: hand mastership to a replica before this pod stops.
+#
+# A master that simply stops leaves the cluster without one for down-after-milliseconds plus the
+# failover; writes acknowledged in its last moments are lost. So, when this pod is the master:
+# 1. pause writes (CLIENT PAUSE ... WRITE) so the replicas catch up and nothing more is
+#    acknowledged here;
+# 2. ask a Sentinel for SENTINEL FAILOVER;
+# 3. wait until every Sentinel names another master, at most PRESTOP_TIMEOUT seconds.
+# Paused writers are then cut off by the shutdown and retry on the new master. If no Sentinel
+# takes the failover, writes are resumed and the pod stops as it would have without the hook.
+set -u
+. "$(dirname "$0")/common.sh"
+
+: "${REDIS_HOST:=127.0.0.1}"
+: "${REDIS_ANNOUNCE_HOST:=${POD_NAME:-$(hostname)}.@@REDIS_HEADLESS_DOMAIN@@}"
+: "${PRESTOP_TIMEOUT:=@@PRESTOP_TIMEOUT@@}"
+
+load_password
+role=$(redis_cli -h "$REDIS_HOST" -p "$REDIS_PORT" ROLE 2>/dev/null | sed -n 1p)
+if [ "$role" != master ]; then
+    log "role is '$role': nothing to hand over"
+    exit 0
+fi
+
+redis_cli -h "$REDIS_HOST" -p "$REDIS_PORT" CLIENT PAUSE "$((PRESTOP_TIMEOUT * 1000))" WRITE >/dev/null
+
+started=""
+for addr in $SENTINEL_ADDRS; do
+    if [ "$(sentinel_cli "$addr" SENTINEL FAILOVER "$MASTER_NAME" 2>&1)" = OK ]; then
+        started=$addr
+        break
+    fi
+done
+if [ -z "$started" ]; then
+    log "no Sentinel accepted a failover; resuming writes and stopping as master"
+    redis_cli -h "$REDIS_HOST" -p "$REDIS_PORT" CLIENT UNPAUSE >/dev/null
+    exit 0
+fi
+
+# Done when every Sentinel that answers names another master: clients may ask any of them.
+others_named() {
+    _other=""
+    for _addr in $SENTINEL_ADDRS; do
+        _host=$(sentinel_cli "$_addr" SENTINEL get-master-addr-by-name "$MASTER_NAME" 2>/dev/null | sed -n 1p)
+        [ -n "$_host" ] || continue
+        [ "$_host" = "$REDIS_ANNOUNCE_HOST" ] && return 1
+        _other=$_host
+    done
+    [ -n "$_other" ] && echo "$_other"
+}
+
+log "failover of $MASTER_NAME started by $started; waiting up to ${PRESTOP_TIMEOUT}s"
+waited=0
+while [ "$waited" -lt "$PRESTOP_TIMEOUT" ]; do
+    if host=$(others_named); then
+        log "the Sentinels now name $host as master"
+        exit 0
+    fi
+    sleep 1
+    waited=$((waited + 1))
+done
+log "no new master after ${PRESTOP_TIMEOUT}s; stopping anyway"
+redis_cli -h "$REDIS_HOST" -p "$REDIS_PORT" CLIENT UNPAUSE >/dev/null
+exit 0

@@ -1,0 +1,36 @@
+#!/bin/sh
+# probe-sentinel.sh liveness|readiness [timeout-seconds]
+#
+# liveness: the Sentinel answers PING with PONG.
+# readiness: it also names a master for MASTER_NAME, so clients sent to it can discover one.
+set -u
+. "$(dirname "$0")/common.sh"
+
+: "${SENTINEL_HOST:=127.0.0.1}"
+mode=${1:-}
+CLI_TIMEOUT=${2:-$CLI_TIMEOUT}
+addr="$SENTINEL_HOST:$SENTINEL_PORT"
+
+reply=$(sentinel_cli "$addr" PING 2>&1) || true
+if [ "$reply" != PONG ]; then
+    log "$mode: PING answered '$reply'"
+    exit 1
+fi
+
+case "$mode" in
+    liveness) exit 0 ;;
+    readiness)
+        master=$(sentinel_cli "$addr" SENTINEL get-master-addr-by-name "$MASTER_NAME" 2>&1 | sed -n 2p)
+        case "$master" in
+            '' | *[!0-9]*)
+                log "readiness: no master known for $MASTER_NAME"
+                exit 1
+                ;;
+        esac
+        exit 0
+        ;;
+    *)
+        log "usage: probe-sentinel.sh liveness|readiness [timeout-seconds]"
+        exit 2
+        ;;
+esac

@@ -1,0 +1,59 @@
+#!/bin/sh
+# start-sentinel.sh: start one Sentinel with a writable config and a stable identity.
+#
+# Sentinel rewrites its config file and refuses to start on a read-only one, so the template from
+# the ConfigMap is copied to SENTINEL_DATA_DIR. The master to monitor is the one the peer
+# Sentinels already follow; only if none answers is it ordinal 0 of the Redis StatefulSet.
+# `sentinel myid` is derived from the pod name: a restarted Sentinel keeps its identity, so its
+# peers never count a stale twin towards the majority.
+set -eu
+. "$(dirname "$0")/common.sh"
+
+: "${POD_NAME:=$(hostname)}"
+: "${SENTINEL_ANNOUNCE_HOST:=$POD_NAME.@@SENTINEL_HEADLESS_DOMAIN@@}"
+: "${SENTINEL_BIND:=0.0.0.0}"
+: "${SENTINEL_CONFIG_TEMPLATE:=@@SENTINEL_CONFIG_DIR@@/sentinel.conf}"
+: "${SENTINEL_DATA_DIR:=@@DATA_DIR@@}"
+# Seconds to wait for the master to answer before starting anyway (Sentinel exits if it cannot
+# resolve the master's name, so on a first boot it waits for that pod's DNS record).
+: "${SENTINEL_MASTER_WAIT:=60}"
+
+load_password
+
+if master=$(ask_sentinels_for_master "$SENTINEL_ANNOUNCE_HOST:$SENTINEL_PORT"); then
+    reason="peer Sentinels follow it"
+else
+    master="$REDIS_SEED_HOST $REDIS_PORT"
+    reason="no peer Sentinel knows a master; starting from ordinal 0"
+fi
+set -- $master
+master_host=$1
+master_port=$2
+
+waited=0
+until redis_cli -h "$master_host" -p "$master_port" PING >/dev/null 2>&1; do
+    if [ "$waited" -ge "$SENTINEL_MASTER_WAIT" ]; then
+        log "master $master_host:$master_port did not answer in ${SENTINEL_MASTER_WAIT}s; starting anyway"
+        break
+    fi
+    sleep 1
+    waited=$((waited + 1))
+done
+
+myid=$(printf '%s' "$POD_NAME" | sha1sum | cut -c1-40)
+umask 077
+mkdir -p "$SENTINEL_DATA_DIR"
+conf="$SENTINEL_DATA_DIR/sentinel.conf"
+{
+    sed -e "s/@MASTER_HOST@/$master_host/" -e "s/@MASTER_PORT@/$master_port/" "$SENTINEL_CONFIG_TEMPLATE"
+    printf '\n# Added by start-sentinel.sh for %s\n' "$POD_NAME"
+    printf 'bind %s\nport %s\ndir %s\n' "$SENTINEL_BIND" "$SENTINEL_PORT" "$SENTINEL_DATA_DIR"
+    printf 'sentinel announce-ip %s\nsentinel announce-port %s\n' "$SENTINEL_ANNOUNCE_HOST" "$SENTINEL_PORT"
+    printf 'sentinel myid %s\n' "$myid"
+    printf 'sentinel auth-pass %s %s\n' "$MASTER_NAME" "$REDISCLI_AUTH"
+} >"$conf.tmp"
+mv "$conf.tmp" "$conf"
+
+log "starting $POD_NAME monitoring $MASTER_NAME at $master_host:$master_port: $reason"
+unset REDISCLI_AUTH
+exec redis-sentinel "$conf"

@@ -1,0 +1,95 @@
+"""Names, ports, labels and paths of the cluster: the facts that manifests and scripts share.
+
+Every object name, DNS name, port and mount path is derived here from the settings, so the
+StatefulSets, the Services, the rendered scripts' Kubernetes defaults and the local rehearsal all
+agree by construction.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from components.settings import Settings
+
+REDIS_PORT = 6379
+SENTINEL_PORT = 26379
+CLUSTER_DOMAIN = "svc.cluster.local"
+
+# UID/GID the containers run as: non-root and above the range images use for their own users.
+RUN_AS_USER = 10001
+
+# Mount paths inside the pods (the scripts' Kubernetes defaults). Each config directory is one
+# ConfigMap holding the config file and the scripts that pod runs.
+REDIS_CONFIG_DIR = "/etc/redis"
+SENTINEL_CONFIG_DIR = "/etc/redis-sentinel"
+AUTH_DIR = "/etc/redis-auth"
+RUN_DIR = "/run/redis"
+DATA_DIR = "/data"
+PASSWORD_KEY = "redis-password"
+
+
+@dataclass(frozen=True)
+class Topology:
+    """Object names of one stack; ``Topology.of(settings)`` is the only constructor used."""
+
+    stack: str
+    namespace: str
+    master_name: str
+    redis_replicas: int
+    sentinel_replicas: int
+    redis: str = "redis"
+    redis_headless: str = "redis-headless"
+    sentinel: str = "redis-sentinel"
+    sentinel_headless: str = "redis-sentinel-headless"
+    secret: str = "redis-auth"
+    redis_config: str = "redis-config"
+    sentinel_config: str = "redis-sentinel-config"
+
+    @classmethod
+    def of(cls, settings: Settings) -> Topology:
+        return cls(
+            stack=settings.stack,
+            namespace=settings.namespace,
+            master_name=settings.master_name,
+            redis_replicas=settings.redis.replicas,
+            sentinel_replicas=settings.sentinel.replicas,
+        )
+
+    # --- labels -------------------------------------------------------------------------------
+    def labels(self, component: str) -> dict[str, str]:
+        """Selector labels of one component (``server`` or ``sentinel``); stable across updates."""
+        return {
+            "app.kubernetes.io/name": "redis",
+            "app.kubernetes.io/part-of": "dict-redis",
+            "app.kubernetes.io/component": component,
+        }
+
+    def object_labels(self, component: str) -> dict[str, str]:
+        """Labels on objects and pods: the selector labels plus who manages them and which stack."""
+        return {**self.labels(component), **self.common_labels}
+
+    @property
+    def common_labels(self) -> dict[str, str]:
+        """Labels on every object of the stack, including those of no one component."""
+        return {**self.part_of, "app.kubernetes.io/managed-by": "pulumi", "dict.lbpay.com.br/stack": self.stack}
+
+    @property
+    def part_of(self) -> dict[str, str]:
+        """Labels every pod of the cache layer carries (Redis and Sentinel alike)."""
+        return {"app.kubernetes.io/part-of": "dict-redis"}
+
+    # --- DNS ----------------------------------------------------------------------------------
+    def redis_pod_host(self, ordinal: int) -> str:
+        return f"{self.redis}-{ordinal}.{self.redis_headless}.{self.namespace}.{CLUSTER_DOMAIN}"
+
+    def sentinel_pod_host(self, ordinal: int) -> str:
+        return f"{self.sentinel}-{ordinal}.{self.sentinel_headless}.{self.namespace}.{CLUSTER_DOMAIN}"
+
+    @property
+    def sentinel_addrs(self) -> list[str]:
+        """Every Sentinel pod as host:port, the list scripts ask for the current master."""
+        return [f"{self.sentinel_pod_host(i)}:{SENTINEL_PORT}" for i in range(self.sentinel_replicas)]
+
+    @property
+    def sentinel_service_address(self) -> str:
+        return f"{self.sentinel}.{self.namespace}.{CLUSTER_DOMAIN}:{SENTINEL_PORT}"

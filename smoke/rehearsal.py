@@ -1,0 +1,401 @@
+"""The local rehearsal: the stack's rendered config and scripts, run as real processes on loopback.
+
+Each pod of the StatefulSets becomes one ``redis-server`` or ``redis-sentinel`` process started by
+the *same* start script the pod runs (under ``busybox sh`` with BusyBox's applets first on PATH,
+as in the Alpine image), with one 127.x.y.z address per pod and the standard ports. Only the
+environment differs from Kubernetes: addresses, directories and the password file.
+
+Use it as a context manager; everything it started is stopped on exit, also when a test fails.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import random
+import re
+import secrets
+import shutil
+import signal
+import socket
+import subprocess
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import TracebackType
+
+import redis
+import yaml
+
+from components.renderers.scripts import SCRIPT_NAMES
+
+REDIS_PORT = 6379
+SENTINEL_PORT = 26379
+REQUIRED_BINARIES = ("redis-server", "redis-sentinel", "redis-cli", "busybox")
+
+
+class RehearsalError(RuntimeError):
+    """The topology could not be started or did not converge; the message says what and where."""
+
+
+@dataclass(frozen=True)
+class RenderedFiles:
+    """What the rehearsal takes from a render: the config texts and the scripts."""
+
+    redis_conf: str
+    sentinel_conf: str
+    scripts: dict[str, str]
+
+    @property
+    def master_name(self) -> str:
+        match = re.search(r"^sentinel monitor (\S+) ", self.sentinel_conf, re.MULTILINE)
+        if not match:
+            raise RehearsalError("the rendered sentinel.conf has no 'sentinel monitor' line")
+        return match.group(1)
+
+    @classmethod
+    def from_render_dir(cls, k8s_dir: Path) -> RenderedFiles:
+        """Read the ConfigMaps that ``make render`` wrote for one stack."""
+        data: dict[str, str] = {}
+        for path in sorted(k8s_dir.glob("configmap-*.yaml")):
+            data.update(yaml.safe_load(path.read_text()).get("data") or {})
+        missing = [name for name in ("redis.conf", "sentinel.conf", *SCRIPT_NAMES) if name not in data]
+        if missing:
+            raise RehearsalError(f"{k8s_dir} lacks {', '.join(missing)}; run 'make render STACK=dev' first")
+        return cls(
+            redis_conf=data["redis.conf"],
+            sentinel_conf=data["sentinel.conf"],
+            scripts={name: data[name] for name in SCRIPT_NAMES},
+        )
+
+
+@dataclass
+class Node:
+    """One pod of the rehearsal: its name, loopback address and process."""
+
+    name: str
+    kind: str  # "redis" or "sentinel"
+    host: str
+    port: int
+    workdir: Path
+    env: dict[str, str]
+    process: subprocess.Popen[bytes] | None = field(default=None, repr=False)
+
+    @property
+    def address(self) -> str:
+        return f"{self.host}:{self.port}"
+
+    @property
+    def log_path(self) -> Path:
+        return self.workdir / "process.log"
+
+    @property
+    def running(self) -> bool:
+        return self.process is not None and self.process.poll() is None
+
+
+def missing_binaries() -> list[str]:
+    return [name for name in REQUIRED_BINARIES if shutil.which(name) is None]
+
+
+def _address_free(host: str, port: int) -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        try:
+            probe.bind((host, port))
+        except OSError:
+            return False
+    return True
+
+
+def choose_block(redis_count: int, sentinel_count: int) -> str:
+    """A free 127.a.b.0/24 block: redis pods at .1, .2, ..., Sentinels at .11, .12, ...
+
+    Picked at random among ~25,000 blocks and checked by binding every address, so two
+    rehearsals on one machine do not collide.
+    """
+    rng = random.SystemRandom()
+    for _ in range(50):
+        prefix = f"127.{rng.randint(100, 199)}.{rng.randint(1, 254)}"
+        wanted = [(f"{prefix}.{1 + i}", REDIS_PORT) for i in range(redis_count)]
+        wanted += [(f"{prefix}.{11 + i}", SENTINEL_PORT) for i in range(sentinel_count)]
+        if all(_address_free(host, port) for host, port in wanted):
+            return prefix
+    raise RehearsalError("no free 127.x.y.0/24 block found for the rehearsal after 50 tries")
+
+
+class LoopbackCluster:
+    """Redis pods and Sentinels from the rendered files, on loopback."""
+
+    def __init__(
+        self,
+        files: RenderedFiles,
+        *,
+        redis_count: int = 3,
+        sentinel_count: int = 3,
+        workdir: Path | None = None,
+        password: str | None = None,
+    ) -> None:
+        missing = missing_binaries()
+        if missing:
+            raise RehearsalError(
+                f"missing binaries: {', '.join(missing)}; install the Debian packages redis-server "
+                "redis-sentinel redis-tools busybox (make deps does)"
+            )
+        self.files = files
+        self.master_name = files.master_name
+        self._own_workdir = workdir is None
+        self.workdir = Path(tempfile.mkdtemp(prefix="dict-redis-rehearsal-")) if workdir is None else workdir
+        self.password = password or secrets.token_urlsafe(24)
+        self.prefix = choose_block(redis_count, sentinel_count)
+        self._prepare_files()
+        sentinel_addrs = " ".join(f"{self.prefix}.{11 + i}:{SENTINEL_PORT}" for i in range(sentinel_count))
+        common = {
+            "PATH": f"{self.workdir / 'bin'}:{os.environ.get('PATH', '/usr/bin:/bin')}",
+            "HOME": str(self.workdir),
+            "REDIS_PASSWORD_FILE": str(self.password_file),
+            "SENTINEL_ADDRS": sentinel_addrs,
+            "REDIS_SEED_HOST": f"{self.prefix}.1",
+            "MASTER_NAME": self.master_name,
+        }
+        self.redis_nodes = [self._redis_node(i, common) for i in range(redis_count)]
+        self.sentinels = [self._sentinel_node(i, common) for i in range(sentinel_count)]
+
+    # --- set-up -------------------------------------------------------------------------------
+    def _prepare_files(self) -> None:
+        etc = self.workdir / "etc"
+        scripts = self.workdir / "scripts"
+        for directory in (etc, scripts, self.workdir / "auth", self.workdir / "bin"):
+            directory.mkdir(parents=True, exist_ok=True)
+        (etc / "redis.conf").write_text(self.files.redis_conf)
+        (etc / "sentinel.conf").write_text(self.files.sentinel_conf)
+        for name, text in self.files.scripts.items():
+            (scripts / name).write_text(text)
+            (scripts / name).chmod(0o555)
+        self.password_file = self.workdir / "auth" / "redis-password"
+        self.password_file.touch(mode=0o600)
+        self.password_file.write_text(self.password)
+        # BusyBox applets first on PATH, as in the Alpine image: a GNU-only flag fails here too.
+        subprocess.run(["busybox", "--install", "-s", str(self.workdir / "bin")], check=True)
+
+    def _redis_node(self, ordinal: int, common: dict[str, str]) -> Node:
+        host = f"{self.prefix}.{1 + ordinal}"
+        workdir = self.workdir / f"redis-{ordinal}"
+        env = {
+            **common,
+            "POD_NAME": f"redis-{ordinal}",
+            "REDIS_ANNOUNCE_HOST": host,
+            "REDIS_BIND": host,
+            "REDIS_HOST": host,
+            "REDIS_CONFIG_TEMPLATE": str(self.workdir / "etc" / "redis.conf"),
+            "REDIS_RUN_DIR": str(workdir / "run"),
+            "REDIS_DATA_DIR": str(workdir / "data"),
+        }
+        return Node(f"redis-{ordinal}", "redis", host, REDIS_PORT, workdir, env)
+
+    def _sentinel_node(self, ordinal: int, common: dict[str, str]) -> Node:
+        host = f"{self.prefix}.{11 + ordinal}"
+        workdir = self.workdir / f"redis-sentinel-{ordinal}"
+        env = {
+            **common,
+            "POD_NAME": f"redis-sentinel-{ordinal}",
+            "SENTINEL_ANNOUNCE_HOST": host,
+            "SENTINEL_BIND": host,
+            "SENTINEL_HOST": host,
+            "SENTINEL_CONFIG_TEMPLATE": str(self.workdir / "etc" / "sentinel.conf"),
+            "SENTINEL_DATA_DIR": str(workdir / "data"),
+        }
+        return Node(f"redis-sentinel-{ordinal}", "sentinel", host, SENTINEL_PORT, workdir, env)
+
+    # --- processes ----------------------------------------------------------------------------
+    def script_path(self, name: str) -> Path:
+        return self.workdir / "scripts" / name
+
+    def run_script(
+        self, node: Node, name: str, *args: str, timeout: float = 60, extra_env: dict[str, str] | None = None
+    ) -> subprocess.CompletedProcess[str]:
+        """Run one rendered script (probe, preStop) with a node's environment, as the kubelet would."""
+        return subprocess.run(
+            ["busybox", "sh", str(self.script_path(name)), *args],
+            env={**node.env, **(extra_env or {})},
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+        )
+
+    def start_node(self, node: Node, extra_env: dict[str, str] | None = None) -> None:
+        if node.running:
+            raise RehearsalError(f"{node.name} is already running")
+        node.workdir.mkdir(parents=True, exist_ok=True)
+        (node.workdir / "data").mkdir(exist_ok=True)
+        script = "start-redis.sh" if node.kind == "redis" else "start-sentinel.sh"
+        with node.log_path.open("ab") as log:
+            node.process = subprocess.Popen(
+                ["busybox", "sh", str(self.script_path(script))],
+                env={**node.env, **(extra_env or {})},
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                start_new_session=True,
+            )
+
+    def kill_node(self, node: Node, sig: signal.Signals = signal.SIGKILL) -> None:
+        """Send ``sig`` to the node's process (the script exec'd the server, so it is the server)."""
+        if node.process is None:
+            return
+        if node.process.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(node.process.pid, sig)
+            try:
+                node.process.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                os.killpg(node.process.pid, signal.SIGKILL)
+                node.process.wait(timeout=10)
+
+    def start(self, timeout: float = 60) -> LoopbackCluster:
+        """Start the data nodes, wait for replication, then the Sentinels, then convergence.
+
+        Sentinels start once the replicas are linked: a Sentinel that meets the master before its
+        replicas only learns of them at its next 10 s INFO refresh.
+        """
+        deadline = time.monotonic() + timeout
+        try:
+            # No Sentinel exists yet: one ask is enough before falling back to ordinal 0.
+            for node in self.redis_nodes:
+                self.start_node(node, extra_env={"SENTINEL_QUERY_ATTEMPTS": "1"})
+            self._wait(deadline, "every Redis node answering PING", self._all_redis_answer)
+            self._wait(deadline, "replicas linked to the master", self._replicas_linked)
+            for node in self.sentinels:
+                self.start_node(node)
+            self._wait(deadline, "Sentinels agreeing on the topology", self.converged)
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def stop(self) -> None:
+        for node in [*self.sentinels, *self.redis_nodes]:
+            self.kill_node(node, signal.SIGTERM)
+
+    def cleanup(self) -> None:
+        self.stop()
+        if self._own_workdir:
+            shutil.rmtree(self.workdir, ignore_errors=True)
+
+    def __enter__(self) -> LoopbackCluster:
+        return self.start()
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.cleanup()
+
+    # --- observation --------------------------------------------------------------------------
+    def client(self, node: Node, **kwargs: object) -> redis.Redis:
+        """A plain client to one node (authenticated for data nodes)."""
+        options: dict[str, object] = {
+            "password": self.password if node.kind == "redis" else None,
+            "socket_timeout": 2,
+            "socket_connect_timeout": 2,
+            "decode_responses": True,
+            **kwargs,
+        }
+        return redis.Redis(host=node.host, port=node.port, **options)  # type: ignore[arg-type]
+
+    def role(self, node: Node) -> str | None:
+        """``master``/``slave`` from ROLE, or None when the node does not answer."""
+        try:
+            with self.client(node) as c:
+                return str(c.execute_command("ROLE")[0])
+        except redis.RedisError:
+            return None
+
+    def masters(self) -> list[Node]:
+        return [n for n in self.redis_nodes if n.running and self.role(n) == "master"]
+
+    def replication(self, node: Node) -> dict[str, object]:
+        with self.client(node) as c:
+            return c.info("replication")
+
+    def sentinel_view(self, sentinel: Node) -> dict[str, object] | None:
+        """What one Sentinel believes: master address, replica and peer counts, flags."""
+        try:
+            with self.client(sentinel) as c:
+                addr = c.execute_command("SENTINEL", "GET-MASTER-ADDR-BY-NAME", self.master_name)
+                state = c.execute_command("SENTINEL", "MASTER", self.master_name)
+        except redis.RedisError:
+            return None
+        # redis-py parses SENTINEL MASTER into a dict with its own key names.
+        return {
+            "master": f"{addr[0]}:{addr[1]}" if addr else None,
+            "num_slaves": int(state.get("num-slaves", 0)),
+            "num_other_sentinels": int(state.get("num-other-sentinels", 0)),
+            "flags": ",".join(sorted(state["flags"]))
+            if isinstance(state.get("flags"), set)
+            else str(state.get("flags", "")),
+        }
+
+    def _all_redis_answer(self) -> bool:
+        return all(self.role(n) is not None for n in self.redis_nodes)
+
+    def _replicas_linked(self) -> bool:
+        masters = self.masters()
+        if len(masters) != 1:
+            return False
+        replicas = [n for n in self.redis_nodes if n is not masters[0]]
+        try:
+            return all(self.replication(n).get("master_link_status") == "up" for n in replicas)
+        except redis.RedisError:
+            return False
+
+    def converged(self) -> bool:
+        """One master, every replica linked, every Sentinel naming it with all replicas and peers."""
+        if not self._replicas_linked():
+            return False
+        master = self.masters()[0]
+        expected = {
+            "master": master.address,
+            "num_slaves": len(self.redis_nodes) - 1,
+            "num_other_sentinels": len(self.sentinels) - 1,
+        }
+        for sentinel in self.sentinels:
+            view = self.sentinel_view(sentinel)
+            if view is None or any(view[k] != v for k, v in expected.items()):
+                return False
+            if "down" in str(view["flags"]):
+                return False
+        return True
+
+    def wait_for(self, what: str, condition: object, timeout: float) -> None:
+        self._wait(time.monotonic() + timeout, what, condition)
+
+    def _wait(self, deadline: float, what: str, condition: object) -> None:
+        assert callable(condition)
+        while time.monotonic() < deadline:
+            for node in [*self.redis_nodes, *self.sentinels]:
+                if (
+                    node.process is not None
+                    and node.process.poll() is not None
+                    and node.process.returncode
+                    not in (
+                        0,
+                        -signal.SIGKILL,
+                        -signal.SIGTERM,
+                    )
+                ):
+                    raise RehearsalError(
+                        f"{node.name} exited with {node.process.returncode} while waiting for {what}; "
+                        f"log:\n{self.tail(node)}"
+                    )
+            if condition():
+                return
+            time.sleep(0.1)
+        logs = "\n".join(f"--- {n.name}\n{self.tail(n)}" for n in [*self.redis_nodes, *self.sentinels])
+        raise RehearsalError(f"timed out waiting for {what}\n{logs}")
+
+    def tail(self, node: Node, lines: int = 15) -> str:
+        try:
+            text = node.log_path.read_text(errors="replace")
+        except FileNotFoundError:
+            return "(no log)"
+        return "\n".join(text.splitlines()[-lines:]).replace(self.password, "<redacted>")

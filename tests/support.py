@@ -1,0 +1,26 @@
+"""Helpers the tests share (fixtures live in conftest.py)."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+
+from smoke.rehearsal import missing_binaries
+from smoke.render import Rendered, run_program, stack_config
+
+
+def render_stack(stack: str, password: str | None = None) -> Rendered:
+    config, secret_keys, _ = stack_config(stack, password)
+    return run_program(stack, config, secret_keys)
+
+
+def require_redis_binaries() -> None:
+    """Fail in CI (a missing binary must not pass as a skip); skip on a developer machine."""
+    missing = missing_binaries()
+    if not missing:
+        return
+    message = f"missing binaries {', '.join(missing)}: run 'make deps'"
+    if os.environ.get("CI", "").lower() in ("1", "true", "yes"):
+        pytest.fail(message)
+    pytest.skip(message)

@@ -1,0 +1,193 @@
+"""Both stacks under the Pulumi mock runtime: what gets registered, how it is wired and parented."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from components.topology import RUN_AS_USER
+from smoke.render import Rendered
+
+EXPECTED = {
+    ("Namespace", None),
+    ("Secret", "redis-auth"),
+    ("ConfigMap", "redis-config"),
+    ("ConfigMap", "redis-sentinel-config"),
+    ("Service", "redis-headless"),
+    ("Service", "redis-sentinel-headless"),
+    ("Service", "redis-sentinel"),
+    ("StatefulSet", "redis"),
+    ("StatefulSet", "redis-sentinel"),
+    ("PodDisruptionBudget", "redis"),
+    ("PodDisruptionBudget", "redis-sentinel"),
+    ("NetworkPolicy", "redis"),
+}
+
+
+@pytest.fixture(params=["dev", "prod"])
+def stack(request: pytest.FixtureRequest) -> Rendered:
+    return request.getfixturevalue(request.param)
+
+
+def pod_spec(stack: Rendered, name: str) -> dict[str, Any]:
+    return stack.find("StatefulSet", name)["spec"]["template"]["spec"]
+
+
+def test_every_expected_kubernetes_object_is_registered_once(stack: Rendered) -> None:
+    objects = [(d["kind"], d["metadata"]["name"]) for d in stack.kubernetes()]
+    assert len(objects) == len(set(objects))
+    assert {(k, None if k == "Namespace" else n) for k, n in objects} == EXPECTED
+    namespace = stack.kubernetes("Namespace")[0]["metadata"]["name"]
+    assert all(d["metadata"].get("namespace") == namespace for d in stack.kubernetes() if d["kind"] != "Namespace")
+
+
+def test_children_are_parented_to_their_components(stack: Rendered) -> None:
+    parents = {r.name: r.parent_type for r in stack.resources if r.custom}
+    assert parents["redis-statefulset"] == "dict-redis:index:RedisDataPlane"
+    assert parents["redis-config"] == "dict-redis:index:RedisDataPlane"
+    assert parents["sentinel-statefulset"] == "dict-redis:index:Sentinel"
+    assert parents["sentinel-service"] == "dict-redis:index:Sentinel"
+    assert parents["auth-secret"] == "dict-redis:index:RedisAuth"
+    assert parents["auth-password"] == "dict-redis:index:RedisAuth"
+    assert parents["network-policy"] == "dict-redis:index:CacheNetworkPolicy"
+    assert parents["namespace"] is None
+    # Child names derive from the component's name.
+    components = {r.name: r.type for r in stack.resources if not r.custom}
+    for child, parent_type in parents.items():
+        if parent_type:
+            owner = next(n for n, t in components.items() if t == parent_type)
+            assert child.startswith(f"{owner}-")
+
+
+def test_stack_outputs_name_the_namespace_sentinel_service_master_and_secret(dev: Rendered, prod: Rendered) -> None:
+    assert dev.outputs == {
+        "namespace": "redis-dev",
+        "sentinelService": "redis-sentinel.redis-dev.svc.cluster.local:26379",
+        "masterName": "mymaster",
+        "secretName": "redis-auth",
+    }
+    assert prod.outputs["sentinelService"] == "redis-sentinel.redis.svc.cluster.local:26379"
+
+
+def test_no_service_routes_to_the_data_pods_except_the_headless_one(stack: Rendered) -> None:
+    server = stack.find("StatefulSet", "redis")["spec"]["selector"]["matchLabels"]
+    routing = [
+        s["metadata"]["name"] for s in stack.kubernetes("Service") if server.items() <= s["spec"]["selector"].items()
+    ]
+    assert routing == ["redis-headless"]
+    headless = stack.find("Service", "redis-headless")["spec"]
+    assert headless["clusterIP"] == "None" and headless["publishNotReadyAddresses"] is True
+    client = stack.find("Service", "redis-sentinel")["spec"]
+    assert [p["port"] for p in client["ports"]] == [26379]
+
+
+@pytest.mark.parametrize("name", ["redis", "redis-sentinel"])
+def test_pods_run_hardened_as_a_high_non_root_uid(stack: Rendered, name: str) -> None:
+    spec = pod_spec(stack, name)
+    assert spec["automountServiceAccountToken"] is False
+    assert spec["enableServiceLinks"] is False
+    assert spec["securityContext"]["runAsUser"] == RUN_AS_USER >= 10000
+    assert spec["securityContext"]["seccompProfile"] == {"type": "RuntimeDefault"}
+    for container in spec["containers"]:
+        sc = container["securityContext"]
+        assert sc["runAsNonRoot"] is True and sc["runAsUser"] >= 10000
+        assert sc["readOnlyRootFilesystem"] is True
+        assert sc["allowPrivilegeEscalation"] is False
+        assert sc["capabilities"] == {"drop": ["ALL"]}
+        assert set(container["resources"]) == {"requests", "limits"}
+        # Every writable path is an explicit volume.
+        mounts = {m["mountPath"]: m.get("readOnly", False) for m in container["volumeMounts"]}
+        assert mounts["/etc/redis-auth"] is True
+        assert "/tmp" in mounts and "/data" in mounts
+
+
+def test_the_password_reaches_pods_only_as_a_mounted_secret_file(stack: Rendered) -> None:
+    for name in ("redis", "redis-sentinel"):
+        spec = pod_spec(stack, name)
+        (container,) = spec["containers"]
+        assert all("valueFrom" not in e or "secretKeyRef" not in e["valueFrom"] for e in container.get("env", []))
+        assert "envFrom" not in container
+        auth = next(v for v in spec["volumes"] if v["name"] == "auth")
+        assert auth["secret"]["secretName"] == "redis-auth"
+        script = "/etc/redis/probe-redis.sh" if name == "redis" else "/etc/redis-sentinel/probe-sentinel.sh"
+        for probe in ("livenessProbe", "readinessProbe"):
+            assert container[probe]["exec"]["command"][:2] == ["sh", script]
+
+
+def test_redis_statefulset_wiring(stack: Rendered) -> None:
+    sts = stack.find("StatefulSet", "redis")["spec"]
+    assert sts["replicas"] == 3
+    assert sts["serviceName"] == "redis-headless"
+    assert sts["podManagementPolicy"] == "Parallel"
+    (container,) = sts["template"]["spec"]["containers"]
+    assert container["command"] == ["sh", "/etc/redis/start-redis.sh"]
+    assert container["lifecycle"]["preStop"]["exec"]["command"] == ["sh", "/etc/redis/prestop-redis.sh"]
+    assert [container[p]["exec"]["command"][2] for p in ("startupProbe", "livenessProbe", "readinessProbe")] == [
+        "startup",
+        "liveness",
+        "readiness",
+    ]
+    run = next(v for v in sts["template"]["spec"]["volumes"] if v["name"] == "run")
+    assert run["emptyDir"]["medium"] == "Memory"
+    (claim,) = sts["volumeClaimTemplates"]
+    assert claim["metadata"]["name"] == "data"
+    assert sts["template"]["spec"]["terminationGracePeriodSeconds"] >= 15
+
+
+def test_storage_follows_the_stack(dev: Rendered, prod: Rendered) -> None:
+    (prod_claim,) = prod.find("StatefulSet", "redis")["spec"]["volumeClaimTemplates"]
+    assert prod_claim["spec"]["storageClassName"] == "standard"
+    assert prod_claim["spec"]["resources"]["requests"]["storage"] == "20Gi"
+    (dev_claim,) = dev.find("StatefulSet", "redis")["spec"]["volumeClaimTemplates"]
+    assert "storageClassName" not in dev_claim["spec"]  # the cluster's default class
+
+
+def test_sentinels_are_a_statefulset_of_three_with_writable_config(stack: Rendered) -> None:
+    sts = stack.find("StatefulSet", "redis-sentinel")["spec"]
+    assert sts["replicas"] == 3
+    assert sts["serviceName"] == "redis-sentinel-headless"
+    volumes = {v["name"]: v for v in sts["template"]["spec"]["volumes"]}
+    assert "emptyDir" in volumes["data"]
+    (container,) = sts["template"]["spec"]["containers"]
+    assert container["command"] == ["sh", "/etc/redis-sentinel/start-sentinel.sh"]
+
+
+@pytest.mark.parametrize("name", ["redis", "redis-sentinel"])
+def test_each_statefulset_has_a_pdb_of_one_and_spreads_over_nodes_and_zones(
+    dev: Rendered, prod: Rendered, name: str
+) -> None:
+    for stack in (dev, prod):
+        selector = stack.find("StatefulSet", name)["spec"]["selector"]["matchLabels"]
+        pdb = stack.find("PodDisruptionBudget", name)["spec"]
+        assert pdb == {"maxUnavailable": 1, "selector": {"matchLabels": selector}}
+        spread = pod_spec(stack, name)["topologySpreadConstraints"][0]
+        assert spread["topologyKey"] == "topology.kubernetes.io/zone"
+    required = pod_spec(prod, name)["affinity"]["podAntiAffinity"]["requiredDuringSchedulingIgnoredDuringExecution"]
+    assert required[0]["topologyKey"] == "kubernetes.io/hostname"
+    preferred = pod_spec(dev, name)["affinity"]["podAntiAffinity"]
+    assert "preferredDuringSchedulingIgnoredDuringExecution" in preferred
+
+
+def test_network_policy_admits_only_clients_and_the_layer_itself(stack: Rendered) -> None:
+    spec = stack.find("NetworkPolicy", "redis")["spec"]
+    assert spec["podSelector"]["matchLabels"] == {"app.kubernetes.io/part-of": "dict-redis"}
+    assert spec["policyTypes"] == ["Ingress", "Egress"]
+    sources = [peer for rule in spec["ingress"] for peer in rule["from"]]
+    assert {"podSelector": {"matchLabels": {"app.kubernetes.io/part-of": "dict-redis"}}} in sources
+    assert {
+        "namespaceSelector": {},
+        "podSelector": {"matchLabels": {"dict.lbpay.com.br/redis-client": "true"}},
+    } in sources
+    for rule in spec["ingress"]:
+        assert sorted(p["port"] for p in rule["ports"]) == [6379, 26379]
+    dns = [rule for rule in spec["egress"] if any(p["port"] == 53 for p in rule["ports"])]
+    assert dns, "pods must be allowed to resolve each other's names"
+
+
+def test_a_config_change_rolls_the_pods(dev: Rendered, prod: Rendered) -> None:
+    def checksum(stack: Rendered) -> str:
+        return stack.find("StatefulSet", "redis")["spec"]["template"]["metadata"]["annotations"]["checksum/config"]
+
+    assert checksum(dev) != checksum(prod)
+    assert len(checksum(dev)) == 64

@@ -1,0 +1,188 @@
+"""The dev stack's rendered files, run as real redis-server and redis-sentinel processes.
+
+Every process is started by the rendered start script under ``busybox sh``, exactly as the pods
+start; these tests prove the scripts form a replicating cluster that Sentinel can fail over.
+"""
+
+from __future__ import annotations
+
+import signal
+import stat
+import time
+from pathlib import Path
+
+import pytest
+import redis
+
+from smoke.rehearsal import LoopbackCluster, Node
+
+pytestmark = pytest.mark.redis
+
+
+def master_of(cluster: LoopbackCluster) -> Node:
+    masters = cluster.masters()
+    assert len(masters) == 1, f"expected one master, found {[m.name for m in masters]}"
+    return masters[0]
+
+
+def test_first_boot_forms_one_master_two_linked_replicas_and_three_agreeing_sentinels(
+    cluster: LoopbackCluster,
+) -> None:
+    master = master_of(cluster)
+    assert master.name == "redis-0", "with no Sentinel yet, ordinal 0 must start as master"
+    for replica in cluster.redis_nodes[1:]:
+        info = cluster.replication(replica)
+        assert info["role"] == "slave"
+        assert info["master_link_status"] == "up"
+        assert f"{info['master_host']}:{info['master_port']}" == master.address
+    for sentinel in cluster.sentinels:
+        assert cluster.sentinel_view(sentinel) == {
+            "master": master.address,
+            "num_slaves": 2,
+            "num_other_sentinels": 2,
+            "flags": "master",
+        }
+        with cluster.client(sentinel) as c:
+            assert str(c.execute_command("SENTINEL", "CKQUORUM", cluster.master_name)).startswith("OK 3 usable")
+
+
+def test_writes_on_the_master_reach_both_replicas(cluster: LoopbackCluster) -> None:
+    master = master_of(cluster)
+    with cluster.client(master) as c:
+        c.set("topology:probe", "replicated", ex=60)
+        assert c.execute_command("WAIT", 2, 2000) == 2
+    for replica in cluster.redis_nodes[1:]:
+        with cluster.client(replica) as c:
+            assert c.get("topology:probe") == "replicated"
+            with pytest.raises(redis.ReadOnlyError):
+                c.set("topology:probe", "not on a replica")
+
+
+def test_probes_pass_on_every_healthy_pod(cluster: LoopbackCluster) -> None:
+    for node in cluster.redis_nodes:
+        for mode in ("startup", "liveness", "readiness"):
+            result = cluster.run_script(node, "probe-redis.sh", mode, "2")
+            assert result.returncode == 0, f"{node.name} {mode}: {result.stderr}"
+    for node in cluster.sentinels:
+        for mode in ("liveness", "readiness"):
+            result = cluster.run_script(node, "probe-sentinel.sh", mode, "2")
+            assert result.returncode == 0, f"{node.name} {mode}: {result.stderr}"
+
+
+def test_probes_fail_on_a_wrong_password(cluster: LoopbackCluster, tmp_path: Path) -> None:
+    wrong = tmp_path / "wrong-password"
+    wrong.write_text("not-the-password-at-all")
+    node = cluster.redis_nodes[0]
+    for mode in ("liveness", "readiness"):
+        result = cluster.run_script(node, "probe-redis.sh", mode, "2", extra_env={"REDIS_PASSWORD_FILE": str(wrong)})
+        assert result.returncode == 1, mode
+
+
+def test_no_password_on_any_command_line_environment_or_log(cluster: LoopbackCluster) -> None:
+    secret = cluster.password.encode()
+    ours = [n.process.pid for n in [*cluster.redis_nodes, *cluster.sentinels] if n.process]
+    assert len(ours) == 6
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit():
+            continue
+        try:
+            assert secret not in (proc / "cmdline").read_bytes(), f"password in argv of pid {proc.name}"
+        except (FileNotFoundError, ProcessLookupError, PermissionError):
+            continue
+    for pid in ours:
+        assert secret not in Path(f"/proc/{pid}/environ").read_bytes(), f"password in env of pid {pid}"
+    for node in [*cluster.redis_nodes, *cluster.sentinels]:
+        assert secret not in node.log_path.read_bytes(), f"password in the log of {node.name}"
+
+
+def test_the_effective_configs_holding_the_password_are_private_to_their_user(cluster: LoopbackCluster) -> None:
+    for node in cluster.redis_nodes:
+        path = Path(node.env["REDIS_RUN_DIR"]) / "redis.conf"
+        assert stat.S_IMODE(path.stat().st_mode) == 0o600
+    for node in cluster.sentinels:
+        path = Path(node.env["SENTINEL_DATA_DIR"]) / "sentinel.conf"
+        assert stat.S_IMODE(path.stat().st_mode) == 0o600
+
+
+def test_a_killed_master_is_replaced_and_comes_back_as_a_replica(fresh_cluster: LoopbackCluster) -> None:
+    cluster = fresh_cluster
+    old = master_of(cluster)
+    with cluster.client(old) as c:
+        c.set("survives:failover", "yes")
+        assert c.execute_command("WAIT", 2, 2000) == 2
+
+    cluster.kill_node(old, signal.SIGKILL)
+    killed_at = time.monotonic()
+    cluster.wait_for("a replica promoted", lambda: len(cluster.masters()) == 1, timeout=30)
+    promoted_after = time.monotonic() - killed_at
+    new = master_of(cluster)
+    assert new is not old
+    # dev: down-after 1000 ms; promotion must follow within a few seconds.
+    assert promoted_after < 10, promoted_after
+    cluster.wait_for(
+        "every Sentinel naming the new master",
+        lambda: all((cluster.sentinel_view(s) or {}).get("master") == new.address for s in cluster.sentinels),
+        timeout=30,
+    )
+
+    # The pod restarts with the same start script (and its data directory), as the kubelet does.
+    cluster.start_node(old)
+    most_masters = 0
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        most_masters = max(most_masters, len(cluster.masters()))
+        if cluster.converged():
+            break
+        time.sleep(0.1)
+    assert cluster.converged(), "the old master did not rejoin"
+    assert most_masters == 1, "the restarted pod acted as a second master"
+    assert cluster.role(old) == "slave"
+    assert master_of(cluster) is new
+    with cluster.client(old) as c:
+        assert c.get("survives:failover") == "yes"
+
+
+def test_prestop_hands_mastership_over_before_the_master_stops(fresh_cluster: LoopbackCluster) -> None:
+    cluster = fresh_cluster
+    old = master_of(cluster)
+    for replica in cluster.redis_nodes:
+        if replica is not old:
+            result = cluster.run_script(replica, "prestop-redis.sh", timeout=30)
+            assert result.returncode == 0 and "nothing to hand over" in result.stderr
+
+    result = cluster.run_script(old, "prestop-redis.sh", extra_env={"PRESTOP_TIMEOUT": "20"}, timeout=40)
+    assert result.returncode == 0, result.stderr
+    assert "now name" in result.stderr, result.stderr
+    named = {(cluster.sentinel_view(s) or {}).get("master") for s in cluster.sentinels}
+    assert old.address not in named
+    # Writes stay paused on the old master: nothing more is acknowledged there before it stops.
+    with cluster.client(old, socket_timeout=0.5) as c, pytest.raises(redis.TimeoutError):
+        c.set("after:prestop", "must not be acknowledged")
+
+    cluster.kill_node(old, signal.SIGTERM)  # the kubelet's SIGTERM after the hook
+    cluster.start_node(old)
+    cluster.wait_for("the old master back as a replica", cluster.converged, timeout=60)
+    assert cluster.role(old) == "slave"
+
+
+def test_a_restarted_sentinel_keeps_its_identity_and_a_broken_replica_is_not_ready(
+    fresh_cluster: LoopbackCluster,
+) -> None:
+    cluster = fresh_cluster
+    sentinel = cluster.sentinels[2]
+    with cluster.client(sentinel) as c:
+        before = c.execute_command("SENTINEL", "MYID")
+    cluster.kill_node(sentinel, signal.SIGKILL)
+    cluster.start_node(sentinel)
+    cluster.wait_for("the Sentinel back in the quorum", cluster.converged, timeout=60)
+    with cluster.client(sentinel) as c:
+        assert c.execute_command("SENTINEL", "MYID") == before
+    # Peers still count two others, not a stale twin of the restarted one.
+    for peer in cluster.sentinels:
+        assert (cluster.sentinel_view(peer) or {}).get("num_other_sentinels") == 2
+
+    replica = next(n for n in cluster.redis_nodes if cluster.role(n) == "slave")
+    with cluster.client(replica) as c:
+        c.execute_command("REPLICAOF", "127.0.0.1", "1")  # a master that does not exist
+    assert cluster.run_script(replica, "probe-redis.sh", "readiness", "2").returncode == 1
+    assert cluster.run_script(replica, "probe-redis.sh", "liveness", "2").returncode == 0

@@ -1,5 +1,6 @@
 # DICT Redis cache layer. Every target installs what it needs and is safe to re-run.
 #   make render STACK=dev   offline render of a stack (the main job until the rehearsal lands)
+#   make rehearsal          the dev stack as real redis-server/redis-sentinel processes on loopback
 #   make test               the whole test suite (what CI runs)
 SHELL := /bin/bash
 .SHELLFLAGS := -eu -o pipefail -c
@@ -12,7 +13,7 @@ STACK ?= dev
 SYSTEM_BINARIES := redis-server redis-sentinel redis-cli redis-check-rdb busybox
 SYSTEM_PACKAGES := redis-server redis-sentinel redis-tools busybox
 
-.PHONY: deps system-deps python-deps render test lint clean
+.PHONY: deps system-deps python-deps render rehearsal test lint clean
 
 deps: system-deps python-deps
 
@@ -39,6 +40,11 @@ $(VENV)/.installed: requirements.txt requirements-dev.txt
 
 render: python-deps
 	$(PY) -m smoke.render --stack $(STACK)
+
+# The dev stack's rendered files as real processes on loopback, up until Ctrl-C.
+rehearsal: deps
+	$(PY) -m smoke.render --stack dev
+	$(PY) -m smoke.rehearsal --render-dir build/render/dev/k8s
 
 test: deps
 	$(PY) -m ruff check .

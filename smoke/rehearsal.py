@@ -399,3 +399,44 @@ class LoopbackCluster:
         except FileNotFoundError:
             return "(no log)"
         return "\n".join(text.splitlines()[-lines:]).replace(self.password, "<redacted>")
+
+
+def _interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Start the rehearsal from a render and keep it up until Ctrl-C (or stop at once: --check)."""
+    import argparse
+    import sys
+
+    parser = argparse.ArgumentParser(prog="python -m smoke.rehearsal", description=main.__doc__)
+    parser.add_argument("--render-dir", type=Path, default=Path("build/render/dev/k8s"), help="rendered manifests")
+    parser.add_argument("--check", action="store_true", help="stop as soon as the topology has converged")
+    args = parser.parse_args(argv)
+    try:
+        files = RenderedFiles.from_render_dir(args.render_dir)
+        cluster = LoopbackCluster(files).start()
+    except RehearsalError as exc:
+        print(f"rehearsal failed: {exc}", file=sys.stderr)
+        return 1
+    try:
+        master = cluster.masters()[0]
+        print(f"Rehearsal of {args.render_dir} in {cluster.workdir} (password in {cluster.password_file}):")
+        for node in [*cluster.redis_nodes, *cluster.sentinels]:
+            role = "master" if node is master else ("replica" if node.kind == "redis" else "sentinel")
+            print(f"  {node.name:<18} {node.address:<22} {role:<9} log: {node.log_path}")
+        if not args.check:
+            print("Up; press Ctrl-C to stop.")
+            signal.signal(signal.SIGTERM, _interrupt)
+            while True:
+                signal.pause()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        cluster.cleanup()
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

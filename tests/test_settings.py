@@ -6,10 +6,11 @@ from __future__ import annotations
 import json
 
 import pytest
+from pydantic import BaseModel
 
-from components.settings import SettingsError, memory_bytes, settings_from_config
+from components.settings import Settings, SettingsError, memory_bytes, settings_from_config
 from smoke import render
-from smoke.render import run_program, stack_config
+from smoke.render import ROOT, run_program, stack_config
 
 GiB = 2**30
 
@@ -168,3 +169,32 @@ def test_invalid_config_fails_before_any_resource_is_registered(monkeypatch: pyt
     with pytest.raises(SettingsError, match=r"sentinel\.quorum = 1"):
         run_program("test", {"dict-redis:sentinel": json.dumps({"quorum": 1})})
     assert registered == []
+
+
+def _leaf_keys(model: type[BaseModel], prefix: str = "") -> list[str]:
+    keys = []
+    for name, field in model.model_fields.items():
+        if name == "stack":
+            continue
+        key = prefix + (field.alias or name)
+        annotation = field.annotation
+        if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+            keys.extend(_leaf_keys(annotation, key + "."))
+        else:
+            keys.append(key)
+    return keys
+
+
+def test_the_readme_documents_every_setting() -> None:
+    readme = (ROOT / "README.md").read_text()
+    keys = _leaf_keys(Settings)
+    assert len(keys) > 40
+    undocumented = []
+    for key in keys:
+        parent = key.rsplit(".", 1)[0]
+        if f"`{key}`" in readme or f"`{parent}.*`" in readme:
+            continue
+        if key.endswith(".memory") and f"`{parent}.cpu` / `.memory`" in readme:
+            continue
+        undocumented.append(key)
+    assert undocumented == []

@@ -6,8 +6,11 @@ start; these tests prove the scripts form a replicating cluster that Sentinel ca
 
 from __future__ import annotations
 
+import re
 import signal
 import stat
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -15,6 +18,8 @@ import pytest
 import redis
 
 from smoke.rehearsal import LoopbackCluster, Node
+from smoke.render import ROOT
+from tests.support import require_redis_binaries
 
 pytestmark = pytest.mark.redis
 
@@ -186,3 +191,32 @@ def test_a_restarted_sentinel_keeps_its_identity_and_a_broken_replica_is_not_rea
         c.execute_command("REPLICAOF", "127.0.0.1", "1")  # a master that does not exist
     assert cluster.run_script(replica, "probe-redis.sh", "readiness", "2").returncode == 1
     assert cluster.run_script(replica, "probe-redis.sh", "liveness", "2").returncode == 0
+
+
+def test_the_rehearsal_command_starts_reports_and_stops_the_topology(dev_render_dir: Path) -> None:
+    require_redis_binaries()
+    result = subprocess.run(
+        [sys.executable, "-m", "smoke.rehearsal", "--check", "--render-dir", str(dev_render_dir / "k8s")],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == 0, result.stderr
+    assert re.search(r"redis-0\s+127\.\d+\.\d+\.1:6379\s+master", result.stdout)
+    assert result.stdout.count("replica") == 2 and result.stdout.count("sentinel ") >= 3
+    workdir = Path(re.search(r" in (\S+) ", result.stdout).group(1))  # type: ignore[union-attr]
+    assert not workdir.exists(), "the rehearsal left its directory behind"
+
+
+def test_the_rehearsal_command_explains_a_missing_render(tmp_path: Path) -> None:
+    require_redis_binaries()
+    result = subprocess.run(
+        [sys.executable, "-m", "smoke.rehearsal", "--check", "--render-dir", str(tmp_path)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 1
+    assert "run 'make render STACK=dev' first" in result.stderr and "Traceback" not in result.stderr

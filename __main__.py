@@ -25,10 +25,7 @@ topology = Topology.of(settings)
 namespace = k8s.core.v1.Namespace("namespace", metadata={"name": settings.namespace, "labels": topology.common_labels})
 ns = namespace.metadata.apply(lambda m: m["name"])
 
-auth = RedisAuth(
-    "auth",
-    RedisAuthArgs(namespace=ns, topology=topology, labels=topology.common_labels, password=settings.redis_password),
-)
+auth = RedisAuth("auth", RedisAuthArgs(settings=settings, namespace=ns))
 redis = RedisDataPlane("redis", RedisDataPlaneArgs(settings=settings, namespace=ns, secret_name=auth.secret_name))
 sentinel = Sentinel("sentinel", SentinelArgs(settings=settings, namespace=ns, secret_name=auth.secret_name))
 network = CacheNetworkPolicy("network", CacheNetworkPolicyArgs(settings=settings, namespace=ns))

@@ -12,6 +12,7 @@ import pulumi
 import pulumi_kubernetes as k8s
 import pulumi_random as random
 
+from components.settings import Settings
 from components.topology import PASSWORD_KEY, Topology
 
 # Long and alphanumeric: the start scripts write it unquoted into the Redis and Sentinel configs.
@@ -20,11 +21,10 @@ GENERATED_PASSWORD_LENGTH = 40
 
 @dataclass(frozen=True)
 class RedisAuthArgs:
+    # ``settings.redis_password`` (secret config ``dict-redis:redisPassword``), when set, is the
+    # password; otherwise one is generated.
+    settings: Settings
     namespace: pulumi.Input[str]
-    topology: Topology
-    labels: dict[str, str]
-    # From the stack's secret config (``dict-redis:redisPassword``); None generates one.
-    password: str | None = None
 
 
 class RedisAuth(pulumi.ComponentResource):
@@ -35,18 +35,19 @@ class RedisAuth(pulumi.ComponentResource):
     def __init__(self, name: str, args: RedisAuthArgs, opts: pulumi.ResourceOptions | None = None) -> None:
         super().__init__("dict-redis:index:RedisAuth", name, None, opts)
         child = pulumi.ResourceOptions(parent=self)
+        topo = Topology.of(args.settings)
 
-        if args.password is None:
+        if args.settings.redis_password is None:
             generated = random.RandomPassword(
                 f"{name}-password", length=GENERATED_PASSWORD_LENGTH, special=False, opts=child
             )
             password: pulumi.Output[str] = generated.result
         else:
-            password = pulumi.Output.secret(args.password)
+            password = pulumi.Output.secret(args.settings.redis_password)
 
         secret = k8s.core.v1.Secret(
             f"{name}-secret",
-            metadata={"name": args.topology.secret, "namespace": args.namespace, "labels": args.labels},
+            metadata={"name": topo.secret, "namespace": args.namespace, "labels": topo.common_labels},
             type="Opaque",
             string_data={PASSWORD_KEY: password},
             opts=child,

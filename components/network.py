@@ -1,8 +1,9 @@
 """The NetworkPolicy: who may reach the cache layer, and where its pods may connect.
 
 Ingress to 6379/26379 only from the layer's own pods (replication, Sentinel checks) and from pods
-carrying the client labels configured in ``clientSelector`` (any namespace). Egress only to the
-layer's own pods and to DNS, which the scripts and Sentinel need to resolve pod names.
+carrying the client labels configured in ``clientSelector``, in the namespaces listed in
+``clientNamespaces`` (any namespace when empty). Egress only to the layer's own pods and to DNS,
+which the scripts and Sentinel need to resolve pod names.
 """
 
 from __future__ import annotations
@@ -15,6 +16,9 @@ import pulumi_kubernetes as k8s
 from components import topology as t
 from components.settings import Settings
 
+# Set by Kubernetes on every namespace (1.22+), so namespaces can be selected by name.
+NAMESPACE_NAME_LABEL = "kubernetes.io/metadata.name"
+
 
 @dataclass(frozen=True)
 class CacheNetworkPolicyArgs:
@@ -23,19 +27,29 @@ class CacheNetworkPolicyArgs:
 
 
 class CacheNetworkPolicy(pulumi.ComponentResource):
+    """Default-deny for the layer's pods, with the few flows Redis, Sentinel and clients need."""
+
+    policy_name: pulumi.Output[str]
+
     def __init__(self, name: str, args: CacheNetworkPolicyArgs, opts: pulumi.ResourceOptions | None = None) -> None:
         super().__init__("dict-redis:index:CacheNetworkPolicy", name, None, opts)
         topo = t.Topology.of(args.settings)
         ports = [{"protocol": "TCP", "port": t.REDIS_PORT}, {"protocol": "TCP", "port": t.SENTINEL_PORT}]
         own_pods = {"pod_selector": {"match_labels": topo.part_of}}
+        namespaces = args.settings.client_namespaces
+        namespace_selector: dict[str, object] = (
+            {"match_expressions": [{"key": NAMESPACE_NAME_LABEL, "operator": "In", "values": list(namespaces)}]}
+            if namespaces
+            else {}
+        )
         clients = {
-            "namespace_selector": {},
+            "namespace_selector": namespace_selector,
             "pod_selector": {"match_labels": dict(args.settings.client_selector)},
         }
         policy = k8s.networking.v1.NetworkPolicy(
             f"{name}-policy",
             metadata={
-                "name": "redis",
+                "name": topo.network_policy,
                 "namespace": args.namespace,
                 "labels": topo.common_labels,
             },

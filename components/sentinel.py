@@ -83,9 +83,9 @@ class Sentinel(pulumi.ComponentResource):
             "ports": [{"name": "sentinel", "container_port": t.SENTINEL_PORT, "protocol": "TCP"}],
             "resources": pods.resources(sen.resources),
             "security_context": pods.container_security_context(),
-            # Same timings as the data nodes: a Sentinel has nothing to load, so no startup probe.
-            "liveness_probe": pods.exec_probe(probe, "liveness", s.redis.probes.liveness),
-            "readiness_probe": pods.exec_probe(probe, "readiness", s.redis.probes.readiness),
+            "startup_probe": pods.exec_probe(probe, "startup", sen.probes.startup),
+            "liveness_probe": pods.exec_probe(probe, "liveness", sen.probes.liveness),
+            "readiness_probe": pods.exec_probe(probe, "readiness", sen.probes.readiness),
             "volume_mounts": [
                 {"name": "config", "mount_path": t.SENTINEL_CONFIG_DIR, "read_only": True},
                 {"name": "auth", "mount_path": t.AUTH_DIR, "read_only": True},
@@ -116,8 +116,9 @@ class Sentinel(pulumi.ComponentResource):
                         "volumes": [
                             {"name": "config", "config_map": {"name": topo.sentinel_config, "default_mode": 0o444}},
                             {"name": "auth", "secret": {"secret_name": args.secret_name, "default_mode": 0o440}},
-                            # Sentinel's own rewritten config (holds auth-pass): memory only. It
-                            # survives container restarts; a new pod relearns state from its peers.
+                            # Sentinel's own rewritten config (holds the password): memory only. A
+                            # restarted container reuses it (start-sentinel.sh); a new pod starts
+                            # over from its peers.
                             {"name": "data", "empty_dir": {"medium": "Memory", "size_limit": "8Mi"}},
                             {"name": "tmp", "empty_dir": {"size_limit": "16Mi"}},
                         ],

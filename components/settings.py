@@ -28,6 +28,10 @@ PROJECT = "dict-redis"
 # share of the container memory limit a persistent instance risks the OOM killer.
 MAX_PERSISTENT_MEMORY_SHARE = 0.6
 
+# Seconds the pod keeps after the preStop hook for the shutdown itself (SIGTERM makes Redis fsync
+# the AOF and write a final RDB snapshot).
+SHUTDOWN_BUDGET_SECONDS = 10
+
 # The password is written unquoted into redis.conf / sentinel.conf by the start scripts, so it
 # may only hold characters that need no quoting there or in the shell.
 PASSWORD_PATTERN = re.compile(r"^[A-Za-z0-9._~+=-]{16,128}$")
@@ -129,6 +133,14 @@ class Probes(_Model):
     readiness: Probe = Probe(initialDelaySeconds=10, periodSeconds=5, timeoutSeconds=3, failureThreshold=3)
 
 
+class SentinelProbes(_Model):
+    # The startup probe covers start-sentinel.sh waiting up to 60 s for the master on a first boot
+    # (10 s x 12 = 2 minutes); after that a Sentinel is quick to answer.
+    startup: Probe = Probe(initialDelaySeconds=5, periodSeconds=10, timeoutSeconds=5, failureThreshold=12)
+    liveness: Probe = Probe(initialDelaySeconds=0, periodSeconds=10, timeoutSeconds=5, failureThreshold=3)
+    readiness: Probe = Probe(initialDelaySeconds=0, periodSeconds=5, timeoutSeconds=3, failureThreshold=3)
+
+
 class Storage(_Model):
     size: MemoryQuantity = "20Gi"
     # None: the cluster's default StorageClass.
@@ -177,6 +189,11 @@ class RedisSettings(_Model):
     maxmemory_policy: EvictionPolicy = "allkeys-lru"
     maxmemory_samples: int = Field(default=5, ge=1, le=64)
     persistence: Persistence = Persistence()
+    # A master stops accepting writes when fewer replicas than this are connected with at most
+    # minReplicasMaxLag seconds of lag: it bounds what a partitioned master can acknowledge and
+    # then lose (0 turns it off).
+    min_replicas_to_write: int = Field(default=1, ge=0)
+    min_replicas_max_lag: int = Field(default=10, ge=1)
     io_threads: int = Field(default=4, ge=1, le=128)
     io_threads_do_reads: bool = True
     timeout_seconds: int = Field(default=0, ge=0)
@@ -204,6 +221,11 @@ class SentinelSettings(_Model):
         limits=ResourceAmounts(cpu="200m", memory="512Mi"),
     )
     anti_affinity: AntiAffinity = "required"
+    probes: SentinelProbes = SentinelProbes()
+
+    def prestop_timeout_seconds(self) -> int:
+        """How long the master's preStop hook may wait for its handover: one failover plus 2 s."""
+        return math.ceil(self.failover_timeout_milliseconds / 1000) + 2
 
 
 class Settings(_Model):
@@ -215,6 +237,8 @@ class Settings(_Model):
     master_name: str = Field(default="mymaster", pattern=r"^[A-Za-z0-9._-]{1,64}$")
     # Pods carrying all of these labels (in any namespace) may reach Redis and Sentinel.
     client_selector: dict[str, str] = {"dict.lbpay.com.br/redis-client": "true"}
+    # Namespaces those client pods may run in; empty means any namespace.
+    client_namespaces: list[DnsLabel] = []
     redis: RedisSettings = RedisSettings()
     sentinel: SentinelSettings = SentinelSettings()
     # Taken from secret config when set; otherwise the stack generates one. Never printed.
@@ -223,7 +247,7 @@ class Settings(_Model):
 
 # --- loading ----------------------------------------------------------------------------------
 
-_OBJECT_KEYS = {"redis", "sentinel", "clientSelector"}
+_OBJECT_KEYS = {"redis", "sentinel", "clientSelector", "clientNamespaces"}
 _SECRET_KEYS = {"redisPassword"}
 _IMAGE_PINNED = re.compile(r"^[^@]+@sha256:[0-9a-f]{64}$|^[^@]+:[^:/@]*\d+\.\d+\.\d+[^:/@]*$")
 
@@ -353,12 +377,17 @@ def _cross_checks(s: Settings) -> list[str]:
                 f"limits.cpu {res.limits.cpu!r}"
             )
 
-    needed = math.ceil(s.sentinel.failover_timeout_milliseconds / 1000) + 5
+    needed = s.sentinel.prestop_timeout_seconds() + SHUTDOWN_BUDGET_SECONDS
     if r.termination_grace_period_seconds < needed:
         problems.append(
             f"{p}redis.terminationGracePeriodSeconds = {r.termination_grace_period_seconds}: must be at "
-            f"least {needed} (sentinel.failoverTimeoutMilliseconds + 5 s) so the preStop hook can hand "
-            "mastership over before the pod stops"
+            f"least {needed}: the preStop handover may take {s.sentinel.prestop_timeout_seconds()} s "
+            f"(sentinel.failoverTimeoutMilliseconds + 2 s) and the shutdown {SHUTDOWN_BUDGET_SECONDS} s"
+        )
+    if r.min_replicas_to_write > r.replicas - 1:
+        problems.append(
+            f"{p}redis.minReplicasToWrite = {r.min_replicas_to_write}: must be at most the number of "
+            f"replicas ({r.replicas - 1}), or the master refuses every write"
         )
 
     if s.redis_password is not None and not PASSWORD_PATTERN.match(s.redis_password):

@@ -44,6 +44,7 @@ class Topology:
     secret: str = "redis-auth"
     redis_config: str = "redis-config"
     sentinel_config: str = "redis-sentinel-config"
+    network_policy: str = "redis"
 
     @classmethod
     def of(cls, settings: Settings) -> Topology:
@@ -89,6 +90,11 @@ class Topology:
     def sentinel_addrs(self) -> list[str]:
         """Every Sentinel pod as host:port, the list scripts ask for the current master."""
         return [f"{self.sentinel_pod_host(i)}:{SENTINEL_PORT}" for i in range(self.sentinel_replicas)]
+
+    @property
+    def redis_addrs(self) -> list[str]:
+        """Every Redis pod as host:port, asked for ROLE when the Sentinels cannot say."""
+        return [f"{self.redis_pod_host(i)}:{REDIS_PORT}" for i in range(self.redis_replicas)]
 
     @property
     def sentinel_service_address(self) -> str:

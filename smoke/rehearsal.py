@@ -150,11 +150,13 @@ class LoopbackCluster:
         self.prefix = choose_block(redis_count, sentinel_count)
         self._prepare_files()
         sentinel_addrs = " ".join(f"{self.prefix}.{11 + i}:{SENTINEL_PORT}" for i in range(sentinel_count))
+        redis_addrs = " ".join(f"{self.prefix}.{1 + i}:{REDIS_PORT}" for i in range(redis_count))
         common = {
             "PATH": f"{self.workdir / 'bin'}:{os.environ.get('PATH', '/usr/bin:/bin')}",
             "HOME": str(self.workdir),
             "REDIS_PASSWORD_FILE": str(self.password_file),
             "SENTINEL_ADDRS": sentinel_addrs,
+            "REDIS_ADDRS": redis_addrs,
             "REDIS_SEED_HOST": f"{self.prefix}.1",
             "MASTER_NAME": self.master_name,
         }
@@ -252,21 +254,26 @@ class LoopbackCluster:
                 os.killpg(node.process.pid, signal.SIGKILL)
                 node.process.wait(timeout=10)
 
-    def start(self, timeout: float = 60) -> LoopbackCluster:
-        """Start the data nodes, wait for replication, then the Sentinels, then convergence.
+    def start(self, timeout: float = 60, *, parallel: bool = False) -> LoopbackCluster:
+        """Start every pod and wait until the topology has converged.
 
-        Sentinels start once the replicas are linked: a Sentinel that meets the master before its
-        replicas only learns of them at its next 10 s INFO refresh.
+        By default the data nodes start first and the Sentinels once the replicas are linked: a
+        Sentinel that meets the master before its replicas only learns of them at its next 10 s
+        INFO refresh, and no Sentinel exists to ask, so one ask is enough. ``parallel=True``
+        starts everything at once, as the StatefulSets do on a first boot.
         """
         deadline = time.monotonic() + timeout
         try:
-            # No Sentinel exists yet: one ask is enough before falling back to ordinal 0.
-            for node in self.redis_nodes:
-                self.start_node(node, extra_env={"SENTINEL_QUERY_ATTEMPTS": "1"})
-            self._wait(deadline, "every Redis node answering PING", self._all_redis_answer)
-            self._wait(deadline, "replicas linked to the master", self._replicas_linked)
-            for node in self.sentinels:
-                self.start_node(node)
+            if parallel:
+                for node in [*self.redis_nodes, *self.sentinels]:
+                    self.start_node(node)
+            else:
+                for node in self.redis_nodes:
+                    self.start_node(node, extra_env={"SENTINEL_QUERY_ATTEMPTS": "1"})
+                self._wait(deadline, "every Redis node answering PING", self._all_redis_answer)
+                self._wait(deadline, "replicas linked to the master", self._replicas_linked)
+                for node in self.sentinels:
+                    self.start_node(node)
             self._wait(deadline, "Sentinels agreeing on the topology", self.converged)
         except BaseException:
             self.stop()
@@ -291,10 +298,16 @@ class LoopbackCluster:
         self.cleanup()
 
     # --- observation --------------------------------------------------------------------------
+    def wipe_data(self, node: Node) -> None:
+        """Delete a stopped node's data directory: a pod that comes back on a new volume."""
+        if node.running:
+            raise RehearsalError(f"stop {node.name} before wiping its data")
+        shutil.rmtree(node.workdir / "data", ignore_errors=True)
+
     def client(self, node: Node, **kwargs: object) -> redis.Redis:
-        """A plain client to one node (authenticated for data nodes)."""
+        """A plain client to one node (data nodes and Sentinels share the password)."""
         options: dict[str, object] = {
-            "password": self.password if node.kind == "redis" else None,
+            "password": self.password,
             "socket_timeout": 2,
             "socket_connect_timeout": 2,
             "decode_responses": True,

@@ -70,6 +70,7 @@ class Rendered:
     stack: str
     resources: list[Registered] = field(default_factory=list)
     outputs: dict[str, Any] = field(default_factory=dict)
+    generated_secrets: list[str] = field(default_factory=list)
 
     def kubernetes(self, kind: str | None = None) -> list[dict[str, Any]]:
         """Kubernetes manifests (redacted, plain numbers), optionally of one kind."""
@@ -88,11 +89,14 @@ class RecordingMocks(pulumi_mocks.Mocks):
 
     def __init__(self) -> None:
         self.records: list[tuple[str, str, dict[str, Any], bool]] = []
+        # Values the mock made up for secret outputs, so tests can prove they leak nowhere.
+        self.generated_secrets: list[str] = []
 
     def new_resource(self, args: pulumi_mocks.MockResourceArgs) -> tuple[str | None, dict[str, Any]]:
         outputs = dict(args.inputs)
         if args.typ == "random:index/randomPassword:RandomPassword":
             outputs["result"] = secrets.token_urlsafe(30)
+            self.generated_secrets.append(outputs["result"])
         self.records.append((args.typ, args.name, dict(args.inputs), bool(args.custom)))
         return f"{args.name}-id", outputs
 
@@ -175,6 +179,7 @@ def run_program(stack: str, config: dict[str, str], secret_keys: list[str] | Non
         (urn.split("::")[2].rsplit("$", 1)[-1], urn.rsplit("::", 1)[-1]): urn
         for urn in monitor.get_registered_resources()
     }
+    rendered.generated_secrets = list(recorder.generated_secrets)
     rendered.resources = [
         Registered(typ, name, inputs, custom, urns.get((typ, name), ""))
         for typ, name, inputs, custom in recorder.records

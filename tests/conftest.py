@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
+from smoke.checks import CheckContext
+from smoke.client import ClientConfig, SentinelClient
 from smoke.rehearsal import LoopbackCluster, RenderedFiles
 from smoke.render import Rendered, write_render
 from tests.support import render_stack, require_redis_binaries
@@ -49,3 +52,22 @@ def cluster(dev_files: RenderedFiles) -> Iterator[LoopbackCluster]:
     require_redis_binaries()
     with LoopbackCluster(dev_files) as shared:
         yield shared
+
+
+@pytest.fixture(scope="module")
+def client(cluster: LoopbackCluster) -> Iterator[SentinelClient]:
+    """The Sentinel-aware client every strategy uses, pointed at the module's topology."""
+    config = ClientConfig(
+        sentinels=[(s.host, s.port) for s in cluster.sentinels],
+        master_name=cluster.master_name,
+        password=cluster.password,
+        min_idle=2,
+    )
+    with SentinelClient(config) as shared:
+        yield shared
+
+
+@pytest.fixture
+def ctx(client: SentinelClient) -> CheckContext:
+    """A check context with a key prefix of its own (one per test)."""
+    return CheckContext(client=client, prefix=f"smoke:{uuid.uuid4().hex[:12]}:")

@@ -15,6 +15,12 @@ def render_stack(stack: str, password: str | None = None) -> Rendered:
     return run_program(stack, config, secret_keys)
 
 
+def render_with(stack: str, overrides: dict[str, str]) -> Rendered:
+    """A stack's config with some keys replaced, run under mocks."""
+    config, secret_keys, _ = stack_config(stack)
+    return run_program(stack, {**config, **overrides}, secret_keys)
+
+
 def require_redis_binaries() -> None:
     """Fail in CI (a missing binary must not pass as a skip); skip on a developer machine."""
     missing = missing_binaries()

@@ -12,7 +12,7 @@ import kubernetes_validate
 import pytest
 import yaml
 
-from smoke.render import ROOT
+from smoke.render import ROOT, Rendered, write_render
 
 # The API versions every manifest is validated against (strict: unknown fields are errors).
 KUBERNETES_VERSIONS = ("1.30.0", "1.33.0")
@@ -100,3 +100,12 @@ def test_an_invalid_stack_fails_the_render_with_the_key_named(tmp_path: Path) ->
     assert bad.returncode == 2
     assert "dict-redis:redisPassword: must be 16-128 characters" in bad.stderr
     assert "too short" not in bad.stderr and "Traceback" not in bad.stderr
+
+
+def test_a_generated_password_appears_in_no_rendered_file(prod: Rendered, tmp_path: Path) -> None:
+    (generated,) = prod.generated_secrets
+    rows = write_render(prod, tmp_path / "prod")
+    assert any(kind == "RandomPassword" for kind, _, _ in rows)
+    for path in (tmp_path / "prod").rglob("*"):
+        if path.is_file():
+            assert generated not in path.read_text(), f"{path} carries the generated password"

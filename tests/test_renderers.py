@@ -30,6 +30,8 @@ def test_redis_conf_carries_the_seed_persistence_and_memory_settings() -> None:
     assert ["maxmemory-policy", "allkeys-lru"] in lines
     assert ["io-threads", "4"] in lines
     assert ["replica-read-only", "yes"] in lines
+    # A master cut off from its replicas stops acknowledging writes it would lose.
+    assert ["min-replicas-to-write", "1"] in lines and ["min-replicas-max-lag", "10"] in lines
 
 
 def test_redis_conf_has_no_secret_no_address_and_no_replicaof() -> None:
@@ -61,7 +63,8 @@ def test_scripts_get_this_stacks_kubernetes_defaults_and_no_placeholder_is_left(
     assert "redis-sentinel-0.redis-sentinel-headless.redis.svc.cluster.local:26379" in common
     assert ': "${REDIS_SEED_HOST:=redis-0.redis-headless.redis.svc.cluster.local}"' in common
     assert ': "${REDIS_PASSWORD_FILE:=/etc/redis-auth/redis-password}"' in common
-    assert ': "${PRESTOP_TIMEOUT:=25}"' in scripts["prestop-redis.sh"]
+    assert ': "${PRESTOP_TIMEOUT:=12}"' in scripts["prestop-redis.sh"]
+    assert "redis-2.redis-headless.redis.svc.cluster.local:6379" in common
 
 
 @pytest.mark.parametrize("name", SCRIPT_NAMES)

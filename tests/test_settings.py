@@ -153,8 +153,14 @@ def test_requests_above_limits_and_malformed_quantities_are_refused() -> None:
 
 
 def test_the_grace_period_must_leave_time_for_the_prestop_failover() -> None:
-    message = problems({"redis": {"terminationGracePeriodSeconds": 10}})
-    assert "dict-redis:redis.terminationGracePeriodSeconds = 10: must be at least 15" in message
+    message = problems({"redis": {"terminationGracePeriodSeconds": 20}})
+    assert "dict-redis:redis.terminationGracePeriodSeconds = 20: must be at least 22" in message
+    assert "preStop handover may take 12 s" in message
+
+
+def test_min_replicas_to_write_cannot_exceed_the_replicas() -> None:
+    message = problems({"redis": {"replicas": 2, "minReplicasToWrite": 2}})
+    assert "dict-redis:redis.minReplicasToWrite = 2: must be at most the number of replicas (1)" in message
 
 
 def test_invalid_config_fails_before_any_resource_is_registered(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -143,6 +143,19 @@ def test_storage_follows_the_stack(dev: Rendered, prod: Rendered) -> None:
     assert "storageClassName" not in dev_claim["spec"]  # the cluster's default class
 
 
+def test_client_namespaces_restrict_the_network_policy() -> None:
+    from tests.support import render_with
+
+    rendered = render_with("dev", {"dict-redis:clientNamespaces": '["dict-app", "dict-bridge"]'})
+    spec = rendered.find("NetworkPolicy", "redis")["spec"]
+    clients = spec["ingress"][1]["from"][0]
+    assert clients["namespaceSelector"] == {
+        "matchExpressions": [
+            {"key": "kubernetes.io/metadata.name", "operator": "In", "values": ["dict-app", "dict-bridge"]}
+        ]
+    }
+
+
 def test_sentinels_are_a_statefulset_of_three_with_writable_config(stack: Rendered) -> None:
     sts = stack.find("StatefulSet", "redis-sentinel")["spec"]
     assert sts["replicas"] == 3
@@ -151,6 +164,9 @@ def test_sentinels_are_a_statefulset_of_three_with_writable_config(stack: Render
     assert "emptyDir" in volumes["data"]
     (container,) = sts["template"]["spec"]["containers"]
     assert container["command"] == ["sh", "/etc/redis-sentinel/start-sentinel.sh"]
+    # The startup probe outlasts start-sentinel.sh's 60 s wait for the master on a first boot.
+    startup = container["startupProbe"]
+    assert startup["periodSeconds"] * startup["failureThreshold"] >= 90
 
 
 @pytest.mark.parametrize("name", ["redis", "redis-sentinel"])

@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 import redis
 
-from smoke.rehearsal import LoopbackCluster, Node
+from smoke.rehearsal import LoopbackCluster, Node, RenderedFiles
 from smoke.render import ROOT
 from tests.support import require_redis_binaries
 
@@ -134,13 +134,17 @@ def test_a_killed_master_is_replaced_and_comes_back_as_a_replica(fresh_cluster: 
     cluster.start_node(old)
     most_masters = 0
     deadline = time.monotonic() + 60
+    seen: list[list[str]] = []
     while time.monotonic() < deadline:
-        most_masters = max(most_masters, len(cluster.masters()))
+        masters = [m.name for m in cluster.masters()]
+        most_masters = max(most_masters, len(masters))
+        if len(masters) > 1:
+            seen.append(masters)
         if cluster.converged():
             break
         time.sleep(0.1)
     assert cluster.converged(), "the old master did not rejoin"
-    assert most_masters == 1, "the restarted pod acted as a second master"
+    assert most_masters == 1, f"a second master appeared: {seen[:3]}; old pod log:\n{cluster.tail(old, 12)}"
     assert cluster.role(old) == "slave"
     assert master_of(cluster) is new
     with cluster.client(old) as c:
@@ -161,8 +165,13 @@ def test_prestop_hands_mastership_over_before_the_master_stops(fresh_cluster: Lo
     named = {(cluster.sentinel_view(s) or {}).get("master") for s in cluster.sentinels}
     assert old.address not in named
     # Writes stay paused on the old master: nothing more is acknowledged there before it stops.
-    with cluster.client(old, socket_timeout=0.5) as c, pytest.raises(redis.TimeoutError):
+    # (paused, or refused outright once its replicas follow the new master: min-replicas-to-write)
+    with (
+        cluster.client(old, socket_timeout=0.5) as c,
+        pytest.raises((redis.TimeoutError, redis.ResponseError)) as refused,
+    ):
         c.set("after:prestop", "must not be acknowledged")
+    assert refused.type is redis.TimeoutError or str(refused.value).startswith("NOREPLICAS")
 
     cluster.kill_node(old, signal.SIGTERM)  # the kubelet's SIGTERM after the hook
     cluster.start_node(old)
@@ -220,3 +229,79 @@ def test_the_rehearsal_command_explains_a_missing_render(tmp_path: Path) -> None
     )
     assert result.returncode == 1
     assert "run 'make render STACK=dev' first" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_a_parallel_first_boot_elects_ordinal_zero_only(dev_files: RenderedFiles) -> None:
+    """The StatefulSets start every pod at once; only ordinal 0 may become master."""
+    require_redis_binaries()
+    cluster = LoopbackCluster(dev_files)
+    try:
+        cluster.start(parallel=True)
+        assert [m.name for m in cluster.masters()] == ["redis-0"]
+    finally:
+        cluster.cleanup()
+
+
+def test_sentinels_recreated_together_find_the_real_master(fresh_cluster: LoopbackCluster) -> None:
+    """All Sentinel pods recreated (empty volumes) after a failover moved the master away from
+    ordinal 0: they must monitor the pod that really is master, not fall back to ordinal 0."""
+    cluster = fresh_cluster
+    first = master_of(cluster)
+    assert cluster.run_script(first, "prestop-redis.sh", timeout=40).returncode == 0
+    cluster.kill_node(first, signal.SIGTERM)
+    cluster.start_node(first)
+    cluster.wait_for("converged after the handover", cluster.converged, timeout=60)
+    master = master_of(cluster)
+    assert master.name != "redis-0"
+
+    for sentinel in cluster.sentinels:
+        cluster.kill_node(sentinel, signal.SIGKILL)
+        cluster.wipe_data(sentinel)
+    for sentinel in cluster.sentinels:
+        cluster.start_node(sentinel)
+    cluster.wait_for("the recreated Sentinels converging", cluster.converged, timeout=60)
+    assert master_of(cluster) is master
+    assert {(cluster.sentinel_view(s) or {}).get("master") for s in cluster.sentinels} == {master.address}
+
+
+def test_ordinal_zero_restarting_while_sentinels_are_down_follows_the_real_master(
+    fresh_cluster: LoopbackCluster,
+) -> None:
+    cluster = fresh_cluster
+    old = master_of(cluster)
+    assert old.name == "redis-0"
+    cluster.kill_node(old, signal.SIGKILL)
+    cluster.wait_for("a replica promoted", lambda: len(cluster.masters()) == 1, timeout=30)
+    new = master_of(cluster)
+    cluster.wait_for(
+        "every Sentinel naming the new master",
+        lambda: all((cluster.sentinel_view(s) or {}).get("master") == new.address for s in cluster.sentinels),
+        timeout=30,
+    )
+    for sentinel in cluster.sentinels:
+        cluster.kill_node(sentinel, signal.SIGKILL)
+    cluster.start_node(old)
+    cluster.wait_for("redis-0 answering", lambda: cluster.role(old) is not None, timeout=30)
+    assert cluster.role(old) == "slave", cluster.tail(old)
+    assert master_of(cluster) is new
+
+
+def test_a_master_back_on_an_empty_volume_does_not_wipe_its_replicas(fresh_cluster: LoopbackCluster) -> None:
+    """The master's pod returns at once (before down-after) on a new, empty volume: it must not
+    start as an empty master that its replicas would resync to."""
+    cluster = fresh_cluster
+    old = master_of(cluster)
+    with cluster.client(old) as c:
+        c.set("keep:me", "1")
+        assert c.execute_command("WAIT", 2, 2000) == 2
+    cluster.kill_node(old, signal.SIGKILL)
+    cluster.wipe_data(old)
+    cluster.start_node(old)
+    cluster.wait_for("the empty pod back as a replica", lambda: cluster.role(old) == "slave", timeout=60)
+    new = master_of(cluster)
+    assert new is not old
+    with cluster.client(new) as c:
+        assert c.get("keep:me") == "1"
+    cluster.wait_for("converged", cluster.converged, timeout=60)
+    with cluster.client(old) as c:
+        assert c.get("keep:me") == "1"

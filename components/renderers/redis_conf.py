@@ -20,8 +20,8 @@ def render_redis_conf(settings: Settings) -> str:
     save = "\n".join(f"save {seconds} {changes}" for seconds, changes in p.save_points) or 'save ""'
     return f"""\
 # redis.conf for stack {settings.stack} (rendered by components/renderers/redis_conf.py; do not edit).
-# start-redis.sh appends: bind, port, dir, replica-announce-ip/port, replicaof and an include of
-# the auth file (requirepass + masterauth) written from the mounted Secret.
+# start-redis.sh appends: bind, port, dir, replica-announce-ip/port, replicaof, and requirepass +
+# masterauth read from the mounted Secret (into a copy on a memory volume, never into this file).
 
 # Network
 tcp-backlog 511
@@ -71,4 +71,6 @@ repl-diskless-sync yes
 repl-diskless-sync-delay 5
 repl-disable-tcp-nodelay no
 replica-priority 100
+min-replicas-to-write {r.min_replicas_to_write}
+min-replicas-max-lag {r.min_replicas_max_lag}
 """

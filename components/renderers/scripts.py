@@ -25,11 +25,6 @@ SCRIPT_NAMES = tuple(dict.fromkeys(REDIS_SCRIPTS + SENTINEL_SCRIPTS))
 _PLACEHOLDER = re.compile(r"@@([A-Z_]+)@@")
 
 
-def prestop_timeout_seconds(settings: Settings) -> int:
-    """How long the preStop hook may wait for a failover: the grace period less 5 s to stop."""
-    return max(1, settings.redis.termination_grace_period_seconds - 5)
-
-
 def script_defaults(settings: Settings) -> dict[str, str]:
     topo = t.Topology.of(settings)
     return {
@@ -37,6 +32,7 @@ def script_defaults(settings: Settings) -> dict[str, str]:
         "REDIS_PORT": str(t.REDIS_PORT),
         "SENTINEL_PORT": str(t.SENTINEL_PORT),
         "SENTINEL_ADDRS": " ".join(topo.sentinel_addrs),
+        "REDIS_ADDRS": " ".join(topo.redis_addrs),
         "REDIS_SEED_HOST": topo.redis_pod_host(0),
         "PASSWORD_FILE": f"{t.AUTH_DIR}/{t.PASSWORD_KEY}",
         "REDIS_HEADLESS_DOMAIN": f"{topo.redis_headless}.{topo.namespace}.{t.CLUSTER_DOMAIN}",
@@ -45,7 +41,7 @@ def script_defaults(settings: Settings) -> dict[str, str]:
         "SENTINEL_CONFIG_DIR": t.SENTINEL_CONFIG_DIR,
         "RUN_DIR": t.RUN_DIR,
         "DATA_DIR": t.DATA_DIR,
-        "PRESTOP_TIMEOUT": str(prestop_timeout_seconds(settings)),
+        "PRESTOP_TIMEOUT": str(settings.sentinel.prestop_timeout_seconds()),
         # Long enough for a failover Sentinel has started to end: twice its timeout.
         "FAILOVER_WAIT": str(2 * math.ceil(settings.sentinel.failover_timeout_milliseconds / 1000)),
     }

@@ -1,7 +1,7 @@
 #!/bin/sh
-# probe-sentinel.sh liveness|readiness [timeout-seconds]
+# probe-sentinel.sh startup|liveness|readiness [timeout-seconds]
 #
-# liveness: the Sentinel answers PING with PONG.
+# startup, liveness: the Sentinel answers PING with PONG.
 # readiness: it also names a master for MASTER_NAME, so clients sent to it can discover one.
 set -u
 . "$(dirname "$0")/common.sh"
@@ -11,16 +11,18 @@ mode=${1:-}
 CLI_TIMEOUT=${2:-$CLI_TIMEOUT}
 addr="$SENTINEL_HOST:$SENTINEL_PORT"
 
-reply=$(sentinel_cli "$addr" PING 2>&1) || true
+load_password
+
+reply=$(cli_at "$addr" PING 2>&1) || true
 if [ "$reply" != PONG ]; then
     log "$mode: PING answered '$reply'"
     exit 1
 fi
 
 case "$mode" in
-    liveness) exit 0 ;;
+    startup | liveness) exit 0 ;;
     readiness)
-        master=$(sentinel_cli "$addr" SENTINEL get-master-addr-by-name "$MASTER_NAME" 2>&1 | sed -n 2p)
+        master=$(cli_at "$addr" SENTINEL get-master-addr-by-name "$MASTER_NAME" 2>&1 | sed -n 2p)
         case "$master" in
             '' | *[!0-9]*)
                 log "readiness: no master known for $MASTER_NAME"
@@ -30,7 +32,7 @@ case "$mode" in
         exit 0
         ;;
     *)
-        log "usage: probe-sentinel.sh liveness|readiness [timeout-seconds]"
+        log "usage: probe-sentinel.sh startup|liveness|readiness [timeout-seconds]"
         exit 2
         ;;
 esac

@@ -1,14 +1,18 @@
 #!/bin/sh
-# start-redis.sh: start one Redis data node as master or replica, as Sentinel says.
+# start-redis.sh: start one Redis data node as master or replica, as the cluster says.
 #
-# 1. Ask the Sentinels for the current master (most common answer wins).
-# 2. If one names this pod, start as master; if one names another pod, start as its replica.
-#    If they name this pod but see it as down or are failing it over (it crashed and came back
-#    quickly), wait until the failover ends (at most SENTINEL_FAILOVER_WAIT seconds) and ask again,
-#    so the old master does not come back as a second master.
-# 3. If no Sentinel answers (first boot, or every Sentinel down), ordinal 0 starts as master and
-#    every other ordinal as a replica of ordinal 0. Only ordinal 0 may ever elect itself, so pods
-#    starting in parallel cannot form two masters.
+# 1. Ask the Sentinels for the current master; a majority of them must agree.
+# 2. They name another pod: start as its replica.
+#    They name this pod: start as master, except
+#    - while they see it down or are failing it over (it crashed and came back fast): wait for the
+#      failover to end and ask again, so an old master does not return as a second master;
+#    - when this pod has no data (new volume, persistence off) but other pods do: an empty master
+#      would make its replicas resync to nothing. Wait for the Sentinels to promote a replica
+#      (this pod is not answering, so they will); if they still name it, exit and let the kubelet
+#      restart it.
+# 3. No majority answer (first boot, Sentinels down): follow a pod that reports ROLE master. Only
+#    when none does may ordinal 0 start as master; every other ordinal follows ordinal 0. Only
+#    ordinal 0 may elect itself, so pods starting in parallel cannot form two masters.
 # The effective config (template + per-pod lines + credentials) is written to REDIS_RUN_DIR, a
 # writable memory-backed volume, readable only by this user; Sentinel's CONFIG REWRITE edits it.
 set -eu
@@ -20,54 +24,73 @@ set -eu
 : "${REDIS_CONFIG_TEMPLATE:=@@REDIS_CONFIG_DIR@@/redis.conf}"
 : "${REDIS_RUN_DIR:=@@RUN_DIR@@}"
 : "${REDIS_DATA_DIR:=@@DATA_DIR@@}"
-# How often to ask the Sentinels before falling back to ordinal 0, and how long between asks.
+# How often to ask the Sentinels before falling back, and how long between asks.
 : "${SENTINEL_QUERY_ATTEMPTS:=3}"
 : "${SENTINEL_QUERY_INTERVAL:=2}"
 : "${SENTINEL_FAILOVER_WAIT:=@@FAILOVER_WAIT@@}"
 
 load_password
 ordinal=${POD_NAME##*-}
+self="$REDIS_ANNOUNCE_HOST:$REDIS_PORT"
 
-master=""
-attempt=1
-while :; do
-    if master=$(ask_sentinels_for_master); then
-        break
-    fi
-    master=""
-    [ "$attempt" -ge "$SENTINEL_QUERY_ATTEMPTS" ] && break
-    attempt=$((attempt + 1))
-    sleep "$SENTINEL_QUERY_INTERVAL"
-done
+ask_with_retries() {
+    _attempt=1
+    while :; do
+        ask_sentinels_for_master && return 0
+        [ "$_attempt" -ge "$SENTINEL_QUERY_ATTEMPTS" ] && return 1
+        _attempt=$((_attempt + 1))
+        sleep "$SENTINEL_QUERY_INTERVAL"
+    done
+}
+
+names_me() {
+    [ "$1" = "$REDIS_ANNOUNCE_HOST $REDIS_PORT" ]
+}
+
+master=$(ask_with_retries) || master=""
 
 waited=0
-while [ -n "$master" ] && [ "${master% *}" = "$REDIS_ANNOUNCE_HOST" ] && [ "$waited" -lt "$SENTINEL_FAILOVER_WAIT" ] &&
-    master_in_doubt; do
-    [ "$waited" = 0 ] && log "the Sentinels name this pod as master but see it down or failing over; waiting"
+while [ -n "$master" ] && names_me "$master" && [ "$waited" -lt "$SENTINEL_FAILOVER_WAIT" ]; do
+    if master_in_doubt; then
+        why="see it down or are failing it over"
+    elif ! has_local_data "$REDIS_DATA_DIR" && pods_hold_data "$self"; then
+        why="but this pod has no data and other pods do"
+    else
+        break
+    fi
+    [ "$waited" = 0 ] && log "the Sentinels name this pod as master $why; waiting for them"
     sleep 1
     waited=$((waited + 1))
     master=$(ask_sentinels_for_master) || master=""
 done
 
-if [ -n "$master" ]; then
+if [ -n "$master" ] && names_me "$master"; then
+    if ! has_local_data "$REDIS_DATA_DIR" && pods_hold_data "$self"; then
+        log "the Sentinels still name this empty pod as master after ${SENTINEL_FAILOVER_WAIT}s; exiting to retry"
+        exit 1
+    fi
+    role=master
+    reason="the Sentinels name this pod as master"
+elif [ -n "$master" ]; then
+    role=replica
     set -- $master
     master_host=$1
     master_port=$2
-    if [ "$master_host" = "$REDIS_ANNOUNCE_HOST" ] && [ "$master_port" = "$REDIS_PORT" ]; then
-        role=master
-        reason="the Sentinels name this pod as master"
-    else
-        role=replica
-        reason="the Sentinels name $master_host:$master_port as master"
-    fi
+    reason="the Sentinels name $master_host:$master_port as master"
+elif master=$(find_master_among_pods "$self"); then
+    role=replica
+    set -- $master
+    master_host=$1
+    master_port=$2
+    reason="no Sentinel majority; $master_host:$master_port reports ROLE master"
 elif [ "$ordinal" = 0 ]; then
     role=master
-    reason="no Sentinel knows a master and this is ordinal 0"
+    reason="no Sentinel majority, no pod reports ROLE master, and this is ordinal 0"
 else
     role=replica
     master_host=$REDIS_SEED_HOST
     master_port=$REDIS_PORT
-    reason="no Sentinel knows a master; following ordinal 0 ($master_host)"
+    reason="no Sentinel majority and no master among the pods; following ordinal 0 ($master_host)"
 fi
 
 umask 077

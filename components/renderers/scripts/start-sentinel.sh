@@ -1,9 +1,11 @@
 #!/bin/sh
 # start-sentinel.sh: start one Sentinel with a writable config and a stable identity.
 #
-# Sentinel rewrites its config file and refuses to start on a read-only one, so the template from
-# the ConfigMap is copied to SENTINEL_DATA_DIR. The master to monitor is the one the peer
-# Sentinels already follow; only if none answers is it ordinal 0 of the Redis StatefulSet.
+# Sentinel rewrites its config file and refuses to start on a read-only one, so it runs from a
+# copy in SENTINEL_DATA_DIR. A copy left by an earlier run of this pod (a container restart) is
+# kept: it holds what the Sentinel learned (current master, epoch, replicas, peers); only the
+# credentials are refreshed. A new copy monitors the master a majority of the peer Sentinels
+# follow; failing that, a pod reporting ROLE master; failing that, ordinal 0.
 # `sentinel myid` is derived from the pod name: a restarted Sentinel keeps its identity, so its
 # peers never count a stale twin towards the majority.
 set -eu
@@ -19,12 +21,31 @@ set -eu
 : "${SENTINEL_MASTER_WAIT:=60}"
 
 load_password
+umask 077
+mkdir -p "$SENTINEL_DATA_DIR"
+conf="$SENTINEL_DATA_DIR/sentinel.conf"
+
+credentials() {
+    printf 'requirepass %s\n' "$REDISCLI_AUTH"
+    printf 'sentinel sentinel-pass %s\n' "$REDISCLI_AUTH"
+    printf 'sentinel auth-pass %s %s\n' "$MASTER_NAME" "$REDISCLI_AUTH"
+}
+
+if [ -s "$conf" ] && grep -q "^sentinel monitor $MASTER_NAME " "$conf"; then
+    { grep -v -e '^requirepass ' -e '^sentinel sentinel-pass ' -e '^sentinel auth-pass ' "$conf"; credentials; } >"$conf.tmp"
+    mv "$conf.tmp" "$conf"
+    log "starting $POD_NAME from its earlier config (credentials refreshed)"
+    unset REDISCLI_AUTH
+    exec redis-sentinel "$conf"
+fi
 
 if master=$(ask_sentinels_for_master "$SENTINEL_ANNOUNCE_HOST:$SENTINEL_PORT"); then
-    reason="peer Sentinels follow it"
+    reason="a majority of the peer Sentinels follow it"
+elif master=$(find_master_among_pods); then
+    reason="no peer majority; it reports ROLE master"
 else
     master="$REDIS_SEED_HOST $REDIS_PORT"
-    reason="no peer Sentinel knows a master; starting from ordinal 0"
+    reason="no peer majority and no pod reports ROLE master; starting from ordinal 0"
 fi
 set -- $master
 master_host=$1
@@ -41,16 +62,13 @@ until redis_cli -h "$master_host" -p "$master_port" PING >/dev/null 2>&1; do
 done
 
 myid=$(printf '%s' "$POD_NAME" | sha1sum | cut -c1-40)
-umask 077
-mkdir -p "$SENTINEL_DATA_DIR"
-conf="$SENTINEL_DATA_DIR/sentinel.conf"
 {
     sed -e "s/@MASTER_HOST@/$master_host/" -e "s/@MASTER_PORT@/$master_port/" "$SENTINEL_CONFIG_TEMPLATE"
     printf '\n# Added by start-sentinel.sh for %s\n' "$POD_NAME"
     printf 'bind %s\nport %s\ndir %s\n' "$SENTINEL_BIND" "$SENTINEL_PORT" "$SENTINEL_DATA_DIR"
     printf 'sentinel announce-ip %s\nsentinel announce-port %s\n' "$SENTINEL_ANNOUNCE_HOST" "$SENTINEL_PORT"
     printf 'sentinel myid %s\n' "$myid"
-    printf 'sentinel auth-pass %s %s\n' "$MASTER_NAME" "$REDISCLI_AUTH"
+    credentials
 } >"$conf.tmp"
 mv "$conf.tmp" "$conf"
 

@@ -1,0 +1,242 @@
+"""A Sentinel client that follows the Sentinel client spec, on top of redis-py.
+
+redis-py's stock ``Sentinel.master_for`` falls short of the spec in ways that were measured to
+cost seconds or duplicate writes in a failover (notes/cache-strategies.md): it discovers the
+master with ``SENTINEL MASTERS`` (which non-leader Sentinels update late) instead of
+``SENTINEL GET-MASTER-ADDR-BY-NAME``, never confirms the node with ``ROLE``, has no retries of
+its own, and when given retries it re-sends any command, also one that may already have run.
+This module keeps redis-py's connection handling and changes exactly those points:
+
+* discovery asks each Sentinel ``GET-MASTER-ADDR-BY-NAME`` and moves the one that answered first;
+* every new connection is confirmed with ``ROLE`` and dropped if the node is not a master;
+* :meth:`SentinelClient.run` retries with backoff and re-discovers on connection errors,
+  timeouts, ``READONLY`` and ``NOREPLICAS``; a non-idempotent operation is retried only when
+  the error proves it never ran, otherwise :class:`OutcomeUnknown` is raised.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import threading
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TypeVar
+
+import redis
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import ResponseError, TimeoutError
+from redis.sentinel import MasterNotFoundError, Sentinel, SentinelConnectionPool, SentinelManagedConnection
+
+T = TypeVar("T")
+
+
+class OutcomeUnknown(RedisConnectionError):
+    """A non-idempotent operation failed after it may have reached the master: it may or may not
+    have run, and retrying it blindly could run it twice."""
+
+
+class PoolTimeout(RedisConnectionError):
+    """Every pooled connection stayed busy for ``pool_timeout`` seconds."""
+
+
+@dataclass(frozen=True)
+class ClientConfig:
+    """The seed's go-redis options (pool 100, min idle 10, 3 retries, dial 5 s, read/write 3 s,
+    pool wait 4 s), mapped onto redis-py."""
+
+    sentinels: Sequence[tuple[str, int]]
+    master_name: str = "mymaster"
+    password: str | None = None
+    sentinel_password: str | None = None
+    pool_size: int = 100
+    min_idle: int = 10
+    max_retries: int = 3
+    dial_timeout: float = 5.0
+    # redis-py has one socket timeout for reads and writes; the larger of the two is used.
+    read_timeout: float = 3.0
+    write_timeout: float = 3.0
+    pool_timeout: float = 4.0
+    backoff_base: float = 0.05
+    backoff_cap: float = 0.5
+    # Seconds one operation may spend in retries before the last error is raised.
+    deadline: float = 10.0
+
+    def __post_init__(self) -> None:
+        if not self.sentinels:
+            raise ValueError("sentinels: give at least one Sentinel as (host, port)")
+        for name in ("pool_size", "max_retries", "min_idle"):
+            if getattr(self, name) < 0 or (name == "pool_size" and self.pool_size < 1):
+                raise ValueError(f"{name} = {getattr(self, name)}: must be positive")
+        if self.min_idle > self.pool_size:
+            raise ValueError(f"min_idle = {self.min_idle}: must not exceed pool_size = {self.pool_size}")
+
+
+def read_password(env: str = "REDIS_PASSWORD", file_env: str = "REDIS_PASSWORD_FILE") -> str | None:
+    """The password from ``$REDIS_PASSWORD`` or the file named by ``$REDIS_PASSWORD_FILE``: never
+    from a command line, where any user of the machine could read it."""
+    if os.environ.get(env):
+        return os.environ[env]
+    path = os.environ.get(file_env)
+    if path:
+        try:
+            return Path(path).read_text().strip() or None
+        except OSError as exc:
+            raise ValueError(f"{file_env}={path}: cannot read the password file ({exc.strerror})") from None
+    return None
+
+
+class _SpecSentinel(Sentinel):
+    """Discovery by ``GET-MASTER-ADDR-BY-NAME``: the answer the failover leader updates first
+    (redis/redis#2615), where ``SENTINEL MASTERS`` on other Sentinels lags by seconds."""
+
+    def discover_master(self, service_name: str) -> tuple[str, int]:
+        errors = []
+        for index, sentinel in enumerate(self.sentinels):
+            try:
+                address = sentinel.execute_command("SENTINEL GET-MASTER-ADDR-BY-NAME", service_name)
+            except (RedisConnectionError, TimeoutError) as exc:
+                errors.append(f"{sentinel.connection_pool.connection_kwargs.get('host')}: {exc}")
+                continue
+            if address:
+                self.sentinels[0], self.sentinels[index] = sentinel, self.sentinels[0]
+                host, port = address
+                return (host.decode() if isinstance(host, bytes) else host), int(port)
+        detail = "; ".join(errors) or "no Sentinel knows it"
+        raise MasterNotFoundError(f"no master found for {service_name!r}: {detail}")
+
+
+class _RoleCheckedConnection(SentinelManagedConnection):
+    """Confirms with ``ROLE`` that the node Sentinel named really is a master before using it
+    (a demoted master keeps accepting connections until Sentinel reconfigures it)."""
+
+    def connect_to(self, address: tuple[str, int]) -> None:
+        super().connect_to(address)
+        self.send_command("ROLE")
+        role = self.read_response()
+        kind = role[0].decode() if isinstance(role[0], bytes) else role[0]
+        if kind != "master":
+            self.disconnect()
+            raise RedisConnectionError(f"{address[0]}:{address[1]} is not a master (ROLE says {kind})")
+
+
+# Errors that prove the command was not executed: it never left the client (no connection, no
+# master known) or the server refused it without running it.
+_NOT_SENT_MARKERS = ("connecting to", "Timeout connecting", "is not a master", "previous master is now a slave")
+
+
+def _never_ran(exc: Exception) -> bool:
+    if isinstance(exc, (MasterNotFoundError, PoolTimeout)):
+        return True
+    if isinstance(exc, ResponseError) and str(exc).startswith(("NOREPLICAS", "READONLY")):
+        return True
+    return any(marker in str(exc) for marker in _NOT_SENT_MARKERS)
+
+
+def _retryable(exc: Exception) -> bool:
+    if isinstance(exc, redis.AuthenticationError):
+        return False  # a wrong password stays wrong
+    if isinstance(exc, (RedisConnectionError, TimeoutError)):
+        return True
+    return isinstance(exc, ResponseError) and str(exc).startswith(("NOREPLICAS", "READONLY", "LOADING", "MASTERDOWN"))
+
+
+class SentinelClient:
+    """One per process: a pooled client to the current master, found and re-found through Sentinel."""
+
+    def __init__(self, config: ClientConfig) -> None:
+        self.config = config
+        socket_timeout = max(config.read_timeout, config.write_timeout)
+        self._sentinel = _SpecSentinel(
+            list(config.sentinels),
+            sentinel_kwargs={
+                "password": config.sentinel_password,
+                "socket_timeout": min(socket_timeout, 1.0),
+                "socket_connect_timeout": min(config.dial_timeout, 1.0),
+            },
+            password=config.password,
+            socket_timeout=socket_timeout,
+            socket_connect_timeout=config.dial_timeout,
+            socket_keepalive=True,
+        )
+        # No retries inside redis-py: they would re-send non-idempotent commands (see run()).
+        self.master: redis.Redis = self._sentinel.master_for(
+            config.master_name,
+            connection_pool_class=SentinelConnectionPool,
+            connection_class=_RoleCheckedConnection,
+            max_connections=config.pool_size,
+            retry=redis.retry.Retry(redis.backoff.NoBackoff(), 0),
+            decode_responses=True,
+        )
+        # redis-py's pool raises at once when exhausted; go-redis waits. The semaphore waits.
+        self._slots = threading.BoundedSemaphore(config.pool_size)
+
+    # --- lifecycle ----------------------------------------------------------------------------
+    def warm_up(self) -> None:
+        """Open ``min_idle`` connections now (go-redis MinIdleConns), so the first requests after
+        start do not pay for the handshake."""
+        pool = self.master.connection_pool
+        connections = [pool.get_connection() for _ in range(self.config.min_idle)]
+        for connection in connections:
+            pool.release(connection)
+
+    def close(self) -> None:
+        self.master.connection_pool.disconnect()
+        for sentinel in self._sentinel.sentinels:
+            sentinel.close()
+
+    def __enter__(self) -> SentinelClient:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def sentinel_master_address(self) -> tuple[str, int]:
+        return self._sentinel.discover_master(self.config.master_name)
+
+    def sentinels(self) -> list[redis.Redis]:
+        """A client per configured Sentinel, for topology checks (not for data)."""
+        return list(self._sentinel.sentinels)
+
+    def node(self, host: str, port: int) -> redis.Redis:
+        """A plain client to one data node, e.g. a replica, for checks that inspect it directly."""
+        cfg = self.config
+        return redis.Redis(
+            host=host,
+            port=port,
+            password=cfg.password,
+            socket_timeout=max(cfg.read_timeout, cfg.write_timeout),
+            socket_connect_timeout=cfg.dial_timeout,
+            decode_responses=True,
+        )
+
+    # --- operations ---------------------------------------------------------------------------
+    def run(self, operation: Callable[[redis.Redis], T], *, idempotent: bool) -> T:
+        """Run ``operation(master)`` with bounded retries and re-discovery.
+
+        ``idempotent=False`` (a counter, a claim): retried only when the error proves it never
+        ran; otherwise :class:`OutcomeUnknown` is raised for the caller to decide.
+        """
+        cfg = self.config
+        deadline = time.monotonic() + cfg.deadline
+        attempt = 0
+        while True:
+            if not self._slots.acquire(timeout=cfg.pool_timeout):
+                raise PoolTimeout(f"all {cfg.pool_size} connections busy for {cfg.pool_timeout}s")
+            try:
+                return operation(self.master)
+            except Exception as exc:
+                if not _retryable(exc):
+                    raise
+                if not idempotent and not _never_ran(exc):
+                    raise OutcomeUnknown(f"outcome unknown after {type(exc).__name__}: {exc}") from exc
+                attempt += 1
+                if attempt > cfg.max_retries or time.monotonic() >= deadline:
+                    raise
+                # Drop every connection: the next one asks Sentinel for the master again.
+                self.master.connection_pool.disconnect()
+            finally:
+                self._slots.release()
+            time.sleep(min(cfg.backoff_cap, cfg.backoff_base * 2 ** (attempt - 1)) * random.uniform(0.5, 1.0))

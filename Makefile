@@ -1,5 +1,6 @@
 # DICT Redis cache layer. Every target installs what it needs and is safe to re-run.
-#   make render STACK=dev   offline render of a stack (the main job until the rehearsal lands)
+#   make local              the main job: dev stack on loopback + the full smoke suite and drill
+#   make render STACK=dev   offline render of a stack
 #   make rehearsal          the dev stack as real redis-server/redis-sentinel processes on loopback
 #   make test               the whole test suite (what CI runs)
 SHELL := /bin/bash
@@ -13,7 +14,7 @@ STACK ?= dev
 SYSTEM_BINARIES := redis-server redis-sentinel redis-cli redis-check-rdb busybox
 SYSTEM_PACKAGES := redis-server redis-sentinel redis-tools busybox
 
-.PHONY: deps system-deps python-deps render rehearsal test lint clean
+.PHONY: deps system-deps python-deps render rehearsal local test lint clean
 
 deps: system-deps python-deps
 
@@ -33,7 +34,7 @@ system-deps:
 
 python-deps: $(VENV)/.installed
 
-$(VENV)/.installed: requirements.txt requirements-dev.txt
+$(VENV)/.installed: requirements.txt requirements-dev.txt smoke/requirements.txt
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --disable-pip-version-check -r requirements-dev.txt
 	touch $@
@@ -45,6 +46,12 @@ render: python-deps
 rehearsal: deps
 	$(PY) -m smoke.render --stack dev
 	$(PY) -m smoke.rehearsal --render-dir build/render/dev/k8s
+
+# The main job: render dev, start it on loopback, run every smoke check and the failover drill,
+# write build/smoke-report.json, stop everything; non-zero exit on any failed check.
+local: deps
+	$(PY) -m smoke.render --stack dev
+	$(PY) -m smoke local --render-dir build/render/dev/k8s --report build/smoke-report.json
 
 test: deps
 	$(PY) -m ruff check .

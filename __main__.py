@@ -4,7 +4,8 @@
                                   ├─ auth       Secret with the Redis password
                                   ├─ redis      StatefulSet of data nodes (+ headless Service, PDB)
                                   ├─ sentinel   StatefulSet of Sentinels (+ client Service, PDB)
-                                  └─ network    NetworkPolicy: clients and the layer itself only
+                                  ├─ network    NetworkPolicy: clients and the layer itself only
+                                  └─ smoke      (optional) Job running the smoke suite once ready
 
 Applications discover the master through the Sentinel Service; nothing routes writes elsewhere.
 """
@@ -17,6 +18,7 @@ from components.network import CacheNetworkPolicy, CacheNetworkPolicyArgs
 from components.redis import RedisDataPlane, RedisDataPlaneArgs
 from components.sentinel import Sentinel, SentinelArgs
 from components.settings import load_settings
+from components.smoke_job import SmokeJob, SmokeJobArgs
 from components.topology import Topology
 
 settings = load_settings()
@@ -34,3 +36,11 @@ pulumi.export("namespace", ns)
 pulumi.export("sentinelService", sentinel.service_address)
 pulumi.export("masterName", settings.master_name)
 pulumi.export("secretName", auth.secret_name)
+
+if settings.smoke.enabled:
+    smoke = SmokeJob(
+        "smoke",
+        SmokeJobArgs(settings=settings, namespace=ns, secret_name=auth.secret_name),
+        opts=pulumi.ResourceOptions(depends_on=[redis, sentinel, network]),
+    )
+    pulumi.export("smokeJob", smoke.job_name)

@@ -228,6 +228,21 @@ class SentinelSettings(_Model):
         return math.ceil(self.failover_timeout_milliseconds / 1000) + 2
 
 
+class SmokeSettings(_Model):
+    """The post-deploy smoke Job (``python -m smoke cluster`` inside the cluster)."""
+
+    enabled: bool = False
+    image: str = "ghcr.io/lbpay/dict-redis-smoke:0.1.0"
+    # Also force a failover (SENTINEL FAILOVER) and measure it: for dev, not for production.
+    failover: bool = False
+    # Part of the Job's name: change it to run the smoke Job again without any other change.
+    run_id: str = Field(default="", pattern=r"^[a-z0-9-]{0,20}$")
+    resources: Resources = Resources(
+        requests=ResourceAmounts(cpu="50m", memory="64Mi"),
+        limits=ResourceAmounts(cpu="500m", memory="256Mi"),
+    )
+
+
 class Settings(_Model):
     """Everything one stack needs; built by :func:`load_settings` or :func:`settings_from_config`."""
 
@@ -241,13 +256,14 @@ class Settings(_Model):
     client_namespaces: list[DnsLabel] = []
     redis: RedisSettings = RedisSettings()
     sentinel: SentinelSettings = SentinelSettings()
+    smoke: SmokeSettings = SmokeSettings()
     # Taken from secret config when set; otherwise the stack generates one. Never printed.
     redis_password: str | None = Field(default=None, repr=False)
 
 
 # --- loading ----------------------------------------------------------------------------------
 
-_OBJECT_KEYS = {"redis", "sentinel", "clientSelector", "clientNamespaces"}
+_OBJECT_KEYS = {"redis", "sentinel", "smoke", "clientSelector", "clientNamespaces"}
 _SECRET_KEYS = {"redisPassword"}
 _IMAGE_PINNED = re.compile(r"^[^@]+@sha256:[0-9a-f]{64}$|^[^@]+:[^:/@]*\d+\.\d+\.\d+[^:/@]*$")
 
@@ -324,11 +340,13 @@ def _cross_checks(s: Settings) -> list[str]:
     p = f"{PROJECT}:"
     problems: list[str] = []
 
-    if not _IMAGE_PINNED.match(s.image):
-        problems.append(
-            f"{p}image = {s.image!r}: pin the image to a full version tag (e.g. redis:7.2.4-alpine) "
-            "or a digest (name@sha256:<64 hex>); 'latest' and floating tags are not allowed"
-        )
+    images = [("image", s.image)] + ([("smoke.image", s.smoke.image)] if s.smoke.enabled else [])
+    for key, image in images:
+        if not _IMAGE_PINNED.match(image):
+            problems.append(
+                f"{p}{key} = {image!r}: pin the image to a full version tag (e.g. redis:7.2.4-alpine) "
+                "or a digest (name@sha256:<64 hex>); 'latest' and floating tags are not allowed"
+            )
 
     n, q = s.sentinel.replicas, s.sentinel.quorum
     if n < 3 or n % 2 == 0:
@@ -365,7 +383,7 @@ def _cross_checks(s: Settings) -> list[str]:
     elif share > 1:
         problems.append(f"{p}{key} = {shown}: exceeds the memory limit {r.resources.limits.memory}")
 
-    for name, res in (("redis", r.resources), ("sentinel", s.sentinel.resources)):
+    for name, res in (("redis", r.resources), ("sentinel", s.sentinel.resources), ("smoke", s.smoke.resources)):
         if memory_bytes(res.requests.memory) > memory_bytes(res.limits.memory):
             problems.append(
                 f"{p}{name}.resources.requests.memory = {res.requests.memory!r}: must not exceed "

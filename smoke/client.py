@@ -59,8 +59,10 @@ class ClientConfig:
     read_timeout: float = 3.0
     write_timeout: float = 3.0
     pool_timeout: float = 4.0
-    backoff_base: float = 0.05
-    backoff_cap: float = 0.5
+    # Retry backoff: short, because during a failover each retry is also a new question to the
+    # Sentinels, and the sooner one is asked after the switch the shorter the outage.
+    backoff_base: float = 0.02
+    backoff_cap: float = 0.2
     # Seconds one operation may spend in retries before the last error is raised.
     deadline: float = 10.0
 
@@ -97,6 +99,8 @@ class _SpecSentinel(Sentinel):
         for index, sentinel in enumerate(self.sentinels):
             try:
                 address = sentinel.execute_command("SENTINEL GET-MASTER-ADDR-BY-NAME", service_name)
+            except redis.AuthenticationError:
+                raise  # a wrong password: asking the next Sentinel will not help
             except (RedisConnectionError, TimeoutError) as exc:
                 errors.append(f"{sentinel.connection_pool.connection_kwargs.get('host')}: {exc}")
                 continue

@@ -61,6 +61,7 @@ def client(cluster: LoopbackCluster) -> Iterator[SentinelClient]:
         sentinels=[(s.host, s.port) for s in cluster.sentinels],
         master_name=cluster.master_name,
         password=cluster.password,
+        sentinel_password=cluster.password,
         min_idle=2,
     )
     with SentinelClient(config) as shared:

@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
+import threading
+from collections.abc import Iterator
+from unittest import mock
 
 import pytest
+from redis.connection import AbstractConnection
 
 from smoke.rehearsal import missing_binaries
 from smoke.render import Rendered, run_program, stack_config
@@ -30,3 +35,18 @@ def require_redis_binaries() -> None:
     if os.environ.get("CI", "").lower() in ("1", "true", "yes"):
         pytest.fail(message)
     pytest.skip(message)
+
+
+@contextlib.contextmanager
+def count_round_trips() -> Iterator[list[int]]:
+    """Count writes to a socket (one per command or pipeline) made by this thread meanwhile."""
+    calls, me = [0], threading.get_ident()
+    original = AbstractConnection.send_packed_command
+
+    def counting(self: AbstractConnection, command: object, check_health: bool = True) -> None:
+        if threading.get_ident() == me:
+            calls[0] += 1
+        original(self, command, check_health)
+
+    with mock.patch.object(AbstractConnection, "send_packed_command", counting):
+        yield calls

@@ -39,8 +39,8 @@ def test_render_writes_one_file_per_object_and_prints_a_table(cli_render: tuple[
     out, printed = cli_render
     k8s = sorted(p.name for p in (out / "k8s").iterdir())
     assert "statefulset-redis.yaml" in k8s and "statefulset-redis-sentinel.yaml" in k8s
-    assert len(k8s) == 12
-    assert "StatefulSet" in printed and "12 resources" in printed
+    assert len(k8s) == 13
+    assert "StatefulSet" in printed and "13 resources" in printed  # 13 objects, no RandomPassword
     # The password came from REDIS_PASSWORD, so the stack generated none.
     assert not list((out / "aws").glob("randompassword-*"))
 

@@ -22,6 +22,7 @@ EXPECTED = {
     ("PodDisruptionBudget", "redis"),
     ("PodDisruptionBudget", "redis-sentinel"),
     ("NetworkPolicy", "redis"),
+    ("Job", None),
 }
 
 
@@ -37,7 +38,7 @@ def pod_spec(stack: Rendered, name: str) -> dict[str, Any]:
 def test_every_expected_kubernetes_object_is_registered_once(stack: Rendered) -> None:
     objects = [(d["kind"], d["metadata"]["name"]) for d in stack.kubernetes()]
     assert len(objects) == len(set(objects))
-    assert {(k, None if k == "Namespace" else n) for k, n in objects} == EXPECTED
+    assert {(k, None if k in ("Namespace", "Job") else n) for k, n in objects} == EXPECTED
     namespace = stack.kubernetes("Namespace")[0]["metadata"]["name"]
     assert all(d["metadata"].get("namespace") == namespace for d in stack.kubernetes() if d["kind"] != "Namespace")
 
@@ -61,11 +62,13 @@ def test_children_are_parented_to_their_components(stack: Rendered) -> None:
 
 
 def test_stack_outputs_name_the_namespace_sentinel_service_master_and_secret(dev: Rendered, prod: Rendered) -> None:
+    job = dev.kubernetes("Job")[0]["metadata"]["name"]
     assert dev.outputs == {
         "namespace": "redis-dev",
         "sentinelService": "redis-sentinel.redis-dev.svc.cluster.local:26379",
         "masterName": "mymaster",
         "secretName": "redis-auth",
+        "smokeJob": job,
     }
     assert prod.outputs["sentinelService"] == "redis-sentinel.redis.svc.cluster.local:26379"
 
@@ -207,3 +210,37 @@ def test_a_config_change_rolls_the_pods(dev: Rendered, prod: Rendered) -> None:
 
     assert checksum(dev) != checksum(prod)
     assert len(checksum(dev)) == 64
+
+
+def test_the_smoke_job_runs_the_suite_through_the_sentinels_with_the_password_from_a_file(
+    dev: Rendered, prod: Rendered
+) -> None:
+    from smoke.runner import build_parser
+
+    for stack, failover in ((dev, True), (prod, False)):
+        (job,) = stack.kubernetes("Job")
+        spec = job["spec"]
+        assert spec["backoffLimit"] == 0
+        pod = spec["template"]["spec"]
+        assert pod["restartPolicy"] == "Never" and pod["automountServiceAccountToken"] is False
+        (container,) = pod["containers"]
+        assert container["securityContext"]["readOnlyRootFilesystem"] is True
+        assert container["env"] == [{"name": "REDIS_PASSWORD_FILE", "value": "/etc/redis-auth/redis-password"}]
+        # The labels the NetworkPolicy admits, and arguments the runner accepts as they are.
+        assert spec["template"]["metadata"]["labels"]["app.kubernetes.io/part-of"] == "dict-redis"
+        args = build_parser().parse_args(container["args"])
+        assert args.target == "cluster" and args.failover is failover
+        assert str(args.report) == "-"
+        assert len(args.sentinels) == 3 and args.replicas == 2
+        assert all(host.endswith(".svc.cluster.local") and port == 26379 for host, port in args.sentinels)
+
+
+def test_a_changed_stack_gets_a_new_smoke_job(dev: Rendered) -> None:
+    from tests.support import render_with
+
+    before = dev.kubernetes("Job")[0]["metadata"]["name"]
+    smoke = '{"enabled": true, "image": "ghcr.io/lbpay/dict-redis-smoke:0.1.0", "failover": true, "runId": "r2"}'
+    rerun = render_with("dev", {"dict-redis:smoke": smoke})
+    assert rerun.kubernetes("Job")[0]["metadata"]["name"] != before
+    disabled = render_with("dev", {"dict-redis:smoke": '{"enabled": false}'})
+    assert disabled.kubernetes("Job") == [] and "smokeJob" not in disabled.outputs

@@ -1,0 +1,417 @@
+"""Entry-cache checks: each proves one property of :mod:`smoke.entries` on a live master.
+
+Round trips are counted with :class:`CountingClient`, which sees every command the strategy
+sends through its own client object: unlike ``INFO commandstats`` it is not disturbed by other
+checks or processes using the same server at the same time.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import threading
+import time
+import uuid
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+import redis
+
+from smoke.checks import CheckContext, check, expect
+from smoke.client import SentinelClient
+from smoke.entries import MAX_NEGATIVE_TTL_MS, Entry, EntryCache, sample_entry
+
+T = TypeVar("T")
+
+
+class CountingClient(SentinelClient):
+    """A view of a :class:`SentinelClient` that records every command sent through it.
+
+    It shares the wrapped client's pool, retries and re-discovery (``run`` delegates), but hands
+    the operation a ``redis.Redis`` whose ``execute_command`` counts. The strategies send one
+    command per round trip (no pipelines), so ``len(commands)`` is the number of round trips,
+    including a ``SCRIPT LOAD`` after ``NOSCRIPT`` and a retry after a connection error.
+    """
+
+    def __init__(self, inner: SentinelClient) -> None:  # the wrapped client owns the connections
+        self._inner = inner
+        self.config = inner.config
+        self.commands: list[str] = []
+        lock = threading.Lock()
+        commands = self.commands
+
+        class _Counting(redis.Redis):
+            def execute_command(self, *args: Any, **options: Any) -> Any:
+                with lock:
+                    commands.append(str(args[0]).upper())
+                return super().execute_command(*args, **options)
+
+        self.master = _Counting(connection_pool=inner.master.connection_pool)
+
+    def run(self, operation: Callable[[redis.Redis], T], *, idempotent: bool) -> T:
+        return self._inner.run(lambda _master: operation(self.master), idempotent=idempotent)
+
+    def close(self) -> None:  # the wrapped client's pool is not ours to close
+        pass
+
+    def count(self, fn: Callable[[], T]) -> tuple[T, list[str]]:
+        """Run ``fn`` and return its result and the commands it sent."""
+        start = len(self.commands)
+        result = fn()
+        return result, self.commands[start:]
+
+
+def isolated(ctx: CheckContext) -> CheckContext:
+    """The context with a key prefix of this check's own below the run's prefix: the runner gives
+    all checks one prefix, and a check that scans its keys must not see another check's. The
+    latency recorder is shared (``replace`` keeps the same dict)."""
+    return dataclasses.replace(ctx, prefix=f"{ctx.prefix}{uuid.uuid4().hex[:8]}:")
+
+
+def keys_under(ctx: CheckContext, pattern: str = "*") -> list[str]:
+    return ctx.client.run(lambda r: sorted(r.scan_iter(match=ctx.prefix + pattern, count=1000)), idempotent=True)
+
+
+def pttl(ctx: CheckContext, key: str) -> int:
+    return int(ctx.client.run(lambda r: r.pttl(key), idempotent=True))
+
+
+def set_raw(ctx: CheckContext, key: str, value: str, px: int = 60_000) -> None:
+    """Plant a value the strategy did not write (corruption, a foreign writer)."""
+    ctx.client.run(lambda r: r.set(key, value, px=px), idempotent=True)
+
+
+def new_id() -> str:
+    return str(uuid.uuid4())
+
+
+def _timed_get_by_id(ctx: CheckContext, cache: EntryCache, entry_id: str) -> Entry | None:
+    return ctx.timed("entry.get_by_id", lambda: cache.get_by_id(entry_id))  # type: ignore[return-value]
+
+
+def _timed_get_by_key(ctx: CheckContext, cache: EntryCache, entry: Entry) -> Entry | None:
+    return ctx.timed("entry.get_by_key", lambda: cache.get_by_key(entry.key_type, entry.key_value))  # type: ignore[return-value]
+
+
+def _timed_write(ctx: CheckContext, cache: EntryCache, entry: Entry) -> str:
+    return ctx.timed("entry.write", lambda: cache.write(entry))  # type: ignore[return-value]
+
+
+@check("entry", "read_by_id_and_key_one_round_trip")
+def read_by_id_and_key_one_round_trip(ctx: CheckContext) -> str:
+    ctx = isolated(ctx)
+    counting = CountingClient(ctx.client)
+    cache = EntryCache(counting, ctx.prefix)
+    entry = sample_entry(new_id())
+    cache.write(entry)
+    cache.get_by_id(entry.id)  # loads the script once (NOSCRIPT -> SCRIPT LOAD), not counted below
+    for _ in range(20):  # latency samples for the report
+        _timed_get_by_id(ctx, cache, entry.id)
+        _timed_get_by_key(ctx, cache, entry)
+    by_id, id_cmds = counting.count(lambda: _timed_get_by_id(ctx, cache, entry.id))
+    by_key, key_cmds = counting.count(lambda: _timed_get_by_key(ctx, cache, entry))
+    _, write_cmds = counting.count(lambda: _timed_write(ctx, cache, sample_entry(entry.id, 2, entry.key_value)))
+    expect(by_id == entry, f"get_by_id returned {by_id!r}, expected the written entry")
+    expect(by_key == entry, f"get_by_key returned {by_key!r}, expected the written entry")
+    expect(len(id_cmds) == 1, f"get_by_id took {len(id_cmds)} round trips: {id_cmds}")
+    expect(len(key_cmds) == 1, f"get_by_key took {len(key_cmds)} round trips: {key_cmds}")
+    expect(len(write_cmds) == 1, f"write took {len(write_cmds)} round trips: {write_cmds}")
+    return f"get_by_id {len(id_cmds)} RTT ({id_cmds[0]}), get_by_key {len(key_cmds)} RTT, write {len(write_cmds)} RTT"
+
+
+@check("entry", "stored_once")
+def stored_once(ctx: CheckContext) -> str:
+    ctx = isolated(ctx)
+    cache = EntryCache(ctx.client, ctx.prefix)
+    entry = sample_entry(new_id())
+    _timed_write(ctx, cache, entry)
+    values = {
+        key: ctx.client.run(lambda r, k=key: r.get(k) if r.type(k) == "string" else None, idempotent=True)
+        for key in keys_under(ctx, "dict:entry:[ik][de]*")
+    }
+    copies = [k for k, v in values.items() if v and entry.owner.name in v]
+    pointer = values.get(cache.pointer_key(entry.key_type, entry.key_value))
+    expect(copies == [cache.id_key(entry.id)], f"entry JSON found under {copies}, expected only the id key")
+    expect(pointer == entry.id, f"the key-key holds {pointer!r}, expected the pointer {entry.id!r}")
+    size = len(values[cache.id_key(entry.id)] or "")
+    return f"one {size}-byte copy under dict:entry:id:, the key-key holds a {len(pointer or '')}-byte pointer"
+
+
+@check("entry", "invalidation_atomic")
+def invalidation_atomic(ctx: CheckContext) -> str:
+    ctx = isolated(ctx)
+    counting = CountingClient(ctx.client)
+    cache = EntryCache(counting, ctx.prefix)
+    entry = sample_entry(new_id())
+    cache.write(entry)
+    cache.invalidate(entry.id)
+    cache.write(sample_entry(entry.id, 2, entry.key_value))
+    removed, cmds = counting.count(lambda: ctx.timed("entry.invalidate", lambda: cache.invalidate(entry.id)))
+    expect(len(cmds) == 1, f"invalidate took {len(cmds)} round trips: {cmds}")
+    expect(removed == 2, f"invalidate removed {removed} keys, expected the entry and its pointer")
+    left = [k for k in keys_under(ctx, "dict:entry:[ik][de]*")]
+    expect(not left, f"keys left after invalidate: {left}")
+    # Concurrent readers never see a half-done write or invalidation: a read by key returns
+    # nothing or the whole entry for that key, never another entry's data.
+    other = sample_entry(new_id(), 1, entry.key_value)
+    stop = threading.Event()
+    wrong: list[str] = []
+    reads = 0
+
+    def reader() -> None:
+        nonlocal reads
+        while not stop.is_set():
+            got = cache.get_by_key(entry.key_type, entry.key_value)
+            reads += 1
+            if got is not None and (got.key_value != entry.key_value or got.id not in (entry.id, other.id)):
+                wrong.append(repr(got))
+
+    thread = threading.Thread(target=reader, daemon=True)
+    thread.start()
+    try:
+        for version in range(3, 43):
+            cache.write(sample_entry(entry.id, version, entry.key_value))
+            cache.invalidate(entry.id)
+    finally:
+        stop.set()
+        thread.join(5)
+    expect(not wrong, f"a reader saw inconsistent entries: {wrong[:2]}")
+    marker = cache.marker_key(entry.id)
+    ttl = pttl(ctx, marker)
+    expect(0 < ttl <= cache.marker_ttl_ms, f"the invalidation marker has PTTL {ttl}")
+    return f"invalidate = {len(cmds)} RTT ({cmds[0]}) removing entry + pointer; {reads} concurrent reads consistent"
+
+
+@check("entry", "stale_refill_rejected")
+def stale_refill_rejected(ctx: CheckContext) -> str:
+    ctx = isolated(ctx)
+    cache = EntryCache(ctx.client, ctx.prefix)
+    outcomes = []
+
+    # (a) a reader misses and loads v1; the row changes and the cache is invalidated meanwhile.
+    a = sample_entry(new_id())
+
+    def load_then_invalidated(_id: str) -> Entry:
+        ctx.timed("entry.invalidate", lambda: cache.invalidate(a.id))
+        return a
+
+    result = cache.get_or_load(a.id, load_then_invalidated)
+    cached = cache.get_by_id(a.id)
+    expect(cached is None, f"(a) the fill that loaded before the invalidation was stored: {cached!r}")
+    outcomes.append(f"fill-after-invalidate {result.outcome}")
+
+    # (b) a reader loads v1 while a writer commits and writes through v2.
+    b1, b2 = sample_entry(new_id(), 1), None
+    b2 = sample_entry(b1.id, 2, b1.key_value)
+
+    def load_then_newer_write(_id: str) -> Entry:
+        _timed_write(ctx, cache, b2)
+        return b1
+
+    result = cache.get_or_load(b1.id, load_then_newer_write)
+    cached = cache.get_by_id(b1.id)
+    expect(cached == b2, f"(b) after a late v1 fill the cache holds {cached and cached.version}, expected v2")
+    outcomes.append(f"old-fill-after-newer-write {result.outcome}")
+
+    # (c) a late write-through of the invalidated version, after the entry is gone.
+    c = sample_entry(new_id(), 5)
+    cache.write(c)
+    cache.invalidate(c.id)
+    late = _timed_write(ctx, cache, c)
+    expect(late == "stale" and cache.get_by_id(c.id) is None, f"(c) a late write of invalidated v5 was {late}")
+    newer = _timed_write(ctx, cache, sample_entry(c.id, 6, c.key_value))
+    expect(newer == "stored", f"(c) the next version v6 was {newer}, expected stored")
+    outcomes.append(f"late-write-after-invalidate {late}")
+
+    # (d) the same race through a read by key: the lease is on the key, the marker on the id.
+    d = sample_entry(new_id(), 1)
+
+    def load_by_key_then_invalidated(_kt: str, _kv: str) -> Entry:
+        cache.invalidate(d.id)
+        return d
+
+    result = cache.get_or_load_by_key(d.key_type, d.key_value, load_by_key_then_invalidated)
+    cached = cache.get_by_key(d.key_type, d.key_value)
+    expect(cached is None, f"(d) a by-key fill loaded before the invalidation was stored: {cached!r}")
+    outcomes.append(f"by-key-fill-after-invalidate {result.outcome}")
+    return "; ".join(outcomes)
+
+
+@check("entry", "reordered_writes_keep_newest")
+def reordered_writes_keep_newest(ctx: CheckContext) -> str:
+    ctx = isolated(ctx)
+    cache = EntryCache(ctx.client, ctx.prefix)
+    v3 = sample_entry(new_id(), 3)
+    first = _timed_write(ctx, cache, v3)
+    late = _timed_write(ctx, cache, sample_entry(v3.id, 2, v3.key_value))
+    cached = cache.get_by_id(v3.id)
+    expect(first == "stored" and late == "stale", f"write v3 -> {first}, late write v2 -> {late}")
+    expect(cached == v3, f"cache holds v{cached and cached.version} after v3 then v2")
+    return f"v3 {first}, late v2 {late}, cache keeps v3"
+
+
+@check("entry", "single_loader_under_concurrency")
+def single_loader_under_concurrency(ctx: CheckContext) -> str:
+    ctx = isolated(ctx)
+    cache = EntryCache(ctx.client, ctx.prefix)
+    entry = sample_entry(new_id())
+    readers = 20
+    calls = []
+    lock = threading.Lock()
+    barrier = threading.Barrier(readers)
+    results: list[Entry | None] = []
+    errors: list[BaseException] = []
+
+    def loader(entry_id: str) -> Entry:
+        with lock:
+            calls.append(entry_id)
+        time.sleep(0.15)  # a slow database query: the others arrive while it runs
+        return entry
+
+    def reader() -> None:
+        try:
+            barrier.wait(5)
+            got = cache.get_or_load(entry.id, loader)
+            with lock:
+                results.append(got.entry)
+        except BaseException as exc:
+            errors.append(exc)
+
+    threads = [threading.Thread(target=reader) for _ in range(readers)]
+    started = time.perf_counter()
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(10)
+    elapsed = (time.perf_counter() - started) * 1000
+    expect(not errors, f"readers failed: {errors[:2]}")
+    expect(len(calls) == 1, f"{readers} concurrent cold reads ran the loader {len(calls)} times, expected 1")
+    expect(results == [entry] * readers, f"{sum(r == entry for r in results)} of {readers} readers got the entry")
+    return f"{readers} concurrent cold reads: loader ran {len(calls)} time(s), all served in {elapsed:.0f} ms"
+
+
+@check("entry", "negative_cache_short_lived")
+def negative_cache_short_lived(ctx: CheckContext) -> str:
+    ctx = isolated(ctx)
+    default = EntryCache(ctx.client, ctx.prefix)
+    expect(
+        0 < default.negative_ttl_ms <= MAX_NEGATIVE_TTL_MS,
+        f"default negative TTL {default.negative_ttl_ms} ms",
+    )
+    try:
+        EntryCache(ctx.client, ctx.prefix, negative_ttl_ms=MAX_NEGATIVE_TTL_MS + 1)
+        refused = False
+    except ValueError:
+        refused = True
+    expect(refused, f"a negative TTL above {MAX_NEGATIVE_TTL_MS} ms was accepted")
+    cache = EntryCache(ctx.client, ctx.prefix, negative_ttl_ms=400)
+    missing = new_id()
+    calls = []
+
+    def loader(entry_id: str) -> None:
+        calls.append(entry_id)
+
+    for _ in range(5):
+        cache.get_or_load(missing, loader)
+    expect(len(calls) == 1, f"5 reads of an absent entry ran the loader {len(calls)} times, expected 1")
+    ttl = pttl(ctx, cache.id_key(missing))
+    expect(0 < ttl <= 400, f"the negative entry has PTTL {ttl}, expected (0, 400]")
+    time.sleep(0.45)
+    cache.get_or_load(missing, loader)
+    expect(len(calls) == 2, f"after the negative TTL the loader ran {len(calls)} times in all, expected 2")
+    created = sample_entry(missing)
+    stored = cache.write(created)
+    expect(stored == "stored" and cache.get_by_id(missing) == created, "a write did not replace the negative entry")
+    return (
+        f"5 reads of an absent entry -> 1 load; negative PTTL {ttl} ms, reloaded after expiry; "
+        f"default {default.negative_ttl_ms} ms (max {MAX_NEGATIVE_TTL_MS})"
+    )
+
+
+@check("entry", "changed_key_value_leaves_no_stale_key")
+def changed_key_value_leaves_no_stale_key(ctx: CheckContext) -> str:
+    ctx = isolated(ctx)
+    cache = EntryCache(ctx.client, ctx.prefix)
+    v1 = sample_entry(new_id(), 1, key_value="old@example.com.br")
+    v2 = sample_entry(v1.id, 2, key_value="new@example.com.br")
+    _timed_write(ctx, cache, v1)
+    _timed_write(ctx, cache, v2)
+    old_ptr = cache.pointer_key(v1.key_type, v1.key_value)
+    exists = ctx.client.run(lambda r: r.exists(old_ptr), idempotent=True)
+    expect(exists == 0, f"the old pointer {old_ptr} survived the key change")
+    expect(_timed_get_by_key(ctx, cache, v1) is None, "a read by the old key still returns the entry")
+    expect(_timed_get_by_key(ctx, cache, v2) == v2, "a read by the new key misses")
+    # The old key moved to another entry before this one changed: its pointer must stay.
+    x1 = sample_entry(new_id(), 1, key_value="moved@example.com.br")
+    y = sample_entry(new_id(), 1, key_value=x1.key_value)
+    cache.write(x1)
+    cache.write(y)
+    cache.write(sample_entry(x1.id, 2, key_value="elsewhere@example.com.br"))
+    owner = cache.get_by_key(y.key_type, y.key_value)
+    expect(owner == y, f"the key now owned by another entry resolves to {owner and owner.id}, expected {y.id}")
+    # A pointer left behind by anything else (eviction, a foreign writer) is never served.
+    dangling = cache.pointer_key("EMAIL", "dangling@example.com.br")
+    set_raw(ctx, dangling, v1.id)
+    served = cache.get_by_key("EMAIL", "dangling@example.com.br")
+    gone = ctx.client.run(lambda r: r.exists(dangling), idempotent=True) == 0
+    expect(served is None and gone, f"a dangling pointer served {served!r}, deleted: {gone}")
+    return "old pointer deleted on key change; a moved key kept its new owner; a dangling pointer was dropped"
+
+
+@check("entry", "corrupt_value_is_a_miss")
+def corrupt_value_is_a_miss(ctx: CheckContext) -> str:
+    ctx = isolated(ctx)
+    cache = EntryCache(ctx.client, ctx.prefix)
+    seen = []
+    for garbage in ("{not json", '{"foo": 1}', "[1, 2]", '"a string"', "\xff\xfe"):
+        entry = sample_entry(new_id())
+        key = cache.id_key(entry.id)
+        set_raw(ctx, key, garbage)
+        got = cache.get_by_id(entry.id)
+        left = ctx.client.run(lambda r, k=key: r.exists(k), idempotent=True)
+        expect(got is None and left == 0, f"corrupt value {garbage!r}: returned {got!r}, key left: {left}")
+        loaded = cache.get_or_load(entry.id, lambda _id, e=entry: e)
+        expect(loaded.entry == entry and cache.get_by_id(entry.id) == entry, "no refill after a corrupt value")
+        seen.append(garbage[:8])
+    # Another entry's JSON under this id (a foreign writer) is no hit either.
+    a, b = sample_entry(new_id()), sample_entry(new_id())
+    set_raw(ctx, cache.id_key(a.id), b.to_json())
+    expect(cache.get_by_id(a.id) is None, "another entry's JSON was served under this id")
+    # Corrupt data behind a valid pointer, read by key; a write over corrupt data works.
+    c = sample_entry(new_id())
+    cache.write(c)
+    set_raw(ctx, cache.id_key(c.id), "garbage")
+    expect(cache.get_by_key(c.key_type, c.key_value) is None, "corrupt data served by key")
+    set_raw(ctx, cache.id_key(c.id), "garbage")
+    expect(cache.write(sample_entry(c.id, 2, c.key_value)) == "stored", "a write over corrupt data failed")
+    return f"{len(seen) + 2} corrupt or foreign values read as misses, deleted and refilled without an error"
+
+
+@check("entry", "every_key_has_ttl")
+def every_key_has_ttl(ctx: CheckContext) -> str:
+    ctx = isolated(ctx)
+    cache = EntryCache(ctx.client, ctx.prefix)
+    seen: dict[str, int] = {}
+
+    def record() -> None:
+        for key in keys_under(ctx):
+            seen[key] = min(seen.get(key, 1 << 62), pttl(ctx, key))
+
+    a = sample_entry(new_id())
+    cache.write(a)
+    cache.write(sample_entry(a.id, 2, "renamed@example.com.br"))
+    b = sample_entry(new_id())
+
+    def loader(_id: str) -> Entry:
+        record()  # while the lease is held
+        return b
+
+    cache.get_or_load(b.id, loader)
+    cache.get_or_load(new_id(), lambda _id: None)
+    cache.get_or_load_by_key("PHONE", "+5561999990000", lambda _t, _v: None)
+    cache.invalidate(b.id)
+    record()
+    immortal = sorted(k for k, ttl in seen.items() if ttl == -1)
+    expect(not immortal, f"keys without a TTL: {immortal}")
+    kinds = sorted({k[len(ctx.prefix) :].rsplit(":", 1)[0].split(":")[2] for k in seen})
+    expect({"id", "key", "ver", "lease"} <= set(kinds), f"expected entry, pointer, marker and lease keys, saw {kinds}")
+    return f"{len(seen)} keys ({', '.join(kinds)}) all with a TTL; longest {max(seen.values())} ms"

@@ -1,0 +1,462 @@
+"""Entry cache (seed TSP-003 §3.1): DICT entries by id and by (key_type, key_value), fixed.
+
+The seed stores the full JSON twice (``dict:entry:id:<id>`` and ``dict:entry:key:<type>:<value>``),
+writes them with two independent ``SETEX`` and invalidates with a ``DEL`` of a key pair the caller
+must know. The notes (cache-strategies.md §8) list what that costs: a stale refill after an
+invalidation, reordered write-throughs leaving an older version, an old secondary key left behind
+when ``key_value`` changes, and a stampede of loaders on a cold key. This module keeps the seed's
+key names and the 5 min TTL as the contract and fixes the mechanics.
+
+Data shape (changed from the seed, all keys under ``prefix``):
+
+* ``dict:entry:id:<id>`` — the entry JSON (the only copy), ``PX ttl_ms`` (5 min).
+* ``dict:entry:key:<key_type>:<key_value>`` — a **pointer**: just the entry id, same TTL. A Lua
+  script follows it server-side, so a read by key is still one round trip, and an entry is
+  stored once (a pointer is ~100 B instead of a second ~440 B copy).
+* ``__dict_none__`` in either key — a **negative** entry (not found), ``PX negative_ttl_ms``
+  (≤ 30 s, RFC 2308-style bounded negative caching).
+* ``dict:entry:ver:<id>`` — a **version marker** hash ``{floor, inv_us}``, ``PX marker_ttl_ms``:
+  ``floor`` is the lowest version a write or fill may still store (a write of v raises it to v,
+  an invalidation to the invalidated version + 1), ``inv_us`` the server time of the last
+  invalidation. It outlives the entry it guards so that a late, older write-through or a fill
+  that loaded before the invalidation is rejected even after the entry itself is gone.
+* ``dict:entry:lease:id:<id>`` / ``dict:entry:lease:key:<type>:<value>`` — a fill **lease**
+  (``SET NX PX lease_ms``, value ``<token>:<server time µs>``): one loader per cold key; the
+  others poll briefly and read what it stored. A fill is stored only while its lease holds and
+  only if no invalidation happened after the lease was taken (Facebook's memcache leases).
+
+Round trips (measured by the checks, one ``EVALSHA`` each): ``get_by_id``/``get_by_key`` 1 (hit,
+miss or negative), ``write`` 1, ``invalidate`` 1; ``get_or_load`` 1 on a hit and 2 on a cold key
+(read + lease, then fill) around the loader, while a concurrent reader polls with 1 round trip
+every ``poll_ms`` until the fill lands. A corrupt value costs 1 more (2 by key) to delete it. The
+first call of each script per process and per failover costs 2 more (``NOSCRIPT``, ``SCRIPT
+LOAD``), since the script cache is not replicated. Every script is safe to
+re-run after a lost reply (full-value ``SET`` guarded by versions; a lease already held with our
+own token counts as ours), so all run with ``idempotent=True``.
+
+Redis Cluster: the scripts touch the id key, its marker and lease (which could share a hash tag
+``{<id>}``) *and* a pointer key that cannot share it (a lookup by key does not know the id). On a
+cluster a read by key becomes two round trips (pointer, then entry) and a write two slots
+(entry + marker in one script, pointer(s) in a second call), reopening a small window in which
+a pointer may lag its entry; the read path already treats a pointer whose entry does not match
+as stale.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import secrets
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from typing import Any
+
+from smoke.client import SentinelClient
+from smoke.corruption import CorruptionLog
+
+log = logging.getLogger(__name__)
+
+ID_KEY = "dict:entry:id:"
+POINTER_KEY = "dict:entry:key:"
+MARKER_KEY = "dict:entry:ver:"
+LEASE_ID_KEY = "dict:entry:lease:id:"
+LEASE_KEY_KEY = "dict:entry:lease:key:"
+NONE = "__dict_none__"
+
+DEFAULT_TTL_MS = 300_000
+MAX_NEGATIVE_TTL_MS = 30_000
+KEY_TYPES = ("CPF", "CNPJ", "PHONE", "EMAIL", "EVP")
+
+_log_corrupt = CorruptionLog(log, "corrupt cached entry at %s (%s): treated as a miss and deleted")
+
+
+@dataclass(frozen=True)
+class Account:
+    ispb: str
+    branch: str
+    number: str
+    type: str
+
+
+@dataclass(frozen=True)
+class Owner:
+    name: str
+    tax_id: str
+    type: str = "NATURAL_PERSON"
+
+
+@dataclass(frozen=True)
+class Entry:
+    """A DICT key as the directory returns it; ``version`` is the row version of the source of
+    truth and only ever grows, which is what the cache's version guard relies on."""
+
+    id: str
+    key_type: str
+    key_value: str
+    account: Account
+    owner: Owner
+    version: int
+    created_at: str
+    updated_at: str
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self), separators=(",", ":"), sort_keys=True)
+
+    @classmethod
+    def from_json(cls, raw: str) -> Entry:
+        """Parse and check the shape; ``ValueError`` for anything that is not an entry."""
+        try:
+            data = json.loads(raw)
+        except (json.JSONDecodeError, TypeError) as exc:
+            raise ValueError(f"not JSON: {exc}") from None
+        if not isinstance(data, dict):
+            raise ValueError(f"JSON {type(data).__name__}, not an object")
+        try:
+            account, owner = data["account"], data["owner"]
+            if not isinstance(account, dict) or not isinstance(owner, dict):
+                raise ValueError("account/owner are not objects")
+            entry = cls(
+                id=data["id"],
+                key_type=data["key_type"],
+                key_value=data["key_value"],
+                account=Account(account["ispb"], account["branch"], account["number"], account["type"]),
+                owner=Owner(owner["name"], owner["tax_id"], owner.get("type", "NATURAL_PERSON")),
+                version=data["version"],
+                created_at=data["created_at"],
+                updated_at=data["updated_at"],
+            )
+        except (KeyError, TypeError) as exc:
+            raise ValueError(f"missing or malformed field {exc}") from None
+        strings = (entry.id, entry.key_value, entry.created_at, entry.updated_at, *asdict(entry.account).values())
+        if not all(isinstance(s, str) for s in (*strings, entry.owner.name, entry.owner.tax_id)):
+            raise ValueError("a text field is not a string")
+        if entry.key_type not in KEY_TYPES:
+            raise ValueError(f"key_type {entry.key_type!r}")
+        if not isinstance(entry.version, int) or isinstance(entry.version, bool) or entry.version < 0:
+            raise ValueError(f"version {entry.version!r}")
+        return entry
+
+
+# Shared by the write and fill scripts: store entry + pointer + marker if the version is not older
+# than the marker's floor nor than the cached copy; drop the old pointer when key_value changed
+# (only if it still points at this id: the old key may meanwhile belong to another entry).
+_STORE_LUA = """
+local NONE = '__dict_none__'
+local function store(idkey, ptrkey, mkey, ptrprefix, id, json, version, ttl, mttl)
+  local floor = tonumber(redis.call('HGET', mkey, 'floor')) or 0
+  if version < floor then return 'stale' end
+  local old = redis.call('GET', idkey)
+  local oldptr = nil
+  if old and old ~= NONE then
+    local ok, d = pcall(cjson.decode, old)
+    if ok and type(d) == 'table' then
+      local v = tonumber(d.version)
+      if v and v > version then return 'stale' end
+      if type(d.key_type) == 'string' and type(d.key_value) == 'string' then
+        oldptr = ptrprefix .. d.key_type .. ':' .. d.key_value
+      end
+    end
+  end
+  if oldptr and oldptr ~= ptrkey and redis.call('GET', oldptr) == id then redis.call('DEL', oldptr) end
+  redis.call('SET', idkey, json, 'PX', ttl)
+  redis.call('SET', ptrkey, id, 'PX', ttl)
+  redis.call('HSET', mkey, 'floor', version)
+  redis.call('PEXPIRE', mkey, mttl)
+  return 'stored'
+end
+local function now_us()
+  local t = redis.call('TIME')
+  return t[1] .. string.format('%06d', tonumber(t[2]))
+end
+"""
+
+# Cluster: touches the pointer and the id key it names (not in KEYS): 2 round trips there.
+# KEYS: lookup (id key or pointer key), lease key.
+# ARGV: mode ('id'|'key'), id-key prefix, key_type, key_value, lease token ('' = no lease), lease ms.
+_READ_LUA = (
+    _STORE_LUA
+    + """
+local v = redis.call('GET', KEYS[1])
+if v == NONE then return {'none'} end
+if v then
+  if ARGV[1] == 'id' then return {'hit', v} end
+  local e = redis.call('GET', ARGV[2] .. v)
+  if e and e ~= NONE then
+    local ok, d = pcall(cjson.decode, e)
+    if not ok or type(d) ~= 'table' then return {'hit', e} end
+    if d.key_type == ARGV[3] and d.key_value == ARGV[4] then return {'hit', e} end
+  end
+  -- a pointer to a missing entry or to one whose key has changed: stale, never served
+  redis.call('DEL', KEYS[1])
+end
+if ARGV[5] == '' then return {'miss'} end
+local held = redis.call('GET', KEYS[2])
+if held then
+  if string.sub(held, 1, #ARGV[5] + 1) == ARGV[5] .. ':' then return {'lease'} end
+  return {'wait'}
+end
+redis.call('SET', KEYS[2], ARGV[5] .. ':' .. now_us(), 'PX', ARGV[6])
+return {'lease'}
+"""
+)
+
+# Cluster: id + marker could share {<id>}; the new and old pointers cannot (a second call each).
+# KEYS: id key, pointer key, marker key. ARGV: id, json, version, ttl ms, marker ttl ms, pointer prefix.
+_WRITE_LUA = (
+    _STORE_LUA
+    + """
+return store(KEYS[1], KEYS[2], KEYS[3], ARGV[6], ARGV[1], ARGV[2], tonumber(ARGV[3]), ARGV[4], ARGV[5])
+"""
+)
+
+# Cluster: as the write script, plus the lease (by-id lease shares {<id>}; by-key does not).
+# KEYS: lease, target (id key for an entry or a negative-by-id; pointer key for a negative-by-key),
+#       pointer key (entry only), marker key (of the loaded id; '' -> none).
+# ARGV: token, json or NONE, id, version, ttl ms, negative ttl ms, marker ttl ms, pointer prefix.
+_FILL_LUA = (
+    _STORE_LUA
+    + """
+local lease = redis.call('GET', KEYS[1])
+if not lease or string.sub(lease, 1, #ARGV[1] + 1) ~= ARGV[1] .. ':' then return 'lease-lost' end
+redis.call('DEL', KEYS[1])
+local started = tonumber(string.sub(lease, #ARGV[1] + 2))
+if KEYS[4] ~= '' then
+  local inv = tonumber(redis.call('HGET', KEYS[4], 'inv_us'))
+  if inv and (not started or inv >= started) then return 'invalidated' end
+end
+if ARGV[2] == NONE then
+  if redis.call('EXISTS', KEYS[2]) == 1 then return 'exists' end
+  redis.call('SET', KEYS[2], NONE, 'PX', ARGV[6])
+  return 'stored'
+end
+return store(KEYS[2], KEYS[3], KEYS[4], ARGV[8], ARGV[3], ARGV[2], tonumber(ARGV[4]), ARGV[5], ARGV[7])
+"""
+)
+
+# Cluster: id + marker share {<id>}; the pointer (found in the entry) is a second call.
+# KEYS: id key, marker key. ARGV: id, committed version ('' = unknown), marker ttl ms, pointer prefix.
+_INVALIDATE_LUA = (
+    _STORE_LUA
+    + """
+local floor = tonumber(redis.call('HGET', KEYS[2], 'floor')) or 0
+local committed = tonumber(ARGV[2])
+local old = redis.call('GET', KEYS[1])
+local removed = 0
+if old and old ~= NONE then
+  local ok, d = pcall(cjson.decode, old)
+  if ok and type(d) == 'table' then
+    local v = tonumber(d.version)
+    if v and not committed and v + 1 > floor then floor = v + 1 end
+    if type(d.key_type) == 'string' and type(d.key_value) == 'string' then
+      local ptr = ARGV[4] .. d.key_type .. ':' .. d.key_value
+      if redis.call('GET', ptr) == ARGV[1] then removed = removed + redis.call('DEL', ptr) end
+    end
+  end
+end
+if committed and committed > floor then floor = committed end
+removed = removed + redis.call('DEL', KEYS[1])
+redis.call('HSET', KEYS[2], 'floor', floor, 'inv_us', now_us())
+redis.call('PEXPIRE', KEYS[2], ARGV[3])
+return {removed, floor}
+"""
+)
+
+# KEYS: key. ARGV: the value seen. Deletes only that value, never a good one written since.
+_DELETE_IF_LUA = "if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end return 0"
+
+# KEYS: lease. ARGV: token. Gives back a lease only if it is still ours.
+_RELEASE_LUA = """
+local v = redis.call('GET', KEYS[1])
+if v and string.sub(v, 1, #ARGV[1] + 1) == ARGV[1] .. ':' then return redis.call('DEL', KEYS[1]) end
+return 0
+"""
+
+
+@dataclass(frozen=True)
+class FillResult:
+    """What :meth:`EntryCache.get_or_load` did: the entry (``None``: not found), whether the
+    loader ran in this call, and the fill script's verdict (``stored``, ``stale``, ``invalidated``,
+    ``lease-lost``, ``exists``; ``hit``/``none`` when served from the cache; ``uncached`` when the
+    wait for another loader ran out)."""
+
+    entry: Entry | None
+    loaded: bool
+    outcome: str
+
+
+class EntryCache:
+    """Look-aside cache of DICT entries; see the module docstring for the keys and guarantees."""
+
+    def __init__(
+        self,
+        client: SentinelClient,
+        prefix: str = "",
+        *,
+        ttl_ms: int = DEFAULT_TTL_MS,
+        negative_ttl_ms: int = 15_000,
+        marker_ttl_ms: int = 60_000,
+        lease_ms: int = 5_000,
+        poll_ms: int = 20,
+    ) -> None:
+        if not 0 < negative_ttl_ms <= MAX_NEGATIVE_TTL_MS:
+            raise ValueError(f"negative_ttl_ms = {negative_ttl_ms}: must be in (0, {MAX_NEGATIVE_TTL_MS}]")
+        if min(ttl_ms, marker_ttl_ms, lease_ms, poll_ms) <= 0:
+            raise ValueError("ttl_ms, marker_ttl_ms, lease_ms and poll_ms must be positive")
+        self.client = client
+        self.prefix = prefix
+        self.ttl_ms = ttl_ms
+        self.negative_ttl_ms = negative_ttl_ms
+        self.marker_ttl_ms = marker_ttl_ms
+        self.lease_ms = lease_ms
+        self.poll_ms = poll_ms
+        master = client.master
+        self._read = master.register_script(_READ_LUA)
+        self._write = master.register_script(_WRITE_LUA)
+        self._fill = master.register_script(_FILL_LUA)
+        self._invalidate = master.register_script(_INVALIDATE_LUA)
+        self._delete_if = master.register_script(_DELETE_IF_LUA)
+        self._release = master.register_script(_RELEASE_LUA)
+
+    # --- key names ----------------------------------------------------------------------------
+    def id_key(self, entry_id: str) -> str:
+        return f"{self.prefix}{ID_KEY}{entry_id}"
+
+    def pointer_key(self, key_type: str, key_value: str) -> str:
+        return f"{self.prefix}{POINTER_KEY}{key_type}:{key_value}"
+
+    def marker_key(self, entry_id: str) -> str:
+        return f"{self.prefix}{MARKER_KEY}{entry_id}"
+
+    # --- reads --------------------------------------------------------------------------------
+    def get_by_id(self, entry_id: str) -> Entry | None:
+        """The cached entry, or ``None`` on a miss or a cached not-found (one round trip)."""
+        return self._lookup_once("id", entry_id, "", "")[1]
+
+    def get_by_key(self, key_type: str, key_value: str) -> Entry | None:
+        """The cached entry for a DICT key, pointer followed server-side (one round trip)."""
+        return self._lookup_once("key", "", key_type, key_value)[1]
+
+    def get_or_load(self, entry_id: str, loader: Callable[[str], Entry | None]) -> FillResult:
+        """Read by id; on a miss run ``loader(entry_id)`` under a lease and cache what it returns
+        (``None`` is cached as not-found for ``negative_ttl_ms``)."""
+        return self._get_or_load("id", entry_id, "", "", lambda: loader(entry_id))
+
+    def get_or_load_by_key(
+        self, key_type: str, key_value: str, loader: Callable[[str, str], Entry | None]
+    ) -> FillResult:
+        return self._get_or_load("key", "", key_type, key_value, lambda: loader(key_type, key_value))
+
+    # --- writes -------------------------------------------------------------------------------
+    def write(self, entry: Entry) -> str:
+        """Write-through after the source of truth committed ``entry``: ``stored``, or ``stale``
+        when a newer version is cached or an invalidation superseded this one (one round trip)."""
+        keys = [self.id_key(entry.id), self.pointer_key(entry.key_type, entry.key_value), self.marker_key(entry.id)]
+        args = [entry.id, entry.to_json(), entry.version, self.ttl_ms, self.marker_ttl_ms, self.prefix + POINTER_KEY]
+        return str(self.client.run(lambda r: self._write(keys, args, client=r), idempotent=True))
+
+    def invalidate(self, entry_id: str, committed_version: int | None = None) -> int:
+        """Drop the entry and its pointer atomically and leave a marker so that nothing older can
+        be filled back: versions up to the cached one (or below ``committed_version`` if the
+        caller knows the version it just committed), and any fill whose load began before now.
+        Returns the number of keys removed (one round trip)."""
+        keys = [self.id_key(entry_id), self.marker_key(entry_id)]
+        args = [entry_id, "" if committed_version is None else committed_version, self.marker_ttl_ms]
+        args.append(self.prefix + POINTER_KEY)
+        removed, _floor = self.client.run(lambda r: self._invalidate(keys, args, client=r), idempotent=True)
+        return int(removed)
+
+    # --- internals ----------------------------------------------------------------------------
+    def _lookup_keys(self, mode: str, entry_id: str, key_type: str, key_value: str) -> tuple[str, str]:
+        if mode == "id":
+            return self.id_key(entry_id), f"{self.prefix}{LEASE_ID_KEY}{entry_id}"
+        return self.pointer_key(key_type, key_value), f"{self.prefix}{LEASE_KEY_KEY}{key_type}:{key_value}"
+
+    def _lookup_once(
+        self, mode: str, entry_id: str, key_type: str, key_value: str, token: str = ""
+    ) -> tuple[str, Entry | None]:
+        """One READ call: (``hit``|``none``|``miss``|``lease``|``wait``, entry). A corrupt hit is
+        deleted and reported as ``corrupt``."""
+        keys = list(self._lookup_keys(mode, entry_id, key_type, key_value))
+        args = [mode, self.prefix + ID_KEY, key_type, key_value, token, self.lease_ms]
+        reply: list[Any] = self.client.run(lambda r: self._read(keys, args, client=r), idempotent=True)
+        status = str(reply[0])
+        if status != "hit":
+            return status, None
+        raw = str(reply[1])
+        try:
+            entry = Entry.from_json(raw)
+            if mode == "id" and entry.id != entry_id:
+                raise ValueError(f"holds entry {entry.id!r}")
+        except ValueError as exc:
+            where = self.id_key(entry_id) if mode == "id" else self.pointer_key(key_type, key_value) + " -> entry"
+            _log_corrupt(where, str(exc))
+            self._delete_corrupt(mode, entry_id, key_type, key_value, raw)
+            return "corrupt", None
+        return "hit", entry
+
+    def _delete_corrupt(self, mode: str, entry_id: str, key_type: str, key_value: str, raw: str) -> None:
+        if mode == "id":
+            target = self.id_key(entry_id)
+        else:
+            pointer = self.pointer_key(key_type, key_value)
+            target_id = self.client.run(lambda r: r.get(pointer), idempotent=True)
+            if target_id is None:
+                return
+            target = self.id_key(str(target_id))
+        self.client.run(lambda r: self._delete_if([target], [raw], client=r), idempotent=True)
+
+    def _get_or_load(
+        self, mode: str, entry_id: str, key_type: str, key_value: str, load: Callable[[], Entry | None]
+    ) -> FillResult:
+        token = secrets.token_hex(8)
+        deadline = time.monotonic() + self.lease_ms / 1000
+        while True:
+            status, entry = self._lookup_once(mode, entry_id, key_type, key_value, token)
+            if status in ("hit", "none"):
+                return FillResult(entry, False, status)
+            if status == "lease":
+                return FillResult(*self._load_and_fill(mode, entry_id, key_type, key_value, token, load))
+            # "wait": another process is loading (or "corrupt": a value was just dropped): poll
+            # briefly, then fail open to the loader without caching.
+            if time.monotonic() >= deadline:
+                return FillResult(load(), True, "uncached")
+            if status == "wait":
+                time.sleep(self.poll_ms / 1000)
+
+    def _load_and_fill(
+        self, mode: str, entry_id: str, key_type: str, key_value: str, token: str, load: Callable[[], Entry | None]
+    ) -> tuple[Entry | None, bool, str]:
+        lookup, lease = self._lookup_keys(mode, entry_id, key_type, key_value)
+        try:
+            entry = load()
+        except BaseException:
+            # Give the lease back so the waiters do not sit out lease_ms behind a failed load.
+            self.client.run(lambda r: self._release([lease], [token], client=r), idempotent=True)
+            raise
+        if entry is None:
+            marker = self.marker_key(entry_id) if mode == "id" else ""
+            keys = [lease, lookup, "", marker]
+            args = [token, NONE, "", 0, self.ttl_ms, self.negative_ttl_ms, self.marker_ttl_ms, ""]
+        else:
+            keys = [lease, self.id_key(entry.id), self.pointer_key(entry.key_type, entry.key_value)]
+            keys.append(self.marker_key(entry.id))
+            args = [token, entry.to_json(), entry.id, entry.version, self.ttl_ms, self.negative_ttl_ms]
+            args += [self.marker_ttl_ms, self.prefix + POINTER_KEY]
+        outcome = self.client.run(lambda r: self._fill(keys, args, client=r), idempotent=True)
+        return entry, True, str(outcome)
+
+
+def sample_entry(entry_id: str, version: int = 1, key_value: str | None = None, key_type: str = "EMAIL") -> Entry:
+    """A realistic entry for checks and tests."""
+    stamp = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+    return Entry(
+        id=entry_id,
+        key_type=key_type,
+        key_value=key_value if key_value is not None else f"maria.{entry_id[:8]}@example.com.br",
+        account=Account(ispb="60701190", branch="0001", number=f"{version:08d}-7", type="CACC"),
+        owner=Owner(name="Maria da Silva", tax_id="12345678909"),
+        version=version,
+        created_at="2024-05-01T12:00:00Z",
+        updated_at=stamp,
+    )

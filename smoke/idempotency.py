@@ -1,0 +1,278 @@
+"""Idempotency records for Bridge/Bacen requests (seed TSP-003 §3.4): each request runs at most once.
+
+Contract kept from the seed: key ``bridge:idempotency:<request_id>``, completed records live 24 h.
+The seed wrote the response *after* the side effect, so two concurrent duplicates both executed.
+Now a request is **claimed before** its side effect:
+
+1. ``claim`` — one Lua script: ``SET key <record> NX PX <lock_ttl>``; if the key exists it decides
+   from the stored record: a different payload fingerprint → MISMATCH, completed → REPLAY (the
+   stored response), in progress under another owner → IN_PROGRESS. A claim that finds its own
+   owner token (a retry after a lost reply) re-writes its record and counts as claimed, which
+   makes the claim safe to retry.
+2. ``WAIT <replicas> <timeout_ms>`` on the same connection, only for a new claim: the claim is
+   CLAIMED only when every required replica (default: all) acknowledged it. Otherwise the outcome
+   is UNCONFIRMED: the claim exists on the master but may be lost in a failover, so the caller
+   must not run the side effect as if it were safe (release it and answer a retryable 503). The
+   notes measured ``WAIT 1`` still losing claims and ``WAIT``-all losing none.
+3. ``complete`` — owner-checked Lua: stores the response, state "completed", 24 h TTL.
+   ``release`` — owner-checked delete of an in-progress claim, for a transient failure *before*
+   the side effect. A crashed owner's claim expires after ``lock_ttl_ms``, then a retry can run.
+
+Data shape (changed from the seed's bare ``BridgeResponse`` JSON): the value is an envelope
+``{"state": "in_progress"|"completed", "owner": <token>, "fp": <sha256 hex of the canonical
+request>, "at_ms": <server time>, "response": <the response as a JSON text, completed only>}``.
+The response is kept as text so a replay is byte-identical to what ``complete`` stored.
+
+Corrupt or foreign record (not JSON, wrong shape, wrong Redis type): **fails closed**. Unlike the
+cache strategies it is *not* deleted, because it may be a completed request whose side effect
+already ran; deleting it would allow a silent second execution. The claim answers IN_PROGRESS
+with ``corrupt=True`` (logged once per process) until the record expires; a record found without
+a TTL gets the 24 h record TTL, so nothing blocks forever. An operator may delete it sooner.
+
+Round trips: first claim 2 (``EVALSHA`` + ``WAIT``), replay/duplicate/mismatch 1, complete 1,
+release 1 (+1 ``SCRIPT LOAD`` once per process and per failover). All decisions read the master.
+"""
+
+from __future__ import annotations
+
+import enum
+import hashlib
+import json
+import logging
+import uuid
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import redis
+
+from smoke.client import SentinelClient
+from smoke.corruption import CorruptionLog
+from smoke.lua import LuaScript
+
+log = logging.getLogger(__name__)
+
+RECORD_TTL_S = 24 * 3600  # 86400: how long a completed request replays its response
+# How long a claim protects a request whose owner may have crashed; long enough for the slowest
+# Bridge call (read/write timeouts are 3 s), short enough that a retry after a crash gets through.
+LOCK_TTL_MS = 30_000
+WAIT_TIMEOUT_MS = 500
+
+_log_corrupt = CorruptionLog(log, "idempotency: corrupt or foreign record, failing closed: %s")
+
+# Shared Lua prelude: read and validate the record. Returns rec (a table) or nil plus a reason.
+_READ = """
+local function now_ms()
+  local t = redis.call('TIME')
+  return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+end
+local function read_record(key)
+  local raw = redis.pcall('GET', key)
+  if raw == false then return nil, 'missing' end
+  if type(raw) == 'table' then return nil, 'corrupt' end
+  local ok, rec = pcall(cjson.decode, raw)
+  if not ok or type(rec) ~= 'table' or type(rec.owner) ~= 'string' or type(rec.fp) ~= 'string' then
+    return nil, 'corrupt'
+  end
+  if rec.state == 'in_progress' then return rec, 'in_progress' end
+  if rec.state == 'completed' and type(rec.response) == 'string' then return rec, 'completed' end
+  return nil, 'corrupt'
+end
+"""
+
+# KEYS[1] record. ARGV: owner, fingerprint, lock TTL ms, record TTL s.
+# Returns {outcome, pttl ms, response or ''}; outcome is claimed|own|mismatch|replay|in_progress|corrupt.
+# One key: cluster-safe as is.
+_CLAIM = LuaScript(
+    _READ
+    + """
+local key, owner, fp = KEYS[1], ARGV[1], ARGV[2]
+local record = cjson.encode({state = 'in_progress', owner = owner, fp = fp, at_ms = now_ms()})
+if redis.call('SET', key, record, 'NX', 'PX', ARGV[3]) then return {'claimed', tonumber(ARGV[3]), ''} end
+local rec, kind = read_record(key)
+local pttl = redis.call('PTTL', key)
+-- Never forever: a record found without a TTL (foreign, or an old writer) gets the 24 h record TTL.
+if pttl == -1 then redis.call('EXPIRE', key, ARGV[4]) pttl = tonumber(ARGV[4]) * 1000 end
+if kind == 'corrupt' then return {'corrupt', pttl, ''} end  -- fail closed
+if kind == 'missing' then  -- expired between SET NX and GET (same script: cannot happen), be safe
+  return {'in_progress', 0, ''}
+end
+if rec.fp ~= fp then return {'mismatch', pttl, ''} end
+if kind == 'completed' then return {'replay', pttl, rec.response} end
+if rec.owner == owner then
+  -- A retry of our own claim: re-write it so WAIT on this connection covers it, refresh the lock.
+  redis.call('SET', key, record, 'PX', ARGV[3])
+  return {'own', tonumber(ARGV[3]), ''}
+end
+return {'in_progress', pttl, ''}
+"""
+)
+
+# KEYS[1] record. ARGV: owner, response JSON text, record TTL s.
+# Returns completed|already_completed|not_owner|missing|corrupt. One key: cluster-safe.
+_COMPLETE = LuaScript(
+    _READ
+    + """
+local rec, kind = read_record(KEYS[1])
+if kind == 'missing' or kind == 'corrupt' then return kind end
+if rec.owner ~= ARGV[1] then return 'not_owner' end
+if kind == 'completed' then return 'already_completed' end
+local done = cjson.encode({state = 'completed', owner = rec.owner, fp = rec.fp, at_ms = now_ms(), response = ARGV[2]})
+redis.call('SET', KEYS[1], done, 'EX', ARGV[3])
+return 'completed'
+"""
+)
+
+# KEYS[1] record. ARGV: owner. Returns released|not_owner|missing|completed|corrupt. One key: cluster-safe.
+_RELEASE = LuaScript(
+    _READ
+    + """
+local rec, kind = read_record(KEYS[1])
+if kind == 'missing' or kind == 'corrupt' then return kind end
+if rec.owner ~= ARGV[1] then return 'not_owner' end
+if kind == 'completed' then return 'completed' end
+redis.call('DEL', KEYS[1])
+return 'released'
+"""
+)
+
+
+class Outcome(enum.Enum):
+    """What ``claim`` decided. Only CLAIMED allows the side effect to run."""
+
+    CLAIMED = "claimed"  # new (or own retried) claim, acknowledged by the required replicas
+    UNCONFIRMED = "unconfirmed"  # claimed on the master, but WAIT saw too few replicas: not safe
+    IN_PROGRESS = "in_progress"  # another owner holds it (or the record is corrupt): retry later (409)
+    MISMATCH = "mismatch"  # same request id, different payload (422)
+    REPLAY = "replay"  # completed before: return the stored response
+
+
+class CompleteOutcome(enum.Enum):
+    COMPLETED = "completed"
+    ALREADY_COMPLETED = "already_completed"  # a retried complete by the same owner
+    NOT_OWNER = "not_owner"  # the claim expired and another owner took it
+    MISSING = "missing"  # the claim expired (or was lost in a failover): outcome uncertain
+    CORRUPT = "corrupt"
+
+
+class ReleaseOutcome(enum.Enum):
+    RELEASED = "released"
+    NOT_OWNER = "not_owner"
+    MISSING = "missing"
+    COMPLETED = "completed"  # never deletes a completed record
+    CORRUPT = "corrupt"
+
+
+@dataclass(frozen=True)
+class ClaimResult:
+    outcome: Outcome
+    request_id: str
+    # The token complete() and release() need; set for CLAIMED and UNCONFIRMED.
+    owner: str | None = None
+    # Replicas that acknowledged the claim (CLAIMED/UNCONFIRMED) and how many were required.
+    replicas_acked: int | None = None
+    replicas_required: int | None = None
+    # REPLAY: the stored response, decoded, and the exact text stored.
+    response: Any = None
+    response_json: str | None = None
+    # IN_PROGRESS/MISMATCH/REPLAY: ms until the record expires (a Retry-After hint for IN_PROGRESS).
+    ttl_ms: int | None = None
+    corrupt: bool = False
+
+
+def fingerprint(payload: Any) -> str:
+    """sha256 of the canonical JSON of the request (sorted keys, no spaces, UTF-8): equal
+    requests get equal fingerprints whatever their key order."""
+    canonical = json.dumps(payload, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+    return hashlib.sha256(canonical.encode("utf-8")).hexdigest()
+
+
+class IdempotencyStore:
+    """Claim → side effect → complete, with WAIT-confirmed claims on the master."""
+
+    def __init__(
+        self,
+        client: SentinelClient,
+        prefix: str = "",
+        *,
+        replicas: int = 2,
+        wait_timeout_ms: int = WAIT_TIMEOUT_MS,
+        lock_ttl_ms: int = LOCK_TTL_MS,
+        record_ttl_s: int = RECORD_TTL_S,
+    ) -> None:
+        """``replicas``: how many replicas must acknowledge a claim; the default is all replicas of
+        the rehearsal and the stack (2). ``wait_timeout_ms`` must stay well below the client's
+        read timeout (3 s), or the client would time out before WAIT answers."""
+        if replicas < 0 or wait_timeout_ms < 1 or lock_ttl_ms < 1 or record_ttl_s < 1:
+            raise ValueError("replicas >= 0; wait timeout, lock TTL and record TTL >= 1")
+        if wait_timeout_ms >= client.config.read_timeout * 1000:
+            raise ValueError(f"wait_timeout_ms {wait_timeout_ms}: must be below the read timeout")
+        self.client = client
+        self.prefix = prefix
+        self.replicas = replicas
+        self.wait_timeout_ms = wait_timeout_ms
+        self.lock_ttl_ms = lock_ttl_ms
+        self.record_ttl_s = record_ttl_s
+
+    def key(self, request_id: str) -> str:
+        return f"{self.prefix}bridge:idempotency:{request_id}"
+
+    def claim(self, request_id: str, payload: Any, owner: str | None = None) -> ClaimResult:
+        """Claim ``request_id`` for ``payload`` before running its side effect.
+
+        Pass the ``owner`` of an earlier attempt to retry a claim whose reply was lost; a new
+        token is made otherwise. Safe to retry (``idempotent=True``): a retry finds its own token.
+        """
+        owner = owner or uuid.uuid4().hex
+        key, fp = self.key(request_id), fingerprint(payload)
+        args = [owner, fp, self.lock_ttl_ms, self.record_ttl_s]
+
+        def operation(r: redis.Redis) -> tuple[list[Any], int | None]:
+            # Pin one connection: WAIT counts replicas that reached *this connection's* last write.
+            with r.client() as pinned:
+                reply = _CLAIM(pinned, [key], args)
+                if reply[0] not in (b"claimed", b"own"):
+                    return reply, None
+                return reply, int(pinned.execute_command("WAIT", self.replicas, self.wait_timeout_ms))
+
+        reply, acked = self.client.run(operation, idempotent=True)
+        kind, ttl_ms, response = reply[0].decode(), int(reply[1]), reply[2]
+        if kind in ("claimed", "own"):
+            assert acked is not None
+            outcome = Outcome.CLAIMED if acked >= self.replicas else Outcome.UNCONFIRMED
+            return ClaimResult(outcome, request_id, owner, acked, self.replicas, ttl_ms=ttl_ms)
+        if kind == "mismatch":
+            return ClaimResult(Outcome.MISMATCH, request_id, ttl_ms=ttl_ms)
+        if kind == "in_progress":
+            return ClaimResult(Outcome.IN_PROGRESS, request_id, ttl_ms=ttl_ms)
+        if kind == "replay":
+            try:
+                text = response.decode("utf-8")
+                return ClaimResult(
+                    Outcome.REPLAY, request_id, response=json.loads(text), response_json=text, ttl_ms=ttl_ms
+                )
+            except ValueError:  # UnicodeDecodeError and JSONDecodeError both are ValueErrors
+                kind = "corrupt"
+        _log_corrupt(f"{key} ({kind})")
+        return ClaimResult(Outcome.IN_PROGRESS, request_id, ttl_ms=ttl_ms, corrupt=True)
+
+    def complete(self, request_id: str, owner: str, response: Mapping[str, Any] | list[Any]) -> CompleteOutcome:
+        """Store the response of a claimed request (24 h), only while ``owner`` still holds it.
+
+        MISSING or NOT_OWNER mean the claim expired while the side effect ran: the caller must
+        treat the request's uniqueness as uncertain (log, reconcile), not as done.
+        """
+        text = json.dumps(response, sort_keys=True, separators=(",", ":"), ensure_ascii=True, allow_nan=False)
+        result = self.client.run(
+            lambda r: _COMPLETE(r, [self.key(request_id)], [owner, text, self.record_ttl_s]), idempotent=True
+        )
+        outcome = CompleteOutcome(result.decode())
+        if outcome is CompleteOutcome.CORRUPT:
+            _log_corrupt(f"{self.key(request_id)} on complete")
+        return outcome
+
+    def release(self, request_id: str, owner: str) -> ReleaseOutcome:
+        """Give up a claim after a transient failure *before* the side effect, so a retry can
+        run at once instead of waiting for the lock TTL. Never removes a completed record."""
+        result = self.client.run(lambda r: _RELEASE(r, [self.key(request_id)], [owner]), idempotent=True)
+        return ReleaseOutcome(result.decode())

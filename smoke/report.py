@@ -1,0 +1,89 @@
+"""The smoke run's results: the summary table people read and the JSON report tools read."""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+
+from smoke.checks import CheckResult
+from smoke.drill import DrillResult
+
+
+def percentile(samples: list[float], q: float) -> float:
+    """Nearest-rank percentile (q in 0..100) of a non-empty sample list."""
+    ordered = sorted(samples)
+    rank = max(1, math.ceil(q / 100 * len(ordered)))
+    return ordered[rank - 1]
+
+
+def latency_summary(latencies_ms: Mapping[str, list[float]]) -> dict[str, dict[str, float]]:
+    return {
+        op: {q: round(percentile(values, p), 3) for q, p in (("p50", 50), ("p95", 95), ("p99", 99))}
+        for op, values in sorted(latencies_ms.items())
+        if values
+    }
+
+
+@dataclass
+class SmokeReport:
+    target: str
+    down_after_ms: int | None
+    started_at: str = field(default_factory=lambda: datetime.now(UTC).isoformat(timespec="seconds"))
+    checks: list[CheckResult] = field(default_factory=list)
+    failover: DrillResult | None = None
+    latency_ms: dict[str, dict[str, float]] = field(default_factory=dict)
+
+    @property
+    def passed(self) -> bool:
+        return bool(self.checks) and all(c.passed for c in self.checks)
+
+    def as_json(self) -> dict[str, object]:
+        failover = None
+        if self.failover is not None:
+            failover = {
+                "rto_seconds": self.failover.rto_seconds,
+                "acknowledged_writes": self.failover.acknowledged_writes,
+                "lost_acknowledged_writes": self.failover.lost_acknowledged_writes,
+                "lost_plain_writes": self.failover.lost_plain_writes,
+                "plain_writes": self.failover.plain_writes,
+                "unconfirmed_claims": self.failover.unconfirmed_claims,
+                "errors": self.failover.errors,
+                "old_master": self.failover.old_master,
+                "new_master": self.failover.new_master,
+            }
+        return {
+            "target": self.target,
+            "started_at": self.started_at,
+            "down_after_ms": self.down_after_ms,
+            "passed": self.passed,
+            "checks": [
+                {"strategy": c.strategy, "name": c.name, "passed": c.passed, "detail": c.detail} for c in self.checks
+            ],
+            "failover": failover,
+            "latency_ms": self.latency_ms,
+        }
+
+    def write(self, path: Path) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(self.as_json(), indent=2) + "\n")
+
+
+def summary_table(checks: Iterable[CheckResult]) -> str:
+    """Per-strategy counts and the failed checks, for the end of the run."""
+    by_strategy: dict[str, list[CheckResult]] = {}
+    for c in checks:
+        by_strategy.setdefault(c.strategy, []).append(c)
+    lines = [f"{'strategy':<12} {'passed':>6} {'failed':>6}"]
+    for strategy, results in by_strategy.items():
+        failed = sum(not c.passed for c in results)
+        lines.append(f"{strategy:<12} {len(results) - failed:>6} {failed:>6}")
+    failures = [c for results in by_strategy.values() for c in results if not c.passed]
+    if failures:
+        lines.append("")
+        lines.append("failed:")
+        lines.extend(f"  {c.strategy}.{c.name}: {c.detail}" for c in failures)
+    return "\n".join(lines)

@@ -1,0 +1,297 @@
+"""The smoke suite: topology checks, every strategy check, and the failover drill, on one target.
+
+Targets: ``local`` starts the rehearsal (the rendered dev stack on loopback) and owns it, so the
+drill can SIGKILL the master; ``cluster`` takes Sentinel addresses of a deployed stack and forces
+the failover with ``SENTINEL FAILOVER``. The password comes from ``REDIS_PASSWORD`` or the file in
+``REDIS_PASSWORD_FILE`` (never argv). Every key is written under a run prefix and removed at the
+end, so the suite can run against production without touching application data.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import json
+import logging
+import signal
+import sys
+import time
+import uuid
+from collections.abc import Callable
+from contextlib import ExitStack
+from dataclasses import dataclass
+from pathlib import Path
+
+import redis
+
+from smoke.checks import REGISTRY, STRATEGIES, CheckContext, CheckResult, run_check
+from smoke.client import ClientConfig, SentinelClient, read_password
+from smoke.drill import run_failover_drill
+from smoke.idempotency import IdempotencyStore, Outcome
+from smoke.rehearsal import LoopbackCluster, RehearsalError, RenderedFiles
+from smoke.report import SmokeReport, latency_summary, summary_table
+
+EXIT_FAILED = 1
+EXIT_UNUSABLE = 2
+# The modules whose import registers the checks, in the order they run.
+CHECK_MODULES = ("topology", "entry", "claim", "workflow", "idempotency", "ratelimit")
+
+
+def load_checks() -> None:
+    for module in CHECK_MODULES:
+        importlib.import_module(f"smoke.checks.{module}")
+
+
+@dataclass
+class Target:
+    name: str
+    config: ClientConfig
+    replicas: int
+    force_down: Callable[[], None]
+    recover: Callable[[], None]
+
+
+class IdempotencyDrillTarget:
+    """The drill's writer claims request ids through the real idempotency strategy."""
+
+    def __init__(self, ctx: CheckContext) -> None:
+        # The lock must outlive the drill: the claims are checked for after the failover.
+        self.store = IdempotencyStore(ctx.client, ctx.prefix, replicas=ctx.replicas, lock_ttl_ms=300_000)
+
+    def claim(self, request_id: str) -> bool:
+        return self.store.claim(request_id, {"drill": request_id}).outcome is Outcome.CLAIMED
+
+    def present(self, request_ids: list[str]) -> set[str]:
+        def exists(r: redis.Redis) -> list[int]:
+            pipe = r.pipeline(transaction=False)
+            for request_id in request_ids:
+                pipe.exists(self.store.key(request_id))
+            return pipe.execute()
+
+        found = self.store.client.run(exists, idempotent=True) if request_ids else []
+        return {rid for rid, hit in zip(request_ids, found, strict=True) if hit}
+
+
+def parse_sentinel(text: str) -> tuple[str, int]:
+    host, _, port = text.rpartition(":")
+    if not host or not port.isdigit():
+        raise argparse.ArgumentTypeError(f"{text!r}: give a Sentinel as HOST:PORT, e.g. redis-sentinel:26379")
+    return host, int(port)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m smoke", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--report", type=Path, help="write the JSON report to this file ('-': stdout)")
+    sub = parser.add_subparsers(dest="target", required=True)
+    local = sub.add_parser("local", help="start the rehearsal from a render and run against it")
+    local.add_argument("--render-dir", type=Path, default=Path("build/render/dev/k8s"))
+    local.add_argument("--no-failover", dest="failover", action="store_false", help="skip the failover drill")
+    cluster = sub.add_parser("cluster", help="run against a deployed stack through its Sentinels")
+    cluster.add_argument(
+        "--sentinel",
+        dest="sentinels",
+        type=parse_sentinel,
+        action="append",
+        required=True,
+        metavar="HOST:PORT",
+        help="a Sentinel address (repeat for each)",
+    )
+    cluster.add_argument("--master-name", default="mymaster")
+    cluster.add_argument("--replicas", type=int, default=2, help="replicas the master must have (default 2)")
+    cluster.add_argument("--failover", action="store_true", help="also run the drill (SENTINEL FAILOVER)")
+    for p in (local, cluster):
+        p.add_argument("--report", type=Path, default=argparse.SUPPRESS, help="as --report above")
+    return parser
+
+
+def _local_target(stack: ExitStack, render_dir: Path) -> Target:
+    cluster = stack.enter_context(LoopbackCluster(RenderedFiles.from_render_dir(render_dir)))
+    killed: list = []
+
+    def force_down() -> None:
+        master = cluster.masters()[0]
+        killed.append(master)
+        cluster.kill_node(master, signal.SIGKILL)
+
+    def recover() -> None:
+        for node in killed:
+            cluster.start_node(node)
+        cluster.wait_for("the old master back as a replica", cluster.converged, timeout=60)
+
+    config = ClientConfig(
+        sentinels=[(s.host, s.port) for s in cluster.sentinels],
+        master_name=cluster.master_name,
+        password=cluster.password,
+        sentinel_password=cluster.password,
+    )
+    return Target("local", config, len(cluster.redis_nodes) - 1, force_down, recover)
+
+
+def _cluster_target(args: argparse.Namespace, password: str | None) -> Target:
+    # Sentinels require the same password as the data nodes (see start-sentinel.sh).
+    config = ClientConfig(
+        sentinels=args.sentinels, master_name=args.master_name, password=password, sentinel_password=password
+    )
+
+    def force_down() -> None:
+        for host, port in args.sentinels:
+            with redis.Redis(host=host, port=port, password=password, socket_timeout=2) as sentinel:
+                try:
+                    sentinel.execute_command("SENTINEL FAILOVER", args.master_name)
+                    return
+                except redis.RedisError:
+                    continue
+        raise RuntimeError("no Sentinel accepted SENTINEL FAILOVER")
+
+    addresses = ",".join(f"{h}:{p}" for h, p in args.sentinels)
+    return Target(f"cluster:{addresses}/{args.master_name}", config, args.replicas, force_down, lambda: None)
+
+
+# With --report - the JSON report goes to stdout, so progress goes to stderr.
+_progress = sys.stdout
+
+
+def _say(text: str) -> None:
+    print(text, file=_progress, flush=True)
+
+
+def run(target: Target, failover: bool) -> SmokeReport:
+    load_checks()
+    with SentinelClient(target.config) as client:
+        ctx = CheckContext(client=client, prefix=f"smoke:{uuid.uuid4().hex[:12]}:", replicas=target.replicas)
+        down_after: int | None = None
+        try:
+            state = client.sentinels()[0].sentinel_master(target.config.master_name)
+            down_after = int(state["down-after-milliseconds"])
+        except (redis.RedisError, KeyError, IndexError):
+            pass
+        report = SmokeReport(target=target.name, down_after_ms=down_after)
+        _say(f"smoke: target {target.name}, key prefix {ctx.prefix}")
+        _check_password(client)
+        try:
+            for strategy in STRATEGIES:
+                for item in [c for c in REGISTRY if c.strategy == strategy]:  # "failover" has none
+                    if strategy != "topology" and not _master_usable(report):
+                        result = CheckResult(strategy, item.name, False, "not run: the topology has no usable master")
+                    else:
+                        started = time.perf_counter()
+                        result = run_check(item, ctx)
+                        took = (time.perf_counter() - started) * 1000
+                        _say(
+                            f"  {'PASS' if result.passed else 'FAIL'} {strategy}.{item.name} ({took:.0f} ms): "
+                            f"{result.detail}"
+                        )
+                    report.checks.append(result)
+            if failover:
+                report.checks.append(_drill(ctx, target, report))
+        finally:
+            _cleanup(ctx)
+        report.latency_ms = latency_summary(ctx.latencies_ms)
+        return report
+
+
+def _check_password(client: SentinelClient) -> None:
+    """Raise AuthenticationError at once for a wrong password; any other trouble is left to the
+    topology checks, which report it as a failed check."""
+    try:
+        client.run(lambda r: r.ping(), idempotent=True)
+    except redis.AuthenticationError:
+        raise
+    except redis.RedisError:
+        pass
+
+
+def _master_usable(report: SmokeReport) -> bool:
+    return all(c.passed for c in report.checks if c.strategy == "topology" and c.name == "one_master")
+
+
+def _drill(ctx: CheckContext, target: Target, report: SmokeReport) -> CheckResult:
+    if not _master_usable(report):
+        return CheckResult("failover", "drill", False, "not run: the topology has no usable master")
+    _say("  .... failover drill: writing through a forced master failure")
+    try:
+        result = run_failover_drill(ctx.client, ctx.prefix, IdempotencyDrillTarget(ctx), target.force_down)
+        target.recover()
+    except Exception as exc:
+        return CheckResult("failover", "drill", False, f"{type(exc).__name__}: {exc}")
+    report.failover = result
+    limit = result.down_after_ms / 1000 + 1.5
+    passed = result.lost_acknowledged_writes == 0 and result.rto_seconds <= limit
+    detail = (
+        f"outage {result.rto_seconds:.2f} s (limit {limit:.1f} s), {result.acknowledged_writes} confirmed claims, "
+        f"{result.lost_acknowledged_writes} lost; {result.plain_writes} plain writes, {result.lost_plain_writes} lost; "
+        f"{result.old_master} -> {result.new_master}"
+    )
+    _say(f"  {'PASS' if passed else 'FAIL'} failover.drill: {detail}")
+    return CheckResult("failover", "drill", passed, detail)
+
+
+def _cleanup(ctx: CheckContext) -> None:
+    """Remove every key of this run (SCAN + UNLINK on the master)."""
+
+    def unlink_all(r: redis.Redis) -> int:
+        removed = 0
+        batch: list[str] = []
+        for key in r.scan_iter(match=f"{ctx.prefix}*", count=1000):
+            batch.append(key)
+            if len(batch) == 500:
+                removed += r.unlink(*batch)
+                batch = []
+        if batch:
+            removed += r.unlink(*batch)
+        return removed
+
+    try:
+        removed = ctx.client.run(unlink_all, idempotent=True)
+        _say(f"smoke: removed {removed} keys under {ctx.prefix}")
+    except redis.RedisError as exc:
+        _say(f"smoke: could not remove the keys under {ctx.prefix}: {exc}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    global _progress
+    args = build_parser().parse_args(argv)
+    to_stdout = args.report is not None and str(args.report) == "-"
+    _progress = sys.stderr if to_stdout else sys.stdout
+    logging.basicConfig(level=logging.WARNING, format="  log %(name)s: %(message)s", stream=_progress)
+    try:
+        password = read_password()
+    except ValueError as exc:
+        print(f"smoke: {exc}", file=sys.stderr)
+        return EXIT_UNUSABLE
+    with ExitStack() as stack:
+        try:
+            if args.target == "local":
+                target = _local_target(stack, args.render_dir)
+                failover = args.failover
+            else:
+                target = _cluster_target(args, password)
+                failover = args.failover
+            report = run(target, failover)
+        except RehearsalError as exc:
+            print(f"smoke: the rehearsal did not start: {exc}", file=sys.stderr)
+            return EXIT_UNUSABLE
+        except redis.AuthenticationError as exc:
+            print(
+                f"smoke: the master refused the password ({exc}); set REDIS_PASSWORD or REDIS_PASSWORD_FILE "
+                "to the stack's Redis password",
+                file=sys.stderr,
+            )
+            return EXIT_UNUSABLE
+    _say("")
+    _say(summary_table(report.checks))
+    if report.failover is not None:
+        f = report.failover
+        _say(
+            f"failover: outage {f.rto_seconds:.2f} s at down-after {f.down_after_ms} ms; "
+            f"confirmed claims lost {f.lost_acknowledged_writes}/{f.acknowledged_writes}; "
+            f"plain writes lost {f.lost_plain_writes}/{f.plain_writes}"
+        )
+    if to_stdout:
+        # One line, printed last: `kubectl logs` mixes both streams, `tail -n 1` finds the report.
+        print(json.dumps(report.as_json(), separators=(",", ":")), flush=True)
+    elif args.report:
+        report.write(args.report)
+        _say(f"report: {args.report}")
+    _say("smoke: PASSED" if report.passed else "smoke: FAILED")
+    return 0 if report.passed else EXIT_FAILED

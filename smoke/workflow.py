@@ -1,0 +1,199 @@
+"""Workflow state cache (seed TSP-003 §3.3): a short-lived status and long-lived metadata per workflow.
+
+Contract kept from the seed: ``workflow:claim:<id>:status`` lives 30 s, ``workflow:claim:<id>:metadata``
+lives 30 days. What changes, and why:
+
+* The seed wrote status and metadata with two independent ``SETEX`` calls, so a late (delayed or
+  retried) writer could put an old status back over a newer one. Every write now carries a
+  **version** (a monotonically increasing integer the workflow owns, e.g. Temporal's event id), and
+  one Lua script writes both keys only when the version is newer than the one stored. The version
+  is kept in *both* values; the copy inside the metadata outlives the 30 s status, so a writer
+  arriving after the status expired is still rejected for 30 days.
+* Data shape: the status value is no longer a bare string but JSON ``{"status": ..., "version": n}``;
+  the metadata JSON gains a ``"version"`` field beside the seed's fields (workflow_id,
+  workflow_type, started_at, claim_id, current_activity). Both are always written together.
+* Reads are one ``MGET`` of both keys from the master (1 round trip). A corrupt or foreign value
+  (not JSON, wrong shape, wrong Redis type) is treated as a miss: logged once per process and
+  deleted only if it is still the same value (compare-and-delete), so a concurrent valid write is
+  never removed. A key of another Redis type reads as nil through ``MGET`` (a miss) and is
+  replaced by the next ``set``.
+
+Redis 7.0 has no per-field ``HEXPIRE``, which is why this stays two keys and not one hash.
+
+Round trips: ``set`` 1 (``EVALSHA``; +1 ``SCRIPT LOAD`` once per process and per failover),
+``get`` 1 (``MGET``; +1 compare-and-delete only when a corrupt value is found).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import asdict, dataclass
+from typing import Any
+
+from redis.client import NEVER_DECODE
+
+from smoke.client import SentinelClient
+from smoke.corruption import CorruptionLog
+from smoke.lua import LuaScript
+
+log = logging.getLogger(__name__)
+
+STATUS_TTL_S = 30
+METADATA_TTL_S = 30 * 24 * 3600  # 2592000
+
+_log_corrupt = CorruptionLog(log, "workflow cache: corrupt or foreign value treated as a miss: %s")
+
+# KEYS[1] status, KEYS[2] metadata. ARGV: version, status JSON, metadata JSON, status TTL s, metadata TTL s.
+# Returns {applied 0|1, stored version after the call, corrupt 0|1}.
+# Redis Cluster: the two keys hash to different slots as named; on a cluster the contract would need
+# a hash tag (workflow:claim:{<id>}:status|metadata) so this script stays one atomic call, otherwise
+# the version guard and the two writes cannot be atomic (CROSSSLOT).
+_SET = LuaScript(
+    """
+local corrupt = 0
+local function version_of(key)
+  local raw = redis.pcall('GET', key)
+  if raw == false then return 0 end
+  if type(raw) == 'table' then corrupt = 1 return 0 end
+  local ok, doc = pcall(cjson.decode, raw)
+  if ok and type(doc) == 'table' and type(doc.version) == 'number' then return doc.version end
+  corrupt = 1
+  return 0
+end
+local stored = math.max(version_of(KEYS[1]), version_of(KEYS[2]))
+local version = tonumber(ARGV[1])
+if version <= stored then return {0, stored, corrupt} end
+redis.call('SET', KEYS[1], ARGV[2], 'EX', ARGV[4])
+redis.call('SET', KEYS[2], ARGV[3], 'EX', ARGV[5])
+return {1, version, corrupt}
+"""
+)
+
+# Compare-and-delete: removes a corrupt value only if nobody replaced it since it was read.
+_DELETE_IF_EQUAL = LuaScript(
+    """
+local raw = redis.pcall('GET', KEYS[1])
+if type(raw) == 'table' then return redis.call('DEL', KEYS[1]) end
+if raw == ARGV[1] then return redis.call('DEL', KEYS[1]) end
+return 0
+"""
+)
+
+
+@dataclass(frozen=True)
+class WorkflowMetadata:
+    """The seed's metadata fields (``started_at`` as an ISO 8601 string)."""
+
+    workflow_id: str
+    workflow_type: str
+    started_at: str
+    claim_id: str
+    current_activity: str
+
+
+@dataclass(frozen=True)
+class SetResult:
+    """``applied`` is False when the stored version was equal or newer: a late writer lost."""
+
+    applied: bool
+    stored_version: int
+
+
+@dataclass(frozen=True)
+class WorkflowState:
+    """What a read found; ``status`` is None once the 30 s status expired, the version survives
+    in the metadata for 30 days."""
+
+    workflow_id: str
+    version: int
+    status: str | None
+    metadata: WorkflowMetadata | None
+
+
+class WorkflowCache:
+    """Versioned workflow status (30 s) and metadata (30 days) on the master."""
+
+    def __init__(
+        self,
+        client: SentinelClient,
+        prefix: str = "",
+        *,
+        status_ttl_s: int = STATUS_TTL_S,
+        metadata_ttl_s: int = METADATA_TTL_S,
+    ) -> None:
+        if status_ttl_s <= 0 or metadata_ttl_s < status_ttl_s:
+            raise ValueError("TTLs must be positive, and the metadata must outlive the status (it keeps the version)")
+        self.client = client
+        self.prefix = prefix
+        self.status_ttl_s = status_ttl_s
+        self.metadata_ttl_s = metadata_ttl_s
+
+    def status_key(self, workflow_id: str) -> str:
+        return f"{self.prefix}workflow:claim:{workflow_id}:status"
+
+    def metadata_key(self, workflow_id: str) -> str:
+        return f"{self.prefix}workflow:claim:{workflow_id}:metadata"
+
+    def set(self, workflow_id: str, version: int, status: str, metadata: WorkflowMetadata) -> SetResult:
+        """Write status and metadata together if ``version`` is newer than the stored one.
+
+        Idempotent (a repeated write finds its own version and changes nothing), so the client
+        may retry it after a connection error.
+        """
+        if isinstance(version, bool) or not isinstance(version, int) or version < 1 or version > 2**53:
+            raise ValueError(f"version {version!r}: an integer in [1, 2**53] (Lua compares doubles)")
+        status_json = json.dumps({"status": status, "version": version}, separators=(",", ":"))
+        metadata_json = json.dumps({**asdict(metadata), "version": version}, separators=(",", ":"))
+        keys = [self.status_key(workflow_id), self.metadata_key(workflow_id)]
+        args = [version, status_json, metadata_json, self.status_ttl_s, self.metadata_ttl_s]
+        applied, stored, corrupt = self.client.run(lambda r: _SET(r, keys, args), idempotent=True)
+        if corrupt:
+            _log_corrupt(f"{workflow_id}: stored version unreadable, {'overwritten' if applied else 'kept'}")
+        return SetResult(applied=bool(applied), stored_version=int(stored))
+
+    def get(self, workflow_id: str) -> WorkflowState | None:
+        """Status and metadata in one ``MGET``; None when neither is cached."""
+        keys = [self.status_key(workflow_id), self.metadata_key(workflow_id)]
+        raw_status, raw_metadata = self.client.run(
+            lambda r: r.execute_command("MGET", *keys, **{NEVER_DECODE: True}), idempotent=True
+        )
+        status_doc = self._decode(keys[0], raw_status, _parse_status)
+        metadata_doc = self._decode(keys[1], raw_metadata, _parse_metadata)
+        if status_doc is None and metadata_doc is None:
+            return None
+        status, status_version = status_doc if status_doc else (None, 0)
+        metadata, metadata_version = metadata_doc if metadata_doc else (None, 0)
+        return WorkflowState(workflow_id, max(status_version, metadata_version), status, metadata)
+
+    def _decode(self, key: str, raw: bytes | None, parse: Any) -> Any:
+        if raw is None:
+            return None
+        try:
+            return parse(json.loads(raw.decode("utf-8")))
+        except (UnicodeDecodeError, ValueError, TypeError, KeyError) as exc:
+            _log_corrupt(f"{key}: {type(exc).__name__}")
+            self.client.run(lambda r: _DELETE_IF_EQUAL(r, [key], [raw]), idempotent=True)
+            return None
+
+
+def _parse_status(doc: Any) -> tuple[str, int]:
+    if not isinstance(doc, dict) or not isinstance(doc.get("status"), str):
+        raise ValueError("status: not an object with a string 'status'")
+    return doc["status"], _version(doc)
+
+
+def _parse_metadata(doc: Any) -> tuple[WorkflowMetadata, int]:
+    if not isinstance(doc, dict):
+        raise ValueError("metadata: not an object")
+    fields = {name: doc[name] for name in WorkflowMetadata.__dataclass_fields__}
+    if not all(isinstance(value, str) for value in fields.values()):
+        raise ValueError("metadata: a field is not a string")
+    return WorkflowMetadata(**fields), _version(doc)
+
+
+def _version(doc: dict[str, Any]) -> int:
+    version = doc.get("version")
+    if isinstance(version, bool) or not isinstance(version, int) or version < 1:
+        raise ValueError("version: not a positive integer")
+    return version

@@ -1,0 +1,116 @@
+"""The claim cache against a real master behind Sentinel: every registered check, plus direct
+tests of concurrency and corruption with their own assertions."""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+import uuid
+
+import pytest
+
+import smoke.checks.claim  # registers the claim checks
+import smoke.claims
+from smoke.checks import REGISTRY, Check, CheckContext, run_check
+from smoke.checks.entry import set_raw
+from smoke.claims import Claim, ClaimCache, sample_claim
+from smoke.client import SentinelClient
+
+pytestmark = pytest.mark.redis
+
+
+CLAIM_CHECKS = [c for c in REGISTRY if c.strategy == "claim"]
+
+
+def test_every_property_has_a_check() -> None:
+    names = {c.name for c in CLAIM_CHECKS}
+    assert {
+        "object_and_status_one_round_trip",
+        "index_bounded_and_has_ttl",
+        "listing_returns_only_live_claims",
+        "corrupt_value_is_a_miss",
+        "every_key_has_ttl",
+    } <= names
+
+
+@pytest.mark.parametrize("item", CLAIM_CHECKS, ids=lambda c: c.name)
+def test_check_passes(item: Check, ctx: CheckContext) -> None:
+    started = time.monotonic()
+    result = run_check(item, ctx)
+    assert result.passed, result.detail
+    assert result.detail and "\n" not in result.detail
+    assert time.monotonic() - started < 3.0, f"{item.name} took too long"
+
+
+def test_concurrent_creates_and_listings(ctx: CheckContext) -> None:
+    cache = ClaimCache(ctx.client, ctx.prefix, ttl_ms=5_000)
+    entry_id = str(uuid.uuid4())
+    claims = [sample_claim(str(uuid.uuid4()), entry_id) for _ in range(30)]
+    barrier = threading.Barrier(40)
+    listings: list[list[Claim]] = []
+
+    def create(claim: Claim) -> None:
+        barrier.wait(5)
+        cache.create(claim)
+
+    def lister() -> None:
+        barrier.wait(5)
+        for _ in range(5):
+            listings.append(cache.list_for_entry(entry_id))
+
+    threads = [threading.Thread(target=create, args=(c,)) for c in claims]
+    threads += [threading.Thread(target=lister) for _ in range(10)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(10)
+    assert sorted(c.id for c in cache.list_for_entry(entry_id)) == sorted(c.id for c in claims)
+    assert all(set(listing) <= set(claims) for listing in listings)
+    ttl = ctx.client.run(lambda r: r.pttl(cache.index_key(entry_id)), idempotent=True)
+    assert 0 < ttl <= 5_000 + cache.index_slack_ms
+
+
+def test_an_updated_claim_keeps_one_index_member_and_the_new_status(ctx: CheckContext) -> None:
+    cache = ClaimCache(ctx.client, ctx.prefix)
+    claim = sample_claim(str(uuid.uuid4()), str(uuid.uuid4()))
+    cache.create(claim)
+    cache.update(Claim(**{**claim.__dict__, "status": "CANCELLED"}))
+    assert cache.status(claim.id) == "CANCELLED"
+    assert [c.status for c in cache.list_for_entry(claim.entry_id)] == ["CANCELLED"]
+    assert cache.remove(claim) == 3
+    assert cache.list_for_entry(claim.entry_id) == []
+    assert ctx.client.run(lambda r: r.exists(cache.index_key(claim.entry_id)), idempotent=True) == 0
+
+
+def test_corrupt_values_do_not_crash_and_are_logged_once(
+    ctx: CheckContext, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(smoke.claims._log_corrupt, "warned", False)
+    cache = ClaimCache(ctx.client, ctx.prefix)
+    entry_id = str(uuid.uuid4())
+    claims = [sample_claim(str(uuid.uuid4()), entry_id) for _ in range(3)]
+    for claim in claims:
+        cache.create(claim)
+        set_raw(ctx, cache.object_key(claim.id), "[[[")
+    with caplog.at_level(logging.DEBUG, logger="smoke.claims"):
+        assert cache.list_for_entry(entry_id) == []
+        assert cache.get(claims[0].id) is None
+    warnings = [r for r in caplog.records if r.levelno == logging.WARNING]
+    assert len(warnings) == 1 and "treated as a miss" in warnings[0].getMessage()
+
+
+def test_defaults_are_the_contract(client: SentinelClient) -> None:
+    cache = ClaimCache(client)
+    assert cache.ttl_ms == 60_000
+    assert cache.object_key("c1") == "dict:claim:id:c1"
+    assert cache.status_key("c1") == "dict:claim:status:c1"
+    assert cache.index_key("e1") == "dict:claim:index:entry:e1"
+
+
+def test_checks_pass_when_they_share_one_run_prefix(ctx: CheckContext) -> None:
+    """The runner gives every check the same prefix: no check may trip over another's keys;
+    together they record a latency for every operation of the report."""
+    failed = [r for r in (run_check(item, ctx) for item in CLAIM_CHECKS) if not r.passed]
+    assert not failed, [f"{r.name}: {r.detail}" for r in failed]
+    assert {"claim.create", "claim.status", "claim.list"} <= set(ctx.latencies_ms)

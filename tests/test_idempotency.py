@@ -1,0 +1,209 @@
+"""The idempotency strategy against a real topology: every registered check, plus direct tests."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import signal
+import threading
+import uuid
+from collections import Counter
+from typing import Any
+
+import pytest
+
+import smoke.checks.idempotency as idempotency_checks
+import smoke.idempotency as idempotency
+from smoke.checks import REGISTRY, Check, CheckContext, run_check
+from smoke.client import SentinelClient
+from smoke.idempotency import ClaimResult, CompleteOutcome, IdempotencyStore, Outcome, ReleaseOutcome, fingerprint
+from smoke.rehearsal import LoopbackCluster
+from tests.support import count_round_trips
+
+pytestmark = pytest.mark.redis
+
+CHECKS = [c for c in REGISTRY if c.strategy == "idempotency"]
+
+
+def payload(rid: str, amount: str = "10.00") -> dict[str, Any]:
+    return {"request_id": rid, "amount": amount, "key": {"type": "EMAIL", "value": "a@b.c"}}
+
+
+@pytest.fixture
+def store(client: SentinelClient, ctx: CheckContext) -> IdempotencyStore:
+    return IdempotencyStore(client, ctx.prefix)
+
+
+def test_checks_registered() -> None:
+    assert {c.name for c in CHECKS} >= {
+        "claim_confirmed_by_wait",
+        "replay_returns_stored_response",
+        "concurrent_duplicate_in_progress",
+        "payload_mismatch_detected",
+        "crashed_owner_claim_expires",
+        "complete_is_owner_checked",
+        "completed_ttl_24h",
+    }
+
+
+@pytest.mark.parametrize("item", CHECKS, ids=lambda c: c.name)
+def test_check(item: Check, ctx: CheckContext) -> None:
+    result = run_check(item, ctx)
+    assert result.passed, result.detail
+    assert result.detail and "\n" not in result.detail
+    assert ctx.latencies_ms.get("idempotency.claim")
+
+
+def test_defaults_match_the_contract(store: IdempotencyStore) -> None:
+    assert (store.replicas, store.record_ttl_s, store.wait_timeout_ms) == (2, 86400, 500)
+    assert store.key("r1").endswith("bridge:idempotency:r1")
+
+
+def test_fingerprint_is_canonical() -> None:
+    assert fingerprint({"a": 1, "b": [1, 2]}) == fingerprint({"b": [1, 2], "a": 1})
+    assert fingerprint({"a": 1}) != fingerprint({"a": 2})
+
+
+def test_twenty_threads_one_claim(store: IdempotencyStore) -> None:
+    rid, results, start = uuid.uuid4().hex, [], threading.Barrier(20)
+
+    def attempt() -> None:
+        start.wait()
+        results.append(store.claim(rid, payload(rid)))
+
+    threads = [threading.Thread(target=attempt) for _ in range(20)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert Counter(r.outcome for r in results) == {Outcome.CLAIMED: 1, Outcome.IN_PROGRESS: 19}
+    winner = next(r for r in results if r.outcome is Outcome.CLAIMED)
+    assert store.complete(rid, winner.owner or "", {"ok": True}) is CompleteOutcome.COMPLETED
+
+
+def test_many_requests_many_threads_each_runs_once(store: IdempotencyStore) -> None:
+    """8 threads each try the same 30 requests: every request is executed by exactly one thread."""
+    rids = [uuid.uuid4().hex for _ in range(30)]
+    executions: Counter[str] = Counter()
+    lock = threading.Lock()
+
+    def worker() -> None:
+        for rid in rids:
+            result = store.claim(rid, payload(rid))
+            if result.outcome is Outcome.CLAIMED:
+                with lock:
+                    executions[rid] += 1
+                store.complete(rid, result.owner or "", {"rid": rid})
+
+    threads = [threading.Thread(target=worker) for _ in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert executions == Counter(dict.fromkeys(rids, 1))
+    assert all(store.claim(rid, payload(rid)).response == {"rid": rid} for rid in rids)
+
+
+def test_unconfirmed_when_more_replicas_required_than_exist(client: SentinelClient, ctx: CheckContext) -> None:
+    strict = IdempotencyStore(client, ctx.prefix, replicas=3, wait_timeout_ms=100)
+    result = strict.claim("r", payload("r"))
+    assert result.outcome is Outcome.UNCONFIRMED and result.replicas_acked == 2 and result.replicas_required == 3
+    assert result.owner
+    # The claim is held (fails closed for duplicates) until released.
+    assert strict.claim("r", payload("r")).outcome is Outcome.IN_PROGRESS
+    assert strict.release("r", result.owner) is ReleaseOutcome.RELEASED
+
+
+def test_unconfirmed_when_a_replica_stalls(cluster: LoopbackCluster, client: SentinelClient, ctx: CheckContext) -> None:
+    """A replica stopped (SIGSTOP) for well under down-after cannot acknowledge: WAIT-all reports it."""
+    store = IdempotencyStore(client, ctx.prefix, wait_timeout_ms=200)
+    store.claim("warm", payload("warm"))
+    replica = next(n for n in cluster.redis_nodes if n.running and cluster.role(n) == "slave")
+    assert replica.process is not None
+    os.killpg(replica.process.pid, signal.SIGSTOP)
+    try:
+        result = store.claim("stalled", payload("stalled"))
+    finally:
+        os.killpg(replica.process.pid, signal.SIGCONT)
+    assert result.outcome is Outcome.UNCONFIRMED and result.replicas_acked == 1, result
+    relaxed = IdempotencyStore(client, ctx.prefix, replicas=1)
+    assert relaxed.claim("stalled", payload("stalled"), owner=result.owner).outcome is Outcome.CLAIMED
+
+
+def test_retried_claim_with_own_token_is_claimed(store: IdempotencyStore) -> None:
+    """The reply of a claim was lost; the retry with the same owner token must not see a duplicate."""
+    first = store.claim("r", payload("r"))
+    assert first.outcome is Outcome.CLAIMED
+    again = store.claim("r", payload("r"), owner=first.owner)
+    assert again.outcome is Outcome.CLAIMED and again.owner == first.owner
+    assert store.claim("r", payload("r")).outcome is Outcome.IN_PROGRESS
+
+
+def test_round_trips(store: IdempotencyStore) -> None:
+    store.claim("warm", payload("warm"))
+    with count_round_trips() as first:
+        claim = store.claim("r", payload("r"))
+    with count_round_trips() as duplicate:
+        assert store.claim("r", payload("r")).outcome is Outcome.IN_PROGRESS
+    with count_round_trips() as mismatch:
+        assert store.claim("r", payload("r", "99")).outcome is Outcome.MISMATCH
+    with count_round_trips() as complete:
+        assert store.complete("r", claim.owner or "", {"x": 1}) is CompleteOutcome.COMPLETED
+    with count_round_trips() as replay:
+        assert store.claim("r", payload("r")).outcome is Outcome.REPLAY
+    claim2 = store.claim("r2", payload("r2"))
+    with count_round_trips() as release:
+        assert store.release("r2", claim2.owner or "") is ReleaseOutcome.RELEASED
+    measured = [c[0] for c in (first, duplicate, mismatch, complete, replay, release)]
+    assert measured == [2, 1, 1, 1, 1, 1]
+
+
+def test_corrupt_record_never_crashes_nor_runs_twice(
+    client: SentinelClient,
+    store: IdempotencyStore,
+    caplog: pytest.LogCaptureFixture,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(idempotency._log_corrupt, "warned", False)
+    for i in range(3):
+        client.run(lambda r, i=i: r.set(store.key(f"c{i}"), b"\xff\xfe not utf-8"), idempotent=True)
+    with caplog.at_level(logging.DEBUG, logger="smoke.idempotency"):
+        results = [store.claim(f"c{i}", payload(f"c{i}")) for i in range(3)]
+    assert all(r.outcome is Outcome.IN_PROGRESS and r.corrupt and r.owner is None for r in results)
+    warnings = [r for r in caplog.records if r.name == "smoke.idempotency" and r.levelno == logging.WARNING]
+    assert len(warnings) == 1
+    ttls = client.run(lambda r: [r.ttl(store.key(f"c{i}")) for i in range(3)], idempotent=True)
+    assert all(0 < t <= 86400 for t in ttls), ttls  # fail closed, but never forever
+    assert store.complete("c0", "anyone", {"x": 1}) is CompleteOutcome.CORRUPT
+    assert store.release("c0", "anyone") is ReleaseOutcome.CORRUPT
+
+
+def test_wait_timeout_must_stay_below_the_read_timeout(client: SentinelClient) -> None:
+    with pytest.raises(ValueError):
+        IdempotencyStore(client, wait_timeout_ms=5000)
+
+
+def test_checks_fail_when_unconfirmed_passes_as_safe(ctx: CheckContext, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The checks can fail: a store that reports every claim as confirmed is caught."""
+
+    class Careless(IdempotencyStore):
+        def claim(self, request_id: str, payload: Any, owner: str | None = None) -> ClaimResult:
+            result = super().claim(request_id, payload, owner)
+            if result.outcome is Outcome.UNCONFIRMED:
+                return ClaimResult(Outcome.CLAIMED, request_id, result.owner, result.replicas_acked)
+            return result
+
+    monkeypatch.setattr(idempotency_checks, "IdempotencyStore", Careless)
+    item = next(c for c in CHECKS if c.name == "claim_confirmed_by_wait")
+    result = run_check(item, ctx)
+    assert not result.passed and "UNCONFIRMED" in result.detail
+
+
+def test_record_without_ttl_gets_one(client: SentinelClient, store: IdempotencyStore) -> None:
+    """A well-formed record written without a TTL (an old writer) replays and gets the 24 h TTL."""
+    record = {"state": "completed", "owner": "o", "fp": fingerprint(payload("old")), "response": '{"ok":true}'}
+    client.run(lambda r: r.set(store.key("old"), json.dumps(record)), idempotent=True)
+    result = store.claim("old", payload("old"))
+    assert result.outcome is Outcome.REPLAY and result.response == {"ok": True}
+    assert 86390 < client.run(lambda r: r.ttl(store.key("old")), idempotent=True) <= 86400

@@ -1,0 +1,123 @@
+"""``python -m smoke``: the whole suite on the rehearsal, and clear failures on broken targets."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from smoke.checks import STRATEGIES
+from smoke.rehearsal import LoopbackCluster
+from smoke.render import ROOT
+from tests.support import require_redis_binaries
+
+pytestmark = pytest.mark.redis
+
+
+def smoke(*args: str, env: dict[str, str] | None = None, timeout: float = 240) -> subprocess.CompletedProcess[str]:
+    clean = {k: v for k, v in os.environ.items() if not k.startswith("REDIS_PASSWORD")}
+    return subprocess.run(
+        [sys.executable, "-m", "smoke", *args],
+        cwd=ROOT,
+        env={**clean, **(env or {})},
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+
+
+def sentinel_args(cluster: LoopbackCluster) -> list[str]:
+    args = ["--master-name", cluster.master_name]
+    for sentinel in cluster.sentinels:
+        args += ["--sentinel", sentinel.address]
+    return args
+
+
+def test_the_local_run_passes_every_check_and_the_failover_drill(dev_render_dir: Path, tmp_path: Path) -> None:
+    require_redis_binaries()
+    report_path = tmp_path / "smoke-report.json"
+    result = smoke("local", "--render-dir", str(dev_render_dir / "k8s"), "--report", str(report_path))
+    assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-2000:]
+    assert "smoke: PASSED" in result.stdout and "strategy" in result.stdout
+
+    report = json.loads(report_path.read_text())
+    assert report["target"] == "local" and report["down_after_ms"] == 1000
+    assert report["started_at"]
+    strategies = {c["strategy"] for c in report["checks"]}
+    assert strategies == set(STRATEGIES)
+    assert all(c["passed"] for c in report["checks"]), [c for c in report["checks"] if not c["passed"]]
+    failover = report["failover"]
+    assert failover["acknowledged_writes"] > 0
+    assert failover["lost_acknowledged_writes"] == 0
+    assert 0 < failover["rto_seconds"] <= report["down_after_ms"] / 1000 + 1.5
+    assert isinstance(failover["lost_plain_writes"], int)
+    for op in ("entry.get_by_id", "claim.create", "workflow.set", "idempotency.claim", "ratelimit.check"):
+        assert set(report["latency_ms"][op]) == {"p50", "p95", "p99"}, op
+    # Everything the run wrote was removed again.
+    assert "smoke: removed" in result.stdout
+
+
+def test_a_wrong_password_is_refused_with_a_clear_message(cluster: LoopbackCluster) -> None:
+    result = smoke("cluster", *sentinel_args(cluster), env={"REDIS_PASSWORD": "not-the-password-of-this-stack"})
+    assert result.returncode == 2, result.stdout + result.stderr
+    assert "refused the password" in result.stderr and "REDIS_PASSWORD" in result.stderr
+    assert "Traceback" not in result.stderr + result.stdout
+
+
+def test_an_unreadable_password_file_is_named(tmp_path: Path) -> None:
+    missing = tmp_path / "nope"
+    result = smoke("cluster", "--sentinel", "127.0.0.1:1", env={"REDIS_PASSWORD_FILE": str(missing)})
+    assert result.returncode == 2
+    assert f"REDIS_PASSWORD_FILE={missing}" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_a_bad_sentinel_address_is_a_usage_error() -> None:
+    result = smoke("cluster", "--sentinel", "redis-sentinel")
+    assert result.returncode == 2 and "give a Sentinel as HOST:PORT" in result.stderr
+
+
+def test_with_the_master_down_the_topology_check_fails_and_nothing_else_runs(
+    fresh_cluster: LoopbackCluster, tmp_path: Path
+) -> None:
+    cluster = fresh_cluster
+    for node in cluster.redis_nodes:
+        cluster.kill_node(node, signal.SIGKILL)
+    report_path = tmp_path / "report.json"
+    result = smoke(
+        "cluster",
+        *sentinel_args(cluster),
+        "--report",
+        str(report_path),
+        env={"REDIS_PASSWORD_FILE": str(cluster.password_file)},
+        timeout=120,
+    )
+    assert result.returncode == 1, result.stdout + result.stderr
+    assert "Traceback" not in result.stderr
+    report = json.loads(report_path.read_text())
+    checks = {(c["strategy"], c["name"]): c for c in report["checks"]}
+    assert checks[("topology", "one_master")]["passed"] is False
+    others = [c for c in report["checks"] if c["strategy"] != "topology"]
+    assert others and all(not c["passed"] and c["detail"].startswith("not run") for c in others)
+    assert "smoke: FAILED" in result.stdout
+
+
+def test_the_report_can_go_to_stdout_as_its_last_line(cluster: LoopbackCluster) -> None:
+    """How the in-cluster Job hands its result to CI (``kubectl logs ... | tail -n 1``)."""
+    result = smoke(
+        "--report",
+        "-",
+        "cluster",
+        *sentinel_args(cluster),
+        "--replicas",
+        "2",
+        env={"REDIS_PASSWORD": cluster.password},
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    report = json.loads(result.stdout.strip().splitlines()[-1])
+    assert report["passed"] is True and report["failover"] is None
+    assert report["target"].startswith("cluster:") and "PASS topology.one_master" in result.stderr

@@ -17,8 +17,22 @@ Data shape (changed from the seed where marked, all keys under ``prefix``):
   bounded by the live claims of the entry, disappears when they do, and never lacks a TTL.
   (On Redis ≥ 7.4 a hash with ``HEXPIRE`` per field would do the same without the pruning.)
 
-Round trips: create/update 1 (one Lua call), status 1 (``GET``), get 1, list 1 (one Lua call
-prunes, ranges and fetches the objects). Every read goes to the master (the client only talks to
+  **Migration from the seed**: an index left by the seed is a SET without a TTL at the same key.
+  The first put, listing or remove that touches it sees its type (``TYPE``, inside the same Lua
+  call), deletes it, logs it once as a foreign value, and goes on with an empty sorted set, so
+  the put writes object, status and index all together and a listing returns no claims. The
+  seed's members are not carried over: the claims they name expire within the 1 min TTL anyway,
+  and each one written again after the deploy is indexed again.
+
+Foreign values: every script checks each key's type before it reads or writes it (a key of
+another type is deleted, logged once and treated as absent), so WRONGTYPE never escapes and
+never aborts a script after its first write (a Lua script is not rolled back). Replies are read
+undecoded (:mod:`smoke.lua`): an object or status that is not UTF-8 is a corrupt value like any
+other, a miss that is deleted and logged, and the shared connection stays usable.
+
+Round trips: create/update 1 (one Lua call), status 1, get 1 (a Lua ``GET`` that checks the
+key's type), list 1 (one Lua call prunes, ranges and fetches the objects), remove 1; a corrupt
+value costs 1 more to delete it. Every read goes to the master (the client only talks to
 the master), so a status decision never sees a replica lagging behind a write. All scripts are
 full-value writes that are safe to re-run after a lost reply, hence ``idempotent=True``.
 
@@ -39,6 +53,7 @@ from typing import Any
 
 from smoke.client import SentinelClient
 from smoke.corruption import CorruptionLog
+from smoke.lua import LuaScript
 
 log = logging.getLogger(__name__)
 
@@ -92,7 +107,25 @@ class Claim:
         return claim
 
 
-_NOW_MS_LUA = """
+# The prelude of every script. A key of another type than this module writes (the seed's SET
+# index, a foreign writer) is deleted before the script reads or writes it and reported in the
+# reply's first element ({key, type, ...}) for the caller to log: ZADD or GET on it would abort
+# the script with WRONGTYPE, and a Lua script is not rolled back, so an abort after the object
+# and status were written would leave a partial write behind.
+_PRELUDE_LUA = """
+local foreign = {}
+local function usable(k, want)
+  local t = redis.call('TYPE', k).ok
+  if t == 'none' or t == want then return true end
+  redis.call('DEL', k)
+  foreign[#foreign + 1] = k
+  foreign[#foreign + 1] = t
+  return false
+end
+local function sget(k)
+  if usable(k, 'string') then return redis.call('GET', k) end
+  return false
+end
 local function now_ms()
   local t = redis.call('TIME')
   return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
@@ -101,10 +134,13 @@ end
 
 # Cluster: object + status could share {<claim id>}; the index is per entry: a second call there.
 # KEYS: object, status, index. ARGV: claim id, json, status, ttl ms, index slack ms.
-# Returns the claim's expiry (server ms) and the index size after pruning.
+# Reply: {foreign, the claim's expiry (server ms), the index size after pruning}.
 _PUT_LUA = (
-    _NOW_MS_LUA
+    _PRELUDE_LUA
     + """
+usable(KEYS[1], 'string')
+usable(KEYS[2], 'string')
+usable(KEYS[3], 'zset')
 local now = now_ms()
 local ttl = tonumber(ARGV[4])
 redis.call('SET', KEYS[1], ARGV[2], 'PX', ttl)
@@ -113,22 +149,24 @@ redis.call('ZREMRANGEBYSCORE', KEYS[3], '-inf', now)
 redis.call('ZADD', KEYS[3], now + ttl, ARGV[1])
 local top = redis.call('ZRANGE', KEYS[3], -1, -1, 'WITHSCORES')
 redis.call('PEXPIRE', KEYS[3], math.floor(tonumber(top[2]) - now + tonumber(ARGV[5])))
-return {now + ttl, redis.call('ZCARD', KEYS[3])}
+return {foreign, now + ttl, redis.call('ZCARD', KEYS[3])}
 """
 )
 
 # KEYS: index. ARGV: object key prefix. Prune, range the live ids, fetch their objects; drop ids
-# whose object is gone (evicted or deleted). The object keys are derived here, not declared in
-# KEYS: fine on one master, a cluster would need the per-slot MGET described in the docstring.
+# whose object is gone (evicted, deleted, or of a foreign type). The object keys are derived
+# here, not declared in KEYS: fine on one master, a cluster would need the per-slot MGET
+# described in the docstring. Reply: {foreign, {id1, json1, id2, json2, ...}}.
 _LIST_LUA = (
-    _NOW_MS_LUA
+    _PRELUDE_LUA
     + """
+local out = {}
+if not usable(KEYS[1], 'zset') then return {foreign, out} end
 local now = now_ms()
 redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now)
 local ids = redis.call('ZRANGEBYSCORE', KEYS[1], '(' .. now, '+inf')
-local out = {}
 for _, id in ipairs(ids) do
-  local v = redis.call('GET', ARGV[1] .. id)
+  local v = sget(ARGV[1] .. id)
   if v then
     out[#out + 1] = id
     out[#out + 1] = v
@@ -136,16 +174,42 @@ for _, id in ipairs(ids) do
     redis.call('ZREM', KEYS[1], id)
   end
 end
-return out
+return {foreign, out}
 """
 )
 
-# KEYS: object, status, index. ARGV: claim id.
-_REMOVE_LUA = """
-return redis.call('DEL', KEYS[1], KEYS[2]) + redis.call('ZREM', KEYS[3], ARGV[1])
+# KEYS: the object or status key. Reply: {foreign[, value]}.
+_GET_LUA = (
+    _PRELUDE_LUA
+    + """
+local v = sget(KEYS[1])
+if v then return {foreign, v} end
+return {foreign}
+"""
+)
+
+# KEYS: object, status, index. ARGV: claim id. Reply: {foreign, keys or members removed}.
+_REMOVE_LUA = (
+    _PRELUDE_LUA
+    + """
+usable(KEYS[3], 'zset')
+return {foreign, redis.call('DEL', KEYS[1], KEYS[2]) + redis.call('ZREM', KEYS[3], ARGV[1])}
+"""
+)
+
+# KEYS: key. ARGV: the value seen. Deletes only that value, never a good one written since.
+_DELETE_IF_LUA = """
+if redis.call('TYPE', KEYS[1]).ok == 'string' and redis.call('GET', KEYS[1]) == ARGV[1] then
+  return redis.call('DEL', KEYS[1])
+end
+return 0
 """
 
-_DELETE_IF_LUA = "if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end return 0"
+_PUT = LuaScript(_PUT_LUA)
+_LIST = LuaScript(_LIST_LUA)
+_GET = LuaScript(_GET_LUA)
+_REMOVE = LuaScript(_REMOVE_LUA)
+_DELETE_IF = LuaScript(_DELETE_IF_LUA)
 
 
 @dataclass(frozen=True)
@@ -169,11 +233,6 @@ class ClaimCache:
         self.prefix = prefix
         self.ttl_ms = ttl_ms
         self.index_slack_ms = index_slack_ms
-        master = client.master
-        self._put = master.register_script(_PUT_LUA)
-        self._list = master.register_script(_LIST_LUA)
-        self._remove = master.register_script(_REMOVE_LUA)
-        self._delete_if = master.register_script(_DELETE_IF_LUA)
 
     def object_key(self, claim_id: str) -> str:
         return f"{self.prefix}{OBJECT_KEY}{claim_id}"
@@ -189,7 +248,7 @@ class ClaimCache:
         """Create or update: object, status and index entry in one Lua call (one round trip)."""
         keys = [self.object_key(claim.id), self.status_key(claim.id), self.index_key(claim.entry_id)]
         args = [claim.id, claim.to_json(), claim.status, self.ttl_ms, self.index_slack_ms]
-        expires, size = self.client.run(lambda r: self._put(keys, args, client=r), idempotent=True)
+        expires, size = self._run(_PUT, keys, args)
         return PutResult(int(expires), int(size))
 
     create = put
@@ -198,54 +257,73 @@ class ClaimCache:
     def remove(self, claim: Claim) -> int:
         """Drop a claim that ended (object, status, index member) in one round trip."""
         keys = [self.object_key(claim.id), self.status_key(claim.id), self.index_key(claim.entry_id)]
-        return int(self.client.run(lambda r: self._remove(keys, [claim.id], client=r), idempotent=True))
+        (removed,) = self._run(_REMOVE, keys, [claim.id])
+        return int(removed)
 
     # --- reads (all from the master) ----------------------------------------------------------
     def get(self, claim_id: str) -> Claim | None:
+        """The claim, or ``None`` on a miss (one round trip)."""
         key = self.object_key(claim_id)
-        raw = self.client.run(lambda r: r.get(key), idempotent=True)
-        return None if raw is None else self._parse(claim_id, str(raw))
+        reply = self._run(_GET, [key], [])
+        return self._parse(key, claim_id, reply[0]) if reply else None
 
     def status(self, claim_id: str) -> str | None:
-        """The claim's status, or ``None`` on a miss (one ``GET`` on the master)."""
+        """The claim's status, or ``None`` on a miss (one round trip to the master)."""
         key = self.status_key(claim_id)
-        raw = self.client.run(lambda r: r.get(key), idempotent=True)
-        if raw is None:
+        reply = self._run(_GET, [key], [])
+        if not reply:
             return None
-        if raw not in STATUSES:
-            _log_corrupt(key, f"unknown status {str(raw)[:40]!r}")
-            self._delete_stale(key, str(raw))
+        raw: bytes = reply[0]
+        try:
+            status = raw.decode()
+            if status not in STATUSES:
+                raise ValueError(f"unknown status {status[:40]!r}")
+        except ValueError as exc:  # UnicodeDecodeError included
+            _log_corrupt(key, str(exc)[:120])
+            self._delete_stale(key, raw)
             return None
-        return str(raw)
+        return status
 
     def list_for_entry(self, entry_id: str) -> list[Claim]:
         """The live claims of an entry, oldest expiry first (one round trip)."""
-        key = self.index_key(entry_id)
         prefix = self.prefix + OBJECT_KEY
-        reply: list[Any] = self.client.run(lambda r: self._list([key], [prefix], client=r), idempotent=True)
+        (pairs,) = self._run(_LIST, [self.index_key(entry_id)], [prefix])
         claims = []
-        for claim_id, raw in zip(reply[::2], reply[1::2], strict=True):
-            claim = self._parse(str(claim_id), str(raw))
+        for claim_id, raw in zip(pairs[::2], pairs[1::2], strict=True):
+            claim = self._parse(prefix.encode() + claim_id, _text(claim_id), raw)
             if claim is not None and claim.entry_id == entry_id:
                 claims.append(claim)
         return claims
 
     # --- internals ----------------------------------------------------------------------------
-    def _parse(self, claim_id: str, raw: str) -> Claim | None:
+    def _run(self, script: LuaScript, keys: list[Any], args: list[Any]) -> list[Any]:
+        """One script call (replies undecoded: a foreign value need not be UTF-8); logs the keys
+        of a foreign type the script deleted and returns the rest of the reply."""
+        reply: list[Any] = self.client.run(lambda r: script(r, keys, args), idempotent=True)
+        foreign = reply[0]
+        for key, kind in zip(foreign[::2], foreign[1::2], strict=True):
+            _log_corrupt(_text(key), f"a Redis {_text(kind)}, not this cache's type")
+        return reply[1:]
+
+    def _parse(self, key: str | bytes, claim_id: str, raw: bytes) -> Claim | None:
         try:
-            claim = Claim.from_json(raw)
+            claim = Claim.from_json(raw.decode())  # UnicodeDecodeError is a ValueError
             if claim.id != claim_id:
                 raise ValueError(f"holds claim {claim.id!r}")
         except ValueError as exc:
-            key = self.object_key(claim_id)
-            _log_corrupt(key, str(exc))
+            _log_corrupt(_text(key), str(exc)[:120])
             self._delete_stale(key, raw)
             return None
         return claim
 
-    def _delete_stale(self, key: str, raw: str) -> None:
+    def _delete_stale(self, key: str | bytes, raw: bytes) -> None:
         """Delete a corrupt value, but only that value: never a good one written meanwhile."""
-        self.client.run(lambda r: self._delete_if([key], [raw], client=r), idempotent=True)
+        self.client.run(lambda r: _DELETE_IF(r, [key], [raw]), idempotent=True)
+
+
+def _text(value: bytes | str) -> str:
+    """A reply element as text, for ids and log lines (a foreign one need not be UTF-8)."""
+    return value.decode(errors="replace") if isinstance(value, bytes) else str(value)
 
 
 def sample_claim(claim_id: str, entry_id: str, status: str = "OPEN") -> Claim:

@@ -127,14 +127,17 @@ class _RoleCheckedConnection(SentinelManagedConnection):
 
 
 # Errors that prove the command was not executed: it never left the client (no connection, no
-# master known) or the server refused it without running it.
+# master known: redis-py words these "Error ... connecting to" and "Timeout connecting"), or the
+# server refused it without running it (READONLY, NOREPLICAS, LOADING, MASTERDOWN). redis-py has
+# no error types for these distinctions, so the messages are matched.
 _NOT_SENT_MARKERS = ("connecting to", "Timeout connecting", "is not a master", "previous master is now a slave")
+_REFUSED = ("NOREPLICAS", "READONLY", "LOADING", "MASTERDOWN")
 
 
 def _never_ran(exc: Exception) -> bool:
-    if isinstance(exc, (MasterNotFoundError, PoolTimeout)):
+    if isinstance(exc, (MasterNotFoundError, PoolTimeout, redis.BusyLoadingError)):
         return True
-    if isinstance(exc, ResponseError) and str(exc).startswith(("NOREPLICAS", "READONLY")):
+    if isinstance(exc, ResponseError) and str(exc).startswith(_REFUSED):
         return True
     return any(marker in str(exc) for marker in _NOT_SENT_MARKERS)
 
@@ -144,7 +147,7 @@ def _retryable(exc: Exception) -> bool:
         return False  # a wrong password stays wrong
     if isinstance(exc, (RedisConnectionError, TimeoutError)):
         return True
-    return isinstance(exc, ResponseError) and str(exc).startswith(("NOREPLICAS", "READONLY", "LOADING", "MASTERDOWN"))
+    return isinstance(exc, ResponseError) and str(exc).startswith(_REFUSED)
 
 
 class SentinelClient:
@@ -173,6 +176,9 @@ class SentinelClient:
             max_connections=config.pool_size,
             retry=redis.retry.Retry(redis.backoff.NoBackoff(), 0),
             decode_responses=True,
+            # A foreign value that is not UTF-8 must not raise in the middle of a reply: that
+            # would return the connection to the pool with the rest of the reply unread.
+            encoding_errors="replace",
         )
         # redis-py's pool raises at once when exhausted; go-redis waits. The semaphore waits.
         self._slots = threading.BoundedSemaphore(config.pool_size)
@@ -239,8 +245,10 @@ class SentinelClient:
                 attempt += 1
                 if attempt > cfg.max_retries or time.monotonic() >= deadline:
                     raise
-                # Drop every connection: the next one asks Sentinel for the master again.
-                self.master.connection_pool.disconnect()
+                # Drop the idle connections (the failed one redis-py has closed already): the next
+                # connection asks Sentinel for the master again. Connections other threads are
+                # using are left alone; they fail, or not, on their own.
+                self.master.connection_pool.disconnect(inuse_connections=False)
             finally:
                 self._slots.release()
             time.sleep(min(cfg.backoff_cap, cfg.backoff_base * 2 ** (attempt - 1)) * random.uniform(0.5, 1.0))

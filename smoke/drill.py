@@ -1,20 +1,28 @@
 """The failover drill: take the master down under load and measure what clients see.
 
 Two writers run through the failover: one makes WAIT-confirmed idempotency claims, the other
-plain ``SET``s. The outage is measured on the plain writes (a claim may legitimately spend its
-WAIT timeout once a replica is gone, which says nothing about availability): from the moment the
-master is gone to the end of the first plain write that started after it and succeeded. Once a
-new master is in place, the drill counts acknowledged writes missing there: confirmed claims must
-never be lost; plain writes may be (asynchronous replication), and the count says how many.
+plain ``SET``s. Once a new master is in place, the drill counts acknowledged writes missing
+there: confirmed claims must never be lost; plain writes may be (asynchronous replication), and
+the count says how many.
+
+The outage is measured on the plain writes (a claim may legitimately spend its WAIT timeout once
+a replica is gone, which says nothing about availability), counting only writes that survived:
+a write acknowledged by a deposed master and then lost is no service at all. It is the longest
+stretch, from the moment the master is taken down, with no surviving acknowledged write. So a
+``SENTINEL FAILOVER`` (the old master keeps answering for a while) is measured as honestly as a
+SIGKILL.
 """
 
 from __future__ import annotations
 
+import itertools
 import threading
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from typing import Protocol
+
+import redis
 
 from smoke.client import SentinelClient
 
@@ -34,7 +42,7 @@ class ClaimTarget(Protocol):
 @dataclass(frozen=True)
 class DrillResult:
     down_after_ms: int
-    rto_seconds: float
+    rto_seconds: float | None  # None: no write survived after the master went down
     acknowledged_writes: int  # WAIT-confirmed claims
     lost_acknowledged_writes: int
     unconfirmed_claims: int
@@ -67,7 +75,7 @@ def run_failover_drill(
     stop = threading.Event()
     confirmed: list[str] = []
     plain: list[str] = []
-    successes: list[tuple[float, float]] = []  # (started, finished) of every successful plain write
+    successes: list[tuple[float, str]] = []  # (finished, key) of every acknowledged plain write
     counters = {"errors": 0, "unconfirmed": 0}
 
     def claims() -> None:
@@ -89,11 +97,10 @@ def run_failover_drill(
         while not stop.is_set():
             key = f"drill-{n}"
             n += 1
-            started = time.monotonic()
             try:
                 client.run(lambda r, k=key: r.set(f"{prefix}drill:plain:{k}", k, ex=600), idempotent=True)
                 plain.append(key)
-                successes.append((started, time.monotonic()))
+                successes.append((time.monotonic(), key))
             except Exception:
                 counters["errors"] += 1
                 time.sleep(0.02)
@@ -106,10 +113,8 @@ def run_failover_drill(
         thread.start()
     try:
         time.sleep(1.0)
-        force_down()
-        # Measured from when the master is gone (force_down returns after the kill), so writes
-        # that slipped in before the kill landed do not count as recovery.
         down_at = time.monotonic()
+        force_down()
         deadline = down_at + timeout
         new = old
         while time.monotonic() < deadline:
@@ -117,39 +122,54 @@ def run_failover_drill(
                 new = "{}:{}".format(*client.sentinel_master_address())
             except Exception:
                 new = old
-            recovered = any(start > down_at for start, _ in successes[-50:])
-            if new != old and recovered:
+            if new != old:
                 break
             time.sleep(0.05)
         time.sleep(settle_seconds)
+        ended_at = time.monotonic()
     finally:
         stop.set()
         for thread in threads:
             thread.join(timeout=30)
 
-    after = [finished for started, finished in successes if started > down_at]
-    rto = (min(after) - down_at) if after else float("inf")
     present = target.present(confirmed)
-
-    def plain_present(keys: list[str]) -> set[str]:
-        def exists(r):  # type: ignore[no-untyped-def]
-            pipe = r.pipeline(transaction=False)
-            for key in keys:
-                pipe.exists(f"{prefix}drill:plain:{key}")
-            return pipe.execute()
-
-        found = client.run(exists, idempotent=True) if keys else []
-        return {key for key, hit in zip(keys, found, strict=True) if hit}
+    surviving = existing_keys(client, [f"{prefix}drill:plain:{key}" for key in plain])
+    kept = [finished for finished, key in successes if f"{prefix}drill:plain:{key}" in surviving]
+    rto = longest_gap(kept, down_at, ended_at)
 
     return DrillResult(
         down_after_ms=down_after,
-        rto_seconds=round(rto, 3),
+        rto_seconds=None if rto is None else round(rto, 3),
         acknowledged_writes=len(confirmed),
         lost_acknowledged_writes=len(confirmed) - len(present),
         unconfirmed_claims=counters["unconfirmed"],
         plain_writes=len(plain),
-        lost_plain_writes=len(plain) - len(plain_present(plain)),
+        lost_plain_writes=len(plain) - len(surviving),
         errors=counters["errors"],
         old_master=old,
         new_master=new,
     )
+
+
+def longest_gap(finished: list[float], start: float, end: float) -> float | None:
+    """The longest stretch in [start, end] without a surviving write (None: none after start)."""
+    after = sorted(t for t in finished if t >= start)
+    if not after:
+        return None
+    points = [start, *after]
+    return max(b - a for a, b in itertools.pairwise(points))
+
+
+def existing_keys(client: SentinelClient, keys: list[str]) -> set[str]:
+    """The subset of ``keys`` present on the current master (one pipelined round trip)."""
+    if not keys:
+        return set()
+
+    def exists(r: redis.Redis) -> list[int]:
+        pipe = r.pipeline(transaction=False)
+        for key in keys:
+            pipe.exists(key)
+        return pipe.execute()
+
+    found = client.run(exists, idempotent=True)
+    return {key for key, hit in zip(keys, found, strict=True) if hit}

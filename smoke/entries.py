@@ -15,11 +15,17 @@ Data shape (changed from the seed, all keys under ``prefix``):
   stored once (a pointer is ~100 B instead of a second ~440 B copy).
 * ``__dict_none__`` in either key — a **negative** entry (not found), ``PX negative_ttl_ms``
   (≤ 30 s, RFC 2308-style bounded negative caching).
-* ``dict:entry:ver:<id>`` — a **version marker** hash ``{floor, inv_us}``, ``PX marker_ttl_ms``:
-  ``floor`` is the lowest version a write or fill may still store (a write of v raises it to v,
-  an invalidation to the invalidated version + 1), ``inv_us`` the server time of the last
-  invalidation. It outlives the entry it guards so that a late, older write-through or a fill
-  that loaded before the invalidation is rejected even after the entry itself is gone.
+* ``dict:entry:ver:<id>`` — a **version marker** hash ``{floor, inv_floor, inv_us}``,
+  ``PX marker_ttl_ms`` (default and minimum: the entry TTL, 5 min, refreshed by every store and
+  invalidation, so it outlives the entry it guards): ``floor`` is the lowest version a write or
+  fill may still store (a write of v raises it to v, an invalidation with ``committed_version``
+  to that version); ``inv_floor`` the lowest version a *write-through* may store after an
+  invalidation without a committed version (the invalidated version + 1: a write-through has no
+  start time to judge it by); ``inv_us`` the server time of the last invalidation, against which
+  a *fill* is judged: one whose lease was taken before it is rejected, one taken after it is
+  stored (so invalidating an unchanged entry does not block its refill). The marker outliving the
+  entry is what rejects a late, older write-through or a fill that loaded before the
+  invalidation even after the entry itself is gone.
 * ``dict:entry:lease:id:<id>`` / ``dict:entry:lease:key:<type>:<value>`` — a fill **lease**
   (``SET NX PX lease_ms``, value ``<token>:<server time µs>``): one loader per cold key; the
   others poll briefly and read what it stored. A fill is stored only while its lease holds and
@@ -28,11 +34,17 @@ Data shape (changed from the seed, all keys under ``prefix``):
 Round trips (measured by the checks, one ``EVALSHA`` each): ``get_by_id``/``get_by_key`` 1 (hit,
 miss or negative), ``write`` 1, ``invalidate`` 1; ``get_or_load`` 1 on a hit and 2 on a cold key
 (read + lease, then fill) around the loader, while a concurrent reader polls with 1 round trip
-every ``poll_ms`` until the fill lands. A corrupt value costs 1 more (2 by key) to delete it. The
-first call of each script per process and per failover costs 2 more (``NOSCRIPT``, ``SCRIPT
-LOAD``), since the script cache is not replicated. Every script is safe to
-re-run after a lost reply (full-value ``SET`` guarded by versions; a lease already held with our
-own token counts as ours), so all run with ``idempotent=True``.
+every ``poll_ms`` until the fill lands. A corrupt value costs 1 more to delete it (by key: the
+entry and its pointer in one call). The first call of each script per process and per failover
+costs 2 more (``NOSCRIPT``, ``SCRIPT LOAD``), since the script cache is not replicated. Every
+script is safe to re-run after a lost reply (full-value ``SET`` guarded by versions; a lease
+already held with our own token counts as ours), so all run with ``idempotent=True``.
+
+Foreign values: every script checks each key's ``TYPE`` before it reads or writes it; a key of
+another type (a hash at an id key, a list at a pointer, a string at a marker) is deleted, logged
+once and treated as absent, within the same atomic call, so WRONGTYPE never escapes and never
+aborts a script half-way through its writes. Replies are read undecoded (:mod:`smoke.lua`), so a
+value that is not UTF-8 is a corrupt value like any other: a miss, deleted, logged.
 
 Redis Cluster: the scripts touch the id key, its marker and lease (which could share a hash tag
 ``{<id>}``) *and* a pointer key that cannot share it (a lookup by key does not know the id). On a
@@ -54,6 +66,7 @@ from typing import Any
 
 from smoke.client import SentinelClient
 from smoke.corruption import CorruptionLog
+from smoke.lua import LuaScript
 
 log = logging.getLogger(__name__)
 
@@ -138,15 +151,52 @@ class Entry:
         return entry
 
 
-# Shared by the write and fill scripts: store entry + pointer + marker if the version is not older
-# than the marker's floor nor than the cached copy; drop the old pointer when key_value changed
-# (only if it still points at this id: the old key may meanwhile belong to another entry).
-_STORE_LUA = """
+# The prelude of every script. A key of another type than this module writes (a foreign writer,
+# a seed-era shape) is deleted before the script reads or writes it, and reported back in the
+# reply's first element ({key, type, ...}) for the caller to log: GET or HGET on it would abort
+# the script with WRONGTYPE, and a Lua script is not rolled back, so an abort after the first
+# write would leave a partial write behind. With every key checked before use, nothing in these
+# scripts can raise, and each runs all or nothing.
+_PRELUDE_LUA = """
 local NONE = '__dict_none__'
-local function store(idkey, ptrkey, mkey, ptrprefix, id, json, version, ttl, mttl)
-  local floor = tonumber(redis.call('HGET', mkey, 'floor')) or 0
+local foreign = {}
+local function usable(k, want)
+  local t = redis.call('TYPE', k).ok
+  if t == 'none' or t == want then return true end
+  redis.call('DEL', k)
+  foreign[#foreign + 1] = k
+  foreign[#foreign + 1] = t
+  return false
+end
+local function sget(k)
+  if usable(k, 'string') then return redis.call('GET', k) end
+  return false
+end
+local function hget(k, f)
+  if usable(k, 'hash') then return redis.call('HGET', k, f) end
+  return false
+end
+local function now_us()
+  local t = redis.call('TIME')
+  return t[1] .. string.format('%06d', tonumber(t[2]))
+end
+"""
+
+# Shared by the write and fill scripts: store entry + pointer + marker if the version is not older
+# than the marker's floor (for a write-through also its ``inv_floor``) nor than the cached copy;
+# drop the old pointer when key_value changed (only if it still points at this id: the old key
+# may meanwhile belong to another entry).
+_STORE_LUA = (
+    _PRELUDE_LUA
+    + """
+local function store(idkey, ptrkey, mkey, ptrprefix, id, json, version, ttl, mttl, writing)
+  local floor = tonumber(hget(mkey, 'floor')) or 0
+  if writing then
+    local ifloor = tonumber(hget(mkey, 'inv_floor'))
+    if ifloor and ifloor > floor then floor = ifloor end
+  end
   if version < floor then return 'stale' end
-  local old = redis.call('GET', idkey)
+  local old = sget(idkey)
   local oldptr = nil
   if old and old ~= NONE then
     local ok, d = pcall(cjson.decode, old)
@@ -158,46 +208,45 @@ local function store(idkey, ptrkey, mkey, ptrprefix, id, json, version, ttl, mtt
       end
     end
   end
-  if oldptr and oldptr ~= ptrkey and redis.call('GET', oldptr) == id then redis.call('DEL', oldptr) end
+  if oldptr and oldptr ~= ptrkey and sget(oldptr) == id then redis.call('DEL', oldptr) end
+  usable(ptrkey, 'string')
   redis.call('SET', idkey, json, 'PX', ttl)
   redis.call('SET', ptrkey, id, 'PX', ttl)
   redis.call('HSET', mkey, 'floor', version)
   redis.call('PEXPIRE', mkey, mttl)
   return 'stored'
 end
-local function now_us()
-  local t = redis.call('TIME')
-  return t[1] .. string.format('%06d', tonumber(t[2]))
-end
 """
+)
 
 # Cluster: touches the pointer and the id key it names (not in KEYS): 2 round trips there.
 # KEYS: lookup (id key or pointer key), lease key.
 # ARGV: mode ('id'|'key'), id-key prefix, key_type, key_value, lease token ('' = no lease), lease ms.
+# Reply: {foreign, 'hit', json[, id by key]} | {foreign, 'none'|'miss'|'lease'|'wait'}.
 _READ_LUA = (
-    _STORE_LUA
+    _PRELUDE_LUA
     + """
-local v = redis.call('GET', KEYS[1])
-if v == NONE then return {'none'} end
+local v = sget(KEYS[1])
+if v == NONE then return {foreign, 'none'} end
 if v then
-  if ARGV[1] == 'id' then return {'hit', v} end
-  local e = redis.call('GET', ARGV[2] .. v)
+  if ARGV[1] == 'id' then return {foreign, 'hit', v} end
+  local e = sget(ARGV[2] .. v)
   if e and e ~= NONE then
     local ok, d = pcall(cjson.decode, e)
-    if not ok or type(d) ~= 'table' then return {'hit', e} end
-    if d.key_type == ARGV[3] and d.key_value == ARGV[4] then return {'hit', e} end
+    if not ok or type(d) ~= 'table' then return {foreign, 'hit', e, v} end
+    if d.key_type == ARGV[3] and d.key_value == ARGV[4] then return {foreign, 'hit', e, v} end
   end
   -- a pointer to a missing entry or to one whose key has changed: stale, never served
   redis.call('DEL', KEYS[1])
 end
-if ARGV[5] == '' then return {'miss'} end
-local held = redis.call('GET', KEYS[2])
+if ARGV[5] == '' then return {foreign, 'miss'} end
+local held = sget(KEYS[2])
 if held then
-  if string.sub(held, 1, #ARGV[5] + 1) == ARGV[5] .. ':' then return {'lease'} end
-  return {'wait'}
+  if string.sub(held, 1, #ARGV[5] + 1) == ARGV[5] .. ':' then return {foreign, 'lease'} end
+  return {foreign, 'wait'}
 end
 redis.call('SET', KEYS[2], ARGV[5] .. ':' .. now_us(), 'PX', ARGV[6])
-return {'lease'}
+return {foreign, 'lease'}
 """
 )
 
@@ -206,7 +255,8 @@ return {'lease'}
 _WRITE_LUA = (
     _STORE_LUA
     + """
-return store(KEYS[1], KEYS[2], KEYS[3], ARGV[6], ARGV[1], ARGV[2], tonumber(ARGV[3]), ARGV[4], ARGV[5])
+local outcome = store(KEYS[1], KEYS[2], KEYS[3], ARGV[6], ARGV[1], ARGV[2], tonumber(ARGV[3]), ARGV[4], ARGV[5], true)
+return {foreign, outcome}
 """
 )
 
@@ -214,63 +264,88 @@ return store(KEYS[1], KEYS[2], KEYS[3], ARGV[6], ARGV[1], ARGV[2], tonumber(ARGV
 # KEYS: lease, target (id key for an entry or a negative-by-id; pointer key for a negative-by-key),
 #       pointer key (entry only), marker key (of the loaded id; '' -> none).
 # ARGV: token, json or NONE, id, version, ttl ms, negative ttl ms, marker ttl ms, pointer prefix.
+# A fill is judged by time, not by the invalidation's version floor: it is rejected if an
+# invalidation happened at or after its lease was taken (it may have read the data before the
+# invalidation), and stored if its lease (so its read) began after the last invalidation.
 _FILL_LUA = (
     _STORE_LUA
     + """
-local lease = redis.call('GET', KEYS[1])
-if not lease or string.sub(lease, 1, #ARGV[1] + 1) ~= ARGV[1] .. ':' then return 'lease-lost' end
+local lease = sget(KEYS[1])
+if not lease or string.sub(lease, 1, #ARGV[1] + 1) ~= ARGV[1] .. ':' then return {foreign, 'lease-lost'} end
 redis.call('DEL', KEYS[1])
 local started = tonumber(string.sub(lease, #ARGV[1] + 2))
 if KEYS[4] ~= '' then
-  local inv = tonumber(redis.call('HGET', KEYS[4], 'inv_us'))
-  if inv and (not started or inv >= started) then return 'invalidated' end
+  local inv = tonumber(hget(KEYS[4], 'inv_us'))
+  if inv and (not started or inv >= started) then return {foreign, 'invalidated'} end
 end
 if ARGV[2] == NONE then
-  if redis.call('EXISTS', KEYS[2]) == 1 then return 'exists' end
+  usable(KEYS[2], 'string')
+  if redis.call('EXISTS', KEYS[2]) == 1 then return {foreign, 'exists'} end
   redis.call('SET', KEYS[2], NONE, 'PX', ARGV[6])
-  return 'stored'
+  return {foreign, 'stored'}
 end
-return store(KEYS[2], KEYS[3], KEYS[4], ARGV[8], ARGV[3], ARGV[2], tonumber(ARGV[4]), ARGV[5], ARGV[7])
+local outcome = store(KEYS[2], KEYS[3], KEYS[4], ARGV[8], ARGV[3], ARGV[2], tonumber(ARGV[4]), ARGV[5], ARGV[7], false)
+return {foreign, outcome}
 """
 )
 
 # Cluster: id + marker share {<id>}; the pointer (found in the entry) is a second call.
 # KEYS: id key, marker key. ARGV: id, committed version ('' = unknown), marker ttl ms, pointer prefix.
+# With a committed version the floor rises to it (for writes and fills). Without one, only
+# write-throughs of the cached version or older are rejected (``inv_floor``: a write-through has
+# no start time to compare), while fills are judged by ``inv_us`` against their lease, so a refill
+# that starts after the invalidation is stored even when the entry did not change.
 _INVALIDATE_LUA = (
-    _STORE_LUA
+    _PRELUDE_LUA
     + """
-local floor = tonumber(redis.call('HGET', KEYS[2], 'floor')) or 0
+local floor = tonumber(hget(KEYS[2], 'floor')) or 0
+local ifloor = tonumber(hget(KEYS[2], 'inv_floor')) or 0
 local committed = tonumber(ARGV[2])
-local old = redis.call('GET', KEYS[1])
+local old = sget(KEYS[1])
 local removed = 0
 if old and old ~= NONE then
   local ok, d = pcall(cjson.decode, old)
   if ok and type(d) == 'table' then
     local v = tonumber(d.version)
-    if v and not committed and v + 1 > floor then floor = v + 1 end
+    if v and not committed and v + 1 > ifloor then ifloor = v + 1 end
     if type(d.key_type) == 'string' and type(d.key_value) == 'string' then
       local ptr = ARGV[4] .. d.key_type .. ':' .. d.key_value
-      if redis.call('GET', ptr) == ARGV[1] then removed = removed + redis.call('DEL', ptr) end
+      if sget(ptr) == ARGV[1] then removed = removed + redis.call('DEL', ptr) end
     end
   end
 end
 if committed and committed > floor then floor = committed end
 removed = removed + redis.call('DEL', KEYS[1])
-redis.call('HSET', KEYS[2], 'floor', floor, 'inv_us', now_us())
+redis.call('HSET', KEYS[2], 'floor', floor, 'inv_floor', ifloor, 'inv_us', now_us())
 redis.call('PEXPIRE', KEYS[2], ARGV[3])
-return {removed, floor}
+return {foreign, removed, floor}
 """
 )
 
-# KEYS: key. ARGV: the value seen. Deletes only that value, never a good one written since.
-_DELETE_IF_LUA = "if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end return 0"
+# KEYS: k1, k2, ... ARGV: the value seen at each. Deletes only those values, never a good one
+# written since (nor a key of another type).
+_DELETE_IF_LUA = """
+local n = 0
+for i, k in ipairs(KEYS) do
+  if redis.call('TYPE', k).ok == 'string' and redis.call('GET', k) == ARGV[i] then n = n + redis.call('DEL', k) end
+end
+return n
+"""
 
 # KEYS: lease. ARGV: token. Gives back a lease only if it is still ours.
 _RELEASE_LUA = """
+if redis.call('TYPE', KEYS[1]).ok ~= 'string' then return 0 end
 local v = redis.call('GET', KEYS[1])
 if v and string.sub(v, 1, #ARGV[1] + 1) == ARGV[1] .. ':' then return redis.call('DEL', KEYS[1]) end
 return 0
 """
+
+_READ = LuaScript(_READ_LUA)
+_WRITE = LuaScript(_WRITE_LUA)
+_FILL = LuaScript(_FILL_LUA)
+_INVALIDATE = LuaScript(_INVALIDATE_LUA)
+_DELETE_IF = LuaScript(_DELETE_IF_LUA)
+_RELEASE = LuaScript(_RELEASE_LUA)
 
 
 @dataclass(frozen=True)
@@ -295,14 +370,17 @@ class EntryCache:
         *,
         ttl_ms: int = DEFAULT_TTL_MS,
         negative_ttl_ms: int = 15_000,
-        marker_ttl_ms: int = 60_000,
+        marker_ttl_ms: int | None = None,
         lease_ms: int = 5_000,
         poll_ms: int = 20,
     ) -> None:
+        marker_ttl_ms = ttl_ms if marker_ttl_ms is None else marker_ttl_ms
         if not 0 < negative_ttl_ms <= MAX_NEGATIVE_TTL_MS:
             raise ValueError(f"negative_ttl_ms = {negative_ttl_ms}: must be in (0, {MAX_NEGATIVE_TTL_MS}]")
         if min(ttl_ms, marker_ttl_ms, lease_ms, poll_ms) <= 0:
             raise ValueError("ttl_ms, marker_ttl_ms, lease_ms and poll_ms must be positive")
+        if marker_ttl_ms < ttl_ms:
+            raise ValueError(f"marker_ttl_ms = {marker_ttl_ms}: the marker must outlive the entry (ttl_ms = {ttl_ms})")
         self.client = client
         self.prefix = prefix
         self.ttl_ms = ttl_ms
@@ -310,13 +388,6 @@ class EntryCache:
         self.marker_ttl_ms = marker_ttl_ms
         self.lease_ms = lease_ms
         self.poll_ms = poll_ms
-        master = client.master
-        self._read = master.register_script(_READ_LUA)
-        self._write = master.register_script(_WRITE_LUA)
-        self._fill = master.register_script(_FILL_LUA)
-        self._invalidate = master.register_script(_INVALIDATE_LUA)
-        self._delete_if = master.register_script(_DELETE_IF_LUA)
-        self._release = master.register_script(_RELEASE_LUA)
 
     # --- key names ----------------------------------------------------------------------------
     def id_key(self, entry_id: str) -> str:
@@ -353,20 +424,31 @@ class EntryCache:
         when a newer version is cached or an invalidation superseded this one (one round trip)."""
         keys = [self.id_key(entry.id), self.pointer_key(entry.key_type, entry.key_value), self.marker_key(entry.id)]
         args = [entry.id, entry.to_json(), entry.version, self.ttl_ms, self.marker_ttl_ms, self.prefix + POINTER_KEY]
-        return str(self.client.run(lambda r: self._write(keys, args, client=r), idempotent=True))
+        (outcome,) = self._run(_WRITE, keys, args)
+        return _text(outcome)
 
     def invalidate(self, entry_id: str, committed_version: int | None = None) -> int:
         """Drop the entry and its pointer atomically and leave a marker so that nothing older can
-        be filled back: versions up to the cached one (or below ``committed_version`` if the
-        caller knows the version it just committed), and any fill whose load began before now.
-        Returns the number of keys removed (one round trip)."""
+        be stored again: no fill whose lease was taken before now, and no write-through of the
+        cached version or older (or, if the caller knows the version it just committed, of
+        anything below ``committed_version``). A fill that starts after the invalidation is
+        stored. Returns the number of keys removed (one round trip)."""
         keys = [self.id_key(entry_id), self.marker_key(entry_id)]
         args = [entry_id, "" if committed_version is None else committed_version, self.marker_ttl_ms]
         args.append(self.prefix + POINTER_KEY)
-        removed, _floor = self.client.run(lambda r: self._invalidate(keys, args, client=r), idempotent=True)
+        removed, _floor = self._run(_INVALIDATE, keys, args)
         return int(removed)
 
     # --- internals ----------------------------------------------------------------------------
+    def _run(self, script: LuaScript, keys: list[Any], args: list[Any]) -> list[Any]:
+        """One script call (replies undecoded: a foreign value need not be UTF-8); logs the keys
+        of a foreign type the script deleted and returns the rest of the reply."""
+        reply: list[Any] = self.client.run(lambda r: script(r, keys, args), idempotent=True)
+        foreign = reply[0]
+        for key, kind in zip(foreign[::2], foreign[1::2], strict=True):
+            _log_corrupt(_text(key), f"a Redis {_text(kind)}, not this cache's type")
+        return reply[1:]
+
     def _lookup_keys(self, mode: str, entry_id: str, key_type: str, key_value: str) -> tuple[str, str]:
         if mode == "id":
             return self.id_key(entry_id), f"{self.prefix}{LEASE_ID_KEY}{entry_id}"
@@ -379,32 +461,29 @@ class EntryCache:
         deleted and reported as ``corrupt``."""
         keys = list(self._lookup_keys(mode, entry_id, key_type, key_value))
         args = [mode, self.prefix + ID_KEY, key_type, key_value, token, self.lease_ms]
-        reply: list[Any] = self.client.run(lambda r: self._read(keys, args, client=r), idempotent=True)
-        status = str(reply[0])
+        reply = self._run(_READ, keys, args)
+        status = _text(reply[0])
         if status != "hit":
             return status, None
-        raw = str(reply[1])
+        raw: bytes = reply[1]
         try:
-            entry = Entry.from_json(raw)
+            entry = Entry.from_json(raw.decode())  # UnicodeDecodeError is a ValueError
             if mode == "id" and entry.id != entry_id:
                 raise ValueError(f"holds entry {entry.id!r}")
         except ValueError as exc:
-            where = self.id_key(entry_id) if mode == "id" else self.pointer_key(key_type, key_value) + " -> entry"
-            _log_corrupt(where, str(exc))
-            self._delete_corrupt(mode, entry_id, key_type, key_value, raw)
+            if mode == "id":
+                where = self.id_key(entry_id)
+                targets, seen = [self.id_key(entry_id)], [raw]
+            else:
+                target_id: bytes = reply[2]
+                where = f"{self.pointer_key(key_type, key_value)} -> {_text(target_id)}"
+                # The entry and the pointer to it, each only if it still holds what was read.
+                targets = [(self.prefix + ID_KEY).encode() + target_id, self.pointer_key(key_type, key_value)]
+                seen = [raw, target_id]
+            _log_corrupt(where, str(exc)[:120])
+            self.client.run(lambda r: _DELETE_IF(r, targets, seen), idempotent=True)
             return "corrupt", None
         return "hit", entry
-
-    def _delete_corrupt(self, mode: str, entry_id: str, key_type: str, key_value: str, raw: str) -> None:
-        if mode == "id":
-            target = self.id_key(entry_id)
-        else:
-            pointer = self.pointer_key(key_type, key_value)
-            target_id = self.client.run(lambda r: r.get(pointer), idempotent=True)
-            if target_id is None:
-                return
-            target = self.id_key(str(target_id))
-        self.client.run(lambda r: self._delete_if([target], [raw], client=r), idempotent=True)
 
     def _get_or_load(
         self, mode: str, entry_id: str, key_type: str, key_value: str, load: Callable[[], Entry | None]
@@ -432,7 +511,7 @@ class EntryCache:
             entry = load()
         except BaseException:
             # Give the lease back so the waiters do not sit out lease_ms behind a failed load.
-            self.client.run(lambda r: self._release([lease], [token], client=r), idempotent=True)
+            self.client.run(lambda r: _RELEASE(r, [lease], [token]), idempotent=True)
             raise
         if entry is None:
             marker = self.marker_key(entry_id) if mode == "id" else ""
@@ -443,8 +522,13 @@ class EntryCache:
             keys.append(self.marker_key(entry.id))
             args = [token, entry.to_json(), entry.id, entry.version, self.ttl_ms, self.negative_ttl_ms]
             args += [self.marker_ttl_ms, self.prefix + POINTER_KEY]
-        outcome = self.client.run(lambda r: self._fill(keys, args, client=r), idempotent=True)
-        return entry, True, str(outcome)
+        (outcome,) = self._run(_FILL, keys, args)
+        return entry, True, _text(outcome)
+
+
+def _text(value: bytes | str) -> str:
+    """A reply element as text, for statuses and log lines (a foreign key need not be UTF-8)."""
+    return value.decode(errors="replace") if isinstance(value, bytes) else str(value)
 
 
 def sample_entry(entry_id: str, version: int = 1, key_value: str | None = None, key_type: str = "EMAIL") -> Entry:

@@ -10,6 +10,7 @@ end, so the suite can run against production without touching application data.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib
 import json
 import logging
@@ -26,7 +27,7 @@ import redis
 
 from smoke.checks import REGISTRY, STRATEGIES, CheckContext, CheckResult, run_check
 from smoke.client import ClientConfig, SentinelClient, read_password
-from smoke.drill import run_failover_drill
+from smoke.drill import existing_keys, run_failover_drill
 from smoke.idempotency import IdempotencyStore, Outcome
 from smoke.rehearsal import LoopbackCluster, RehearsalError, RenderedFiles
 from smoke.report import SmokeReport, latency_summary, summary_table
@@ -62,14 +63,8 @@ class IdempotencyDrillTarget:
         return self.store.claim(request_id, {"drill": request_id}).outcome is Outcome.CLAIMED
 
     def present(self, request_ids: list[str]) -> set[str]:
-        def exists(r: redis.Redis) -> list[int]:
-            pipe = r.pipeline(transaction=False)
-            for request_id in request_ids:
-                pipe.exists(self.store.key(request_id))
-            return pipe.execute()
-
-        found = self.store.client.run(exists, idempotent=True) if request_ids else []
-        return {rid for rid, hit in zip(request_ids, found, strict=True) if hit}
+        found = existing_keys(self.store.client, [self.store.key(rid) for rid in request_ids])
+        return {rid for rid in request_ids if self.store.key(rid) in found}
 
 
 def parse_sentinel(text: str) -> tuple[str, int]:
@@ -168,6 +163,8 @@ def run(target: Target, failover: bool) -> SmokeReport:
         report = SmokeReport(target=target.name, down_after_ms=down_after)
         _say(f"smoke: target {target.name}, key prefix {ctx.prefix}")
         _check_password(client)
+        with contextlib.suppress(redis.RedisError):
+            client.warm_up()  # a failure here shows up in the topology checks
         try:
             for strategy in STRATEGIES:
                 for item in [c for c in REGISTRY if c.strategy == strategy]:  # "failover" has none
@@ -211,14 +208,18 @@ def _drill(ctx: CheckContext, target: Target, report: SmokeReport) -> CheckResul
     _say("  .... failover drill: writing through a forced master failure")
     try:
         result = run_failover_drill(ctx.client, ctx.prefix, IdempotencyDrillTarget(ctx), target.force_down)
-        target.recover()
     except Exception as exc:
         return CheckResult("failover", "drill", False, f"{type(exc).__name__}: {exc}")
     report.failover = result
+    try:
+        target.recover()
+    except Exception as exc:
+        report.checks.append(CheckResult("failover", "recover", False, f"{type(exc).__name__}: {exc}"))
     limit = result.down_after_ms / 1000 + 1.5
-    passed = result.lost_acknowledged_writes == 0 and result.rto_seconds <= limit
+    outage = "no surviving write" if result.rto_seconds is None else f"{result.rto_seconds:.2f} s"
+    passed = result.lost_acknowledged_writes == 0 and result.rto_seconds is not None and result.rto_seconds <= limit
     detail = (
-        f"outage {result.rto_seconds:.2f} s (limit {limit:.1f} s), {result.acknowledged_writes} confirmed claims, "
+        f"outage {outage} (limit {limit:.1f} s), {result.acknowledged_writes} confirmed claims, "
         f"{result.lost_acknowledged_writes} lost; {result.plain_writes} plain writes, {result.lost_plain_writes} lost; "
         f"{result.old_master} -> {result.new_master}"
     )
@@ -248,6 +249,15 @@ def _cleanup(ctx: CheckContext) -> None:
         _say(f"smoke: could not remove the keys under {ctx.prefix}: {exc}")
 
 
+def _emit(report: SmokeReport, path: Path | None, to_stdout: bool) -> None:
+    if to_stdout:
+        # One line, printed last: `kubectl logs` mixes both streams, `tail -n 1` finds the report.
+        print(json.dumps(report.as_json(), separators=(",", ":")), flush=True)
+    elif path is not None:
+        report.write(path)
+        _say(f"report: {path}")
+
+
 def main(argv: list[str] | None = None) -> int:
     global _progress
     args = build_parser().parse_args(argv)
@@ -263,35 +273,33 @@ def main(argv: list[str] | None = None) -> int:
         try:
             if args.target == "local":
                 target = _local_target(stack, args.render_dir)
-                failover = args.failover
             else:
                 target = _cluster_target(args, password)
-                failover = args.failover
-            report = run(target, failover)
-        except RehearsalError as exc:
-            print(f"smoke: the rehearsal did not start: {exc}", file=sys.stderr)
-            return EXIT_UNUSABLE
-        except redis.AuthenticationError as exc:
-            print(
-                f"smoke: the master refused the password ({exc}); set REDIS_PASSWORD or REDIS_PASSWORD_FILE "
-                "to the stack's Redis password",
-                file=sys.stderr,
-            )
+            report = run(target, args.failover)
+        except (RehearsalError, redis.AuthenticationError) as exc:
+            if isinstance(exc, RehearsalError):
+                message, name = f"the rehearsal did not start: {exc}", "rehearsal_started"
+            else:
+                message, name = (
+                    f"the master refused the password ({exc}); set REDIS_PASSWORD or REDIS_PASSWORD_FILE "
+                    "to the stack's Redis password",
+                    "password_accepted",
+                )
+            print(f"smoke: {message}", file=sys.stderr)
+            unusable = SmokeReport(target=args.target, down_after_ms=None)
+            unusable.checks.append(CheckResult("topology", name, False, message))
+            _emit(unusable, args.report, to_stdout)
             return EXIT_UNUSABLE
     _say("")
     _say(summary_table(report.checks))
     if report.failover is not None:
         f = report.failover
+        outage = "none measured" if f.rto_seconds is None else f"{f.rto_seconds:.2f} s"
         _say(
-            f"failover: outage {f.rto_seconds:.2f} s at down-after {f.down_after_ms} ms; "
+            f"failover: outage {outage} at down-after {f.down_after_ms} ms; "
             f"confirmed claims lost {f.lost_acknowledged_writes}/{f.acknowledged_writes}; "
             f"plain writes lost {f.lost_plain_writes}/{f.plain_writes}"
         )
-    if to_stdout:
-        # One line, printed last: `kubectl logs` mixes both streams, `tail -n 1` finds the report.
-        print(json.dumps(report.as_json(), separators=(",", ":")), flush=True)
-    elif args.report:
-        report.write(args.report)
-        _say(f"report: {args.report}")
+    _emit(report, args.report, to_stdout)
     _say("smoke: PASSED" if report.passed else "smoke: FAILED")
     return 0 if report.passed else EXIT_FAILED

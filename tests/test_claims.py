@@ -114,3 +114,78 @@ def test_checks_pass_when_they_share_one_run_prefix(ctx: CheckContext) -> None:
     failed = [r for r in (run_check(item, ctx) for item in CLAIM_CHECKS) if not r.passed]
     assert not failed, [f"{r.name}: {r.detail}" for r in failed]
     assert {"claim.create", "claim.status", "claim.list"} <= set(ctx.latencies_ms)
+
+
+def _echo_works(client: SentinelClient) -> None:
+    for i in range(5):
+        assert client.run(lambda r, i=i: r.echo(f"x{i}"), idempotent=True) == f"x{i}"
+
+
+def test_non_utf8_object_and_status_are_misses_and_the_connection_survives(ctx: CheckContext) -> None:
+    client = ctx.client
+    cache = ClaimCache(client, ctx.prefix)
+    claim = sample_claim(str(uuid.uuid4()), str(uuid.uuid4()))
+    cache.create(claim)
+    garbage = b"\xff\xfe{"
+    set_raw(ctx, cache.object_key(claim.id), garbage)
+    assert cache.get(claim.id) is None
+    assert client.run(lambda r: r.exists(cache.object_key(claim.id)), idempotent=True) == 0
+    _echo_works(client)
+    set_raw(ctx, cache.status_key(claim.id), garbage)
+    assert cache.status(claim.id) is None
+    assert client.run(lambda r: r.exists(cache.status_key(claim.id)), idempotent=True) == 0
+    _echo_works(client)
+    cache.create(claim)
+    set_raw(ctx, cache.object_key(claim.id), garbage)
+    assert cache.list_for_entry(claim.entry_id) == []
+    assert client.run(lambda r: r.exists(cache.object_key(claim.id)), idempotent=True) == 0
+    _echo_works(client)
+
+
+def test_the_seed_set_index_is_replaced_atomically_on_first_write(
+    ctx: CheckContext, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The seed left ``dict:claim:index:entry:<id>`` as a SET without a TTL: a put must replace it
+    in the same call that writes object and status, never write those and then fail."""
+    monkeypatch.setattr(smoke.claims._log_corrupt, "warned", False)
+    cache = ClaimCache(ctx.client, ctx.prefix)
+    claim = sample_claim(str(uuid.uuid4()), str(uuid.uuid4()))
+    index = cache.index_key(claim.entry_id)
+    ctx.client.run(lambda r: r.sadd(index, "old-1", "old-2"), idempotent=True)
+    assert ctx.client.run(lambda r: r.ttl(index), idempotent=True) == -1
+    with caplog.at_level(logging.DEBUG, logger="smoke.claims"):
+        result = cache.create(claim)
+    assert result.index_size == 1
+    assert ctx.client.run(lambda r: r.type(index), idempotent=True) == "zset"
+    assert 0 < ctx.client.run(lambda r: r.pttl(index), idempotent=True) <= cache.ttl_ms + cache.index_slack_ms
+    assert cache.list_for_entry(claim.entry_id) == [claim]
+    assert cache.status(claim.id) == claim.status
+    warnings = [r for r in caplog.records if r.levelno == logging.WARNING]
+    assert len(warnings) == 1 and index in warnings[0].getMessage()
+    # A listing (and a remove) over a SET index: no error, the index replaced.
+    other = str(uuid.uuid4())
+    ctx.client.run(lambda r: r.sadd(cache.index_key(other), "old"), idempotent=True)
+    assert cache.list_for_entry(other) == []
+    assert ctx.client.run(lambda r: r.exists(cache.index_key(other)), idempotent=True) == 0
+    ctx.client.run(lambda r: (r.delete(index), r.sadd(index, "old")), idempotent=True)
+    assert cache.remove(claim) == 2
+    assert ctx.client.run(lambda r: r.exists(index), idempotent=True) == 0
+    _echo_works(ctx.client)
+
+
+@pytest.mark.parametrize("where", ["object", "status"])
+def test_a_wrong_type_at_object_or_status_is_a_miss_and_put_overwrites_it(ctx: CheckContext, where: str) -> None:
+    cache = ClaimCache(ctx.client, ctx.prefix)
+    claim = sample_claim(str(uuid.uuid4()), str(uuid.uuid4()))
+    key = cache.object_key(claim.id) if where == "object" else cache.status_key(claim.id)
+    ctx.client.run(lambda r: r.hset(key, mapping={"status": "OPEN"}), idempotent=True)
+    assert (cache.get(claim.id) if where == "object" else cache.status(claim.id)) is None
+    assert ctx.client.run(lambda r: r.exists(key), idempotent=True) == 0
+    ctx.client.run(lambda r: r.rpush(key, "x"), idempotent=True)
+    cache.create(claim)
+    assert cache.get(claim.id) == claim and cache.status(claim.id) == claim.status
+    ctx.client.run(
+        lambda r: (r.delete(cache.object_key(claim.id)), r.sadd(cache.object_key(claim.id), "x")), idempotent=True
+    )
+    assert cache.list_for_entry(claim.entry_id) == []
+    _echo_works(ctx.client)

@@ -174,3 +174,134 @@ def test_entries_and_claims_work_again_after_a_failover(fresh_cluster: LoopbackC
         claims.create(claim)
         assert claim in claims.list_for_entry(entry.id)
         assert claims.status(claim.id) == claim.status
+
+
+def test_an_invalidation_does_not_block_later_refills(ctx: CheckContext) -> None:
+    """Invalidating an unchanged entry without a committed version rejects only fills that began
+    before it: the next reader's refill is stored and the two after it are hits."""
+    cache = EntryCache(ctx.client, ctx.prefix)
+    entry = sample_entry(str(uuid.uuid4()), 4)
+    assert cache.write(entry) == "stored"
+    assert cache.invalidate(entry.id) == 2
+    calls: list[str] = []
+
+    def loader(entry_id: str) -> Entry:
+        calls.append(entry_id)
+        return entry
+
+    results = [cache.get_or_load(entry.id, loader) for _ in range(3)]
+    assert len(calls) == 1
+    assert [r.outcome for r in results] == ["stored", "hit", "hit"]
+    assert cache.get_by_id(entry.id) == entry
+    assert cache.get_by_key(entry.key_type, entry.key_value) == entry
+    # A late write-through of the invalidated version stays rejected; a newer one is stored.
+    cache.invalidate(entry.id)
+    assert cache.write(entry) == "stale"
+    assert cache.write(sample_entry(entry.id, 5, entry.key_value)) == "stored"
+
+
+def test_a_fill_that_began_before_an_invalidation_is_rejected_even_for_the_same_version(ctx: CheckContext) -> None:
+    cache = EntryCache(ctx.client, ctx.prefix)
+    entry = sample_entry(str(uuid.uuid4()))
+
+    def load_then_invalidated(_id: str) -> Entry:
+        cache.invalidate(entry.id)
+        return entry
+
+    assert cache.get_or_load(entry.id, load_then_invalidated).outcome == "invalidated"
+    assert cache.get_by_id(entry.id) is None
+    assert cache.get_or_load(entry.id, lambda _id: entry).outcome == "stored"
+
+
+def test_the_marker_outlives_the_entry(client: SentinelClient) -> None:
+    cache = EntryCache(client)
+    assert cache.marker_ttl_ms >= cache.ttl_ms == 300_000
+    assert EntryCache(client, ttl_ms=1_000).marker_ttl_ms >= 1_000
+    with pytest.raises(ValueError, match="outlive"):
+        EntryCache(client, marker_ttl_ms=60_000)
+
+
+def _echo_works(client: SentinelClient) -> None:
+    for i in range(5):
+        assert client.run(lambda r, i=i: r.echo(f"x{i}"), idempotent=True) == f"x{i}"
+
+
+def test_non_utf8_values_are_misses_and_the_connection_survives(ctx: CheckContext) -> None:
+    client = ctx.client
+    cache = EntryCache(client, ctx.prefix)
+    garbage = b"\xff\xfe{"
+    # At an id key.
+    a = sample_entry(str(uuid.uuid4()))
+    set_raw(ctx, cache.id_key(a.id), garbage)
+    assert cache.get_by_id(a.id) is None
+    assert client.run(lambda r: r.exists(cache.id_key(a.id)), idempotent=True) == 0
+    _echo_works(client)
+    # At a pointer key.
+    b = sample_entry(str(uuid.uuid4()))
+    pointer = cache.pointer_key(b.key_type, b.key_value)
+    set_raw(ctx, pointer, garbage)
+    assert cache.get_by_key(b.key_type, b.key_value) is None
+    assert client.run(lambda r: r.exists(pointer), idempotent=True) == 0
+    _echo_works(client)
+    # Behind a valid pointer: both dropped; then a fill by key works again.
+    cache.write(b)
+    set_raw(ctx, cache.id_key(b.id), garbage)
+    assert cache.get_by_key(b.key_type, b.key_value) is None
+    assert client.run(lambda r: r.exists(pointer, cache.id_key(b.id)), idempotent=True) == 0
+    _echo_works(client)
+    assert cache.get_or_load_by_key(b.key_type, b.key_value, lambda _t, _v: b).entry == b
+    assert cache.get_by_key(b.key_type, b.key_value) == b
+    # Inside a fill and an invalidation (the scripts decode the cached copy server-side).
+    set_raw(ctx, cache.id_key(b.id), garbage)
+    assert cache.write(sample_entry(b.id, 2, b.key_value)) == "stored"
+    set_raw(ctx, cache.id_key(b.id), garbage)
+    assert cache.invalidate(b.id) == 1
+    _echo_works(client)
+
+
+@pytest.mark.parametrize(
+    ("where", "plant"),
+    [
+        ("id", lambda r, k: r.hset(k, mapping={"id": "x"})),
+        ("pointer", lambda r, k: r.rpush(k, "a")),
+        ("marker", lambda r, k: r.set(k, "7")),
+        ("lease", lambda r, k: r.sadd(k, "x")),
+    ],
+)
+def test_a_key_of_the_wrong_type_is_deleted_and_logged_never_wrongtype(
+    ctx: CheckContext,
+    caplog: pytest.LogCaptureFixture,
+    monkeypatch: pytest.MonkeyPatch,
+    where: str,
+    plant: object,
+) -> None:
+    monkeypatch.setattr(smoke.entries._log_corrupt, "warned", False)
+    cache = EntryCache(ctx.client, ctx.prefix)
+    entry = sample_entry(str(uuid.uuid4()))
+    key = {
+        "id": cache.id_key(entry.id),
+        "pointer": cache.pointer_key(entry.key_type, entry.key_value),
+        "marker": cache.marker_key(entry.id),
+        "lease": f"{ctx.prefix}{smoke.entries.LEASE_ID_KEY}{entry.id}",
+    }[where]
+
+    def replant() -> None:
+        ctx.client.run(lambda r: (r.delete(key), plant(r, key)), idempotent=True)  # type: ignore[operator]
+
+    with caplog.at_level(logging.DEBUG, logger="smoke.entries"):
+        replant()
+        assert cache.get_by_id(entry.id) is None
+        assert cache.get_by_key(entry.key_type, entry.key_value) is None
+        replant()
+        assert cache.write(entry) == "stored"
+        assert cache.get_by_key(entry.key_type, entry.key_value) == entry
+        replant()
+        cache.invalidate(entry.id)
+        assert cache.get_by_id(entry.id) is None
+        replant()
+        assert cache.get_or_load(entry.id, lambda _id: entry).outcome == "stored"
+        assert cache.get_by_id(entry.id) == entry
+    warnings = [r for r in caplog.records if r.levelno == logging.WARNING]
+    assert len(warnings) == 1 and "treated as a miss" in warnings[0].getMessage()
+    assert any(key in r.getMessage() and "a Redis" in r.getMessage() for r in caplog.records)
+    _echo_works(ctx.client)

@@ -62,11 +62,24 @@ def test_the_local_run_passes_every_check_and_the_failover_drill(dev_render_dir:
     assert "smoke: removed" in result.stdout
 
 
-def test_a_wrong_password_is_refused_with_a_clear_message(cluster: LoopbackCluster) -> None:
-    result = smoke("cluster", *sentinel_args(cluster), env={"REDIS_PASSWORD": "not-the-password-of-this-stack"})
+def test_a_wrong_password_is_refused_with_a_clear_message(cluster: LoopbackCluster, tmp_path: Path) -> None:
+    report_path = tmp_path / "report.json"
+    result = smoke(
+        "cluster",
+        *sentinel_args(cluster),
+        "--report",
+        str(report_path),
+        env={"REDIS_PASSWORD": "not-the-password-of-this-stack"},
+    )
     assert result.returncode == 2, result.stdout + result.stderr
     assert "refused the password" in result.stderr and "REDIS_PASSWORD" in result.stderr
     assert "Traceback" not in result.stderr + result.stdout
+    assert "not-the-password-of-this-stack" not in result.stderr + result.stdout
+    report = json.loads(report_path.read_text())
+    assert report["passed"] is False
+    assert report["checks"] == [
+        {"strategy": "topology", "name": "password_accepted", "passed": False, "detail": report["checks"][0]["detail"]}
+    ]
 
 
 def test_an_unreadable_password_file_is_named(tmp_path: Path) -> None:

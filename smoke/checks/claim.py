@@ -11,8 +11,17 @@ import time
 import uuid
 
 from smoke.checks import CheckContext, check, expect
-from smoke.checks.entry import CountingClient, isolated, keys_under, pttl, set_raw
-from smoke.claims import DEFAULT_TTL_MS, Claim, ClaimCache, sample_claim
+from smoke.checks.entry import (
+    CountingClient,
+    connection_still_works,
+    exists,
+    isolated,
+    keys_under,
+    plant_type,
+    pttl,
+    set_raw,
+)
+from smoke.claims import DEFAULT_TTL_MS, INDEX_KEY, Claim, ClaimCache, sample_claim
 
 
 def new_id() -> str:
@@ -39,6 +48,7 @@ def object_and_status_one_round_trip(ctx: CheckContext) -> str:
     expect(cache.ttl_ms == DEFAULT_TTL_MS == 60_000, f"default claim TTL {cache.ttl_ms} ms, the contract says 60 s")
     entry_id = new_id()
     cache.create(sample_claim(new_id(), entry_id))  # loads the script (NOSCRIPT -> SCRIPT LOAD)
+    cache.status(new_id())  # and the read script
     claim = sample_claim(new_id(), entry_id)
     _, cmds = counting.count(lambda: _create(ctx, cache, claim))
     expect(len(cmds) == 1, f"create took {len(cmds)} round trips: {cmds}")
@@ -167,7 +177,7 @@ def corrupt_value_is_a_miss(ctx: CheckContext) -> str:
     entry_id = new_id()
     good = sample_claim(new_id(), entry_id)
     cache.create(good)
-    bad_values = ("{not json", '{"id": 1}', "null", sample_claim(new_id(), entry_id).to_json())
+    bad_values = ("{not json", '{"id": 1}', "null", sample_claim(new_id(), entry_id).to_json(), b"\xff\xfe{")
     bad_ids = []
     for garbage in bad_values:
         bad = sample_claim(new_id(), entry_id)
@@ -176,19 +186,66 @@ def corrupt_value_is_a_miss(ctx: CheckContext) -> str:
         bad_ids.append(bad.id)
     listed = [c.id for c in _list(ctx, cache, entry_id)]
     expect(listed == [good.id], f"listing with corrupt neighbours returned {listed}, expected only the good claim")
-    for claim_id in bad_ids:
-        expect(cache.get(claim_id) is None, f"a corrupt claim {claim_id} was returned")
-        key = cache.object_key(claim_id)
-        left = ctx.client.run(lambda r, k=key: r.exists(k), idempotent=True)
-        expect(left == 0, f"the corrupt value of {claim_id} was not deleted")
-    status_key = cache.status_key(good.id)
-    ctx.client.run(lambda r: r.set(status_key, "NOT_A_STATUS", px=60_000), idempotent=True)
-    expect(_status(ctx, cache, good.id) is None, "an unknown status was returned")
-    expect(ctx.client.run(lambda r: r.exists(status_key), idempotent=True) == 0, "the unknown status was kept")
+    for claim_id, garbage in zip(bad_ids, bad_values, strict=True):
+        set_raw(ctx, cache.object_key(claim_id), garbage)  # again: the listing deleted it
+        expect(cache.get(claim_id) is None, f"a corrupt claim {claim_id} ({garbage!r}) was returned")
+        expect(not exists(ctx, cache.object_key(claim_id)), f"the corrupt value {garbage!r} was not deleted")
+    for garbage in ("NOT_A_STATUS", b"\xff\xfe{"):
+        status_key = cache.status_key(good.id)
+        set_raw(ctx, status_key, garbage)
+        expect(_status(ctx, cache, good.id) is None, f"the status {garbage!r} was returned")
+        expect(not exists(ctx, status_key), f"the bad status {garbage!r} was kept")
+    connection_still_works(ctx)
     cache.list_for_entry(entry_id)
     members = ctx.client.run(lambda r: r.zcard(cache.index_key(entry_id)), idempotent=True)
     expect(members == 1, f"the index still names {members} claims after the corrupt ones were dropped")
-    return f"{len(bad_values)} corrupt/foreign objects + 1 bad status read as misses and deleted; index pruned"
+    kinds = wrong_types_are_misses(ctx, cache)
+    return (
+        f"{len(bad_values)} corrupt/foreign objects (1 not UTF-8) + 2 bad statuses read as misses and deleted; "
+        f"index pruned; {kinds} keys of a wrong type replaced atomically"
+    )
+
+
+def wrong_types_are_misses(ctx: CheckContext, cache: ClaimCache) -> int:
+    """A key of the wrong Redis type at the object, status or index key is deleted and read as a
+    miss; a put over it writes all three keys (never object + status and then a WRONGTYPE)."""
+    planted = 0
+    # The seed's index: a SET without a TTL. The first put replaces it with the sorted set.
+    entry_id = new_id()
+    index = cache.index_key(entry_id)
+    expect(index == f"{cache.prefix}{INDEX_KEY}{entry_id}", f"index key {index}")
+    for kind in ("set", "hash", "list", "string"):
+        plant_type(ctx, index, kind)
+        claim = sample_claim(new_id(), entry_id)
+        result = cache.put(claim)
+        ttl = pttl(ctx, index)
+        expect(result.index_size == 1, f"a put over a {kind} index reported size {result.index_size}")
+        expect(cache.get(claim.id) == claim and cache.status(claim.id) == claim.status, f"put over a {kind} index")
+        expect(0 < ttl <= cache.ttl_ms + cache.index_slack_ms, f"the index replacing a {kind} has PTTL {ttl}")
+        cache.remove(claim)
+        plant_type(ctx, index, kind)
+        expect(cache.list_for_entry(entry_id) == [], f"listing a {kind} index returned claims")
+        expect(not exists(ctx, index), f"a {kind} index survived a listing")
+        plant_type(ctx, index, kind)
+        expect(cache.remove(claim) == 0 and not exists(ctx, index), f"remove over a {kind} index")
+        planted += 3
+    for kind in ("hash", "list", "set", "zset"):
+        claim = sample_claim(new_id(), entry_id)
+        for key in (cache.object_key(claim.id), cache.status_key(claim.id)):
+            plant_type(ctx, key, kind)
+            read = cache.get(claim.id) if key == cache.object_key(claim.id) else cache.status(claim.id)
+            expect(read is None and not exists(ctx, key), f"a {kind} at {key} read as {read!r}")
+            plant_type(ctx, key, kind)
+            cache.put(claim)
+            expect(cache.get(claim.id) == claim, f"a put over a {kind} at {key} did not store the claim")
+            planted += 2
+        # A foreign-typed object behind a live index member: dropped from the listing and the index.
+        plant_type(ctx, cache.object_key(claim.id), kind)
+        listed = [c.id for c in cache.list_for_entry(entry_id)]
+        expect(claim.id not in listed and not exists(ctx, cache.object_key(claim.id)), f"a {kind} object was listed")
+        planted += 1
+    connection_still_works(ctx)
+    return planted
 
 
 @check("claim", "every_key_has_ttl")
@@ -206,4 +263,8 @@ def every_key_has_ttl(ctx: CheckContext) -> str:
     immortal = sorted(k for k, t in ttls.items() if t == -1)
     expect(not immortal, f"keys without a TTL: {immortal}")
     expect(len(ttls) == 2 * 4 + 1, f"expected 4 objects, 4 statuses and 1 index, found {len(ttls)} keys")
-    return f"{len(ttls)} claim keys all with a TTL (max {max(ttls.values())} ms)"
+    index = cache.index_key(entry_id)
+    bounds = {k: DEFAULT_TTL_MS + (cache.index_slack_ms if k == index else 0) for k in ttls}
+    over = {k: t for k, t in ttls.items() if t > bounds[k]}
+    expect(not over, f"keys above their TTL bound (claims 60 s, index 60 s + slack): {over}")
+    return f"{len(ttls)} claim keys all with a TTL (max {max(ttls.values())} ms, index {ttls[index]} ms)"

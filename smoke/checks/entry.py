@@ -18,7 +18,16 @@ import redis
 
 from smoke.checks import CheckContext, check, expect
 from smoke.client import SentinelClient
-from smoke.entries import MAX_NEGATIVE_TTL_MS, Entry, EntryCache, sample_entry
+from smoke.entries import (
+    DEFAULT_TTL_MS,
+    LEASE_ID_KEY,
+    LEASE_KEY_KEY,
+    MAX_NEGATIVE_TTL_MS,
+    NONE,
+    Entry,
+    EntryCache,
+    sample_entry,
+)
 
 T = TypeVar("T")
 
@@ -75,9 +84,38 @@ def pttl(ctx: CheckContext, key: str) -> int:
     return int(ctx.client.run(lambda r: r.pttl(key), idempotent=True))
 
 
-def set_raw(ctx: CheckContext, key: str, value: str, px: int = 60_000) -> None:
-    """Plant a value the strategy did not write (corruption, a foreign writer)."""
+def set_raw(ctx: CheckContext, key: str, value: str | bytes, px: int = 60_000) -> None:
+    """Plant a value the strategy did not write (corruption, a foreign writer); ``bytes`` are
+    stored as they are, e.g. ones that are not UTF-8."""
     ctx.client.run(lambda r: r.set(key, value, px=px), idempotent=True)
+
+
+# Values of a foreign Redis type, as a seed-era or foreign writer may leave them: each plants one
+# at a key (no TTL, as the seed's SADD index had none).
+FOREIGN_TYPES: dict[str, Callable[[redis.Redis, str], Any]] = {
+    "hash": lambda r, k: r.hset(k, mapping={"id": "x", "version": "1"}),
+    "list": lambda r, k: r.rpush(k, "a", "b"),
+    "set": lambda r, k: r.sadd(k, "c1", "c2"),
+    "zset": lambda r, k: r.zadd(k, {"c1": 1}),
+    "string": lambda r, k: r.set(k, "a string"),
+}
+
+
+def plant_type(ctx: CheckContext, key: str, kind: str) -> None:
+    """Replace ``key`` with a value of Redis type ``kind``."""
+    ctx.client.run(lambda r: (r.delete(key), FOREIGN_TYPES[kind](r, key)), idempotent=True)
+
+
+def exists(ctx: CheckContext, key: str) -> bool:
+    return bool(ctx.client.run(lambda r: r.exists(key), idempotent=True))
+
+
+def connection_still_works(ctx: CheckContext, times: int = 5) -> None:
+    """The shared client still answers, from this thread, after reading foreign values: a reply
+    that failed to decode half-way would have left the rest unread on a pooled connection."""
+    for i in range(times):
+        got = ctx.client.run(lambda r, i=i: r.echo(f"x{i}"), idempotent=True)
+        expect(got == f"x{i}", f"the shared connection answered {got!r} to ECHO x{i} after a foreign value")
 
 
 def new_id() -> str:
@@ -233,6 +271,23 @@ def stale_refill_rejected(ctx: CheckContext) -> str:
     cached = cache.get_by_key(d.key_type, d.key_value)
     expect(cached is None, f"(d) a by-key fill loaded before the invalidation was stored: {cached!r}")
     outcomes.append(f"by-key-fill-after-invalidate {result.outcome}")
+
+    # (e) an invalidation rejects only fills that started before it: the refills that follow it
+    # (here of the unchanged entry, no committed version given) are stored, and the loader runs once.
+    e = sample_entry(new_id(), 3)
+    cache.write(e)
+    cache.invalidate(e.id)
+    loads: list[str] = []
+
+    def load_unchanged(entry_id: str) -> Entry:
+        loads.append(entry_id)
+        return e
+
+    refills = [cache.get_or_load(e.id, load_unchanged) for _ in range(3)]
+    expect(len(loads) == 1, f"(e) 3 reads after an invalidation ran the loader {len(loads)} times, expected 1")
+    expect(refills[0].outcome == "stored", f"(e) the refill after the invalidation was {refills[0].outcome}")
+    expect(cache.get_by_id(e.id) == e, "(e) the refill after the invalidation was not cached")
+    outcomes.append(f"refill-after-invalidate {refills[0].outcome}, {len(loads)} load for 3 reads")
     return "; ".join(outcomes)
 
 
@@ -362,13 +417,13 @@ def corrupt_value_is_a_miss(ctx: CheckContext) -> str:
     ctx = isolated(ctx)
     cache = EntryCache(ctx.client, ctx.prefix)
     seen = []
-    for garbage in ("{not json", '{"foo": 1}', "[1, 2]", '"a string"', "\xff\xfe"):
+    for garbage in ("{not json", '{"foo": 1}', "[1, 2]", '"a string"', "\xff\xfe", b"\xff\xfe{", b"{\x80}"):
         entry = sample_entry(new_id())
         key = cache.id_key(entry.id)
         set_raw(ctx, key, garbage)
         got = cache.get_by_id(entry.id)
-        left = ctx.client.run(lambda r, k=key: r.exists(k), idempotent=True)
-        expect(got is None and left == 0, f"corrupt value {garbage!r}: returned {got!r}, key left: {left}")
+        left = exists(ctx, key)
+        expect(got is None and not left, f"corrupt value {garbage!r}: returned {got!r}, key left: {left}")
         loaded = cache.get_or_load(entry.id, lambda _id, e=entry: e)
         expect(loaded.entry == entry and cache.get_by_id(entry.id) == entry, "no refill after a corrupt value")
         seen.append(garbage[:8])
@@ -378,23 +433,108 @@ def corrupt_value_is_a_miss(ctx: CheckContext) -> str:
     expect(cache.get_by_id(a.id) is None, "another entry's JSON was served under this id")
     # Corrupt data behind a valid pointer, read by key; a write over corrupt data works.
     c = sample_entry(new_id())
-    cache.write(c)
-    set_raw(ctx, cache.id_key(c.id), "garbage")
-    expect(cache.get_by_key(c.key_type, c.key_value) is None, "corrupt data served by key")
+    for garbage in ("garbage", b"\xff\xfe{"):
+        cache.write(c)
+        set_raw(ctx, cache.id_key(c.id), garbage)
+        expect(cache.get_by_key(c.key_type, c.key_value) is None, f"corrupt data {garbage!r} served by key")
+        pointer = cache.pointer_key(c.key_type, c.key_value)
+        left = [k for k in (cache.id_key(c.id), pointer) if exists(ctx, k)]
+        expect(not left, f"corrupt data {garbage!r} read by key: {left} left behind")
     set_raw(ctx, cache.id_key(c.id), "garbage")
     expect(cache.write(sample_entry(c.id, 2, c.key_value)) == "stored", "a write over corrupt data failed")
-    return f"{len(seen) + 2} corrupt or foreign values read as misses, deleted and refilled without an error"
+    # A pointer that is not UTF-8 (nor any id): a miss, deleted.
+    d = sample_entry(new_id())
+    pointer = cache.pointer_key(d.key_type, d.key_value)
+    set_raw(ctx, pointer, b"\xff\xfe{")
+    got = cache.get_by_key(d.key_type, d.key_value)
+    expect(
+        got is None and not exists(ctx, pointer), f"a non-UTF-8 pointer read as {got!r}, kept: {exists(ctx, pointer)}"
+    )
+    connection_still_works(ctx)
+    kinds = wrong_types_are_misses(ctx, cache)
+    return (
+        f"{len(seen) + 4} corrupt or foreign values (3 not UTF-8) read as misses, deleted and refilled without "
+        f"an error; {kinds} keys of a wrong type deleted atomically"
+    )
+
+
+def wrong_types_are_misses(ctx: CheckContext, cache: EntryCache) -> int:
+    """A key of the wrong Redis type at the id, pointer, marker or lease key is deleted and
+    handled as a miss by every operation, never a WRONGTYPE error and never a half-done write."""
+    planted = 0
+    for kind in ("hash", "list", "set", "zset"):
+        e = sample_entry(new_id())
+        id_key, pointer, marker = cache.id_key(e.id), cache.pointer_key(e.key_type, e.key_value), cache.marker_key(e.id)
+        lease = f"{cache.prefix}{LEASE_ID_KEY}{e.id}"
+        wrong = {id_key: kind, pointer: kind, lease: kind, marker: "string" if kind == "hash" else kind}
+        # Reads by id and by key: a miss, the key deleted.
+        for key in (id_key, pointer):
+            plant_type(ctx, key, kind)
+            got = cache.get_by_id(e.id) if key == id_key else cache.get_by_key(e.key_type, e.key_value)
+            expect(got is None and not exists(ctx, key), f"a {kind} at {key} read as {got!r}")
+            planted += 1
+        # A pointer to an id whose key is of the wrong type: a miss, both dropped.
+        cache.write(e)
+        plant_type(ctx, id_key, kind)
+        got = cache.get_by_key(e.key_type, e.key_value)
+        expect(got is None and not exists(ctx, id_key) and not exists(ctx, pointer), f"a {kind} behind a pointer")
+        planted += 1
+        # Writes and invalidations over a wrong type at each key they touch complete.
+        for key in (id_key, pointer, marker):
+            plant_type(ctx, key, wrong[key])
+            outcome = cache.write(e)
+            expect(outcome == "stored", f"a write over a {wrong[key]} at {key} was {outcome}")
+            got = cache.get_by_key(e.key_type, e.key_value)
+            expect(got == e, f"after a write over a {wrong[key]} at {key} a read by key returned {got!r}")
+            plant_type(ctx, key, wrong[key])
+            cache.invalidate(e.id)
+            # (Over a foreign id key the pointer is unknown to invalidate: it dangles, is never
+            # served, and the read drops it.)
+            got = cache.get_by_key(e.key_type, e.key_value)
+            left = [k for k in (id_key, pointer) if exists(ctx, k)]
+            expect(got is None and not left, f"invalidate over a {wrong[key]} at {key}: read {got!r}, left {left}")
+            planted += 2
+        # Fills over a wrong type at the lease or the marker.
+        for key in (lease, marker):
+            plant_type(ctx, key, wrong[key])
+            result = cache.get_or_load(e.id, lambda _id, e=e: e)
+            expect(result.outcome == "stored", f"a fill over a {wrong[key]} at {key} was {result.outcome}")
+            expect(cache.get_by_id(e.id) == e, f"a fill over a {wrong[key]} at {key} was not cached")
+            cache.invalidate(e.id)
+            planted += 1
+        # Negative fills by id and by key over a wrong-typed target and lease.
+        missing = new_id()
+        plant_type(ctx, cache.id_key(missing), kind)
+        result = cache.get_or_load(missing, lambda _id: None)
+        expect(result.outcome == "stored", f"a negative fill over a {kind} was {result.outcome}")
+        phone = f"+5561{missing[:8]}"
+        plant_type(ctx, f"{cache.prefix}{LEASE_KEY_KEY}PHONE:{phone}", kind)
+        plant_type(ctx, cache.pointer_key("PHONE", phone), kind)
+        result = cache.get_or_load_by_key("PHONE", phone, lambda _t, _v: None)
+        expect(result.outcome == "stored", f"a negative fill by key over a {kind} was {result.outcome}")
+        raw = ctx.client.run(lambda r, p=phone: r.get(cache.pointer_key("PHONE", p)), idempotent=True)
+        expect(raw == NONE, f"the negative entry by key holds {raw!r}")
+        planted += 3
+    connection_still_works(ctx)
+    return planted
 
 
 @check("entry", "every_key_has_ttl")
 def every_key_has_ttl(ctx: CheckContext) -> str:
     ctx = isolated(ctx)
     cache = EntryCache(ctx.client, ctx.prefix)
-    seen: dict[str, int] = {}
+    lowest: dict[str, int] = {}
+    highest: dict[str, int] = {}
+    negative: set[str] = set()
 
     def record() -> None:
         for key in keys_under(ctx):
-            seen[key] = min(seen.get(key, 1 << 62), pttl(ctx, key))
+            ttl = pttl(ctx, key)
+            lowest[key] = min(lowest.get(key, 1 << 62), ttl)
+            highest[key] = max(highest.get(key, -2), ttl)
+            value = ctx.client.run(lambda r, k=key: r.get(k) if r.type(k) == "string" else None, idempotent=True)
+            if value == NONE:
+                negative.add(key)
 
     a = sample_entry(new_id())
     cache.write(a)
@@ -406,12 +546,35 @@ def every_key_has_ttl(ctx: CheckContext) -> str:
         return b
 
     cache.get_or_load(b.id, loader)
+    record()  # b cached, with its marker
+    # The version marker outlives the entry it guards (else a late, older write could land after
+    # it): compared as absolute expiry times (PEXPIRETIME), both a and b cached now.
+    expiry = {
+        entry_id: ctx.client.run(
+            lambda r, i=entry_id: (r.pexpiretime(cache.id_key(i)), r.pexpiretime(cache.marker_key(i))),
+            idempotent=True,
+        )
+        for entry_id in (a.id, b.id)
+    }
     cache.get_or_load(new_id(), lambda _id: None)
     cache.get_or_load_by_key("PHONE", "+5561999990000", lambda _t, _v: None)
     cache.invalidate(b.id)
     record()
-    immortal = sorted(k for k, ttl in seen.items() if ttl == -1)
+    immortal = sorted(k for k, ttl in lowest.items() if ttl == -1)
     expect(not immortal, f"keys without a TTL: {immortal}")
-    kinds = sorted({k[len(ctx.prefix) :].rsplit(":", 1)[0].split(":")[2] for k in seen})
+    kinds = sorted({k[len(ctx.prefix) :].rsplit(":", 1)[0].split(":")[2] for k in lowest})
     expect({"id", "key", "ver", "lease"} <= set(kinds), f"expected entry, pointer, marker and lease keys, saw {kinds}")
-    return f"{len(seen)} keys ({', '.join(kinds)}) all with a TTL; longest {max(seen.values())} ms"
+    # Upper bounds: entries and pointers 5 min, negative entries 30 s, markers and leases their own.
+    expect(cache.ttl_ms == DEFAULT_TTL_MS == 300_000, f"entry TTL {cache.ttl_ms} ms, the contract says 5 min")
+    expect(negative, "no negative entry was seen")
+    bounds = {"id": cache.ttl_ms, "key": cache.ttl_ms, "ver": cache.marker_ttl_ms, "lease": cache.lease_ms}
+    for key, ttl in highest.items():
+        bound = MAX_NEGATIVE_TTL_MS if key in negative else bounds[key[len(ctx.prefix) :].split(":")[2]]
+        expect(ttl <= bound, f"{key} has PTTL {ttl} ms, above its bound {bound} ms")
+    expect(cache.marker_ttl_ms >= cache.ttl_ms, f"marker TTL {cache.marker_ttl_ms} ms < entry TTL {cache.ttl_ms} ms")
+    for entry_id, (entry_at, marker_at) in expiry.items():
+        expect(marker_at >= entry_at > 0, f"entry {entry_id} expires at {entry_at}, its marker at {marker_at}")
+    longest = max(highest.values())
+    return (
+        f"{len(lowest)} keys ({', '.join(kinds)}) all with a TTL within bounds; marker >= entry; longest {longest} ms"
+    )

@@ -52,7 +52,7 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 from smoke.client import SentinelClient
-from smoke.corruption import CorruptionLog
+from smoke.corruption import CorruptionLog, json_object
 from smoke.lua import LuaScript
 
 log = logging.getLogger(__name__)
@@ -88,12 +88,7 @@ class Claim:
     @classmethod
     def from_json(cls, raw: str) -> Claim:
         """Parse and check the shape; ``ValueError`` for anything that is not a claim."""
-        try:
-            data = json.loads(raw)
-        except (json.JSONDecodeError, TypeError) as exc:
-            raise ValueError(f"not JSON: {exc}") from None
-        if not isinstance(data, dict):
-            raise ValueError(f"JSON {type(data).__name__}, not an object")
+        data = json_object(raw)
         try:
             claim = cls(**{name: data[name] for name in cls.__dataclass_fields__})
         except KeyError as exc:

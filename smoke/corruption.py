@@ -6,8 +6,10 @@ first occurrence in a process is worth a warning, a flood of identical ones woul
 
 from __future__ import annotations
 
+import json
 import logging
 import threading
+from typing import Any
 
 
 class CorruptionLog:
@@ -21,3 +23,14 @@ class CorruptionLog:
         with self._lock:
             first, self.warned = not self.warned, True
         (self.logger.warning if first else self.logger.debug)(self.message, *args)
+
+
+def json_object(raw: str | bytes) -> dict[str, Any]:
+    """``raw`` parsed as a JSON object; ``ValueError`` saying why for anything else."""
+    try:
+        data = json.loads(raw)
+    except (json.JSONDecodeError, TypeError, UnicodeDecodeError) as exc:
+        raise ValueError(f"not JSON: {exc}") from None
+    if not isinstance(data, dict):
+        raise ValueError(f"JSON {type(data).__name__}, not an object")
+    return data

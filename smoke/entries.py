@@ -65,7 +65,7 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 from smoke.client import SentinelClient
-from smoke.corruption import CorruptionLog
+from smoke.corruption import CorruptionLog, json_object
 from smoke.lua import LuaScript
 
 log = logging.getLogger(__name__)
@@ -119,12 +119,7 @@ class Entry:
     @classmethod
     def from_json(cls, raw: str) -> Entry:
         """Parse and check the shape; ``ValueError`` for anything that is not an entry."""
-        try:
-            data = json.loads(raw)
-        except (json.JSONDecodeError, TypeError) as exc:
-            raise ValueError(f"not JSON: {exc}") from None
-        if not isinstance(data, dict):
-            raise ValueError(f"JSON {type(data).__name__}, not an object")
+        data = json_object(raw)
         try:
             account, owner = data["account"], data["owner"]
             if not isinstance(account, dict) or not isinstance(owner, dict):

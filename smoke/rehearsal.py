@@ -24,11 +24,13 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
+from typing import Any
 
 import redis
 import yaml
 
 from components.renderers.scripts import SCRIPT_NAMES
+from smoke.client import ClientConfig
 
 REDIS_PORT = 6379
 SENTINEL_PORT = 26379
@@ -298,6 +300,16 @@ class LoopbackCluster:
         self.cleanup()
 
     # --- observation --------------------------------------------------------------------------
+    def client_config(self, **overrides: Any) -> ClientConfig:
+        """A Sentinel client configuration for this topology (the password is the rehearsal's)."""
+        base: dict[str, Any] = {
+            "sentinels": [(s.host, s.port) for s in self.sentinels],
+            "master_name": self.master_name,
+            "password": self.password,
+            "sentinel_password": self.password,
+        }
+        return ClientConfig(**{**base, **overrides})
+
     def wipe_data(self, node: Node) -> None:
         """Delete a stopped node's data directory: a pod that comes back on a new volume."""
         if node.running:

@@ -113,12 +113,7 @@ def _local_target(stack: ExitStack, render_dir: Path) -> Target:
             cluster.start_node(node)
         cluster.wait_for("the old master back as a replica", cluster.converged, timeout=60)
 
-    config = ClientConfig(
-        sentinels=[(s.host, s.port) for s in cluster.sentinels],
-        master_name=cluster.master_name,
-        password=cluster.password,
-        sentinel_password=cluster.password,
-    )
+    config = cluster.client_config()
     return Target("local", config, len(cluster.redis_nodes) - 1, force_down, recover)
 
 

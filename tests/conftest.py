@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from smoke.checks import CheckContext
-from smoke.client import ClientConfig, SentinelClient
+from smoke.client import SentinelClient
 from smoke.rehearsal import LoopbackCluster, RenderedFiles
 from smoke.render import Rendered, write_render
 from tests.support import render_stack, require_redis_binaries
@@ -57,14 +57,7 @@ def cluster(dev_files: RenderedFiles) -> Iterator[LoopbackCluster]:
 @pytest.fixture(scope="module")
 def client(cluster: LoopbackCluster) -> Iterator[SentinelClient]:
     """The Sentinel-aware client every strategy uses, pointed at the module's topology."""
-    config = ClientConfig(
-        sentinels=[(s.host, s.port) for s in cluster.sentinels],
-        master_name=cluster.master_name,
-        password=cluster.password,
-        sentinel_password=cluster.password,
-        min_idle=2,
-    )
-    with SentinelClient(config) as shared:
+    with SentinelClient(cluster.client_config(min_idle=2)) as shared:
         yield shared
 
 

@@ -18,14 +18,7 @@ pytestmark = pytest.mark.redis
 
 
 def config_for(cluster: LoopbackCluster, **overrides: object) -> ClientConfig:
-    base: dict[str, object] = {
-        "sentinels": [(s.host, s.port) for s in cluster.sentinels],
-        "master_name": cluster.master_name,
-        "password": cluster.password,
-        "sentinel_password": cluster.password,
-        "min_idle": 0,
-    }
-    return ClientConfig(**{**base, **overrides})  # type: ignore[arg-type]
+    return cluster.client_config(**{"min_idle": 0, **overrides})
 
 
 @pytest.fixture

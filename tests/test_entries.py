@@ -17,7 +17,7 @@ import smoke.entries
 from smoke.checks import REGISTRY, Check, CheckContext, run_check
 from smoke.checks.entry import set_raw
 from smoke.claims import ClaimCache, sample_claim
-from smoke.client import ClientConfig, SentinelClient
+from smoke.client import SentinelClient
 from smoke.entries import Entry, EntryCache, sample_entry
 from smoke.rehearsal import LoopbackCluster
 
@@ -141,13 +141,7 @@ def test_entries_and_claims_work_again_after_a_failover(fresh_cluster: LoopbackC
     """A killed master is replaced; the scripts, which the new master has never seen (the script
     cache is not replicated), are reloaded on NOSCRIPT and every operation works again."""
     cluster = fresh_cluster
-    config = ClientConfig(
-        sentinels=[(s.host, s.port) for s in cluster.sentinels],
-        master_name=cluster.master_name,
-        password=cluster.password,
-        sentinel_password=cluster.password,
-        min_idle=1,
-    )
+    config = cluster.client_config(min_idle=1)
     with SentinelClient(config) as shared:
         entries = EntryCache(shared, "failover:")
         claims = ClaimCache(shared, "failover:")

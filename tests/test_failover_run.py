@@ -12,7 +12,7 @@ import pytest
 import redis
 
 from smoke.claims import ClaimCache, sample_claim
-from smoke.client import ClientConfig, SentinelClient
+from smoke.client import SentinelClient
 from smoke.entries import EntryCache, sample_entry
 from smoke.idempotency import IdempotencyStore
 from smoke.ratelimit import RateLimiter
@@ -24,12 +24,7 @@ pytestmark = pytest.mark.redis
 
 def test_every_strategy_survives_a_master_failure_mid_run(fresh_cluster: LoopbackCluster) -> None:
     cluster = fresh_cluster
-    config = ClientConfig(
-        sentinels=[(s.host, s.port) for s in cluster.sentinels],
-        master_name=cluster.master_name,
-        password=cluster.password,
-        sentinel_password=cluster.password,
-    )
+    config = cluster.client_config()
     prefix = f"smoke:{uuid.uuid4().hex[:8]}:"
     with SentinelClient(config) as client:
         entries, claims = EntryCache(client, prefix), ClaimCache(client, prefix)

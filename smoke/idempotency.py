@@ -29,8 +29,9 @@ already ran; deleting it would allow a silent second execution. The claim answer
 with ``corrupt=True`` (logged once per process) until the record expires; a record found without
 a TTL gets the 24 h record TTL, so nothing blocks forever. An operator may delete it sooner.
 
-Round trips: first claim 2 (``EVALSHA`` + ``WAIT``), replay/duplicate/mismatch 1, complete 1,
-release 1 (+1 ``SCRIPT LOAD`` once per process and per failover). All decisions read the master.
+Round trips: first claim 2 (``EVALSHA`` + ``WAIT``), replay/duplicate/mismatch 1, complete 2
+(``EVALSHA`` + ``WAIT``: an unconfirmed completion is reported as UNCONFIRMED), release 1
+(+1 ``SCRIPT LOAD`` once per process and per failover). All decisions read the master.
 """
 
 from __future__ import annotations
@@ -148,8 +149,11 @@ class Outcome(enum.Enum):
 
 
 class CompleteOutcome(enum.Enum):
-    COMPLETED = "completed"
+    COMPLETED = "completed"  # stored and confirmed by the required replicas (WAIT)
     ALREADY_COMPLETED = "already_completed"  # a retried complete by the same owner
+    # Stored on the master, but WAIT saw too few replicas: a failover now could lose the response,
+    # and the request could run again once its claim lock expires. Reconcile, do not assume done.
+    UNCONFIRMED = "unconfirmed"
     NOT_OWNER = "not_owner"  # the claim expired and another owner took it
     MISSING = "missing"  # the claim expired (or was lost in a failover): outcome uncertain
     CORRUPT = "corrupt"
@@ -263,10 +267,21 @@ class IdempotencyStore:
         treat the request's uniqueness as uncertain (log, reconcile), not as done.
         """
         text = json.dumps(response, sort_keys=True, separators=(",", ":"), ensure_ascii=True, allow_nan=False)
-        result = self.client.run(
-            lambda r: _COMPLETE(r, [self.key(request_id)], [owner, text, self.record_ttl_s]), idempotent=True
-        )
+        key = self.key(request_id)
+
+        def operation(r: redis.Redis) -> tuple[bytes, int | None]:
+            # Like the claim: the stored response must reach the replicas before it counts, or a
+            # failover could bring back the bare claim and, after its lock, a second execution.
+            with r.client() as pinned:
+                stored = _COMPLETE(pinned, [key], [owner, text, self.record_ttl_s])
+                if stored not in (b"completed", b"already_completed"):
+                    return stored, None
+                return stored, int(pinned.execute_command("WAIT", self.replicas, self.wait_timeout_ms))
+
+        result, acked = self.client.run(operation, idempotent=True)
         outcome = CompleteOutcome(result.decode())
+        if acked is not None and acked < self.replicas:
+            outcome = CompleteOutcome.UNCONFIRMED
         if outcome is CompleteOutcome.CORRUPT:
             _log_corrupt(f"{self.key(request_id)} on complete")
         return outcome

@@ -156,7 +156,8 @@ def test_round_trips(store: IdempotencyStore) -> None:
     with count_round_trips() as release:
         assert store.release("r2", claim2.owner or "") is ReleaseOutcome.RELEASED
     measured = [c[0] for c in (first, duplicate, mismatch, complete, replay, release)]
-    assert measured == [2, 1, 1, 1, 1, 1]
+    # First claim and complete: the write plus its WAIT; everything else: one round trip.
+    assert measured == [2, 1, 1, 2, 1, 1]
 
 
 def test_corrupt_record_never_crashes_nor_runs_twice(
@@ -207,3 +208,14 @@ def test_record_without_ttl_gets_one(client: SentinelClient, store: IdempotencyS
     result = store.claim("old", payload("old"))
     assert result.outcome is Outcome.REPLAY and result.response == {"ok": True}
     assert 86390 < client.run(lambda r: r.ttl(store.key("old")), idempotent=True) <= 86400
+
+
+def test_an_unconfirmed_completion_is_reported(client: SentinelClient, ctx: CheckContext) -> None:
+    """Asking for more replicas than exist: the response is stored, but never reported as safe."""
+    confirmed = IdempotencyStore(client, ctx.prefix)
+    claim = confirmed.claim("req-complete", {"amount": 1})
+    assert claim.outcome is Outcome.CLAIMED and claim.owner
+    demanding = IdempotencyStore(client, ctx.prefix, replicas=3, wait_timeout_ms=100)
+    assert demanding.complete("req-complete", claim.owner, {"ok": True}) is CompleteOutcome.UNCONFIRMED
+    assert confirmed.complete("req-complete", claim.owner, {"ok": True}) is CompleteOutcome.ALREADY_COMPLETED
+    assert confirmed.claim("req-complete", {"amount": 1}).outcome is Outcome.REPLAY

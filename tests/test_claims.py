@@ -5,14 +5,13 @@ from __future__ import annotations
 
 import logging
 import threading
-import time
 import uuid
 
 import pytest
 
 import smoke.checks.claim  # registers the claim checks
 import smoke.claims
-from smoke.checks import REGISTRY, Check, CheckContext, run_check
+from smoke.checks import REGISTRY, CheckContext, run_check
 from smoke.checks.entry import set_raw
 from smoke.claims import Claim, ClaimCache, sample_claim
 from smoke.client import SentinelClient
@@ -32,15 +31,6 @@ def test_every_property_has_a_check() -> None:
         "corrupt_value_is_a_miss",
         "every_key_has_ttl",
     } <= names
-
-
-@pytest.mark.parametrize("item", CLAIM_CHECKS, ids=lambda c: c.name)
-def test_check_passes(item: Check, ctx: CheckContext) -> None:
-    started = time.monotonic()
-    result = run_check(item, ctx)
-    assert result.passed, result.detail
-    assert result.detail and "\n" not in result.detail
-    assert time.monotonic() - started < 3.0, f"{item.name} took too long"
 
 
 def test_concurrent_creates_and_listings(ctx: CheckContext) -> None:

@@ -253,12 +253,15 @@ redis_pod_spread = ResourceValidationPolicy(
 
 # A config directive or assignment followed by a literal value. A value that is a placeholder
 # ($VAR, %s, @NAME@, <...>, {{ }}) is how our scripts write the password at start: fine.
-_SECRET_DIRECTIVES = re.compile(
-    r"""(?:\b(?:requirepass|masterauth|sentinel-pass)|\bauth-pass\s+\S+)[ \t]+([^\s'"\\]+)"""
-    r"""|\buser[ \t]+\S+[^\n]*?[ \t]>([^\s'"\\]+)"""
-    r"""|\b(?:password|passwd|secret|token|api[_-]?key|access[_-]?key)["']?[ \t]*[=:][ \t]*["']?([^\s'",}\\]+)""",
-    re.IGNORECASE,
-)
+_SECRET_DIRECTIVES = [
+    re.compile(r"""\b(requirepass|masterauth|sentinel-pass)[ \t]+([^\s'"\\]+)""", re.IGNORECASE),
+    re.compile(r"""\b(auth-pass)[ \t]+\S+[ \t]+([^\s'"\\]+)""", re.IGNORECASE),
+    re.compile(r"""\b(user)[ \t]+\S+[^\n]*?[ \t]>([^\s'"\\]+)""", re.IGNORECASE),
+    re.compile(
+        r"""\b(password|passwd|secret|token|api[_-]?key|access[_-]?key)["']?[ \t]*[=:][ \t]*["']?([^\s'",}\\]+)""",
+        re.IGNORECASE,
+    ),
+]
 _SECRET_SHAPES = re.compile(
     r"\b(?:AKIA|ASIA)[0-9A-Z]{16}\b|-----BEGIN [A-Z ]*PRIVATE KEY-----|aws_secret_access_key", re.IGNORECASE
 )
@@ -273,11 +276,10 @@ def secret_findings(key: str, text: str) -> list[str]:
         found.append(f"key {key!r} is named like a secret")
     # Commented-out lines are prose ("masterauth read from the Secret"), not settings.
     settings = "\n".join(line for line in text.splitlines() if not line.lstrip().startswith("#"))
-    for match in _SECRET_DIRECTIVES.finditer(settings):
-        value = next(g for g in match.groups() if g is not None)
-        if not _PLACEHOLDER.match(value):
-            directive = match.group(0).split()[0].rstrip("=:'\"")
-            found.append(f"{key!r} sets {directive} to a literal value")
+    for pattern in _SECRET_DIRECTIVES:
+        for match in pattern.finditer(settings):
+            if not _PLACEHOLDER.match(match.group(2)):
+                found.append(f"{key!r} sets {match.group(1)} to a literal value")
     if _SECRET_SHAPES.search(text):
         found.append(f"{key!r} holds an AWS key or private key")
     return found

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import copy
 import json
+import re
 import runpy
 import subprocess
 import sys
@@ -775,3 +776,10 @@ def test_pack_project_files() -> None:
     assert (
         "pulumi-policy==1.21.*" in pins and "pulumi-policy==1.21.*" in (analyze.ROOT / "requirements.txt").read_text()
     )
+
+
+def test_readme_lists_every_policy_with_its_level() -> None:
+    readme = (analyze.ROOT / "README.md").read_text()
+    documented = dict(re.findall(r"^\| `([a-z0-9-]+)` \| (mandatory|advisory) \|", readme, re.MULTILINE))
+    info = analyze.in_process_pack().GetAnalyzerInfo(analyze.empty_pb2.Empty())
+    assert documented == {p.name: analyze.LEVEL_NAMES[p.enforcementLevel] for p in info.policies}

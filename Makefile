@@ -3,6 +3,7 @@
 #   make render STACK=dev   offline render of a stack
 #   make rehearsal          the dev stack as real redis-server/redis-sentinel processes on loopback
 #   make test               the whole test suite (what CI runs)
+#   make policy STACK=dev   the policy pack over every resource of a stack (no CLI)
 SHELL := /bin/bash
 .SHELLFLAGS := -eu -o pipefail -c
 
@@ -14,7 +15,7 @@ STACK ?= dev
 SYSTEM_BINARIES := redis-server redis-sentinel redis-cli redis-check-rdb busybox
 SYSTEM_PACKAGES := redis-server redis-sentinel redis-tools busybox
 
-.PHONY: deps system-deps python-deps render rehearsal local test lint clean
+.PHONY: deps system-deps python-deps render rehearsal local test lint clean policy
 
 deps: system-deps python-deps
 
@@ -59,6 +60,11 @@ test: deps
 
 lint: python-deps
 	$(PY) -m ruff check .
+
+# The CrossGuard pack over every resource the real program registers under mocks, through the
+# pack's own analyzer server; writes build/policy-$(STACK).json, fails on a mandatory violation.
+policy: python-deps
+	$(PY) -m policies.analyze --stack $(STACK)
 
 clean:
 	rm -rf build .pytest_cache .ruff_cache

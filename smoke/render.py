@@ -52,6 +52,9 @@ class Registered:
     inputs: dict[str, Any]
     custom: bool
     urn: str = ""
+    # What the mock returned for it (its "state" after a deploy): the policy runner's stack view.
+    id: str = ""
+    outputs: dict[str, Any] = field(default_factory=dict)
 
     @property
     def is_kubernetes(self) -> bool:
@@ -179,11 +182,16 @@ def run_program(stack: str, config: dict[str, str], secret_keys: list[str] | Non
         (urn.split("::")[2].rsplit("$", 1)[-1], urn.rsplit("::", 1)[-1]): urn
         for urn in monitor.get_registered_resources()
     }
+    registrations = monitor.get_registered_resources()
     rendered.generated_secrets = list(recorder.generated_secrets)
-    rendered.resources = [
-        Registered(typ, name, inputs, custom, urns.get((typ, name), ""))
-        for typ, name, inputs, custom in recorder.records
-    ]
+    rendered.resources = []
+    for typ, name, inputs, custom in recorder.records:
+        urn = urns.get((typ, name), "")
+        registration = registrations.get(urn)
+        state = dict(registration.state or {}) if registration else {}
+        rendered.resources.append(
+            Registered(typ, name, inputs, custom, urn, registration.id if registration else "", state)
+        )
     return rendered
 
 

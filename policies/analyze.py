@@ -1,0 +1,303 @@
+"""``make policy STACK=<stack>``: the policy pack run over the real program, without the Pulumi CLI.
+
+The program runs under the mock runtime (``smoke.render.run_program``), every custom resource it
+registers is captured, and the captured resources go to the pack's analyzer exactly as the engine
+would send them during ``pulumi preview --policy-pack policies``: ``GetAnalyzerInfo``, then
+``Configure`` (every policy's enforcement level and config, from ``policies/config/<stack>.json``
+when it exists), one ``Analyze`` per resource (its inputs) and one ``AnalyzeStack`` (every
+resource's outputs plus its id).
+
+By default the analyzer is the real pack: ``python -u policies/__main__.py`` is started, its gRPC
+port read from its first line, and it is stopped at the end. ``--in-process`` uses the SDK's
+servicer class directly (the same code without the subprocess; the tests use it for speed).
+
+Prints the violations grouped by policy and level, writes ``build/policy-<stack>.json``
+(``{"policies": [...], "violations": [{"policy", "level", "resource", "message"}]}``) and exits 1
+when any violation is mandatory, 2 on bad input (unknown stack, invalid stack or pack config).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import time
+from collections.abc import Iterable, Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Protocol
+
+import grpc
+from google.protobuf import empty_pb2, struct_pb2
+from pulumi.runtime.proto import analyzer_pb2 as proto
+from pulumi.runtime.proto import analyzer_pb2_grpc
+
+ROOT = Path(__file__).resolve().parent.parent
+PACK_DIR = ROOT / "policies"
+CONFIG_DIR = PACK_DIR / "config"
+LEVELS = {
+    "advisory": proto.ADVISORY,
+    "mandatory": proto.MANDATORY,
+    "disabled": proto.DISABLED,
+    "remediate": proto.REMEDIATE,
+}
+LEVEL_NAMES = {value: name for name, value in LEVELS.items()}
+SERVER_START_SECONDS = 30
+
+
+class PackConfigError(ValueError):
+    """A pack config file that names an unknown policy or level."""
+
+
+class Analyzer(Protocol):
+    """The four calls of the Analyzer gRPC service that a preview makes (stub or servicer)."""
+
+    def GetAnalyzerInfo(self, request: empty_pb2.Empty) -> proto.AnalyzerInfo: ...
+    def Configure(self, request: proto.ConfigureAnalyzerRequest) -> empty_pb2.Empty: ...
+    def Analyze(self, request: proto.AnalyzeRequest) -> proto.AnalyzeResponse: ...
+    def AnalyzeStack(self, request: proto.AnalyzeStackRequest) -> proto.AnalyzeResponse: ...
+
+
+class InProcessAnalyzer:
+    """The SDK's servicer (``pulumi_policy.policy._PolicyAnalyzerServicer``, private: pinned with
+    ``pulumi-policy==1.21.*``) called like a stub, i.e. without a gRPC context."""
+
+    def __init__(self, name: str, policies: list[Any], enforcement_level: Any) -> None:
+        from pulumi_policy.policy import _PolicyAnalyzerServicer
+
+        self._servicer = _PolicyAnalyzerServicer(name, "0.0.1", policies, enforcement_level)
+
+    def __getattr__(self, method: str) -> Any:
+        call = getattr(self._servicer, method)
+        return lambda request: call(request, None)
+
+
+def in_process_pack() -> InProcessAnalyzer:
+    """The pack as ``__main__.py`` builds it, minus the server."""
+    from pulumi_policy import EnforcementLevel
+
+    from policies import pack
+
+    return InProcessAnalyzer(pack.PACK_NAME, pack.POLICIES, EnforcementLevel.MANDATORY)
+
+
+@contextmanager
+def pack_server(python: str = sys.executable) -> Iterator[analyzer_pb2_grpc.AnalyzerStub]:
+    """Start the real pack (``policies/__main__.py``) as the engine does and yield a stub for it."""
+    process = subprocess.Popen(
+        [python, "-u", str(PACK_DIR / "__main__.py")],
+        cwd=PACK_DIR,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert process.stdout is not None
+        line = process.stdout.readline().strip()
+        if not line.isdigit():
+            process.kill()
+            _, err = process.communicate(timeout=10)
+            raise RuntimeError(f"the policy pack did not start (first line {line!r}):\n{err.strip()}")
+        channel = grpc.insecure_channel(f"127.0.0.1:{line}")
+        grpc.channel_ready_future(channel).result(timeout=SERVER_START_SECONDS)
+        with channel:
+            yield analyzer_pb2_grpc.AnalyzerStub(channel)
+    finally:
+        process.terminate()
+        try:
+            process.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+
+# --- pack config --------------------------------------------------------------------------------
+
+
+def load_pack_config(path: Path | None) -> dict[str, Any]:
+    """A ``--policy-pack-config`` file: ``{"all"|<policy>: <level> | {"enforcementLevel": ..., <key>: ...}}``."""
+    if path is None:
+        return {}
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError) as exc:
+        raise PackConfigError(f"{path}: cannot read pack config ({exc})") from None
+    if not isinstance(data, dict):
+        raise PackConfigError(f"{path}: must be a JSON object of policy names")
+    return data
+
+
+def configure_request(info: proto.AnalyzerInfo, pack_config: Mapping[str, Any]) -> proto.ConfigureAnalyzerRequest:
+    """Every policy's level and properties, as the engine sends them after merging the config file
+    over the pack's defaults (a policy left out would fall back to advisory in the SDK)."""
+    known = {p.name: p for p in info.policies}
+    unknown = sorted(set(pack_config) - set(known) - {"all"})
+    if unknown:
+        raise PackConfigError(f"unknown policy {', '.join(unknown)}; policies: {', '.join(sorted(known))}")
+
+    def split(value: Any, where: str) -> tuple[int | None, dict[str, Any]]:
+        if isinstance(value, str):
+            value = {"enforcementLevel": value}
+        if not isinstance(value, dict):
+            raise PackConfigError(f"{where}: expected a level or an object, got {value!r}")
+        props = dict(value)
+        level = props.pop("enforcementLevel", None)
+        if level is not None and level not in LEVELS:
+            raise PackConfigError(f"{where}.enforcementLevel = {level!r}: use one of {', '.join(LEVELS)}")
+        return (LEVELS[level] if level is not None else None), props
+
+    all_level, _ = split(pack_config.get("all", {}), "all")
+    request = proto.ConfigureAnalyzerRequest()
+    for name, policy in known.items():
+        level, props = split(pack_config.get(name, {}), name)
+        unknown_keys = sorted(set(props) - set(policy.configSchema.properties))
+        if unknown_keys:
+            valid = ", ".join(sorted(policy.configSchema.properties)) or "none"
+            raise PackConfigError(f"{name}: unknown config {', '.join(unknown_keys)}; valid keys: {valid}")
+        defaults = {k: v["default"] for k, v in policy.configSchema.properties.items() if "default" in v}
+        config = proto.PolicyConfig(
+            enforcementLevel=level
+            if level is not None
+            else all_level
+            if all_level is not None
+            else policy.enforcementLevel
+        )
+        config.properties.update({**defaults, **props})
+        request.policyConfig[name].CopyFrom(config)
+    return request
+
+
+# --- requests -----------------------------------------------------------------------------------
+
+
+def _struct(values: Mapping[str, Any]) -> struct_pb2.Struct:
+    struct = struct_pb2.Struct()
+    struct.update(dict(values))
+    return struct
+
+
+def analyzed(resources: Iterable[Any]) -> list[Any]:
+    """The resources a preview sends to analyzers: custom resources, not providers or components."""
+    return [r for r in resources if r.custom and not r.type.startswith("pulumi:providers:")]
+
+
+def analyze_requests(resources: Iterable[Any]) -> list[proto.AnalyzeRequest]:
+    return [proto.AnalyzeRequest(type=r.type, name=r.name, urn=r.urn, properties=_struct(r.inputs)) for r in resources]
+
+
+def analyze_stack_request(resources: Iterable[Any]) -> proto.AnalyzeStackRequest:
+    return proto.AnalyzeStackRequest(
+        resources=[
+            proto.AnalyzerResource(
+                type=r.type, name=r.name, urn=r.urn, properties=_struct({**(r.outputs or r.inputs), "id": r.id})
+            )
+            for r in resources
+        ]
+    )
+
+
+@dataclass(frozen=True)
+class Violation:
+    policy: str
+    level: str
+    resource: str
+    message: str
+
+
+def run_analyzer(
+    analyzer: Analyzer, resources: list[Any], pack_config: Mapping[str, Any]
+) -> tuple[list[str], list[Violation]]:
+    """The calls a preview makes; returns the pack's policy names and every diagnostic."""
+    info = analyzer.GetAnalyzerInfo(empty_pb2.Empty())
+    analyzer.Configure(configure_request(info, pack_config))
+    responses = [analyzer.Analyze(request) for request in analyze_requests(resources)]
+    responses.append(analyzer.AnalyzeStack(analyze_stack_request(resources)))
+    violations = []
+    for response, resource in zip(responses, [*resources, None], strict=True):
+        for d in response.diagnostics:
+            urn = d.urn or (resource.urn if resource is not None else "")
+            # The SDK prefixes the policy's description; the message proper follows it.
+            message = d.message.removeprefix(d.description + "\n") if d.description else d.message
+            level = LEVEL_NAMES.get(d.enforcementLevel, "advisory")
+            violations.append(Violation(d.policyName, level, urn or "stack", message))
+    return [p.name for p in info.policies], violations
+
+
+# --- output -------------------------------------------------------------------------------------
+
+
+def print_report(stack: str, violations: list[Violation], policies: list[str], out: Path) -> None:
+    order = {"mandatory": 0, "remediate": 1, "advisory": 2}
+    groups: dict[tuple[str, str], list[Violation]] = {}
+    for v in sorted(violations, key=lambda v: (order.get(v.level, 3), v.policy)):
+        groups.setdefault((v.level, v.policy), []).append(v)
+    for (level, policy), items in groups.items():
+        print(f"[{level}] {policy} ({len(items)})")
+        for v in items:
+            for i, line in enumerate(v.message.splitlines()):
+                print(f"    {'- ' if i == 0 else '  '}{line}")
+    mandatory = sum(1 for v in violations if v.level == "mandatory")
+    print(
+        f"stack {stack}: {len(policies)} policies, {mandatory} mandatory and "
+        f"{len(violations) - mandatory} advisory violations; report: {out}"
+    )
+
+
+def main(argv: list[str] | None = None) -> int:
+    from components.settings import SettingsError
+    from smoke.render import run_program, stack_config
+
+    parser = argparse.ArgumentParser(prog="python -m policies.analyze", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--stack", default="dev", help="stack name: reads Pulumi.<stack>.yaml (default dev)")
+    parser.add_argument(
+        "--config", type=Path, help="pack config JSON (default policies/config/<stack>.json if present)"
+    )
+    parser.add_argument("--out", type=Path, help="report path (default build/policy-<stack>.json)")
+    parser.add_argument("--in-process", action="store_true", help="call the analyzer in-process instead of over gRPC")
+    args = parser.parse_args(argv)
+
+    config_path = args.config or (CONFIG_DIR / f"{args.stack}.json")
+    if args.config is None and not config_path.exists():
+        config_path = None
+    out = args.out or ROOT / "build" / f"policy-{args.stack}.json"
+    try:
+        pack_config = load_pack_config(config_path)
+        config, _, skipped = stack_config(args.stack)
+        for key in skipped:
+            print(f"note: {key} is encrypted in Pulumi.{args.stack}.yaml; analysing without it", file=sys.stderr)
+        rendered = run_program(args.stack, config)
+    except SettingsError as exc:
+        print(f"policy check of stack {args.stack} failed: {exc}", file=sys.stderr)
+        return 2
+    except PackConfigError as exc:
+        print(f"policy check of stack {args.stack} failed: {exc}", file=sys.stderr)
+        return 2
+
+    resources = analyzed(rendered.resources)
+    started = time.monotonic()
+    try:
+        if args.in_process:
+            policies, violations = run_analyzer(in_process_pack(), resources, pack_config)
+        else:
+            with pack_server() as stub:
+                policies, violations = run_analyzer(stub, resources, pack_config)
+    except PackConfigError as exc:
+        print(f"policy check of stack {args.stack} failed: {config_path}: {exc}", file=sys.stderr)
+        return 2
+    elapsed = time.monotonic() - started
+
+    out.parent.mkdir(parents=True, exist_ok=True)
+    body = {"policies": policies, "violations": [v.__dict__ for v in violations]}
+    out.write_text(json.dumps(body, indent=2) + "\n")
+    print(
+        f"analysed {len(resources)} resources of stack {args.stack} in {elapsed:.2f} s"
+        f"{f' with {config_path.relative_to(ROOT)}' if config_path and config_path.is_relative_to(ROOT) else ''}"
+    )
+    print_report(args.stack, violations, policies, out)
+    return 1 if any(v.level == "mandatory" for v in violations) else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,172 @@
+"""Reading Kubernetes objects the way the rules need them: pod specs, containers, labels, selectors.
+
+Inputs reach the pack with their wire (camelCase) names and, in the analyzer, wrapped in
+``pulumi_policy``'s unknown-checking proxies (``Mapping``/``Sequence``, not ``dict``/``list``), so
+everything here goes through ``Mapping``/``Sequence`` and never assumes a concrete type.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from policies.pack_config import (
+    COMPONENT_LABEL,
+    MAIN_CONTAINERS,
+    NAME_LABEL,
+    REDIS_APP,
+    SENTINEL_COMPONENT,
+    SERVER_COMPONENT,
+    as_list,
+    as_map,
+)
+
+# Kinds that carry a pod template, and where it sits.
+POD_TEMPLATE_KINDS = {"Deployment", "StatefulSet", "DaemonSet", "ReplicaSet", "Job", "ReplicationController"}
+WORKLOAD_KINDS = {"Pod", "CronJob", *POD_TEMPLATE_KINDS}
+
+
+def kind(props: Mapping[str, Any]) -> str:
+    return str(props.get("kind") or "")
+
+
+def metadata(props: Mapping[str, Any]) -> Mapping[str, Any]:
+    return as_map(props.get("metadata"))
+
+
+def namespace(props: Mapping[str, Any]) -> str:
+    """The object's namespace; objects without one land in ``default``."""
+    return str(metadata(props).get("namespace") or "default")
+
+
+def object_name(props: Mapping[str, Any]) -> str:
+    return str(metadata(props).get("name") or "")
+
+
+def pod_template(props: Mapping[str, Any]) -> Mapping[str, Any] | None:
+    """``{metadata, spec}`` of the pods a workload runs, or None for other objects."""
+    k = kind(props)
+    spec = as_map(props.get("spec"))
+    if k == "Pod":
+        return {"metadata": metadata(props), "spec": spec}
+    if k in POD_TEMPLATE_KINDS:
+        return as_map(spec.get("template"))
+    if k == "CronJob":
+        return as_map(as_map(as_map(spec.get("jobTemplate")).get("spec")).get("template"))
+    return None
+
+
+def pod_spec(props: Mapping[str, Any]) -> Mapping[str, Any]:
+    return as_map(as_map(pod_template(props)).get("spec"))
+
+
+def pod_labels(props: Mapping[str, Any]) -> Mapping[str, Any]:
+    return as_map(as_map(as_map(pod_template(props)).get("metadata")).get("labels"))
+
+
+@dataclass(frozen=True)
+class Container:
+    """One container of a pod spec, with where it sits (``containers`` or ``initContainers``)."""
+
+    field: str
+    spec: Mapping[str, Any]
+
+    @property
+    def name(self) -> str:
+        return str(self.spec.get("name") or "?")
+
+
+def containers(props: Mapping[str, Any]) -> Iterator[Container]:
+    """Every container and init container (sidecars included) of a workload."""
+    spec = pod_spec(props)
+    for field in ("initContainers", "containers"):
+        for item in as_list(spec.get(field)):
+            yield Container(field, as_map(item))
+
+
+def redis_role(props: Mapping[str, Any]) -> str | None:
+    """``server`` or ``sentinel`` for the cache layer's workloads, None for anything else.
+
+    Read from the labels the program puts on both workloads; a workload without them is
+    recognised by a main container named ``redis`` or ``sentinel``.
+    """
+    if kind(props) not in WORKLOAD_KINDS:
+        return None
+    labels = {**as_map(metadata(props).get("labels")), **pod_labels(props)}
+    if labels.get(NAME_LABEL) == REDIS_APP and labels.get(COMPONENT_LABEL) in MAIN_CONTAINERS:
+        return str(labels[COMPONENT_LABEL])
+    names = {c.name for c in containers(props) if c.field == "containers"}
+    if MAIN_CONTAINERS[SENTINEL_COMPONENT] in names:
+        return SENTINEL_COMPONENT
+    if MAIN_CONTAINERS[SERVER_COMPONENT] in names:
+        return SERVER_COMPONENT
+    return None
+
+
+def main_container(props: Mapping[str, Any], role: str) -> Container | None:
+    """The Redis or Sentinel process's container (exporter sidecars are not it)."""
+    wanted = MAIN_CONTAINERS[role]
+    return next((c for c in containers(props) if c.field == "containers" and c.name == wanted), None)
+
+
+def selector_matches(selector: Any, labels: Mapping[str, Any]) -> bool:
+    """Whether a Kubernetes label selector (matchLabels + matchExpressions) selects ``labels``.
+
+    An empty selector selects everything, as it does for NetworkPolicy and PDB selectors.
+    """
+    selector = as_map(selector)
+    for key, value in as_map(selector.get("matchLabels")).items():
+        if labels.get(key) != value:
+            return False
+    for expression in as_list(selector.get("matchExpressions")):
+        expression = as_map(expression)
+        key, operator = expression.get("key"), expression.get("operator")
+        values = [str(v) for v in as_list(expression.get("values"))]
+        present = key in labels
+        if operator == "In" and not (present and str(labels[key]) in values):
+            return False
+        if operator == "NotIn" and present and str(labels[key]) in values:
+            return False
+        if operator == "Exists" and not present:
+            return False
+        if operator == "DoesNotExist" and present:
+            return False
+    return True
+
+
+def mounted_names(props: Mapping[str, Any], source: str) -> set[str]:
+    """Names of the ConfigMaps (``configMap``) or Secrets (``secret``) a workload's pods mount,
+    including projected volumes."""
+    key = "name" if source == "configMap" else "secretName"
+    names: set[str] = set()
+    for volume in as_list(pod_spec(props).get("volumes")):
+        volume = as_map(volume)
+        if source in volume:
+            name = as_map(volume[source]).get(key)
+            if name:
+                names.add(str(name))
+        for projected in as_list(as_map(volume.get("projected")).get("sources")):
+            name = as_map(as_map(projected).get(source)).get("name")
+            if name:
+                names.add(str(name))
+    return names
+
+
+def secret_refs(props: Mapping[str, Any]) -> set[str]:
+    """Every Secret a workload uses: mounted, in ``env`` (``secretKeyRef``) or ``envFrom``."""
+    names = mounted_names(props, "secret")
+    for container in containers(props):
+        for env in as_list(container.spec.get("env")):
+            ref = as_map(as_map(as_map(env).get("valueFrom")).get("secretKeyRef")).get("name")
+            if ref:
+                names.add(str(ref))
+        for env_from in as_list(container.spec.get("envFrom")):
+            ref = as_map(as_map(env_from).get("secretRef")).get("name")
+            if ref:
+                names.add(str(ref))
+    return names
+
+
+def command_line(container: Container) -> list[str]:
+    return [str(part) for part in as_list(container.spec.get("command")) + as_list(container.spec.get("args"))]

@@ -1,0 +1,785 @@
+"""The policy pack: every policy fires on a deliberately broken stack, with its level and a message
+naming the resource, the problem and the fix; the real stacks pass; unknown values give an advisory.
+
+Stacks are the real dev/prod renders (copied, then broken) plus synthetic AWS resources for the
+backup bucket, all sent through the pack's analyzer the way ``make policy`` sends them
+(``GetAnalyzerInfo``, ``Configure``, ``Analyze`` per resource, ``AnalyzeStack``).
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import re
+import runpy
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pulumi_policy
+import pytest
+import yaml
+from pulumi_policy import PolicyCustomTimeouts, PolicyResource, PolicyResourceOptions, StackValidationArgs
+from pulumi_policy.proxy import UNKNOWN_STRING_VALUE, unknown_checking_proxy
+
+from components import topology
+from components.settings import settings_from_config
+from policies import analyze, aws, pack, pack_config
+from smoke.render import Registered, Rendered
+
+# --- building stacks ----------------------------------------------------------------------------
+
+
+def stack(rendered: Rendered) -> list[Registered]:
+    """A private copy of a render whose outputs are its inputs (as the recording mock returns)."""
+    copies = []
+    for r in analyze.analyzed(rendered.resources):
+        inputs = copy.deepcopy(r.inputs)
+        copies.append(Registered(r.type, r.name, inputs, True, r.urn, r.id, inputs))
+    return copies
+
+
+def make(type_: str, name: str, inputs: dict[str, Any]) -> Registered:
+    return Registered(type_, name, inputs, True, f"urn:pulumi:test::dict-redis::{type_}::{name}", f"{name}-id", inputs)
+
+
+def find(resources: list[Registered], kind: str, name: str) -> dict[str, Any]:
+    for r in resources:
+        if r.inputs.get("kind") == kind and r.inputs["metadata"]["name"] == name:
+            return r.inputs
+    raise KeyError(f"{kind} {name}")
+
+
+def drop(resources: list[Registered], kind: str, name: str) -> list[Registered]:
+    return [r for r in resources if not (r.inputs.get("kind") == kind and r.inputs["metadata"].get("name") == name)]
+
+
+def container(obj: dict[str, Any], name: str) -> dict[str, Any]:
+    return next(c for c in obj["spec"]["template"]["spec"]["containers"] if c["name"] == name)
+
+
+def check(resources: list[Registered], config: dict[str, Any] | None = None) -> list[analyze.Violation]:
+    return analyze.run_analyzer(analyze.in_process_pack(), resources, config or {})[1]
+
+
+def only(violations: list[analyze.Violation], policy: str) -> list[analyze.Violation]:
+    found = [v for v in violations if v.policy == policy]
+    others = [v for v in violations if v.policy != policy]
+    assert not others, f"unexpected violations besides {policy}: {others}"
+    assert found, f"{policy} did not fire"
+    return found
+
+
+EXPORTER = {
+    "name": "exporter",
+    "image": "oliver006/redis_exporter:v1.62.0",
+    "ports": [{"name": "metrics", "containerPort": 9121}],
+    "resources": {"requests": {"cpu": "10m", "memory": "32Mi"}, "limits": {"cpu": "100m", "memory": "64Mi"}},
+    "securityContext": {
+        "runAsNonRoot": True,
+        "allowPrivilegeEscalation": False,
+        "readOnlyRootFilesystem": True,
+        "capabilities": {"drop": ["ALL"]},
+    },
+}
+
+# --- AWS: a backup bucket set up the way the backup issue asks for -------------------------------
+
+NS = "redis-dev"
+ROLE_ARN = "arn:aws:iam::123456789012:role/redis-backup"
+TLS_ONLY = {
+    "Version": "2012-10-17",
+    "Statement": [
+        {
+            "Sid": "DenyInsecureTransport",
+            "Effect": "Deny",
+            "Principal": "*",
+            "Action": "s3:*",
+            "Resource": ["arn:aws:s3:::dict-redis-backups", "arn:aws:s3:::dict-redis-backups/*"],
+            "Condition": {"Bool": {"aws:SecureTransport": "false"}},
+        }
+    ],
+}
+TRUST = {
+    "Version": "2012-10-17",
+    "Statement": [
+        {
+            "Effect": "Allow",
+            "Principal": {"Federated": "arn:aws:iam::123456789012:oidc-provider/oidc.eks.example/id/ABC"},
+            "Action": "sts:AssumeRoleWithWebIdentity",
+            "Condition": {"StringEquals": {"oidc.eks.example/id/ABC:sub": f"system:serviceaccount:{NS}:redis-backup"}},
+        }
+    ],
+}
+
+
+def backup_resources(bucket_ref: str = "backups-id") -> list[Registered]:
+    """Bucket + SSE (KMS) + versioning + public-access block + lifecycle + TLS policy + IRSA job."""
+    hardened = copy.deepcopy(EXPORTER["securityContext"])
+    job_container = {
+        "name": "backup",
+        "image": "redis:7.2.4-alpine",
+        "resources": EXPORTER["resources"],
+        "securityContext": hardened,
+        "env": [{"name": "AWS_REGION", "value": "sa-east-1"}],
+    }
+    labels = {"app.kubernetes.io/part-of": "dict-redis", "app.kubernetes.io/component": "backup"}
+    return [
+        make("aws:s3/bucket:Bucket", "backups", {"bucket": "dict-redis-backups"}),
+        make(
+            "aws:s3/bucketServerSideEncryptionConfiguration:BucketServerSideEncryptionConfiguration",
+            "backups-sse",
+            {
+                "bucket": bucket_ref,
+                "rules": [
+                    {
+                        "applyServerSideEncryptionByDefault": {"sseAlgorithm": "aws:kms", "kmsMasterKeyId": "key-id"},
+                        "bucketKeyEnabled": True,
+                    }
+                ],
+            },
+        ),
+        make(
+            "aws:s3/bucketVersioning:BucketVersioning",
+            "backups-versioning",
+            {"bucket": bucket_ref, "versioningConfiguration": {"status": "Enabled"}},
+        ),
+        make(
+            "aws:s3/bucketPublicAccessBlock:BucketPublicAccessBlock",
+            "backups-pab",
+            {
+                "bucket": bucket_ref,
+                "blockPublicAcls": True,
+                "blockPublicPolicy": True,
+                "ignorePublicAcls": True,
+                "restrictPublicBuckets": True,
+            },
+        ),
+        make(
+            "aws:s3/bucketLifecycleConfiguration:BucketLifecycleConfiguration",
+            "backups-lifecycle",
+            {
+                "bucket": bucket_ref,
+                "rules": [
+                    {
+                        "id": "retention",
+                        "status": "Enabled",
+                        "filter": {"prefix": ""},
+                        "expiration": {"days": 30.0},
+                        "noncurrentVersionExpiration": {"noncurrentDays": 30.0},
+                    }
+                ],
+            },
+        ),
+        make(
+            "aws:s3/bucketPolicy:BucketPolicy", "backups-policy", {"bucket": bucket_ref, "policy": json.dumps(TLS_ONLY)}
+        ),
+        make("aws:iam/role:Role", "backup-role", {"name": "redis-backup", "assumeRolePolicy": json.dumps(TRUST)}),
+        make(
+            "kubernetes:core/v1:ServiceAccount",
+            "backup-sa",
+            {
+                "apiVersion": "v1",
+                "kind": "ServiceAccount",
+                "metadata": {"name": "redis-backup", "namespace": NS, "annotations": {aws.ROLE_ANNOTATION: ROLE_ARN}},
+            },
+        ),
+        make(
+            "kubernetes:batch/v1:CronJob",
+            "backup-cronjob",
+            {
+                "apiVersion": "batch/v1",
+                "kind": "CronJob",
+                "metadata": {"name": "redis-backup", "namespace": NS, "labels": labels},
+                "spec": {
+                    "schedule": "0 */6 * * *",
+                    "jobTemplate": {
+                        "spec": {
+                            "template": {
+                                "metadata": {"labels": labels},
+                                "spec": {
+                                    "serviceAccountName": "redis-backup",
+                                    "securityContext": {"seccompProfile": {"type": "RuntimeDefault"}},
+                                    "restartPolicy": "Never",
+                                    "containers": [job_container],
+                                },
+                            }
+                        }
+                    },
+                },
+            },
+        ),
+    ]
+
+
+def aws_stack(dev: Rendered, **changes: Any) -> list[Registered]:
+    return stack(dev) + backup_resources(**changes)
+
+
+def by_name(resources: list[Registered], name: str) -> dict[str, Any]:
+    return next(r.inputs for r in resources if r.name == name)
+
+
+# --- the clean stacks ---------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("stack_name", ["dev", "prod"])
+def test_real_stacks_pass_every_policy(stack_name: str, request: pytest.FixtureRequest) -> None:
+    rendered = request.getfixturevalue(stack_name)
+    config = analyze.load_pack_config(analyze.CONFIG_DIR / f"{stack_name}.json")
+    assert check(stack(rendered), config) == []
+
+
+def test_a_complete_backup_setup_passes(dev: Rendered) -> None:
+    assert check(aws_stack(dev)) == []
+
+
+def test_pack_has_every_policy_with_its_default_level() -> None:
+    info = analyze.in_process_pack().GetAnalyzerInfo(analyze.empty_pb2.Empty())
+    levels = {p.name: analyze.LEVEL_NAMES[p.enforcementLevel] for p in info.policies}
+    assert len(levels) == len(pack.POLICIES) == 21
+    assert levels.pop("aws-s3-noncurrent-version-expiration") == "advisory"
+    assert set(levels.values()) == {"mandatory"}
+
+
+def test_pack_shares_labels_and_container_names_with_the_program(dev: Rendered) -> None:
+    topo = topology.Topology.of(settings_from_config({}, "dev"))
+    for component, main in pack_config.MAIN_CONTAINERS.items():
+        assert topo.labels(component)[pack_config.NAME_LABEL] == pack_config.REDIS_APP
+        assert topo.labels(component)[pack_config.COMPONENT_LABEL] == component
+        name = topo.redis if component == pack_config.SERVER_COMPONENT else topo.sentinel
+        sts = dev.find("StatefulSet", name)
+        assert [c["name"] for c in sts["spec"]["template"]["spec"]["containers"]] == [main]
+
+
+# --- Kubernetes ---------------------------------------------------------------------------------
+
+
+def test_resources_fire_on_a_sidecar_and_on_a_missing_limit(dev: Rendered) -> None:
+    resources = stack(dev)
+    sts = find(resources, "StatefulSet", "redis")
+    del container(sts, "redis")["resources"]["limits"]["memory"]
+    sidecar = copy.deepcopy(EXPORTER)
+    del sidecar["resources"]
+    sts["spec"]["template"]["spec"]["containers"].append(sidecar)
+    violations = [v for v in check(resources) if v.policy == "k8s-container-resources"]
+    assert len(violations) == 2 and {v.level for v in violations} == {"mandatory"}
+    messages = " ".join(v.message for v in violations)
+    assert 'StatefulSet redis-dev/redis, container "redis" has no resources.limits.memory' in messages
+    assert 'container "exporter" has no resources.requests.cpu, resources.requests.memory' in messages
+    assert "Set requests and limits" in messages
+
+
+def test_security_context_fires_on_a_sidecar_and_a_writable_root(dev: Rendered) -> None:
+    resources = stack(dev)
+    sts = find(resources, "StatefulSet", "redis-sentinel")
+    container(sts, "sentinel")["securityContext"]["readOnlyRootFilesystem"] = False
+    sts["spec"]["template"]["spec"]["containers"].append({**copy.deepcopy(EXPORTER), "securityContext": {}})
+    violations = only(check(resources), "k8s-container-security-context")
+    assert len(violations) == 2 and violations[0].level == "mandatory"
+    sentinel = next(v for v in violations if '"sentinel"' in v.message)
+    assert "StatefulSet redis-dev/redis-sentinel" in sentinel.message
+    assert "readOnlyRootFilesystem: true" in sentinel.message and "capabilities" not in sentinel.message
+    exporter = next(v for v in violations if '"exporter"' in v.message)
+    for needed in ("allowPrivilegeEscalation: false", "capabilities.drop: [ALL]", "readOnlyRootFilesystem"):
+        assert needed in exporter.message
+    # The pod-level runAsNonRoot and seccompProfile count for the sidecar too.
+    needs = exporter.message.split(" needs ")[1].split(". Set these")[0]
+    assert "runAsNonRoot" not in needs and "seccompProfile" not in needs
+
+
+def test_probes_are_required_on_the_main_containers_only(dev: Rendered) -> None:
+    resources = stack(dev)
+    sts = find(resources, "StatefulSet", "redis-sentinel")
+    del container(sts, "sentinel")["readinessProbe"]
+    sts["spec"]["template"]["spec"]["containers"].append(copy.deepcopy(EXPORTER))  # no probes: fine
+    [violation] = only(check(resources), "k8s-redis-probes")
+    assert violation.level == "mandatory"
+    assert 'StatefulSet redis-dev/redis-sentinel, container "sentinel" has no readinessProbe' in violation.message
+    assert "Add them" in violation.message
+
+
+@pytest.mark.parametrize(
+    ("image", "problem"),
+    [
+        ("redis:latest", "uses the 'latest' tag"),
+        ("redis", "has no tag"),
+        ("registry.example:5000/redis", "has no tag"),
+        ("redis:7.2", "uses the floating tag '7.2'"),
+    ],
+)
+def test_unpinned_images_fire(dev: Rendered, image: str, problem: str) -> None:
+    resources = stack(dev)
+    container(find(resources, "StatefulSet", "redis"), "redis")["image"] = image
+    [violation] = only(check(resources), "k8s-image-pinned")
+    assert violation.level == "mandatory"
+    assert f'StatefulSet redis-dev/redis, container "redis": image {image!r} {problem}' in violation.message
+    assert "Pin it to a full version tag" in violation.message
+
+
+def test_digest_required_where_configured(dev: Rendered) -> None:
+    resources = stack(dev)
+    digest = "redis@sha256:" + "a" * 64
+    container(find(resources, "StatefulSet", "redis"), "redis")["image"] = digest
+    violations = only(check(resources, {"k8s-image-pinned": {"requireDigest": True}}), "k8s-image-pinned")
+    assert all("has no @sha256: digest" in v.message for v in violations)
+    named = [v.message.split(",")[0] for v in violations]
+    assert "StatefulSet redis-dev/redis" not in named  # the digest-pinned container passes
+    assert "StatefulSet redis-dev/redis-sentinel" in named
+    assert any(n.startswith("Job redis-dev/redis-smoke-") for n in named)
+
+
+def test_spread_fires_without_anti_affinity_or_topology_spread(dev: Rendered) -> None:
+    resources = stack(dev)
+    spec = find(resources, "StatefulSet", "redis")["spec"]["template"]["spec"]
+    del spec["affinity"], spec["topologySpreadConstraints"]
+    [violation] = only(check(resources, {"k8s-redis-pod-spread": "mandatory"}), "k8s-redis-pod-spread")
+    assert "StatefulSet redis-dev/redis has neither pod anti-affinity nor a topology spread" in violation.message
+    assert "podAntiAffinity term on kubernetes.io/hostname" in violation.message
+    # dev's pack config makes it advisory: reported, not blocking.
+    dev_config = analyze.load_pack_config(analyze.CONFIG_DIR / "dev.json")
+    [advisory] = only(check(resources, dev_config), "k8s-redis-pod-spread")
+    assert advisory.level == "advisory"
+
+
+@pytest.mark.parametrize(
+    ("key", "text", "finding"),
+    [
+        (
+            "redis.conf",
+            "requirepass s3cr3t-Value-123\n",
+            "'redis.conf' sets requirepass to a literal value",
+        ),
+        ("redis.conf", "masterauth s3cr3t-Value-123\n", "'redis.conf' sets masterauth"),
+        ("sentinel.conf", "sentinel auth-pass mymaster s3cr3t-Value-123\n", "'sentinel.conf' sets auth-pass"),
+        ("acl.conf", "user app on ~* +@all >s3cr3t-Value-123\n", "'acl.conf' sets user"),
+        ("app.env", 'PASSWORD="s3cr3t-Value-123"\n', "'app.env' sets PASSWORD"),
+        ("redis-password", "s3cr3t-Value-123", "key 'redis-password' is named like a secret"),
+        ("aws.ini", "[default]\nkey=AKIAABCDEFGHIJKLMNOP\n", "'aws.ini' holds an AWS key"),
+    ],
+)
+def test_configmap_with_a_secret_fires(dev: Rendered, key: str, text: str, finding: str) -> None:
+    resources = stack(dev)
+    data = find(resources, "ConfigMap", "redis-config")["data"]
+    data[key] = data.get(key, "") + text
+    violations = check(resources)
+    [violation] = only(violations, "k8s-configmap-no-secrets")
+    assert violation.level == "mandatory"
+    assert violation.message.startswith("ConfigMap redis-dev/redis-config looks like it carries a secret")
+    assert finding in violation.message and "put the value in a Secret" in violation.message
+    assert "s3cr3t-Value-123" not in violation.message and "AKIAABCDEFGHIJKLMNOP" not in violation.message
+
+
+def test_configmap_placeholders_and_comments_are_not_secrets() -> None:
+    from policies.kubernetes import secret_findings
+
+    script = 'printf \'requirepass %s\\nmasterauth %s\\n\' "$REDISCLI_AUTH" "$REDISCLI_AUTH"\n'
+    script += 'grep -v -e \'^requirepass \' "$conf"\npassword=$(cat "$file")\n# requirepass is written at start\n'
+    assert secret_findings("start-redis.sh", script) == []
+
+
+def test_statefulset_without_pdb_fires(dev: Rendered) -> None:
+    resources = drop(stack(dev), "PodDisruptionBudget", "redis-sentinel")
+    [violation] = only(check(resources), "k8s-statefulset-disruption-budget")
+    assert violation.level == "mandatory" and violation.resource.endswith("::sentinel-statefulset")
+    assert "StatefulSet redis-dev/redis-sentinel has no PodDisruptionBudget" in violation.message
+    assert "maxUnavailable: 1" in violation.message
+
+
+def test_namespace_without_network_policy_fires(dev: Rendered) -> None:
+    resources = drop(stack(dev), "NetworkPolicy", "redis")
+    violations = only(check(resources), "k8s-namespace-network-policy")
+    assert len(violations) == 3  # both StatefulSets and the smoke Job
+    assert all("namespace 'redis-dev' has no NetworkPolicy" in v.message for v in violations)
+
+
+def test_pods_no_network_policy_selects_fire(dev: Rendered) -> None:
+    resources = stack(dev) + backup_resources()
+    del by_name(resources, "backup-cronjob")["spec"]["jobTemplate"]["spec"]["template"]["metadata"]["labels"][
+        "app.kubernetes.io/part-of"
+    ]
+    [violation] = only(check(resources), "k8s-namespace-network-policy")
+    assert (
+        "CronJob redis-dev/redis-backup: no NetworkPolicy in namespace 'redis-dev' selects its pods"
+        in violation.message
+    )
+
+
+def test_service_over_every_redis_pod_fires(dev: Rendered) -> None:
+    selector = dict(find(stack(dev), "StatefulSet", "redis")["spec"]["selector"]["matchLabels"])
+    service = {"apiVersion": "v1", "kind": "Service", "metadata": {"name": "redis", "namespace": NS}}
+    writes = make(
+        "kubernetes:core/v1:Service", "writes", {**service, "spec": {"selector": selector, "ports": [{"port": 6379}]}}
+    )
+    [violation] = only(check([*stack(dev), writes]), "k8s-no-service-over-all-redis-pods")
+    assert violation.level == "mandatory"
+    assert (
+        "Service redis-dev/redis load-balances over every Redis pod of StatefulSet redis-dev/redis" in violation.message
+    )
+    assert "READONLY" in violation.message
+    one_pod = {**selector, "statefulset.kubernetes.io/pod-name": "redis-0"}
+    pinned = make("kubernetes:core/v1:Service", "pod0", {**service, "spec": {"selector": one_pod}})
+    assert check([*stack(dev), pinned]) == []
+
+
+# --- Redis --------------------------------------------------------------------------------------
+
+
+def _set_conf(resources: list[Registered], old: str, new: str) -> None:
+    data = find(resources, "ConfigMap", "redis-config")["data"]
+    assert old in data["redis.conf"]
+    data["redis.conf"] = data["redis.conf"].replace(old, new)
+
+
+def test_maxmemory_beyond_the_share_fires_only_with_persistence(dev: Rendered) -> None:
+    resources = stack(dev)
+    limit = 512 * 2**20
+    _set_conf(resources, f"maxmemory {limit // 2}\n", f"maxmemory {int(limit * 0.8)}\n")
+    [violation] = only(check(resources), "redis-maxmemory-headroom")
+    assert violation.level == "mandatory"
+    assert (
+        f"StatefulSet redis-dev/redis: maxmemory {int(limit * 0.8)} is 80% of the container memory limit"
+        in violation.message
+    )
+    assert f"at most 60% ({int(limit * 0.6)} bytes)" in violation.message
+    assert check(resources, {"redis-maxmemory-headroom": {"maxMemoryShare": 0.9}}) == []
+    _set_conf(resources, "appendonly yes", "appendonly no")
+    _set_conf(resources, "save 900 1\nsave 300 10\nsave 60 10000", 'save ""')
+    assert check(resources) == []
+
+
+def test_missing_maxmemory_with_persistence_fires(dev: Rendered) -> None:
+    resources = stack(dev)
+    _set_conf(resources, f"maxmemory {256 * 2**20}\n", "")
+    [violation] = only(check(resources), "redis-maxmemory-headroom")
+    assert "persistence (RDB or AOF) but maxmemory is unset" in violation.message
+
+
+def test_even_or_too_few_sentinels_and_a_minority_quorum_fire(dev: Rendered) -> None:
+    resources = stack(dev)
+    find(resources, "StatefulSet", "redis-sentinel")["spec"]["replicas"] = 4.0
+    even, quorum = only(check(resources), "redis-sentinel-quorum")
+    assert "StatefulSet redis-dev/redis-sentinel runs 4 Sentinels: use an odd number of at least 3" in even.message
+    assert "quorum 2 is not a majority of its 4 Sentinels; set it between 3 and 4" in quorum.message
+    resources = stack(dev)
+    data = find(resources, "ConfigMap", "redis-sentinel-config")["data"]
+    data["sentinel.conf"] = data["sentinel.conf"].replace("@MASTER_PORT@ 2", "@MASTER_PORT@ 1")
+    [violation] = only(check(resources), "redis-sentinel-quorum")
+    assert "quorum 1 is not a majority of its 3 Sentinels; set it between 2 and 3" in violation.message
+
+
+def test_redis_without_sentinels_fires(dev: Rendered) -> None:
+    resources = drop(stack(dev), "StatefulSet", "redis-sentinel")
+    violations = check(resources)
+    quorum = [v for v in violations if v.policy == "redis-sentinel-quorum"]
+    assert len(quorum) == 1 and "StatefulSet redis-dev/redis has no Sentinels in the stack" in quorum[0].message
+
+
+def test_replicas_not_wired_to_authenticate_fire(dev: Rendered) -> None:
+    resources = stack(dev)
+    data = find(resources, "ConfigMap", "redis-config")["data"]
+    data["start-redis.sh"] = data["start-redis.sh"].replace("masterauth", "masteruser")
+    [violation] = only(check(resources), "redis-replica-auth")
+    assert violation.level == "mandatory"
+    assert (
+        "StatefulSet redis-dev/redis: nothing in its config, scripts or command line sets masterauth"
+        in violation.message
+    )
+    resources = stack(dev)
+    spec = find(resources, "StatefulSet", "redis-sentinel")["spec"]["template"]["spec"]
+    spec["volumes"] = [v for v in spec["volumes"] if "secret" not in v]
+    [violation] = only(check(resources), "redis-replica-auth")
+    assert "redis-sentinel: its pods use no Secret to read the password from" in violation.message
+
+
+# --- AWS ----------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("broken", "change", "policy", "expected"),
+    [
+        (
+            "backups-sse",
+            lambda r: r["rules"][0]["applyServerSideEncryptionByDefault"].update(sseAlgorithm="AES256"),
+            "aws-s3-kms-encryption",
+            'aws:s3/bucket:Bucket "backups" is not encrypted with KMS',
+        ),
+        (
+            "backups-versioning",
+            lambda r: r["versioningConfiguration"].update(status="Suspended"),
+            "aws-s3-versioning",
+            "has no BucketVersioning with status 'Enabled'",
+        ),
+        (
+            "backups-pab",
+            lambda r: r.update(restrictPublicBuckets=False),
+            "aws-s3-public-access-block",
+            "a BucketPublicAccessBlock without restrictPublicBuckets",
+        ),
+        (
+            "backups-lifecycle",
+            lambda r: r["rules"][0]["expiration"].update(days=90.0),
+            "aws-s3-lifecycle-retention",
+            "expires objects after 90 days, beyond the 30-day retention",
+        ),
+        (
+            "backups-lifecycle",
+            lambda r: r["rules"][0].update(status="Disabled"),
+            "aws-s3-lifecycle-retention",
+            "has no enabled lifecycle rule expiring objects",
+        ),
+        (
+            "backups-policy",
+            lambda r: r.update(policy=json.dumps({"Statement": []})),
+            "aws-s3-tls-only",
+            "has no bucket policy refusing plain HTTP",
+        ),
+        (
+            "backup-sa",
+            lambda r: r["metadata"].pop("annotations"),
+            "aws-backup-irsa",
+            "service account redis-dev/redis-backup has no eks.amazonaws.com/role-arn annotation",
+        ),
+        (
+            "backup-role",
+            lambda r: r.update(assumeRolePolicy=json.dumps({"Statement": []})),
+            "aws-backup-irsa",
+            'aws:iam/role:Role "backup-role" does not trust service account redis-dev/redis-backup',
+        ),
+        (
+            "backup-cronjob",
+            lambda r: r["spec"]["jobTemplate"]["spec"]["template"]["spec"].pop("serviceAccountName"),
+            "aws-backup-irsa",
+            "CronJob redis-dev/redis-backup runs under the namespace's default service account",
+        ),
+    ],
+)
+def test_each_aws_rule_fires(dev: Rendered, broken: str, change: Any, policy: str, expected: str) -> None:
+    resources = aws_stack(dev)
+    change(by_name(resources, broken))
+    violations = check(resources)
+    if policy == "aws-s3-lifecycle-retention":  # the noncurrent rule shares the lifecycle config
+        violations = [v for v in violations if v.policy != "aws-s3-noncurrent-version-expiration"]
+    [violation] = only(violations, policy)
+    assert violation.level == "mandatory" and expected in violation.message
+
+
+def test_missing_bucket_companions_fire_every_bucket_rule(dev: Rendered) -> None:
+    bare = make("aws:s3/bucket:Bucket", "bare", {"bucket": "bare"})
+    violations = check([*stack(dev), bare])
+    fired = {v.policy: v for v in violations}
+    assert set(fired) == {
+        "aws-s3-kms-encryption",
+        "aws-s3-versioning",
+        "aws-s3-public-access-block",
+        "aws-s3-lifecycle-retention",
+        "aws-s3-tls-only",
+    }
+    assert all(v.resource == bare.urn and 'aws:s3/bucket:Bucket "bare"' in v.message for v in violations)
+
+
+def test_companions_match_the_bucket_by_name_too(dev: Rendered) -> None:
+    assert check(aws_stack(dev, bucket_ref="dict-redis-backups")) == []
+    other = [v.policy for v in check(aws_stack(dev, bucket_ref="someone-elses-bucket"))]
+    assert "aws-s3-kms-encryption" in other and "aws-s3-versioning" in other
+
+
+def test_companions_match_through_property_dependencies_in_preview() -> None:
+    """Under the engine the bucket's name is unknown in a first preview; the URN dependency is not."""
+    opts = PolicyResourceOptions(False, [], None, [], PolicyCustomTimeouts(0, 0, 0), [])
+    bucket = PolicyResource(
+        "aws:s3/bucket:Bucket",
+        unknown_checking_proxy({"bucket": UNKNOWN_STRING_VALUE}),
+        "urn:b",
+        "b",
+        opts,
+        None,
+        None,
+        [],
+        {},
+    )
+    sse_props = {
+        "bucket": UNKNOWN_STRING_VALUE,
+        "rules": [{"applyServerSideEncryptionByDefault": {"sseAlgorithm": "aws:kms"}}],
+    }
+    sse = PolicyResource(
+        next(iter(aws.SSE)),
+        unknown_checking_proxy(sse_props),
+        "urn:s",
+        "s",
+        opts,
+        None,
+        None,
+        [bucket],
+        {"bucket": [bucket]},
+    )
+    reports: list[str] = []
+    aws.s3_kms_encryption.validate(StackValidationArgs([bucket, sse]), lambda msg, urn=None: reports.append(msg))
+    assert reports == []
+    aws.s3_kms_encryption.validate(StackValidationArgs([bucket]), lambda msg, urn=None: reports.append(msg))
+    assert len(reports) == 1 and "is not encrypted with KMS" in reports[0]
+
+
+def test_noncurrent_versions_beyond_retention_are_advisory(dev: Rendered) -> None:
+    resources = aws_stack(dev)
+    del by_name(resources, "backups-lifecycle")["rules"][0]["noncurrentVersionExpiration"]
+    [violation] = only(check(resources), "aws-s3-noncurrent-version-expiration")
+    assert violation.level == "advisory" and "never expires noncurrent versions" in violation.message
+    assert (
+        only(check(resources, {"aws-s3-noncurrent-version-expiration": "mandatory"}), violation.policy)[0].level
+        == "mandatory"
+    )
+
+
+def test_retention_comes_from_pack_config(dev: Rendered) -> None:
+    resources = aws_stack(dev)
+    violations = check(resources, {"aws-s3-lifecycle-retention": {"retentionDays": 7}})
+    [violation] = only(violations, "aws-s3-lifecycle-retention")
+    assert "expires objects after 30 days, beyond the 7-day retention" in violation.message
+
+
+@pytest.mark.parametrize("type_", ["aws:iam/user:User", "aws:iam/accessKey:AccessKey"])
+def test_iam_users_and_access_keys_fire(dev: Rendered, type_: str) -> None:
+    [violation] = only(check([*stack(dev), make(type_, "backup-user", {"user": "backup"})]), "aws-no-iam-users")
+    assert violation.level == "mandatory"
+    assert f'{type_} "backup-user": IAM users and access keys are long-lived' in violation.message
+    assert "IRSA" in violation.message
+
+
+def test_aws_credentials_in_env_or_secrets_fire(dev: Rendered) -> None:
+    resources = aws_stack(dev)
+    job = by_name(resources, "backup-cronjob")
+    job_container = job["spec"]["jobTemplate"]["spec"]["template"]["spec"]["containers"][0]
+    job_container["env"].append(
+        {"name": "AWS_SECRET_ACCESS_KEY", "valueFrom": {"secretKeyRef": {"name": "aws", "key": "k"}}}
+    )
+    secret = make(
+        "kubernetes:core/v1:Secret",
+        "aws-keys",
+        {
+            "apiVersion": "v1",
+            "kind": "Secret",
+            "metadata": {"name": "aws", "namespace": NS},
+            "stringData": {"credentials": "[default]\naws_access_key_id = AKIAABCDEFGHIJKLMNOP\n"},
+        },
+    )
+    violations = only(check([*resources, secret]), "aws-no-static-credentials")
+    messages = sorted(v.message for v in violations)
+    assert len(messages) == 2
+    assert 'CronJob redis-dev/redis-backup: container "backup" sets AWS_SECRET_ACCESS_KEY' in messages[0]
+    assert "Secret redis-dev/aws: stringData key 'credentials' holds AWS credentials" in messages[1]
+    assert not any("AKIAABCDEFGHIJKLMNOP" in m for m in messages)
+
+
+# --- levels, config and unknown values ----------------------------------------------------------
+
+
+def test_pack_config_overrides_levels_and_rejects_unknown_names(dev: Rendered) -> None:
+    resources = drop(stack(dev), "PodDisruptionBudget", "redis")
+    assert only(check(resources, {"all": "advisory"}), "k8s-statefulset-disruption-budget")[0].level == "advisory"
+    assert check(resources, {"k8s-statefulset-disruption-budget": "disabled"}) == []
+    with pytest.raises(analyze.PackConfigError, match="unknown policy no-such-policy; policies: aws-backup-irsa"):
+        check(resources, {"no-such-policy": "mandatory"})
+    with pytest.raises(
+        analyze.PackConfigError, match="k8s-image-pinned: unknown config digest; valid keys: requireDigest"
+    ):
+        check(resources, {"k8s-image-pinned": {"digest": True}})
+    with pytest.raises(analyze.PackConfigError, match="'strict': use one of advisory, mandatory"):
+        check(resources, {"k8s-image-pinned": "strict"})
+
+
+def test_unknown_values_give_an_advisory_not_a_crash(dev: Rendered) -> None:
+    resources = stack(dev)
+    container(find(resources, "StatefulSet", "redis"), "redis")["image"] = UNKNOWN_STRING_VALUE
+    find(resources, "ConfigMap", "redis-config")["data"]["redis.conf"] = UNKNOWN_STRING_VALUE
+    violations = check(resources)
+    assert violations and {v.level for v in violations} == {"advisory"}
+    by_policy = {v.policy: v for v in violations}
+    assert "k8s-image-pinned" in by_policy and "redis-maxmemory-headroom" in by_policy
+    assert "can't run policy 'k8s-image-pinned'" in by_policy["k8s-image-pinned"].message
+    assert "during preview" in by_policy["k8s-image-pinned"].message
+
+
+# --- make policy and the pack's entry point -----------------------------------------------------
+
+
+def test_make_policy_runs_the_real_pack_over_grpc(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    out = tmp_path / "policy-dev.json"
+    assert analyze.main(["--stack", "dev", "--out", str(out)]) == 0
+    report = json.loads(out.read_text())
+    assert report == {"policies": [p.name for p in pack.POLICIES], "violations": []}
+    printed = capsys.readouterr().out
+    assert "with policies/config/dev.json" in printed
+    assert "stack dev: 21 policies, 0 mandatory and 0 advisory violations" in printed
+
+
+def test_make_policy_fails_on_a_mandatory_violation(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    config = tmp_path / "strict.json"
+    config.write_text(json.dumps({"k8s-image-pinned": {"requireDigest": True}, "k8s-redis-probes": "advisory"}))
+    out = tmp_path / "policy-prod.json"
+    assert analyze.main(["--stack", "prod", "--config", str(config), "--out", str(out)]) == 1
+    violations = json.loads(out.read_text())["violations"]
+    assert len(violations) == 3  # Redis, Sentinel and the smoke Job
+    assert all(set(v) == {"policy", "level", "resource", "message"} for v in violations)
+    assert {(v["policy"], v["level"]) for v in violations} == {("k8s-image-pinned", "mandatory")}
+    assert {v["resource"].rsplit("::", 1)[1] for v in violations} == {
+        "redis-statefulset",
+        "sentinel-statefulset",
+        "smoke-job",
+    }
+    printed = capsys.readouterr().out
+    assert "[mandatory] k8s-image-pinned (3)" in printed
+    assert (
+        "    - StatefulSet redis/redis, container \"redis\": image 'redis:7.2.4-alpine' has no @sha256: digest"
+        in printed
+    )
+
+
+def test_make_policy_reports_bad_input(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    config = tmp_path / "typo.json"
+    config.write_text(json.dumps({"k8s-image-pined": "mandatory"}))
+    assert analyze.main(["--stack", "dev", "--config", str(config), "--out", str(tmp_path / "r.json")]) == 2
+    assert "unknown policy k8s-image-pined; policies: " in capsys.readouterr().err
+    with pytest.raises(SystemExit, match=r"unknown stack 'qa': no Pulumi\.qa\.yaml; stacks: dev, prod"):
+        analyze.main(["--stack", "qa"])
+
+
+def test_make_policy_target_runs_the_analyzer() -> None:
+    dry_run = subprocess.run(
+        ["make", "-n", "-o", ".venv/.installed", "policy", "STACK=prod"],
+        cwd=analyze.ROOT,
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    assert ".venv/bin/python -m policies.analyze --stack prod" in dry_run.stdout
+
+
+def test_entry_point_only_builds_the_pack(monkeypatch: pytest.MonkeyPatch) -> None:
+    built: list[dict[str, Any]] = []
+    monkeypatch.setattr(pulumi_policy, "PolicyPack", lambda **kwargs: built.append(kwargs))
+    monkeypatch.setattr(sys, "path", [str(analyze.PACK_DIR), *sys.path])
+    runpy.run_path(str(analyze.PACK_DIR / "__main__.py"), run_name="__main__")
+    [kwargs] = built
+    assert kwargs["name"] == pack.PACK_NAME == "dict-redis-policies"
+    assert [p.name for p in kwargs["policies"]] == [p.name for p in pack.POLICIES]
+    assert kwargs["enforcement_level"] == pulumi_policy.EnforcementLevel.MANDATORY
+    # The pack's own directory left sys.path: its redis.py must not shadow redis-py.
+    assert str(analyze.PACK_DIR) not in sys.path
+
+
+def test_pack_project_files() -> None:
+    meta = yaml.safe_load((analyze.PACK_DIR / "PulumiPolicy.yaml").read_text())
+    assert meta["runtime"]["name"] == "python" and meta["version"]
+    pins = (analyze.PACK_DIR / "requirements.txt").read_text()
+    assert (
+        "pulumi-policy==1.21.*" in pins and "pulumi-policy==1.21.*" in (analyze.ROOT / "requirements.txt").read_text()
+    )
+
+
+def test_readme_lists_every_policy_with_its_level() -> None:
+    readme = (analyze.ROOT / "README.md").read_text()
+    documented = dict(re.findall(r"^\| `([a-z0-9-]+)` \| (mandatory|advisory) \|", readme, re.MULTILINE))
+    info = analyze.in_process_pack().GetAnalyzerInfo(analyze.empty_pb2.Empty())
+    assert documented == {p.name: analyze.LEVEL_NAMES[p.enforcementLevel] for p in info.policies}

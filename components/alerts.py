@@ -110,7 +110,7 @@ ALERTS: tuple[Alert, ...] = (
         "2m",
         "warning",
         "The master in $ns has fewer replicas than configured",
-        "The master has {{ $value }} connected replicas for 2 minutes; $replicas_expected are configured.",
+        "Replicas connected to the master: {{ $value }} for 2 minutes, of $replicas_expected configured.",
     ),
     Alert(
         "RedisReplicationLagHigh",
@@ -233,8 +233,8 @@ ALERTS: tuple[Alert, ...] = (
         "2m",
         "warning",
         "Sentinels in $ns are one loss away from blocking failover",
-        "A Sentinel sees only {{ $value }} healthy Sentinels for 2 minutes; a failover needs "
-        "$sentinels_needed (quorum $quorum and a majority of $sentinels).",
+        "A Sentinel sees only {{ $value }} healthy Sentinels (itself included) for 2 minutes; a failover "
+        "needs $sentinels_needed (quorum $quorum and a majority of $sentinels), so one more loss blocks it.",
     ),
     Alert(
         "RedisSentinelQuorumLost",

@@ -20,12 +20,12 @@ from components.settings import MonitoringSettings
 EXPORTER_FLAGS = ("-redis-only-metrics",)
 
 
-def exporter_args(redis_port: int, listen: str = f":{t.EXPORTER_PORT}") -> list[str]:
+def exporter_args(redis_port: int, *, host: str = "localhost", listen: str = f":{t.EXPORTER_PORT}") -> list[str]:
     """Command-line flags for one exporter: which local instance to scrape and where to listen.
 
     Nothing secret goes here: argv is visible to every process in the pod and in ``ps``.
     """
-    return [f"-redis.addr=redis://localhost:{redis_port}", f"-web.listen-address={listen}", *EXPORTER_FLAGS]
+    return [f"-redis.addr=redis://{host}:{redis_port}", f"-web.listen-address={listen}", *EXPORTER_FLAGS]
 
 
 def exporter_auth_env(secret_name: pulumi.Input[str]) -> list[dict[str, Any]]:

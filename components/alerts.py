@@ -64,7 +64,7 @@ class Alert:
     @property
     def runbook(self) -> str:
         """The runbook's file name under docs/runbooks/: the alert name in kebab case."""
-        return re.sub(r"(?<!^)(?=[A-Z])", "-", self.name).lower() + ".md"
+        return re.sub(r"(?<=[a-z0-9])(?=[A-Z])|(?<=[A-Z])(?=[A-Z][a-z])", "-", self.name).lower() + ".md"
 
 
 ALERTS: tuple[Alert, ...] = (

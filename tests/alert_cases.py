@@ -564,7 +564,8 @@ def promtool_tests(rules_file: str, runbook_urls: dict[str, str], cases: tuple[C
         ]
         groups.append(
             {
-                "name": f"{case.alert} {'fires' if case.fires else 'does not fire'}{': ' + case.why if case.why else ''}",
+                "name": f"{case.alert} {'fires' if case.fires else 'does not fire'}"
+                + (f": {case.why}" if case.why else ""),
                 "interval": case.interval,
                 "input_series": [{"series": s, "values": v} for s, v in case.series.items()],
                 "alert_rule_test": [{"eval_time": case.eval_time, "alertname": case.alert, "exp_alerts": exp_alerts}],

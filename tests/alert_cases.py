@@ -547,7 +547,21 @@ CASES: tuple[Case, ...] = (
 )
 
 
-def promtool_tests(rules_file: str, runbook_urls: dict[str, str], cases: tuple[Case, ...] = CASES) -> dict[str, Any]:
+def promtool_test_files(
+    rules_file: str, runbook_urls: dict[str, str], cases: tuple[Case, ...] = CASES
+) -> dict[str, dict[str, Any]]:
+    """One promtool unit-test file per sample interval, evaluated at that interval: the 12-hour
+    backup cases evaluated every minute would cost promtool seconds for nothing."""
+    intervals = sorted({case.interval for case in cases})
+    return {
+        interval: promtool_tests(rules_file, runbook_urls, tuple(c for c in cases if c.interval == interval), interval)
+        for interval in intervals
+    }
+
+
+def promtool_tests(
+    rules_file: str, runbook_urls: dict[str, str], cases: tuple[Case, ...] = CASES, evaluation_interval: str = "1m"
+) -> dict[str, Any]:
     """The promtool unit-test file for ``cases`` (one test group per case)."""
     groups = []
     for case in cases:
@@ -571,4 +585,4 @@ def promtool_tests(rules_file: str, runbook_urls: dict[str, str], cases: tuple[C
                 "alert_rule_test": [{"eval_time": case.eval_time, "alertname": case.alert, "exp_alerts": exp_alerts}],
             }
         )
-    return {"rule_files": [rules_file], "evaluation_interval": "1m", "tests": groups}
+    return {"rule_files": [rules_file], "evaluation_interval": evaluation_interval, "tests": groups}

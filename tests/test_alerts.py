@@ -13,7 +13,7 @@ from components.alerts import ALERTS, alert_rules, metric_names, rule_groups
 from components.dashboard import PANELS, dashboard, panel_queries
 from components.settings import settings_from_config
 from smoke.render import ROOT, Rendered, write_render
-from tests.alert_cases import CASES, promtool_tests
+from tests.alert_cases import CASES, promtool_test_files, promtool_tests
 from tests.support import require_binaries
 
 RUNBOOKS = ROOT / "docs" / "runbooks"
@@ -62,11 +62,14 @@ def test_every_alert_has_a_case_that_fires_and_one_that_does_not() -> None:
 
 def test_promtool_unit_tests_pass_for_every_alert(prod_rules_dir: Path) -> None:
     rules = prod_rules_dir / "redis-rules.yaml"
-    tests = promtool_tests(rules.name, _urls(rules))
-    (prod_rules_dir / "redis-rules_test.yaml").write_text(yaml.safe_dump(tests, sort_keys=False, width=200))
-    result = promtool("test", "rules", "redis-rules_test.yaml", cwd=prod_rules_dir)
-    assert result.returncode == 0, result.stdout + result.stderr
-    assert "SUCCESS" in result.stdout
+    files = promtool_test_files(rules.name, _urls(rules))
+    assert sum(len(f["tests"]) for f in files.values()) == len(CASES)
+    for interval, tests in files.items():
+        name = f"redis-rules_{interval}_test.yaml"
+        (prod_rules_dir / name).write_text(yaml.safe_dump(tests, sort_keys=False, width=200))
+        result = promtool("test", "rules", name, cwd=prod_rules_dir)
+        assert result.returncode == 0, result.stdout + result.stderr
+        assert "SUCCESS" in result.stdout
 
 
 def test_promtool_unit_tests_catch_a_wrong_expectation(prod_rules_dir: Path) -> None:

@@ -12,8 +12,8 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STACK ?= dev
 # Binaries the tests run for real, and the Debian packages that provide them.
-SYSTEM_BINARIES := redis-server redis-sentinel redis-cli redis-check-rdb busybox
-SYSTEM_PACKAGES := redis-server redis-sentinel redis-tools busybox
+SYSTEM_BINARIES := redis-server redis-sentinel redis-cli redis-check-rdb busybox promtool prometheus-redis-exporter
+SYSTEM_PACKAGES := redis-server redis-sentinel redis-tools busybox prometheus prometheus-redis-exporter
 
 .PHONY: deps system-deps python-deps render rehearsal local test lint clean policy
 
@@ -30,7 +30,8 @@ system-deps:
 		apt-get update -qq; \
 		DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
 			$(SYSTEM_PACKAGES) python3 python3-venv >/dev/null; \
-		for svc in redis-server redis-sentinel; do service $$svc stop >/dev/null 2>&1 || true; done; \
+		for svc in redis-server redis-sentinel prometheus prometheus-redis-exporter; do \
+			service $$svc stop >/dev/null 2>&1 || true; done; \
 	fi
 
 python-deps: $(VENV)/.installed

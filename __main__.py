@@ -5,6 +5,7 @@
                                   ├─ redis      StatefulSet of data nodes (+ headless Service, PDB)
                                   ├─ sentinel   StatefulSet of Sentinels (+ client Service, PDB)
                                   ├─ network    NetworkPolicy: clients and the layer itself only
+                                  ├─ monitoring (optional) PodMonitor, PrometheusRule, dashboard
                                   └─ smoke      (optional) Job running the smoke suite once ready
 
 Applications discover the master through the Sentinel Service; nothing routes writes elsewhere.
@@ -14,6 +15,7 @@ import pulumi
 import pulumi_kubernetes as k8s
 
 from components.auth import RedisAuth, RedisAuthArgs
+from components.monitoring import Monitoring, MonitoringArgs
 from components.network import CacheNetworkPolicy, CacheNetworkPolicyArgs
 from components.redis import RedisDataPlane, RedisDataPlaneArgs
 from components.sentinel import Sentinel, SentinelArgs
@@ -31,6 +33,10 @@ auth = RedisAuth("auth", RedisAuthArgs(settings=settings, namespace=ns))
 redis = RedisDataPlane("redis", RedisDataPlaneArgs(settings=settings, namespace=ns, secret_name=auth.secret_name))
 sentinel = Sentinel("sentinel", SentinelArgs(settings=settings, namespace=ns, secret_name=auth.secret_name))
 network = CacheNetworkPolicy("network", CacheNetworkPolicyArgs(settings=settings, namespace=ns))
+
+if settings.monitoring.enabled:
+    # The exporter sidecars come with the StatefulSets; this adds what finds and watches them.
+    Monitoring("monitoring", MonitoringArgs(settings=settings, namespace=ns))
 
 pulumi.export("namespace", ns)
 pulumi.export("sentinelService", sentinel.service_address)

@@ -2,8 +2,9 @@
 
 Ingress to 6379/26379 only from the layer's own pods (replication, Sentinel checks) and from pods
 carrying the client labels configured in ``clientSelector``, in the namespaces listed in
-``clientNamespaces`` (any namespace when empty). Egress only to the layer's own pods and to DNS,
-which the scripts and Sentinel need to resolve pod names.
+``clientNamespaces`` (any namespace when empty). With monitoring on, pods in the monitoring
+namespace (Prometheus) may reach the exporters' metrics port, and nothing else. Egress only to the
+layer's own pods and to DNS, which the scripts and Sentinel need to resolve pod names.
 """
 
 from __future__ import annotations
@@ -46,6 +47,16 @@ class CacheNetworkPolicy(pulumi.ComponentResource):
             "namespace_selector": namespace_selector,
             "pod_selector": {"match_labels": dict(args.settings.client_selector)},
         }
+        ingress = [
+            {"from": [own_pods], "ports": ports},
+            {"from": [clients], "ports": ports},
+        ]
+        monitoring = args.settings.monitoring
+        if monitoring.enabled:
+            prometheus = {
+                "namespace_selector": {"match_labels": {NAMESPACE_NAME_LABEL: monitoring.namespace}},
+            }
+            ingress.append({"from": [prometheus], "ports": [{"protocol": "TCP", "port": t.EXPORTER_PORT}]})
         policy = k8s.networking.v1.NetworkPolicy(
             f"{name}-policy",
             metadata={
@@ -56,10 +67,7 @@ class CacheNetworkPolicy(pulumi.ComponentResource):
             spec={
                 "pod_selector": {"match_labels": topo.part_of},
                 "policy_types": ["Ingress", "Egress"],
-                "ingress": [
-                    {"from": [own_pods], "ports": ports},
-                    {"from": [clients], "ports": ports},
-                ],
+                "ingress": ingress,
                 "egress": [
                     {"to": [own_pods], "ports": ports},
                     {

@@ -13,6 +13,7 @@ import pulumi_kubernetes as k8s
 
 from components import pods
 from components import topology as t
+from components.exporter import exporter_container
 from components.renderers.redis_conf import render_redis_conf
 from components.renderers.scripts import REDIS_SCRIPTS, render_scripts
 from components.settings import Settings
@@ -89,6 +90,9 @@ class RedisDataPlane(pulumi.ComponentResource):
                 {"name": "data", "mount_path": t.DATA_DIR},
             ],
         }
+        sidecars = (
+            [exporter_container(s.monitoring, t.REDIS_PORT, args.secret_name)] if s.monitoring.enabled else []
+        )
         statefulset = k8s.apps.v1.StatefulSet(
             f"{name}-statefulset",
             metadata={"name": topo.redis, "namespace": args.namespace, "labels": labels},
@@ -113,7 +117,7 @@ class RedisDataPlane(pulumi.ComponentResource):
                         "termination_grace_period_seconds": r.termination_grace_period_seconds,
                         "security_context": pods.pod_security_context(),
                         **pods.spread(selector, r.anti_affinity),
-                        "containers": [container],
+                        "containers": [container, *sidecars],
                         "volumes": [
                             {"name": "config", "config_map": {"name": topo.redis_config, "default_mode": 0o444}},
                             {"name": "auth", "secret": {"secret_name": args.secret_name, "default_mode": 0o440}},

@@ -14,6 +14,7 @@ import pulumi_kubernetes as k8s
 
 from components import pods
 from components import topology as t
+from components.exporter import exporter_container
 from components.renderers.scripts import SENTINEL_SCRIPTS, render_scripts
 from components.renderers.sentinel_conf import render_sentinel_conf
 from components.settings import Settings
@@ -93,6 +94,9 @@ class Sentinel(pulumi.ComponentResource):
                 {"name": "tmp", "mount_path": "/tmp"},
             ],
         }
+        sidecars = (
+            [exporter_container(s.monitoring, t.SENTINEL_PORT, args.secret_name)] if s.monitoring.enabled else []
+        )
         k8s.apps.v1.StatefulSet(
             f"{name}-statefulset",
             metadata={"name": topo.sentinel, "namespace": args.namespace, "labels": labels},
@@ -112,7 +116,7 @@ class Sentinel(pulumi.ComponentResource):
                         "enable_service_links": False,
                         "security_context": pods.pod_security_context(),
                         **pods.spread(selector, sen.anti_affinity),
-                        "containers": [container],
+                        "containers": [container, *sidecars],
                         "volumes": [
                             {"name": "config", "config_map": {"name": topo.sentinel_config, "default_mode": 0o444}},
                             {"name": "auth", "secret": {"secret_name": args.secret_name, "default_mode": 0o440}},

@@ -243,6 +243,48 @@ class SmokeSettings(_Model):
     )
 
 
+# Prometheus durations as prometheus-operator accepts them (e.g. 30s, 1m30s).
+PromDuration = Annotated[str, Field(pattern=r"^(([0-9]+)h)?(([0-9]+)m)?(([0-9]+)s)?(([0-9]+)ms)?$", min_length=2)]
+
+
+def duration_seconds(duration: str) -> float:
+    """Seconds in a Prometheus duration such as ``1m30s`` (already validated by PromDuration)."""
+    units = {"h": 3600, "m": 60, "s": 1, "ms": 0.001}
+    return sum(int(n) * units[u] for n, u in re.findall(r"([0-9]+)(ms|h|m|s)", duration))
+
+
+class MonitoringSettings(_Model):
+    """Exporter sidecars, the PodMonitor, the PrometheusRule and the Grafana dashboard.
+
+    The PodMonitor and PrometheusRule are prometheus-operator custom resources: a cluster without
+    its CRDs refuses them, so the whole section is off unless a stack turns it on.
+    """
+
+    enabled: bool = False
+    # Same release as the Debian package the live metric check runs (prometheus-redis-exporter 1.45),
+    # so the metric names the rules use are the ones this image exports.
+    exporter_image: str = "oliver006/redis_exporter:v1.45.0-alpine"
+    exporter_resources: Resources = Resources(
+        requests=ResourceAmounts(cpu="10m", memory="32Mi"),
+        limits=ResourceAmounts(cpu="100m", memory="64Mi"),
+    )
+    scrape_interval: PromDuration = "30s"
+    scrape_timeout: PromDuration = "10s"
+    # Labels on the PodMonitor and PrometheusRule that the Prometheus installation selects on
+    # (kube-prometheus-stack: podMonitorSelector / ruleSelector match its release label).
+    monitor_labels: dict[str, str] = {"release": "kube-prometheus-stack"}
+    # Namespace of the Prometheus pods: the NetworkPolicy admits it to the metrics port only.
+    namespace: DnsLabel = "monitoring"
+    # Labels the Grafana dashboard sidecar looks for, and where the dashboard ConfigMap goes
+    # (null: the stack's namespace; set Grafana's namespace if its sidecar searches only there).
+    dashboard_labels: dict[str, str] = {"grafana_dashboard": "1"}
+    dashboard_namespace: DnsLabel | None = None
+    # Where the alerts' runbook_url points: docs/runbooks/ of this repository.
+    runbook_base_url: str = Field(
+        default="https://github.com/lbpay/dict-redis/blob/main/docs/runbooks", pattern=r"^https?://\S+[^/]$"
+    )
+
+
 class Settings(_Model):
     """Everything one stack needs; built by :func:`load_settings` or :func:`settings_from_config`."""
 
@@ -257,13 +299,14 @@ class Settings(_Model):
     redis: RedisSettings = RedisSettings()
     sentinel: SentinelSettings = SentinelSettings()
     smoke: SmokeSettings = SmokeSettings()
+    monitoring: MonitoringSettings = MonitoringSettings()
     # Taken from secret config when set; otherwise the stack generates one. Never printed.
     redis_password: str | None = Field(default=None, repr=False)
 
 
 # --- loading ----------------------------------------------------------------------------------
 
-_OBJECT_KEYS = {"redis", "sentinel", "smoke", "clientSelector", "clientNamespaces"}
+_OBJECT_KEYS = {"redis", "sentinel", "smoke", "monitoring", "clientSelector", "clientNamespaces"}
 _SECRET_KEYS = {"redisPassword"}
 _IMAGE_PINNED = re.compile(r"^[^@]+@sha256:[0-9a-f]{64}$|^[^@]+:[^:/@]*\d+\.\d+\.\d+[^:/@]*$")
 
@@ -341,6 +384,7 @@ def _cross_checks(s: Settings) -> list[str]:
     problems: list[str] = []
 
     images = [("image", s.image)] + ([("smoke.image", s.smoke.image)] if s.smoke.enabled else [])
+    images += [("monitoring.exporterImage", s.monitoring.exporter_image)] if s.monitoring.enabled else []
     for key, image in images:
         if not _IMAGE_PINNED.match(image):
             problems.append(
@@ -383,17 +427,29 @@ def _cross_checks(s: Settings) -> list[str]:
     elif share > 1:
         problems.append(f"{p}{key} = {shown}: exceeds the memory limit {r.resources.limits.memory}")
 
-    for name, res in (("redis", r.resources), ("sentinel", s.sentinel.resources), ("smoke", s.smoke.resources)):
+    all_resources = (
+        ("redis.resources", r.resources),
+        ("sentinel.resources", s.sentinel.resources),
+        ("smoke.resources", s.smoke.resources),
+        ("monitoring.exporterResources", s.monitoring.exporter_resources),
+    )
+    for name, res in all_resources:
         if memory_bytes(res.requests.memory) > memory_bytes(res.limits.memory):
             problems.append(
-                f"{p}{name}.resources.requests.memory = {res.requests.memory!r}: must not exceed "
+                f"{p}{name}.requests.memory = {res.requests.memory!r}: must not exceed "
                 f"limits.memory {res.limits.memory!r}"
             )
         if cpu_millicores(res.requests.cpu) > cpu_millicores(res.limits.cpu):
             problems.append(
-                f"{p}{name}.resources.requests.cpu = {res.requests.cpu!r}: must not exceed "
-                f"limits.cpu {res.limits.cpu!r}"
+                f"{p}{name}.requests.cpu = {res.requests.cpu!r}: must not exceed limits.cpu {res.limits.cpu!r}"
             )
+
+    mon = s.monitoring
+    if duration_seconds(mon.scrape_timeout) > duration_seconds(mon.scrape_interval):
+        problems.append(
+            f"{p}monitoring.scrapeTimeout = {mon.scrape_timeout!r}: must not exceed "
+            f"monitoring.scrapeInterval {mon.scrape_interval!r} (Prometheus refuses such a scrape config)"
+        )
 
     needed = s.sentinel.prestop_timeout_seconds() + SHUTDOWN_BUDGET_SECONDS
     if r.termination_grace_period_seconds < needed:
@@ -414,14 +470,20 @@ def _cross_checks(s: Settings) -> list[str]:
             "(value not shown: it is a secret)"
         )
 
-    for label_key, label_value in s.client_selector.items():
-        if not re.match(r"^([a-z0-9.-]+/)?[A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?$", label_key) or not re.match(
-            r"^([A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?)?$", label_value
-        ):
-            problems.append(
-                f"{p}clientSelector = {json.dumps({label_key: label_value})}: not a valid Kubernetes label "
-                "(key [prefix/]name, value up to 63 alphanumerics, '-', '_' or '.')"
-            )
+    label_maps = (
+        ("clientSelector", s.client_selector),
+        ("monitoring.monitorLabels", s.monitoring.monitor_labels),
+        ("monitoring.dashboardLabels", s.monitoring.dashboard_labels),
+    )
+    for label_setting, label_map in label_maps:
+        for label_key, label_value in label_map.items():
+            if not re.match(
+                r"^([a-z0-9.-]+/)?[A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?$", label_key
+            ) or not re.match(r"^([A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?)?$", label_value):
+                problems.append(
+                    f"{p}{label_setting} = {json.dumps({label_key: label_value})}: not a valid Kubernetes label "
+                    "(key [prefix/]name, value up to 63 alphanumerics, '-', '_' or '.')"
+                )
     if not s.client_selector:
         problems.append(f"{p}clientSelector = {{}}: name at least one label that client pods carry")
     return problems

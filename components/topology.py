@@ -27,6 +27,12 @@ RUN_DIR = "/run/redis"
 DATA_DIR = "/data"
 PASSWORD_KEY = "redis-password"
 
+# redis_exporter sidecars (one per Redis pod and per Sentinel pod) listen here; Prometheus finds
+# them by the port's name.
+EXPORTER_PORT = 9121
+METRICS_PORT_NAME = "metrics"
+EXPORTER_CONTAINER = "exporter"
+
 
 @dataclass(frozen=True)
 class Topology:
@@ -45,6 +51,10 @@ class Topology:
     redis_config: str = "redis-config"
     sentinel_config: str = "redis-sentinel-config"
     network_policy: str = "redis"
+    pod_monitor: str = "redis"
+    prometheus_rule: str = "redis"
+    dashboard: str = "redis-dashboard"
+    backup_cronjob: str = "redis-backup"
 
     @classmethod
     def of(cls, settings: Settings) -> Topology:

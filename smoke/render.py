@@ -7,6 +7,9 @@ send), and writes
     build/render/<stack>/k8s/<kind>-<name>.yaml   one Kubernetes object per file
     build/render/<stack>/aws/<type>-<name>.json   every other resource: type, name, inputs
     build/render/<stack>/outputs.json             the stack outputs
+    build/render/<stack>/prometheus/<name>-rules.yaml   each PrometheusRule's groups as a plain
+                                                  rules file (``promtool check rules`` reads it)
+    build/render/<stack>/grafana/<file>.json      each dashboard a labelled ConfigMap carries
 
 Secret values are written as ``<redacted>``. ``REDIS_PASSWORD`` in the environment becomes the
 stack's ``redisPassword`` (a test uses it to prove the password reaches no rendered file).
@@ -253,6 +256,20 @@ def _slug(text: str) -> str:
     return re.sub(r"[^a-z0-9.-]+", "-", text.lower()).strip("-")
 
 
+def _write_monitoring_files(doc: dict[str, Any], out_dir: Path) -> None:
+    """The PrometheusRule's spec as the plain rules file, and dashboards as JSON files: the same
+    data as in the manifests, in the form promtool and Grafana read."""
+    name = doc["metadata"]["name"]
+    if doc["kind"] == "PrometheusRule":
+        (out_dir / "prometheus").mkdir(exist_ok=True)
+        (out_dir / "prometheus" / f"{_slug(name)}-rules.yaml").write_text(to_yaml(doc["spec"]))
+    elif doc["kind"] == "ConfigMap" and any(key.endswith(".json") for key in doc.get("data", {})):
+        (out_dir / "grafana").mkdir(exist_ok=True)
+        for file_name, text in doc.get("data", {}).items():
+            if file_name.endswith(".json"):
+                (out_dir / "grafana" / _slug(file_name)).write_text(text)
+
+
 def write_render(rendered: Rendered, out_dir: Path) -> list[tuple[str, str, Path]]:
     """Write the render under ``out_dir`` (replacing an older one); return (kind, name, path) rows."""
     if out_dir.exists():
@@ -268,6 +285,7 @@ def write_render(rendered: Rendered, out_dir: Path) -> list[tuple[str, str, Path
             path = out_dir / "k8s" / f"{_slug(doc['kind'])}-{_slug(doc['metadata']['name'])}.yaml"
             path.write_text(to_yaml(doc))
             rows.append((doc["kind"], doc["metadata"]["name"], path))
+            _write_monitoring_files(doc, out_dir)
         else:
             path = out_dir / "aws" / f"{_slug(resource.type.split(':')[-1])}-{_slug(resource.name)}.json"
             body = {"type": resource.type, "name": resource.name, "inputs": _plain(resource.inputs)}

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import shutil
 import threading
 from collections.abc import Iterator
 from unittest import mock
@@ -24,6 +25,17 @@ def render_with(stack: str, overrides: dict[str, str]) -> Rendered:
     """A stack's config with some keys replaced, run under mocks."""
     config, secret_keys, _ = stack_config(stack)
     return run_program(stack, {**config, **overrides}, secret_keys)
+
+
+def require_binaries(*names: str) -> None:
+    """Like :func:`require_redis_binaries` for other tools (promtool, prometheus-redis-exporter)."""
+    missing = [name for name in names if shutil.which(name) is None]
+    if not missing:
+        return
+    message = f"missing binaries {', '.join(missing)}: run 'make deps'"
+    if os.environ.get("CI", "").lower() in ("1", "true", "yes"):
+        pytest.fail(message)
+    pytest.skip(message)
 
 
 def require_redis_binaries() -> None:

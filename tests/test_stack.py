@@ -23,6 +23,10 @@ EXPECTED = {
     ("PodDisruptionBudget", "redis-sentinel"),
     ("NetworkPolicy", "redis"),
     ("Job", None),
+    # monitoring (on in both stacks)
+    ("PodMonitor", "redis"),
+    ("PrometheusRule", "redis"),
+    ("ConfigMap", "redis-dashboard"),
 }
 
 
@@ -92,6 +96,7 @@ def test_pods_run_hardened_as_a_high_non_root_uid(stack: Rendered, name: str) ->
     assert spec["enableServiceLinks"] is False
     assert spec["securityContext"]["runAsUser"] == RUN_AS_USER >= 10000
     assert spec["securityContext"]["seccompProfile"] == {"type": "RuntimeDefault"}
+    assert [c["name"] for c in spec["containers"]][1:] == ["exporter"]
     for container in spec["containers"]:
         sc = container["securityContext"]
         assert sc["runAsNonRoot"] is True and sc["runAsUser"] >= 10000
@@ -99,6 +104,9 @@ def test_pods_run_hardened_as_a_high_non_root_uid(stack: Rendered, name: str) ->
         assert sc["allowPrivilegeEscalation"] is False
         assert sc["capabilities"] == {"drop": ["ALL"]}
         assert set(container["resources"]) == {"requests", "limits"}
+        if container["name"] == "exporter":
+            assert "volumeMounts" not in container  # it writes nothing and reads no file
+            continue
         # Every writable path is an explicit volume.
         mounts = {m["mountPath"]: m.get("readOnly", False) for m in container["volumeMounts"]}
         assert mounts["/etc/redis-auth"] is True
@@ -108,7 +116,7 @@ def test_pods_run_hardened_as_a_high_non_root_uid(stack: Rendered, name: str) ->
 def test_the_password_reaches_pods_only_as_a_mounted_secret_file(stack: Rendered) -> None:
     for name in ("redis", "redis-sentinel"):
         spec = pod_spec(stack, name)
-        (container,) = spec["containers"]
+        container = spec["containers"][0]
         assert all("valueFrom" not in e or "secretKeyRef" not in e["valueFrom"] for e in container.get("env", []))
         assert "envFrom" not in container
         auth = next(v for v in spec["volumes"] if v["name"] == "auth")
@@ -123,7 +131,7 @@ def test_redis_statefulset_wiring(stack: Rendered) -> None:
     assert sts["replicas"] == 3
     assert sts["serviceName"] == "redis-headless"
     assert sts["podManagementPolicy"] == "Parallel"
-    (container,) = sts["template"]["spec"]["containers"]
+    container, _exporter = sts["template"]["spec"]["containers"]
     assert container["command"] == ["sh", "/etc/redis/start-redis.sh"]
     assert container["lifecycle"]["preStop"]["exec"]["command"] == ["sh", "/etc/redis/prestop-redis.sh"]
     assert [container[p]["exec"]["command"][2] for p in ("startupProbe", "livenessProbe", "readinessProbe")] == [
@@ -165,7 +173,7 @@ def test_sentinels_are_a_statefulset_of_three_with_writable_config(stack: Render
     assert sts["serviceName"] == "redis-sentinel-headless"
     volumes = {v["name"]: v for v in sts["template"]["spec"]["volumes"]}
     assert "emptyDir" in volumes["data"]
-    (container,) = sts["template"]["spec"]["containers"]
+    container, _exporter = sts["template"]["spec"]["containers"]
     assert container["command"] == ["sh", "/etc/redis-sentinel/start-sentinel.sh"]
     # The startup probe outlasts start-sentinel.sh's 60 s wait for the master on a first boot.
     startup = container["startupProbe"]
@@ -198,7 +206,8 @@ def test_network_policy_admits_only_clients_and_the_layer_itself(stack: Rendered
         "namespaceSelector": {},
         "podSelector": {"matchLabels": {"dict.lbpay.com.br/redis-client": "true"}},
     } in sources
-    for rule in spec["ingress"]:
+    # Every rule but the monitoring one (tests/test_monitoring.py) admits to Redis and Sentinel only.
+    for rule in spec["ingress"][:2]:
         assert sorted(p["port"] for p in rule["ports"]) == [6379, 26379]
     dns = [rule for rule in spec["egress"] if any(p["port"] == 53 for p in rule["ports"])]
     assert dns, "pods must be allowed to resolve each other's names"

@@ -250,7 +250,8 @@ def test_pack_shares_labels_and_container_names_with_the_program(dev: Rendered) 
         assert topo.labels(component)[pack_config.COMPONENT_LABEL] == component
         name = topo.redis if component == pack_config.SERVER_COMPONENT else topo.sentinel
         sts = dev.find("StatefulSet", name)
-        assert [c["name"] for c in sts["spec"]["template"]["spec"]["containers"]] == [main]
+        # The main container comes first; sidecars (the exporter) follow it.
+        assert [c["name"] for c in sts["spec"]["template"]["spec"]["containers"]][0] == main
 
 
 # --- Kubernetes ---------------------------------------------------------------------------------
@@ -324,9 +325,10 @@ def test_digest_required_where_configured(dev: Rendered) -> None:
     container(find(resources, "StatefulSet", "redis"), "redis")["image"] = digest
     violations = only(check(resources, {"k8s-image-pinned": {"requireDigest": True}}), "k8s-image-pinned")
     assert all("has no @sha256: digest" in v.message for v in violations)
-    named = [v.message.split(",")[0] for v in violations]
-    assert "StatefulSet redis-dev/redis" not in named  # the digest-pinned container passes
-    assert "StatefulSet redis-dev/redis-sentinel" in named
+    named = [v.message.split(":")[0] for v in violations]
+    assert 'StatefulSet redis-dev/redis, container "redis"' not in named  # the digest-pinned container passes
+    assert 'StatefulSet redis-dev/redis, container "exporter"' in named  # its sidecar does not
+    assert 'StatefulSet redis-dev/redis-sentinel, container "sentinel"' in named
     assert any(n.startswith("Job redis-dev/redis-smoke-") for n in named)
 
 
@@ -489,6 +491,7 @@ def test_replicas_not_wired_to_authenticate_fire(dev: Rendered) -> None:
     resources = stack(dev)
     spec = find(resources, "StatefulSet", "redis-sentinel")["spec"]["template"]["spec"]
     spec["volumes"] = [v for v in spec["volumes"] if "secret" not in v]
+    spec["containers"] = [c for c in spec["containers"] if c["name"] == "sentinel"]  # the exporter reads it too
     [violation] = only(check(resources), "redis-replica-auth")
     assert "redis-sentinel: its pods use no Secret to read the password from" in violation.message
 
@@ -720,7 +723,7 @@ def test_make_policy_fails_on_a_mandatory_violation(tmp_path: Path, capsys: pyte
     out = tmp_path / "policy-prod.json"
     assert analyze.main(["--stack", "prod", "--config", str(config), "--out", str(out)]) == 1
     violations = json.loads(out.read_text())["violations"]
-    assert len(violations) == 3  # Redis, Sentinel and the smoke Job
+    assert len(violations) == 5  # Redis, Sentinel (each with its exporter) and the smoke Job
     assert all(set(v) == {"policy", "level", "resource", "message"} for v in violations)
     assert {(v["policy"], v["level"]) for v in violations} == {("k8s-image-pinned", "mandatory")}
     assert {v["resource"].rsplit("::", 1)[1] for v in violations} == {
@@ -729,7 +732,7 @@ def test_make_policy_fails_on_a_mandatory_violation(tmp_path: Path, capsys: pyte
         "smoke-job",
     }
     printed = capsys.readouterr().out
-    assert "[mandatory] k8s-image-pinned (3)" in printed
+    assert "[mandatory] k8s-image-pinned (5)" in printed
     assert (
         "    - StatefulSet redis/redis, container \"redis\": image 'redis:7.2.4-alpine' has no @sha256: digest"
         in printed

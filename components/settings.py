@@ -243,6 +243,44 @@ class SmokeSettings(_Model):
     )
 
 
+class BackupSettings(_Model):
+    """The backup CronJob and its S3 bucket (components/backup.py); see README "Backup and restore"."""
+
+    enabled: bool = False
+    # Cron in the cluster's time zone; the seed's every 6 hours is the RPO of a full loss.
+    schedule: str = "0 */6 * * *"
+    # Created by the stack; globally unique S3 name (3-63 lowercase letters, digits, '-', '.').
+    bucket_name: str | None = Field(default=None, pattern=r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")
+    region: str = Field(default="sa-east-1", pattern=r"^[a-z]{2}(-gov)?-[a-z]+-[0-9]$")
+    # Keys are <prefix>/YYYY/MM/DD/<timestamp>-<source>.rdb; the role may only touch <prefix>/.
+    prefix: str = Field(default="redis", pattern=r"^[a-z0-9][a-z0-9._-]*(/[a-z0-9][a-z0-9._-]*)*$")
+    retention_days: int = Field(default=30, ge=1, le=3650)
+    # The EKS cluster's IAM OIDC provider; the issuer (trust condition keys) is derived from it.
+    oidc_provider_arn: str | None = Field(default=None, pattern=r"^arn:aws[a-z-]*:iam::[0-9]{12}:oidc-provider/\S+$")
+    service_account: DnsLabel = "redis-backup"
+    # Uploads run in the AWS CLI image; the dump runs in the Redis image (``image``).
+    aws_cli_image: str = "amazon/aws-cli:2.15.30"
+    resources: Resources = Resources(
+        requests=ResourceAmounts(cpu="100m", memory="128Mi"),
+        limits=ResourceAmounts(cpu="500m", memory="512Mi"),
+    )
+    # emptyDir the dump is written to; must hold one RDB (at most maxmemory).
+    scratch_size: MemoryQuantity = "4Gi"
+    starting_deadline_seconds: int = Field(default=600, ge=10)
+    # A run may not outlive the RPO it serves (6 h).
+    active_deadline_seconds: int = Field(default=1800, ge=60, le=21600)
+    backoff_limit: int = Field(default=2, ge=0, le=10)
+
+    @property
+    def oidc_issuer(self) -> str:
+        """``oidc.eks.<region>.amazonaws.com/id/<id>``: the provider ARN's resource part."""
+        return (self.oidc_provider_arn or "").split(":oidc-provider/", 1)[-1]
+
+    @property
+    def account_id(self) -> str:
+        return (self.oidc_provider_arn or "::::").split(":")[4]
+
+
 class Settings(_Model):
     """Everything one stack needs; built by :func:`load_settings` or :func:`settings_from_config`."""
 
@@ -257,13 +295,14 @@ class Settings(_Model):
     redis: RedisSettings = RedisSettings()
     sentinel: SentinelSettings = SentinelSettings()
     smoke: SmokeSettings = SmokeSettings()
+    backup: BackupSettings = BackupSettings()
     # Taken from secret config when set; otherwise the stack generates one. Never printed.
     redis_password: str | None = Field(default=None, repr=False)
 
 
 # --- loading ----------------------------------------------------------------------------------
 
-_OBJECT_KEYS = {"redis", "sentinel", "smoke", "clientSelector", "clientNamespaces"}
+_OBJECT_KEYS = {"redis", "sentinel", "smoke", "clientSelector", "clientNamespaces", "backup"}
 _SECRET_KEYS = {"redisPassword"}
 _IMAGE_PINNED = re.compile(r"^[^@]+@sha256:[0-9a-f]{64}$|^[^@]+:[^:/@]*\d+\.\d+\.\d+[^:/@]*$")
 
@@ -341,6 +380,7 @@ def _cross_checks(s: Settings) -> list[str]:
     problems: list[str] = []
 
     images = [("image", s.image)] + ([("smoke.image", s.smoke.image)] if s.smoke.enabled else [])
+    images += [("backup.awsCliImage", s.backup.aws_cli_image)] if s.backup.enabled else []
     for key, image in images:
         if not _IMAGE_PINNED.match(image):
             problems.append(
@@ -383,7 +423,8 @@ def _cross_checks(s: Settings) -> list[str]:
     elif share > 1:
         problems.append(f"{p}{key} = {shown}: exceeds the memory limit {r.resources.limits.memory}")
 
-    for name, res in (("redis", r.resources), ("sentinel", s.sentinel.resources), ("smoke", s.smoke.resources)):
+    resource_sets = [("redis", r.resources), ("sentinel", s.sentinel.resources), ("smoke", s.smoke.resources)]
+    for name, res in [*resource_sets, ("backup", s.backup.resources)]:
         if memory_bytes(res.requests.memory) > memory_bytes(res.limits.memory):
             problems.append(
                 f"{p}{name}.resources.requests.memory = {res.requests.memory!r}: must not exceed "
@@ -424,4 +465,35 @@ def _cross_checks(s: Settings) -> list[str]:
             )
     if not s.client_selector:
         problems.append(f"{p}clientSelector = {{}}: name at least one label that client pods carry")
+    problems.extend(_backup_checks(s))
+    return problems
+
+
+# Five cron fields of digits, '*', ',', '-' and '/' (or a macro such as @daily).
+_CRON = re.compile(r"^(@(yearly|annually|monthly|weekly|daily|hourly)|([0-9*,/-]+ ){4}[0-9*,/-]+)$")
+
+
+def _backup_checks(s: Settings) -> list[str]:
+    """The backup section: only checked when backups are on (a disabled section may be partial)."""
+    p = f"{PROJECT}:backup."
+    b = s.backup
+    if not b.enabled:
+        return []
+    problems: list[str] = []
+    if b.bucket_name is None:
+        problems.append(f"{p}bucketName: required when backup.enabled is true (an S3 bucket name the stack creates)")
+    if b.oidc_provider_arn is None:
+        problems.append(
+            f"{p}oidcProviderArn: required when backup.enabled is true: the EKS cluster's IAM OIDC provider, "
+            "e.g. arn:aws:iam::123456789012:oidc-provider/oidc.eks.sa-east-1.amazonaws.com/id/EXAMPLE"
+        )
+    if not _CRON.match(b.schedule):
+        problems.append(
+            f"{p}schedule = {b.schedule!r}: a five-field cron expression (e.g. '0 */6 * * *', every 6 hours)"
+        )
+    maxmemory = s.redis.maxmemory_bytes()
+    if memory_bytes(b.scratch_size) < maxmemory:
+        problems.append(
+            f"{p}scratchSize = {b.scratch_size!r}: must hold one dump, at least redis maxmemory ({maxmemory} bytes)"
+        )
     return problems

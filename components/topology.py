@@ -26,6 +26,9 @@ AUTH_DIR = "/etc/redis-auth"
 RUN_DIR = "/run/redis"
 DATA_DIR = "/data"
 PASSWORD_KEY = "redis-password"
+# The backup pod: its scripts (one ConfigMap) and the scratch volume the dump and upload share.
+BACKUP_CONFIG_DIR = "/etc/redis-backup"
+BACKUP_DIR = "/backup"
 
 
 @dataclass(frozen=True)
@@ -45,6 +48,8 @@ class Topology:
     redis_config: str = "redis-config"
     sentinel_config: str = "redis-sentinel-config"
     network_policy: str = "redis"
+    backup_cronjob: str = "redis-backup"
+    backup_config: str = "redis-backup-scripts"
 
     @classmethod
     def of(cls, settings: Settings) -> Topology:

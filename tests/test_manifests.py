@@ -39,8 +39,10 @@ def test_render_writes_one_file_per_object_and_prints_a_table(cli_render: tuple[
     out, printed = cli_render
     k8s = sorted(p.name for p in (out / "k8s").iterdir())
     assert "statefulset-redis.yaml" in k8s and "statefulset-redis-sentinel.yaml" in k8s
-    assert len(k8s) == 13
-    assert "StatefulSet" in printed and "13 resources" in printed  # 13 objects, no RandomPassword
+    assert len(k8s) == 17  # 13 for the cluster, 4 for backups (CronJob, ServiceAccount, ConfigMap, NetworkPolicy)
+    # + 11 AWS resources of the backups (provider, KMS key, bucket and its 6 controls, role, policy);
+    # no RandomPassword.
+    assert "StatefulSet" in printed and "28 resources" in printed
     # The password came from REDIS_PASSWORD, so the stack generated none.
     assert not list((out / "aws").glob("randompassword-*"))
 

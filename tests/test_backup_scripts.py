@@ -3,6 +3,8 @@ path: each must end in one clear "FAILED: ..." line and a non-zero exit."""
 
 from __future__ import annotations
 
+import base64
+import hashlib
 import shutil
 import signal
 import subprocess
@@ -72,12 +74,8 @@ def test_backup_dumps_a_healthy_replica_verifies_and_uploads_with_checksum_and_m
     assert int(meta["offset"]) > 0 and int(meta["keys"]) >= 1
     assert head["ServerSideEncryption"] == "aws:kms"
     body = s3.client().get_object(Bucket=s3.bucket, Key=key)["Body"].read()
-    import base64
-    import hashlib
-
     assert hashlib.sha256(body).hexdigest() == meta["sha256"]
     assert head["ChecksumSHA256"] == base64.b64encode(hashlib.sha256(body).digest()).decode()
-    assert "redis-cli --rdb" not in done.stderr or "FAILED" not in done.stderr
     assert cluster.password not in done.stderr + done.stdout
 
 
@@ -215,8 +213,6 @@ def test_a_damaged_or_corrupt_backup_is_refused_by_restore(runner: BackupRunner,
     failed(runner.run("restore.sh", "fetch", "latest", str(tmp_path)), "is damaged")
     assert not (tmp_path / "dump.rdb").exists()
     # A truncated RDB whose checksum was recorded as is: redis-check-rdb refuses it.
-    import hashlib
-
     cut = body[: len(body) // 2]
     client.put_object(
         Bucket=s3.bucket,

@@ -15,7 +15,7 @@ STACK ?= dev
 SYSTEM_BINARIES := redis-server redis-sentinel redis-cli redis-check-rdb busybox promtool prometheus-redis-exporter
 SYSTEM_PACKAGES := redis-server redis-sentinel redis-tools busybox prometheus prometheus-redis-exporter
 
-.PHONY: deps system-deps python-deps render rehearsal local test lint clean policy
+.PHONY: deps system-deps python-deps render rehearsal local test lint clean policy drill-backup
 
 deps: system-deps python-deps
 
@@ -54,6 +54,12 @@ rehearsal: deps
 local: deps
 	$(PY) -m smoke.render --stack dev
 	$(PY) -m smoke local --render-dir build/render/dev/k8s --report build/smoke-report.json
+
+# The backup drill: full cluster loss on loopback, restored from a backup in moto's S3; writes
+# build/drill-backup.json. tests/test_backup_drill.py runs the same drill in `make test`.
+drill-backup: deps
+	$(PY) -m smoke.render --stack dev
+	$(PY) -m smoke.backup_drill --render-dir build/render/dev/k8s --report build/drill-backup.json
 
 test: deps
 	$(PY) -m ruff check .

@@ -6,15 +6,19 @@
                                   ├─ sentinel   StatefulSet of Sentinels (+ client Service, PDB)
                                   ├─ network    NetworkPolicy: clients and the layer itself only
                                   ├─ monitoring (optional) PodMonitor, PrometheusRule, dashboard
-                                  └─ smoke      (optional) Job running the smoke suite once ready
+                                  ├─ smoke      (optional) Job running the smoke suite once ready
+                                  └─ backup     (optional) CronJob: replica RDB → S3, via IRSA
+                 settings ──► aws ──► backup-bucket  KMS key + hardened, versioned, expiring bucket
 
 Applications discover the master through the Sentinel Service; nothing routes writes elsewhere.
 """
 
 import pulumi
+import pulumi_aws as aws
 import pulumi_kubernetes as k8s
 
 from components.auth import RedisAuth, RedisAuthArgs
+from components.backup import BackupBucket, BackupBucketArgs, BackupJob, BackupJobArgs
 from components.monitoring import Monitoring, MonitoringArgs
 from components.network import CacheNetworkPolicy, CacheNetworkPolicyArgs
 from components.redis import RedisDataPlane, RedisDataPlaneArgs
@@ -50,3 +54,17 @@ if settings.smoke.enabled:
         opts=pulumi.ResourceOptions(depends_on=[redis, sentinel, network]),
     )
     pulumi.export("smokeJob", smoke.job_name)
+
+if settings.backup.enabled:
+    # One explicit AWS provider: the region is the stack's, never the ambient AWS_REGION.
+    aws_provider = aws.Provider("aws", region=settings.backup.region)
+    on_aws = pulumi.ResourceOptions(providers=[aws_provider])
+    bucket = BackupBucket("backup-bucket", BackupBucketArgs(settings=settings), opts=on_aws)
+    backup = BackupJob(
+        "backup",
+        BackupJobArgs(settings=settings, namespace=ns, secret_name=auth.secret_name, kms_key_arn=bucket.kms_key_arn),
+        opts=pulumi.ResourceOptions(providers=[aws_provider], depends_on=[redis, sentinel, network]),
+    )
+    pulumi.export("backupBucket", bucket.bucket_name)
+    pulumi.export("backupRoleArn", backup.role_arn)
+    pulumi.export("backupCronJob", backup.cronjob_name)

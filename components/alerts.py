@@ -25,9 +25,6 @@ from typing import Any
 from components import topology as t
 from components.settings import Settings
 
-# The backup CronJob runs every 6 hours unless the backup settings say otherwise.
-DEFAULT_BACKUP_INTERVAL_SECONDS = 6 * 3600
-
 # Thresholds (the seed's numbers where it had one).
 HIT_RATE_MIN = 0.7  # seed: hit rate > 70 %
 MIN_LOOKUPS_PER_SECOND = 1.0  # below this the hit rate says nothing (zero-traffic guard)
@@ -295,10 +292,13 @@ def _context(settings: Settings, backup_interval_seconds: int) -> dict[str, str]
     }
 
 
-def alert_rules(
-    settings: Settings, backup_interval_seconds: int = DEFAULT_BACKUP_INTERVAL_SECONDS
-) -> list[dict[str, Any]]:
-    """The rules of one stack, as Prometheus rule-file entries (``alert``, ``expr``, ``for``, ...)."""
+def alert_rules(settings: Settings, backup_interval_seconds: int | None = None) -> list[dict[str, Any]]:
+    """The rules of one stack, as Prometheus rule-file entries (``alert``, ``expr``, ``for``, ...).
+
+    ``backup_interval_seconds`` defaults to the longest gap of the stack's backup schedule.
+    """
+    if backup_interval_seconds is None:
+        backup_interval_seconds = settings.backup.interval_seconds()
     if backup_interval_seconds <= 0:
         raise ValueError(f"backup_interval_seconds = {backup_interval_seconds}: must be a positive number of seconds")
     ctx = _context(settings, backup_interval_seconds)
@@ -321,7 +321,7 @@ def alert_rules(
     return rules
 
 
-def rule_groups(settings: Settings, backup_interval_seconds: int = DEFAULT_BACKUP_INTERVAL_SECONDS) -> dict[str, Any]:
+def rule_groups(settings: Settings, backup_interval_seconds: int | None = None) -> dict[str, Any]:
     """The whole rules file (also the PrometheusRule's ``spec``): one group per stack."""
     return {
         "groups": [{"name": f"dict-redis-{settings.stack}", "rules": alert_rules(settings, backup_interval_seconds)}]

@@ -12,7 +12,6 @@ from dataclasses import dataclass
 from string import Template
 from typing import Any
 
-from components.alerts import DEFAULT_BACKUP_INTERVAL_SECONDS
 from components.settings import Settings
 from components.topology import Topology
 
@@ -139,14 +138,16 @@ PANELS: tuple[Panel, ...] = (
 )
 
 
-def panel_queries(settings: Settings, backup_interval_seconds: int = DEFAULT_BACKUP_INTERVAL_SECONDS) -> list[str]:
+def panel_queries(settings: Settings, backup_interval_seconds: int | None = None) -> list[str]:
     """Every PromQL expression of the dashboard, as Grafana will run it."""
     return [q["expr"] for panel in dashboard(settings, backup_interval_seconds)["panels"] for q in panel["targets"]]
 
 
-def dashboard(settings: Settings, backup_interval_seconds: int = DEFAULT_BACKUP_INTERVAL_SECONDS) -> dict[str, Any]:
+def dashboard(settings: Settings, backup_interval_seconds: int | None = None) -> dict[str, Any]:
     """The dashboard model Grafana imports (what the sidecar reads from the ConfigMap)."""
     ns = settings.namespace
+    if backup_interval_seconds is None:
+        backup_interval_seconds = settings.backup.interval_seconds()
     ctx = {
         "server": f'namespace="{ns}",component="server"',
         "sentinel": f'namespace="{ns}",component="sentinel"',
@@ -206,5 +207,5 @@ def dashboard(settings: Settings, backup_interval_seconds: int = DEFAULT_BACKUP_
     }
 
 
-def dashboard_json(settings: Settings, backup_interval_seconds: int = DEFAULT_BACKUP_INTERVAL_SECONDS) -> str:
+def dashboard_json(settings: Settings, backup_interval_seconds: int | None = None) -> str:
     return json.dumps(dashboard(settings, backup_interval_seconds), indent=2, sort_keys=True) + "\n"

@@ -17,7 +17,7 @@ import pulumi
 import pulumi_kubernetes as k8s
 
 from components import topology as t
-from components.alerts import DEFAULT_BACKUP_INTERVAL_SECONDS, rule_groups
+from components.alerts import rule_groups
 from components.dashboard import dashboard_json
 from components.settings import Settings
 
@@ -66,8 +66,6 @@ def pod_monitor_spec(settings: Settings) -> dict[str, Any]:
 class MonitoringArgs:
     settings: Settings
     namespace: pulumi.Input[str]
-    # The backup CronJob's interval; RedisBackupMissing fires after twice this without a success.
-    backup_interval_seconds: int = DEFAULT_BACKUP_INTERVAL_SECONDS
 
 
 class Monitoring(pulumi.ComponentResource):
@@ -98,7 +96,7 @@ class Monitoring(pulumi.ComponentResource):
             api_version=MONITORING_API,
             kind="PrometheusRule",
             metadata={"name": topo.prometheus_rule, "namespace": args.namespace, "labels": labels},
-            spec=rule_groups(s, args.backup_interval_seconds),
+            spec=rule_groups(s),
             opts=child,
         )
         k8s.core.v1.ConfigMap(
@@ -108,7 +106,7 @@ class Monitoring(pulumi.ComponentResource):
                 "namespace": mon.dashboard_namespace or args.namespace,
                 "labels": {**topo.common_labels, **mon.dashboard_labels},
             },
-            data={f"dict-redis-{s.stack}.json": dashboard_json(s, args.backup_interval_seconds)},
+            data={f"dict-redis-{s.stack}.json": dashboard_json(s)},
             opts=child,
         )
 

@@ -1,6 +1,6 @@
 """The NetworkPolicy: who may reach the cache layer, and where its pods may connect.
 
-Ingress to 6379/26379 only from the layer's own pods (replication, Sentinel checks) and from pods
+Ingress to 6379/26379 only from the layer's own pods (replication, Sentinel checks, the backup Job) and from pods
 carrying the client labels configured in ``clientSelector``, in the namespaces listed in
 ``clientNamespaces`` (any namespace when empty). With monitoring on, pods in the monitoring
 namespace (Prometheus) may reach the exporters' metrics port, and nothing else. Egress only to the
@@ -78,5 +78,19 @@ class CacheNetworkPolicy(pulumi.ComponentResource):
             },
             opts=pulumi.ResourceOptions(parent=self),
         )
+        if args.settings.backup.enabled:
+            # The backup pod carries the layer's labels, so the policy above already lets it reach
+            # Redis and the Sentinels; this one adds HTTPS out for S3 and STS (IRSA), whose
+            # addresses are not fixed. NetworkPolicies add up: nothing else is opened.
+            k8s.networking.v1.NetworkPolicy(
+                f"{name}-backup-egress",
+                metadata={"name": topo.backup_cronjob, "namespace": args.namespace, "labels": topo.common_labels},
+                spec={
+                    "pod_selector": {"match_labels": topo.labels("backup")},
+                    "policy_types": ["Egress"],
+                    "egress": [{"ports": [{"protocol": "TCP", "port": 443}]}],
+                },
+                opts=pulumi.ResourceOptions(parent=self),
+            )
         self.policy_name = policy.metadata.apply(lambda m: m["name"])
         self.register_outputs({"policy_name": self.policy_name})

@@ -16,8 +16,10 @@ import json
 import math
 import re
 from collections.abc import Mapping
+from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any, Literal
 
+from croniter import croniter
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError
 from pydantic.alias_generators import to_camel
 
@@ -283,6 +285,59 @@ class MonitoringSettings(_Model):
     runbook_base_url: str = Field(
         default="https://github.com/lbpay/dict-redis/blob/main/docs/runbooks", pattern=r"^https?://\S+[^/]$"
     )
+class BackupSettings(_Model):
+    """The backup CronJob and its S3 bucket (components/backup.py); see README "Backup and restore"."""
+
+    enabled: bool = False
+    # Cron in the cluster's time zone; the seed's every 6 hours is the RPO of a full loss.
+    schedule: str = "0 */6 * * *"
+    # Created by the stack; globally unique S3 name (3-63 lowercase letters, digits, '-', '.').
+    bucket_name: str | None = Field(default=None, pattern=r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")
+    region: str = Field(default="sa-east-1", pattern=r"^[a-z]{2}(-gov)?-[a-z]+-[0-9]$")
+    # Keys are <prefix>/YYYY/MM/DD/<timestamp>-<source>.rdb; the role may only touch <prefix>/.
+    prefix: str = Field(default="redis", pattern=r"^[a-z0-9][a-z0-9._-]*(/[a-z0-9][a-z0-9._-]*)*$")
+    retention_days: int = Field(default=30, ge=1, le=3650)
+    # The EKS cluster's IAM OIDC provider; the issuer (trust condition keys) is derived from it.
+    oidc_provider_arn: str | None = Field(default=None, pattern=r"^arn:aws[a-z-]*:iam::[0-9]{12}:oidc-provider/\S+$")
+    service_account: DnsLabel = "redis-backup"
+    # Uploads run in the AWS CLI image; the dump runs in the Redis image (``image``).
+    aws_cli_image: str = "amazon/aws-cli:2.15.30"
+    resources: Resources = Resources(
+        requests=ResourceAmounts(cpu="100m", memory="128Mi"),
+        limits=ResourceAmounts(cpu="500m", memory="512Mi"),
+    )
+    # emptyDir the dump is written to; must hold one RDB (at most maxmemory).
+    scratch_size: MemoryQuantity = "4Gi"
+    starting_deadline_seconds: int = Field(default=600, ge=10)
+    # A run may not outlive the RPO it serves (6 h).
+    active_deadline_seconds: int = Field(default=1800, ge=60, le=21600)
+    backoff_limit: int = Field(default=2, ge=0, le=10)
+
+    def interval_seconds(self) -> int:
+        """The longest gap between two scheduled runs over four weeks: the RPO the schedule promises.
+
+        RedisBackupMissing fires after twice this. croniter computes the runs, since cron's
+        day-of-month/day-of-week and step rules are easy to get wrong by hand.
+        """
+        start = datetime(2026, 1, 5, tzinfo=UTC)  # a Monday; four whole weeks cover any weekly pattern
+        end = start + timedelta(days=28)
+        runs = croniter(self.schedule, start)
+        previous = runs.get_next(datetime)
+        longest = 0.0
+        while previous < end:
+            following = runs.get_next(datetime)
+            longest = max(longest, (following - previous).total_seconds())
+            previous = following
+        return int(longest)
+
+    @property
+    def oidc_issuer(self) -> str:
+        """``oidc.eks.<region>.amazonaws.com/id/<id>``: the provider ARN's resource part."""
+        return (self.oidc_provider_arn or "").split(":oidc-provider/", 1)[-1]
+
+    @property
+    def account_id(self) -> str:
+        return (self.oidc_provider_arn or "::::").split(":")[4]
 
 
 class Settings(_Model):
@@ -300,13 +355,14 @@ class Settings(_Model):
     sentinel: SentinelSettings = SentinelSettings()
     smoke: SmokeSettings = SmokeSettings()
     monitoring: MonitoringSettings = MonitoringSettings()
+    backup: BackupSettings = BackupSettings()
     # Taken from secret config when set; otherwise the stack generates one. Never printed.
     redis_password: str | None = Field(default=None, repr=False)
 
 
 # --- loading ----------------------------------------------------------------------------------
 
-_OBJECT_KEYS = {"redis", "sentinel", "smoke", "monitoring", "clientSelector", "clientNamespaces"}
+_OBJECT_KEYS = {"redis", "sentinel", "smoke", "monitoring", "backup", "clientSelector", "clientNamespaces"}
 _SECRET_KEYS = {"redisPassword"}
 _IMAGE_PINNED = re.compile(r"^[^@]+@sha256:[0-9a-f]{64}$|^[^@]+:[^:/@]*\d+\.\d+\.\d+[^:/@]*$")
 
@@ -385,6 +441,7 @@ def _cross_checks(s: Settings) -> list[str]:
 
     images = [("image", s.image)] + ([("smoke.image", s.smoke.image)] if s.smoke.enabled else [])
     images += [("monitoring.exporterImage", s.monitoring.exporter_image)] if s.monitoring.enabled else []
+    images += [("backup.awsCliImage", s.backup.aws_cli_image)] if s.backup.enabled else []
     for key, image in images:
         if not _IMAGE_PINNED.match(image):
             problems.append(
@@ -432,6 +489,7 @@ def _cross_checks(s: Settings) -> list[str]:
         ("sentinel.resources", s.sentinel.resources),
         ("smoke.resources", s.smoke.resources),
         ("monitoring.exporterResources", s.monitoring.exporter_resources),
+        ("backup.resources", s.backup.resources),
     )
     for name, res in all_resources:
         if memory_bytes(res.requests.memory) > memory_bytes(res.limits.memory):
@@ -486,4 +544,35 @@ def _cross_checks(s: Settings) -> list[str]:
                 )
     if not s.client_selector:
         problems.append(f"{p}clientSelector = {{}}: name at least one label that client pods carry")
+    problems.extend(_backup_checks(s))
+    return problems
+
+
+# Five cron fields of digits, '*', ',', '-' and '/' (or a macro such as @daily).
+_CRON = re.compile(r"^(@(yearly|annually|monthly|weekly|daily|hourly)|([0-9*,/-]+ ){4}[0-9*,/-]+)$")
+
+
+def _backup_checks(s: Settings) -> list[str]:
+    """The backup section: only checked when backups are on (a disabled section may be partial)."""
+    p = f"{PROJECT}:backup."
+    b = s.backup
+    if not b.enabled:
+        return []
+    problems: list[str] = []
+    if b.bucket_name is None:
+        problems.append(f"{p}bucketName: required when backup.enabled is true (an S3 bucket name the stack creates)")
+    if b.oidc_provider_arn is None:
+        problems.append(
+            f"{p}oidcProviderArn: required when backup.enabled is true: the EKS cluster's IAM OIDC provider, "
+            "e.g. arn:aws:iam::123456789012:oidc-provider/oidc.eks.sa-east-1.amazonaws.com/id/EXAMPLE"
+        )
+    if not _CRON.match(b.schedule) or not croniter.is_valid(b.schedule):
+        problems.append(
+            f"{p}schedule = {b.schedule!r}: a five-field cron expression (e.g. '0 */6 * * *', every 6 hours)"
+        )
+    maxmemory = s.redis.maxmemory_bytes()
+    if memory_bytes(b.scratch_size) < maxmemory:
+        problems.append(
+            f"{p}scratchSize = {b.scratch_size!r}: must hold one dump, at least redis maxmemory ({maxmemory} bytes)"
+        )
     return problems

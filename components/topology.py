@@ -26,6 +26,9 @@ AUTH_DIR = "/etc/redis-auth"
 RUN_DIR = "/run/redis"
 DATA_DIR = "/data"
 PASSWORD_KEY = "redis-password"
+# The backup pod: its scripts (one ConfigMap) and the scratch volume the dump and upload share.
+BACKUP_CONFIG_DIR = "/etc/redis-backup"
+BACKUP_DIR = "/backup"
 
 # redis_exporter sidecars (one per Redis pod and per Sentinel pod) listen here; Prometheus finds
 # them by the port's name.
@@ -55,6 +58,7 @@ class Topology:
     prometheus_rule: str = "redis"
     dashboard: str = "redis-dashboard"
     backup_cronjob: str = "redis-backup"
+    backup_config: str = "redis-backup-scripts"
 
     @classmethod
     def of(cls, settings: Settings) -> Topology:

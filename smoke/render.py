@@ -103,6 +103,9 @@ class RecordingMocks(pulumi_mocks.Mocks):
         if args.typ == "random:index/randomPassword:RandomPassword":
             outputs["result"] = secrets.token_urlsafe(30)
             self.generated_secrets.append(outputs["result"])
+        if args.typ.startswith("aws:") and "arn" not in outputs:
+            # Computed by AWS; a stand-in so policies that reference an ARN render with a value.
+            outputs["arn"] = f"arn:aws:mock:::{args.name}"
         self.records.append((args.typ, args.name, dict(args.inputs), bool(args.custom)))
         return f"{args.name}-id", outputs
 

@@ -39,8 +39,12 @@ def test_render_writes_one_file_per_object_and_prints_a_table(cli_render: tuple[
     out, printed = cli_render
     k8s = sorted(p.name for p in (out / "k8s").iterdir())
     assert "statefulset-redis.yaml" in k8s and "statefulset-redis-sentinel.yaml" in k8s
-    assert len(k8s) == 16  # 13 objects of the cache layer + PodMonitor, PrometheusRule, dashboard
-    assert "StatefulSet" in printed and "16 resources" in printed  # 16 objects, no RandomPassword
+    # 13 objects of the cache layer, 3 of monitoring (PodMonitor, PrometheusRule, dashboard) and 4 of
+    # backups (CronJob, ServiceAccount, ConfigMap, NetworkPolicy)
+    assert len(k8s) == 20
+    # + 11 AWS resources of the backups (provider, KMS key, bucket and its 6 controls, role, policy);
+    # no RandomPassword.
+    assert "StatefulSet" in printed and "31 resources" in printed
     # The password came from REDIS_PASSWORD, so the stack generated none.
     assert not list((out / "aws").glob("randompassword-*"))
 

@@ -31,12 +31,24 @@ from smoke.render import Registered, Rendered
 # --- building stacks ----------------------------------------------------------------------------
 
 
-def stack(rendered: Rendered) -> list[Registered]:
-    """A private copy of a render whose outputs are its inputs (as the recording mock returns)."""
+def _backup_part(r: Registered) -> bool:
+    """The stack's own backup resources (components/backup.py): AWS, and the job's Kubernetes side."""
+    return r.type.startswith("aws:") or "dict-redis:index:Backup" in r.urn
+
+
+def stack(rendered: Rendered, with_backup: bool = True) -> list[Registered]:
+    """A private copy of a render whose outputs are its inputs plus what the mock computed (ARNs).
+
+    ``with_backup=False`` leaves out the stack's own backup resources, for tests that add the
+    hand-made ones of ``backup_resources`` instead.
+    """
     copies = []
     for r in analyze.analyzed(rendered.resources):
+        if not with_backup and _backup_part(r):
+            continue
         inputs = copy.deepcopy(r.inputs)
-        copies.append(Registered(r.type, r.name, inputs, True, r.urn, r.id, inputs))
+        computed = {k: v for k, v in (r.outputs or {}).items() if k not in r.inputs}
+        copies.append(Registered(r.type, r.name, inputs, True, r.urn, r.id, {**inputs, **computed}))
     return copies
 
 
@@ -214,7 +226,7 @@ def backup_resources(bucket_ref: str = "backups-id") -> list[Registered]:
 
 
 def aws_stack(dev: Rendered, **changes: Any) -> list[Registered]:
-    return stack(dev) + backup_resources(**changes)
+    return stack(dev, with_backup=False) + backup_resources(**changes)
 
 
 def by_name(resources: list[Registered], name: str) -> dict[str, Any]:
@@ -251,7 +263,7 @@ def test_pack_shares_labels_and_container_names_with_the_program(dev: Rendered) 
         name = topo.redis if component == pack_config.SERVER_COMPONENT else topo.sentinel
         sts = dev.find("StatefulSet", name)
         # The main container comes first; sidecars (the exporter) follow it.
-        assert [c["name"] for c in sts["spec"]["template"]["spec"]["containers"]][0] == main
+        assert sts["spec"]["template"]["spec"]["containers"][0]["name"] == main
 
 
 # --- Kubernetes ---------------------------------------------------------------------------------
@@ -390,14 +402,15 @@ def test_statefulset_without_pdb_fires(dev: Rendered) -> None:
 
 
 def test_namespace_without_network_policy_fires(dev: Rendered) -> None:
-    resources = drop(stack(dev), "NetworkPolicy", "redis")
+    resources = drop(stack(dev, with_backup=False), "NetworkPolicy", "redis")
+    resources = drop(resources, "NetworkPolicy", "redis-backup")
     violations = only(check(resources), "k8s-namespace-network-policy")
     assert len(violations) == 3  # both StatefulSets and the smoke Job
     assert all("namespace 'redis-dev' has no NetworkPolicy" in v.message for v in violations)
 
 
 def test_pods_no_network_policy_selects_fire(dev: Rendered) -> None:
-    resources = stack(dev) + backup_resources()
+    resources = stack(dev, with_backup=False) + backup_resources()
     del by_name(resources, "backup-cronjob")["spec"]["jobTemplate"]["spec"]["template"]["metadata"]["labels"][
         "app.kubernetes.io/part-of"
     ]
@@ -723,16 +736,17 @@ def test_make_policy_fails_on_a_mandatory_violation(tmp_path: Path, capsys: pyte
     out = tmp_path / "policy-prod.json"
     assert analyze.main(["--stack", "prod", "--config", str(config), "--out", str(out)]) == 1
     violations = json.loads(out.read_text())["violations"]
-    assert len(violations) == 5  # Redis, Sentinel (each with its exporter) and the smoke Job
+    assert len(violations) == 7  # Redis, Sentinel (each with its exporter), the smoke Job, the backup's 2
     assert all(set(v) == {"policy", "level", "resource", "message"} for v in violations)
     assert {(v["policy"], v["level"]) for v in violations} == {("k8s-image-pinned", "mandatory")}
     assert {v["resource"].rsplit("::", 1)[1] for v in violations} == {
         "redis-statefulset",
         "sentinel-statefulset",
         "smoke-job",
+        "backup-cronjob",
     }
     printed = capsys.readouterr().out
-    assert "[mandatory] k8s-image-pinned (5)" in printed
+    assert "[mandatory] k8s-image-pinned (7)" in printed
     assert (
         "    - StatefulSet redis/redis, container \"redis\": image 'redis:7.2.4-alpine' has no @sha256: digest"
         in printed

@@ -204,3 +204,20 @@ def test_the_readme_documents_every_setting() -> None:
             continue
         undocumented.append(key)
     assert undocumented == []
+
+
+@pytest.mark.parametrize(
+    ("schedule", "seconds"),
+    [("0 */6 * * *", 6 * 3600), ("30 1,13 * * *", 12 * 3600), ("@daily", 86400), ("0 2 * * 1-5", 3 * 86400)],
+)
+def test_backup_interval_is_the_longest_gap_of_the_schedule(schedule: str, seconds: int) -> None:
+    settings = settings_from_config({"backup": {"schedule": schedule}}, "dev")
+    assert settings.backup.interval_seconds() == seconds
+
+
+def test_backup_missing_alert_follows_the_stack_schedule() -> None:
+    from components.alerts import alert_rules
+
+    settings = settings_from_config({"backup": {"schedule": "0 */12 * * *"}}, "dev")
+    rule = next(r for r in alert_rules(settings) if r["alert"] == "RedisBackupMissing")
+    assert "> 86400" in rule["expr"]  # twice 12 h

@@ -27,6 +27,11 @@ EXPECTED = {
     ("PodMonitor", "redis"),
     ("PrometheusRule", "redis"),
     ("ConfigMap", "redis-dashboard"),
+    # backups (components/backup.py, tests/test_backup_stack.py)
+    ("CronJob", "redis-backup"),
+    ("ServiceAccount", "redis-backup"),
+    ("ConfigMap", "redis-backup-scripts"),
+    ("NetworkPolicy", "redis-backup"),
 }
 
 
@@ -73,6 +78,9 @@ def test_stack_outputs_name_the_namespace_sentinel_service_master_and_secret(dev
         "masterName": "mymaster",
         "secretName": "redis-auth",
         "smokeJob": job,
+        "backupBucket": "lbpay-dict-redis-backups-dev",
+        "backupRoleArn": "arn:aws:mock:::backup-role",
+        "backupCronJob": "redis-backup",
     }
     assert prod.outputs["sentinelService"] == "redis-sentinel.redis.svc.cluster.local:26379"
 

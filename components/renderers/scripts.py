@@ -21,6 +21,8 @@ TEMPLATE_DIR = Path(__file__).with_name("scripts")
 REDIS_SCRIPTS = ("common.sh", "start-redis.sh", "probe-redis.sh", "prestop-redis.sh")
 SENTINEL_SCRIPTS = ("common.sh", "start-sentinel.sh", "probe-sentinel.sh")
 SCRIPT_NAMES = tuple(dict.fromkeys(REDIS_SCRIPTS + SENTINEL_SCRIPTS))
+# The backup pod's ConfigMap (restore.sh rides along: the runbooks run it from the same files).
+BACKUP_SCRIPTS = ("common.sh", "backup-common.sh", "backup.sh", "restore.sh")
 
 _PLACEHOLDER = re.compile(r"@@([A-Z_]+)@@")
 
@@ -44,11 +46,15 @@ def script_defaults(settings: Settings) -> dict[str, str]:
         "PRESTOP_TIMEOUT": str(settings.sentinel.prestop_timeout_seconds()),
         # Long enough for a failover Sentinel has started to end: twice its timeout.
         "FAILOVER_WAIT": str(2 * math.ceil(settings.sentinel.failover_timeout_milliseconds / 1000)),
+        "BACKUP_BUCKET": settings.backup.bucket_name or "",
+        "BACKUP_PREFIX": settings.backup.prefix,
+        "BACKUP_REGION": settings.backup.region,
+        "BACKUP_DIR": t.BACKUP_DIR,
     }
 
 
-def render_scripts(settings: Settings) -> dict[str, str]:
-    """Every script by file name, ready for the scripts ConfigMap."""
+def render_scripts(settings: Settings, names: tuple[str, ...] = SCRIPT_NAMES) -> dict[str, str]:
+    """The named scripts (by default the Redis and Sentinel ones) by file name, for a ConfigMap."""
     defaults = script_defaults(settings)
 
     def fill(match: re.Match[str]) -> str:
@@ -57,4 +63,4 @@ def render_scripts(settings: Settings) -> dict[str, str]:
             raise KeyError(f"script placeholder @@{name}@@ has no value in script_defaults()")
         return defaults[name]
 
-    return {name: _PLACEHOLDER.sub(fill, (TEMPLATE_DIR / name).read_text()) for name in SCRIPT_NAMES}
+    return {name: _PLACEHOLDER.sub(fill, (TEMPLATE_DIR / name).read_text()) for name in names}

@@ -1,0 +1,181 @@
+#!/bin/sh
+# backup.sh [dump|upload|all]: one verified RDB backup of the cache layer, to S3.
+#
+# dump   (Redis image) pick the source through the Sentinels: the healthy replica furthest ahead
+#        (Sentinel flags without s_down/o_down/disconnected, and its own INFO says
+#        master_link_status:up and no sync in progress); the master only when no replica is
+#        healthy. Stream its RDB with `redis-cli --rdb`, check the exit code, verify the file
+#        with redis-check-rdb, and write dump.rdb + dump.meta (source, offset, time, sha256) to
+#        BACKUP_DIR.
+# upload (AWS CLI image) re-check the dump's sha256 against dump.meta, then PutObject to
+#        s3://BACKUP_BUCKET/BACKUP_PREFIX/YYYY/MM/DD/<time>-<source>.rdb with that SHA-256 as
+#        x-amz-checksum-sha256 (S3 refuses the object if the bytes differ) and the metadata;
+#        confirm size and checksum with HeadObject.
+# all    both, in one process (the local drill; an image holding both tool sets).
+# Any failure logs "FAILED: <why>" and exits 1. The password comes from REDISCLI_AUTH or, when
+# that is unset, from the mounted Secret file (REDIS_PASSWORD_FILE); it is never on a command line.
+set -eu
+. "$(dirname "$0")/common.sh"
+. "$(dirname "$0")/backup-common.sh"
+
+# Seconds the whole RDB transfer may take (the Job's activeDeadlineSeconds bounds the run).
+: "${DUMP_TIMEOUT:=1200}"
+
+# Every connection the backup makes to Redis or a Sentinel goes through this one function
+# (common.sh's helpers call it too): credentials and connection options belong here only.
+redis_cli() {
+    timeout "$CLI_TIMEOUT" redis-cli --no-auth-warning "$@"
+}
+
+auth_failure() {
+    case "$1" in
+        *NOAUTH* | *WRONGPASS* | *"invalid password"* | *"AUTH failed"*) return 0 ;;
+    esac
+    return 1
+}
+
+# Prints "ip port offset" of every replica one Sentinel ($1) considers healthy, furthest first.
+# Returns 1 when that Sentinel does not answer, 3 when it refuses the password.
+healthy_replicas_of() {
+    _status=0
+    _reply=$(cli_at "$1" SENTINEL REPLICAS "$MASTER_NAME" 2>&1) || _status=$?
+    if auth_failure "$_reply"; then
+        log "Sentinel $1 refused the password: $(printf '%s' "$_reply" | tail -n 1)"
+        return 3
+    fi
+    [ "$_status" = 0 ] || return 1
+    case "$_reply" in
+        ERR* | *"No such master"* | *"Could not connect"*) return 1 ;;
+    esac
+    # redis-cli prints the nested reply one element a line: name, value, name, value, ...
+    printf '%s\n' "$_reply" | awk '
+        function flush() {
+            if (ip != "" && flags !~ /s_down|o_down|disconnected/ && link == "ok") print ip, port, offset
+            ip = ""; port = ""; flags = ""; link = ""; offset = 0
+        }
+        NR % 2 == 1 { field = $0; next }
+        field == "name" { flush() }
+        field == "ip" { ip = $0 }
+        field == "port" { port = $0 }
+        field == "flags" { flags = $0 }
+        field == "master-link-status" { link = $0 }
+        field == "slave-repl-offset" { offset = $0 }
+        END { flush() }' | sort -k3,3nr
+}
+
+# Prints "host port role" of the node to dump.
+choose_source() {
+    _asked=""
+    for _sentinel in $SENTINEL_ADDRS; do
+        _status=0
+        _candidates=$(healthy_replicas_of "$_sentinel") || _status=$?
+        [ "$_status" = 3 ] && fail "wrong Redis password (Sentinel $_sentinel refused it)"
+        [ "$_status" = 0 ] || continue
+        _asked=yes
+        while read -r _host _port _offset; do
+            [ -n "$_host" ] || continue
+            _info=$(cli_at "$_host:$_port" INFO replication 2>&1) || true
+            auth_failure "$_info" && fail "wrong Redis password (replica $_host:$_port refused it)"
+            [ "$(printf '%s\n' "$_info" | info_field role)" = slave ] || continue
+            [ "$(printf '%s\n' "$_info" | info_field master_link_status)" = up ] || continue
+            [ "$(printf '%s\n' "$_info" | info_field master_sync_in_progress)" = 0 ] || continue
+            echo "$_host $_port replica"
+            return 0
+        done <<CANDIDATES
+$_candidates
+CANDIDATES
+        break
+    done
+    [ -n "$_asked" ] || fail "no Sentinel of '$SENTINEL_ADDRS' answered SENTINEL REPLICAS $MASTER_NAME: Redis unreachable"
+    log "no healthy replica; falling back to the master"
+    _master=$(ask_sentinels_for_master) || fail "no replica is healthy and the Sentinels name no master"
+    set -- $_master
+    _info=$(cli_at "$1:$2" INFO replication 2>&1) || true
+    auth_failure "$_info" && fail "wrong Redis password (master $1:$2 refused it)"
+    [ "$(printf '%s\n' "$_info" | info_field role)" = master ] || fail "$1:$2 is named master but is not one"
+    echo "$1 $2 master"
+}
+
+# A short name for the source in the object key: the pod name, or the address as given.
+source_label() {
+    case "$1" in
+        *[!0-9.]*) echo "${1%%.*}" ;;
+        *) echo "$1" ;;
+    esac
+}
+
+dump() {
+    if [ -z "${REDISCLI_AUTH:-}" ]; then
+        load_password
+    fi
+    mkdir -p "$BACKUP_DIR"
+    rm -f "$BACKUP_DIR/dump.rdb" "$BACKUP_DIR/dump.rdb.part" "$BACKUP_DIR/dump.meta"
+    chosen=$(choose_source) || exit 1
+    set -- $chosen
+    host=$1 port=$2 role=$3
+    log "dumping the $role $host:$port"
+    started=$(date -u +%Y%m%dT%H%M%SZ)
+    status=0
+    out=$(CLI_TIMEOUT=$DUMP_TIMEOUT cli_at "$host:$port" --rdb "$BACKUP_DIR/dump.rdb.part" 2>&1) || status=$?
+    if [ "$status" != 0 ]; then
+        auth_failure "$out" && fail "redis-cli --rdb from $host:$port: the password was refused"
+        fail "redis-cli --rdb from $host:$port exited $status: $(printf '%s' "$out" | tail -n 1)"
+    fi
+    [ -s "$BACKUP_DIR/dump.rdb.part" ] || fail "redis-cli --rdb from $host:$port wrote an empty file"
+    report=$(check_rdb "$BACKUP_DIR/dump.rdb.part") || fail "the dump of $host:$port is corrupt: $report"
+    offset=$(printf '%s\n' "$report" | sed -n "s/.*AUX FIELD repl-offset = '\([0-9]*\)'.*/\1/p" | head -n 1)
+    keys=$(printf '%s\n' "$report" | sed -n 's/^\[info\] \([0-9]*\) keys read.*/\1/p')
+    sum=$(sha256_hex "$BACKUP_DIR/dump.rdb.part")
+    {
+        echo "source=$(source_label "$host")"
+        echo "address=$host:$port"
+        echo "role=$role"
+        echo "offset=${offset:-0}"
+        echo "time=$started"
+        echo "keys=${keys:-0}"
+        echo "sha256=$sum"
+    } >"$BACKUP_DIR/dump.meta"
+    mv "$BACKUP_DIR/dump.rdb.part" "$BACKUP_DIR/dump.rdb"
+    log "dump verified: $(wc -c <"$BACKUP_DIR/dump.rdb" | tr -d ' ') bytes, ${keys:-0} keys, offset ${offset:-0}, sha256 $sum"
+}
+
+upload() {
+    file=$BACKUP_DIR/dump.rdb
+    meta=$BACKUP_DIR/dump.meta
+    [ -s "$file" ] && [ -s "$meta" ] || fail "no verified dump in $BACKUP_DIR (run 'backup.sh dump' first)"
+    sum=$(meta_field sha256 "$meta")
+    [ "$(sha256_hex "$file")" = "$sum" ] || fail "$file no longer matches the sha256 recorded at dump time"
+    stamp=$(meta_field time "$meta")
+    source=$(meta_field source "$meta")
+    day=$(printf '%s' "$stamp" | sed 's#^\(....\)\(..\)\(..\).*#\1/\2/\3#')
+    key="$BACKUP_PREFIX/$day/$stamp-$source.rdb"
+    size=$(wc -c <"$file" | tr -d ' ')
+    metadata="source=$source,role=$(meta_field role "$meta"),offset=$(meta_field offset "$meta"),time=$stamp"
+    metadata="$metadata,keys=$(meta_field keys "$meta"),sha256=$sum"
+    log "uploading $size bytes to s3://$BACKUP_BUCKET/$key"
+    checksum=$(hex_to_base64 "$sum")
+    out=$(s3api put-object --bucket "$BACKUP_BUCKET" --key "$key" --body "$file" \
+        --checksum-algorithm SHA256 --checksum-sha256 "$checksum" --content-type application/octet-stream \
+        --metadata "$metadata" --output text 2>&1) ||
+        fail "upload to s3://$BACKUP_BUCKET/$key refused: $(printf '%s' "$out" | tr '\n' ' ')"
+    stored=$(s3api head-object --bucket "$BACKUP_BUCKET" --key "$key" --checksum-mode ENABLED \
+        --query '[ContentLength, Metadata.sha256, ChecksumSHA256]' --output text 2>&1) ||
+        fail "uploaded object s3://$BACKUP_BUCKET/$key cannot be read back: $(printf '%s' "$stored" | tr '\n' ' ')"
+    [ "$(printf '%s' "$stored" | tr -s ' \t' '  ')" = "$size $sum $checksum" ] ||
+        fail "s3://$BACKUP_BUCKET/$key reads back as '$stored', expected '$size $sum $checksum'"
+    log "backup stored: s3://$BACKUP_BUCKET/$key"
+    echo "$key"
+}
+
+case "${1:-all}" in
+    dump) dump ;;
+    upload) upload ;;
+    all)
+        dump
+        upload
+        ;;
+    *)
+        log "usage: backup.sh [dump|upload|all]"
+        exit 2
+        ;;
+esac

@@ -11,12 +11,11 @@ fails if anything was evicted or a key is missing, since the figure would then b
 
 from __future__ import annotations
 
-import itertools
 from collections.abc import Callable
 
 import redis
 
-from smoke.bench.dataset import entries, fill_our_layout, fill_seed_layout
+from smoke.bench.dataset import entries, fill_our_layout, fill_parallel, fill_seed_layout
 from smoke.bench.measure import BenchError
 from smoke.client import SentinelClient
 from smoke.entries import Entry, EntryCache
@@ -35,9 +34,7 @@ def settle(master: redis.Redis, replicas: int) -> None:
 
 
 def load(master: redis.Redis, count: int, seed: int, write: Callable[[list[Entry]], object]) -> None:
-    source = entries(seed, 0, count)
-    while batch := list(itertools.islice(source, BATCH)):
-        write(batch)
+    fill_parallel(write, entries(seed, 0, count), BATCH)
 
 
 def bytes_per_entry(

@@ -29,7 +29,7 @@ class Sizes:
     """How much of everything; the defaults are the issue's."""
 
     samples: int = 5000  # timed calls per operation
-    rounds: int = 5  # interleaved rounds the samples are split into
+    rounds: int = 25  # interleaved rounds: a burst of load from other tenants hits every operation alike
     counted: int = 200  # calls per operation in the round-trip/command pass
     memory_entries: int = 100_000
     growth_keys: tuple[int, ...] = (10_000, 100_000, 1_000_000)

@@ -7,7 +7,7 @@ table probe, so the curve should be flat; what could bend it is the table's incr
 rehashing while it grows, and the forks of RDB saves and AOF rewrites that a bulk load triggers
 (each size waits until none is running before it is timed).
 
-The dev stack's ``maxmemory`` (256 MiB, ``allkeys-lru``) holds about 330k of these entries, so
+The dev stack's ``maxmemory`` (256 MiB, ``allkeys-lru``) holds about 270k of these entries (~1 KB each), so
 1M keys would measure evictions rather than lookups: for this step every data node gets the prod
 stack's ``maxmemory`` (2 GiB) with ``CONFIG SET``. The value used is reported.
 """

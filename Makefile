@@ -75,3 +75,11 @@ policy: python-deps
 
 clean:
 	rm -rf build .pytest_cache .ruff_cache
+
+# The benchmark (not part of `make test`): render dev, start it on loopback, measure every strategy
+# operation against raw redis-py, memory, growth to 1M keys, concurrency and five failovers; print a
+# table, write build/bench.json, stop everything. About 5 minutes; figures in docs/performance.md.
+.PHONY: bench
+bench: deps
+	$(PY) -m smoke.render --stack dev
+	$(PY) -m smoke.bench --render-dir build/render/dev/k8s --out build/bench.json

@@ -1,0 +1,178 @@
+"""``python -m smoke.bench``: start the rehearsal from a render, benchmark it, write the JSON, stop.
+
+``make bench`` runs it on the dev render with the full sizes (about 5 minutes on 2 cores); the
+size options exist for the test suite's quick run and for trying a change.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import sys
+import time
+from dataclasses import asdict, dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import redis
+
+from smoke.bench import concurrency, failover, growth, memory, operations, report
+from smoke.bench.measure import BenchError
+from smoke.client import SentinelClient
+from smoke.rehearsal import LoopbackCluster, RehearsalError, RenderedFiles
+
+
+@dataclass(frozen=True)
+class Sizes:
+    """How much of everything; the defaults are the issue's."""
+
+    samples: int = 5000  # timed calls per operation
+    rounds: int = 25  # interleaved rounds: a burst of load from other tenants hits every operation alike
+    counted: int = 200  # calls per operation in the round-trip/command pass
+    memory_entries: int = 100_000
+    growth_keys: tuple[int, ...] = (10_000, 100_000, 1_000_000)
+    growth_samples: int = 3000
+    threads: tuple[int, ...] = (1, 4, 16)
+    throughput_seconds: float = 5.0
+    exactness_attempts: int = 50  # per client, 8 clients, limit 100
+    failover_runs: int = 5
+
+
+def _say(text: str) -> None:
+    print(text, flush=True)
+
+
+def _loadavg() -> list[float]:
+    try:
+        return [round(x, 2) for x in os.getloadavg()]
+    except OSError:
+        return []
+
+
+def run_bench(cluster: LoopbackCluster, sizes: Sizes, say: Any = _say) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Every measurement on a started cluster: (the bench.json document, figures for the table)."""
+    started, started_at, load_before = time.monotonic(), datetime.now(UTC).isoformat(timespec="seconds"), _loadavg()
+    replicas = len(cluster.redis_nodes) - 1
+    prefix = "bench:"
+    with SentinelClient(cluster.client_config(min_idle=2)) as client:
+        client.warm_up()
+
+        def master_node() -> redis.Redis:
+            return cluster.client(cluster.masters()[0], decode_responses=False)
+
+        master = master_node()
+        node = cluster.masters()[0]
+        server_version = master.info("server")["redis_version"]
+        say(f"bench: operations ({sizes.samples} timed calls each, {sizes.rounds} interleaved rounds)")
+        work = operations.Workload(client, prefix, replicas)
+        value = work.fresh_entries(1)[0].to_json()
+        # The baseline: raw redis-py with its defaults, on a connection of its own to the master.
+        with redis.Redis(host=node.host, port=node.port, password=cluster.password) as raw:
+            ops = operations.baselines(raw, prefix, value) + work.operations()
+            measured = operations.measure(
+                ops, master, samples=sizes.samples, rounds=sizes.rounds, counted=sizes.counted
+            )
+        baseline = {name: measured.pop(name) for name in ("get", "setex")}
+
+        say(f"bench: concurrency (8 clients on one rate limit; {sizes.threads} threads x {sizes.throughput_seconds} s)")
+        conc = concurrency.measure_concurrency(
+            cluster.client_config(),
+            client,
+            prefix,
+            thread_counts=list(sizes.threads),
+            seconds=sizes.throughput_seconds,
+            exactness_attempts=sizes.exactness_attempts,
+        )
+
+        say(f"bench: failover ({sizes.failover_runs} SIGKILLs of the master)")
+        fail, drills = failover.measure_failover(cluster, client, sizes.failover_runs, say)
+
+        master = master_node()
+        say(f"bench: memory ({sizes.memory_entries} entries per layout)")
+        mem = memory.measure_memory(client, master, replicas, sizes.memory_entries)
+
+        say(f"bench: growth ({', '.join(map(str, sizes.growth_keys))} keys)")
+        nodes = [cluster.client(node, decode_responses=False) for node in cluster.redis_nodes]
+        grow = growth.measure_growth(client, nodes, master, replicas, list(sizes.growth_keys), sizes.growth_samples)
+
+    document = {
+        "machine": {
+            "cpus": os.cpu_count(),
+            "platform": platform.platform(),
+            "python": platform.python_version(),
+            "redis_py": redis.__version__,
+            "redis_server": server_version if isinstance(server_version, str) else server_version.decode(),
+            "started_at": started_at,
+            "duration_seconds": round(time.monotonic() - started, 1),
+            "loadavg_before": load_before,
+            "loadavg_after": _loadavg(),
+            "topology": f"1 master + {replicas} replicas + {len(cluster.sentinels)} Sentinels on loopback",
+            "sizes": asdict(sizes),
+        },
+        "baseline": baseline,
+        "operations": measured,
+        "memory": mem,
+        "growth": grow,
+        "concurrency": conc,
+        "failover": fail,
+    }
+    return document, failover.summary(fail, drills)
+
+
+def _positive_ints(text: str) -> tuple[int, ...]:
+    try:
+        values = tuple(int(part) for part in text.split(","))
+    except ValueError:
+        values = ()
+    if not values or min(values) < 1:
+        raise argparse.ArgumentTypeError(f"{text!r}: give positive integers separated by commas, e.g. 10000,100000")
+    return values
+
+
+def _positive_int(text: str) -> int:
+    if not text.isdigit() or int(text) < 1:
+        raise argparse.ArgumentTypeError(f"{text!r}: give one positive integer")
+    return int(text)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m smoke.bench", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--render-dir", type=Path, default=Path("build/render/dev/k8s"), help="rendered manifests")
+    parser.add_argument("--out", type=Path, default=Path("build/bench.json"), help="where to write the JSON")
+    defaults = Sizes()
+    parser.add_argument("--samples", type=_positive_int, default=defaults.samples, help="timed calls per operation")
+    parser.add_argument("--memory-entries", type=_positive_int, default=defaults.memory_entries)
+    parser.add_argument("--growth-keys", type=_positive_ints, default=defaults.growth_keys, help="e.g. 10000,100000")
+    parser.add_argument("--throughput-seconds", type=float, default=defaults.throughput_seconds)
+    parser.add_argument("--failover-runs", type=_positive_int, default=defaults.failover_runs)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    sizes = Sizes(
+        samples=args.samples,
+        memory_entries=args.memory_entries,
+        growth_keys=args.growth_keys,
+        throughput_seconds=args.throughput_seconds,
+        failover_runs=args.failover_runs,
+    )
+    try:
+        files = RenderedFiles.from_render_dir(args.render_dir)
+        with LoopbackCluster(files) as cluster:
+            _say(f"bench: rehearsal of {args.render_dir} on {cluster.prefix}.0/24")
+            document, extra = run_bench(cluster, sizes)
+    except (RehearsalError, BenchError) as exc:
+        print(f"bench failed: {exc}", file=sys.stderr)
+        return 1
+    report.write(document, args.out)
+    _say("")
+    _say(report.table(document, extra))
+    _say(f"\nbench: wrote {args.out} in {document['machine']['duration_seconds']:.0f} s")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

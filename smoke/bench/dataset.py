@@ -1,0 +1,172 @@
+"""Realistic DICT entries and the bulk fill the memory and growth benchmarks load them with.
+
+Memory per entry depends on the payload: a sample with short, identical fields would flatter
+every layout. So each entry gets a key of one of the five DICT key types with a value shaped like
+the real thing (an 11-digit CPF, a 14-digit CNPJ, a +55 phone, an e-mail address, a UUID EVP),
+an account at one of the large ISPBs with branch, number and account type, an owner name and
+tax id, and two timestamps, drawn from a seeded RNG so two runs load the same data.
+
+The fill is pipelined (``batch`` writes per round trip): one write per round trip would make the
+1M-key growth step take minutes. Our layout is written by the entry cache's own write script
+with the same keys and arguments as :meth:`smoke.entries.EntryCache.write`; the seed's layout is
+the seed's two ``SETEX`` of the full JSON (TSP-003 §3.1, ``SetByID`` + ``SetByKey``). The
+test suite checks that a bulk-filled entry is stored exactly as ``EntryCache.write`` stores it.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import random
+import threading
+import uuid
+from collections.abc import Callable, Iterator
+
+import redis
+
+from smoke.entries import _WRITE as ENTRY_WRITE_SCRIPT  # the strategy's own script, not a copy
+from smoke.entries import ID_KEY, KEY_TYPES, POINTER_KEY, Account, Entry, EntryCache, Owner
+
+# Large Brazilian ISPBs (Banco do Brasil, Itaú, Caixa, Bradesco, Santander, Nubank, Inter).
+ISPBS = ("00000000", "60701190", "00360305", "60746948", "90400888", "18236120", "00416968")
+ACCOUNT_TYPES = ("CACC", "SVGS", "SLRY", "TRAN")
+FIRST_NAMES = ("Maria", "José", "Ana", "João", "Francisca", "Antônio", "Adriana", "Carlos", "Juliana", "Luiz")
+MIDDLE_NAMES = ("Aparecida", "Carlos", "Cristina", "Eduardo", "Fernanda", "Henrique", "Lúcia", "Roberto")
+LAST_NAMES = ("da Silva", "dos Santos", "Oliveira", "Souza", "Rodrigues", "Ferreira", "Alves", "Pereira", "Lima")
+DOMAINS = ("gmail.com", "hotmail.com", "yahoo.com.br", "outlook.com", "uol.com.br", "empresa.com.br")
+COMPANY_SUFFIXES = ("Comércio de Alimentos Ltda", "Serviços Digitais S.A.", "Transportes ME", "Tecnologia Ltda")
+
+
+def _digits(rng: random.Random, n: int) -> str:
+    return f"{rng.randrange(10**n):0{n}d}"
+
+
+def _stamp(rng: random.Random, year: int) -> str:
+    return (
+        f"{year}-{rng.randint(1, 12):02d}-{rng.randint(1, 28):02d}T"
+        f"{rng.randint(0, 23):02d}:{rng.randint(0, 59):02d}:{rng.randint(0, 59):02d}.{rng.randint(0, 999):03d}Z"
+    )
+
+
+def realistic_entry(rng: random.Random, n: int) -> Entry:
+    """Entry number ``n`` of a dataset: key types in turn, everything else drawn from ``rng``."""
+    key_type = KEY_TYPES[n % len(KEY_TYPES)]
+    first, middle, last = rng.choice(FIRST_NAMES), rng.choice(MIDDLE_NAMES), rng.choice(LAST_NAMES)
+    person = f"{first} {middle} {last}"
+    if key_type == "CNPJ":
+        owner = Owner(f"{last.split()[-1]} {rng.choice(COMPANY_SUFFIXES)}", _digits(rng, 14), "LEGAL_PERSON")
+        key_value = owner.tax_id
+    else:
+        owner = Owner(person, _digits(rng, 11))
+        key_value = {
+            "CPF": owner.tax_id,
+            "PHONE": f"+55{rng.randint(11, 99)}9{_digits(rng, 8)}",
+            "EMAIL": f"{first.lower()}.{last.split()[-1].lower()}{n}@{rng.choice(DOMAINS)}",
+            "EVP": str(uuid.UUID(int=rng.getrandbits(128), version=4)),
+        }[key_type]
+    account = Account(
+        rng.choice(ISPBS),
+        _digits(rng, 4),
+        f"{_digits(rng, rng.randint(6, 10))}-{_digits(rng, 1)}",
+        rng.choice(ACCOUNT_TYPES),
+    )
+    return Entry(
+        id=str(uuid.UUID(int=rng.getrandbits(128), version=4)),
+        key_type=key_type,
+        key_value=key_value,
+        account=account,
+        owner=owner,
+        version=rng.randint(1, 20),
+        created_at=_stamp(rng, 2023),
+        updated_at=_stamp(rng, 2025),
+    )
+
+
+def entries(seed: int, start: int, count: int) -> Iterator[Entry]:
+    """Entries ``start`` .. ``start + count - 1`` drawn from one RNG seeded with (seed, start):
+    the same arguments give the same data."""
+    rng = random.Random(f"{seed}:{start}")
+    for n in range(start, start + count):
+        yield realistic_entry(rng, n)
+
+
+def entry_json(entry: Entry) -> str:
+    """``entry.to_json()``, byte for byte, without ``dataclasses.asdict``'s deep copy (which
+    costs more than the rest of a bulk write); the test suite holds the two equal."""
+    a, o = entry.account, entry.owner
+    document = {
+        "id": entry.id,
+        "key_type": entry.key_type,
+        "key_value": entry.key_value,
+        "account": {"ispb": a.ispb, "branch": a.branch, "number": a.number, "type": a.type},
+        "owner": {"name": o.name, "tax_id": o.tax_id, "type": o.type},
+        "version": entry.version,
+        "created_at": entry.created_at,
+        "updated_at": entry.updated_at,
+    }
+    return json.dumps(document, separators=(",", ":"), sort_keys=True)
+
+
+def fill_parallel(
+    write: Callable[[list[Entry]], object], source: Iterator[Entry], batch: int = 1000, threads: int = 2
+) -> int:
+    """Feed ``source`` to ``write`` in batches from ``threads`` threads; returns the entries
+    written. While one thread waits for its pipeline's replies (the GIL released), another
+    builds the next batch, which roughly halves a bulk load on two cores."""
+    lock = threading.Lock()
+    written = [0]
+    failures: list[BaseException] = []
+
+    def worker() -> None:
+        while not failures:
+            with lock:
+                chunk = list(itertools.islice(source, batch))
+            if not chunk:
+                return
+            try:
+                write(chunk)
+            except BaseException as exc:
+                failures.append(exc)
+                return
+            with lock:
+                written[0] += len(chunk)
+
+    workers = [threading.Thread(target=worker, name=f"fill-{i}") for i in range(threads)]
+    for thread in workers:
+        thread.start()
+    for thread in workers:
+        thread.join()
+    if failures:
+        raise failures[0]
+    return written[0]
+
+
+def fill_our_layout(master: redis.Redis, cache: EntryCache, batch: list[Entry]) -> list[str]:
+    """Write ``batch`` as ``EntryCache.write`` does (entry, pointer, version marker), pipelined;
+    returns each write's outcome (``stored`` unless the data was already there)."""
+    pipe = master.pipeline(transaction=False)
+    prefix = cache.prefix + POINTER_KEY
+    for entry in batch:
+        keys = [cache.id_key(entry.id), cache.pointer_key(entry.key_type, entry.key_value), cache.marker_key(entry.id)]
+        args = [entry.id, entry_json(entry), entry.version, cache.ttl_ms, cache.marker_ttl_ms, prefix]
+        pipe.evalsha(ENTRY_WRITE_SCRIPT.sha, len(keys), *keys, *args)
+    try:
+        replies = pipe.execute()
+    except redis.exceptions.NoScriptError:
+        master.script_load(ENTRY_WRITE_SCRIPT.source)
+        return fill_our_layout(master, cache, batch)
+    return [_text(reply[1]) for reply in replies]
+
+
+def fill_seed_layout(master: redis.Redis, prefix: str, batch: list[Entry], ttl_s: int = 300) -> None:
+    """Write ``batch`` as the seed does: the full JSON under the id key and under the key key."""
+    pipe = master.pipeline(transaction=False)
+    for entry in batch:
+        data = entry_json(entry)
+        pipe.execute_command("SETEX", f"{prefix}{ID_KEY}{entry.id}", ttl_s, data)
+        pipe.execute_command("SETEX", f"{prefix}{POINTER_KEY}{entry.key_type}:{entry.key_value}", ttl_s, data)
+    pipe.execute()
+
+
+def _text(value: bytes | str) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)

@@ -1,0 +1,83 @@
+"""The benchmark's instruments: round trips and commands are counted, latencies sampled.
+
+* **Round trips** are writes to a socket: redis-py writes one command, or one whole pipeline, with
+  one ``send_packed_command`` call and then reads the replies, so counting those calls made by
+  this thread counts round trips. redis-py has no hook for this, hence the wrapper.
+* **Commands** are ``INFO commandstats`` deltas on the master: every command Redis executed,
+  including the ones a Lua script ran (``GET``/``SET`` inside an ``EVALSHA`` count too), so it
+  says how much work the server did. The Sentinels' and replicas' own traffic (``PING``,
+  ``INFO``, ``PUBLISH`` hello messages, ``REPLCONF`` acks) is left out, and so is the ``INFO`` of
+  the measurement itself.
+* **Latency** is wall time per call on one thread (one pooled connection), in microseconds,
+  as nearest-rank percentiles.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import threading
+import time
+from collections.abc import Callable, Iterator, Sequence
+
+import redis
+from redis.connection import AbstractConnection
+
+from smoke.report import percentile
+
+# Commands other clients send to the master on their own schedule; not part of any operation.
+BACKGROUND_COMMANDS = ("info", "ping", "publish", "replconf", "subscribe", "client|setname", "hello", "role")
+
+
+class BenchError(RuntimeError):
+    """The benchmark would report a wrong figure (a miss where a hit was prepared, an eviction
+    during a memory measurement, ...): stop rather than print it."""
+
+
+@contextlib.contextmanager
+def count_round_trips() -> Iterator[list[int]]:
+    """Count socket writes (one per command or pipeline) made by this thread meanwhile."""
+    calls, me = [0], threading.get_ident()
+    original = AbstractConnection.send_packed_command
+
+    def counting(self: AbstractConnection, command: object, check_health: bool = True) -> None:
+        if threading.get_ident() == me:
+            calls[0] += 1
+        original(self, command, check_health)
+
+    AbstractConnection.send_packed_command = counting  # type: ignore[method-assign]
+    try:
+        yield calls
+    finally:
+        AbstractConnection.send_packed_command = original  # type: ignore[method-assign]
+
+
+def command_calls(node: redis.Redis) -> dict[str, int]:
+    """Calls per command from ``INFO commandstats`` (``cmdstat_get`` -> ``get``)."""
+    stats = node.info("commandstats")
+    return {name.removeprefix("cmdstat_"): int(values["calls"]) for name, values in stats.items()}
+
+
+def commands_between(before: dict[str, int], after: dict[str, int]) -> int:
+    """Commands executed between two ``command_calls`` snapshots, background traffic left out."""
+    return sum(
+        calls - before.get(name, 0)
+        for name, calls in after.items()
+        if name not in BACKGROUND_COMMANDS and not name.startswith("sentinel")
+    )
+
+
+def time_calls(calls: Sequence[Callable[[], object]]) -> list[float]:
+    """Run each call in turn; the wall time of each in microseconds."""
+    samples = []
+    clock = time.perf_counter_ns
+    for call in calls:
+        started = clock()
+        call()
+        samples.append((clock() - started) / 1000)
+    return samples
+
+
+def percentiles_us(samples: Sequence[float]) -> dict[str, float]:
+    """``p50_us``/``p95_us``/``p99_us`` of latency samples in microseconds."""
+    values = list(samples)
+    return {f"p{q}_us": round(percentile(values, q), 1) for q in (50, 95, 99)}

@@ -11,8 +11,8 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STACK ?= dev
 # Binaries the tests run for real, and the Debian packages that provide them.
-SYSTEM_BINARIES := redis-server redis-sentinel redis-cli redis-check-rdb busybox
-SYSTEM_PACKAGES := redis-server redis-sentinel redis-tools busybox
+SYSTEM_BINARIES := redis-server redis-sentinel redis-cli redis-check-rdb busybox prometheus-redis-exporter
+SYSTEM_PACKAGES := redis-server redis-sentinel redis-tools busybox prometheus-redis-exporter
 
 .PHONY: deps system-deps python-deps render rehearsal local test lint clean
 

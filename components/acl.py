@@ -43,7 +43,7 @@ _APPLICATION_COMMANDS = (
     # the strategies: Lua (one atomic step per operation), WAIT for confirmed writes, MULTI
     "evalsha", "eval", "script|load", "wait", "multi", "exec", "discard",
     # data commands of the strategies and of the commands their Lua scripts call
-    "get", "set", "mget", "del", "unlink", "exists", "type", "incr",
+    "get", "set", "mget", "del", "unlink", "exists", "type", "incr", "incrby",
     "expire", "pexpire", "persist", "ttl", "pttl", "pexpiretime", "time",
     "hset", "hget", "zadd", "zcard", "zrange", "zrangebyscore", "zrem", "zremrangebyscore",
     # smoke checks: replication state, planting foreign values, cleaning up a run's keys
@@ -79,7 +79,9 @@ APPLICATION = AclUser(
     "app",
     "the application and the smoke suite: the five strategies' keys, their commands only",
     _APPLICATION_COMMANDS,
-    keys=tuple(f"{p}*" for p in APPLICATION_KEY_PREFIXES),
+    # The empty pattern admits only the empty key name: the entry strategy's Lua gets "" in a
+    # KEYS slot it does not use (e.g. no pointer key), and ACLs check every KEYS argument.
+    keys=(*(f"{p}*" for p in APPLICATION_KEY_PREFIXES), ""),
 )
 REPLICATION = AclUser("replication", "replicas syncing from the master (masteruser)", ("psync", "replconf", "ping"))
 SENTINEL = AclUser(
@@ -94,7 +96,10 @@ SENTINEL = AclUser(
 EXPORTER = AclUser(
     "exporter",
     "redis_exporter sidecars: server statistics, read-only, no key access",
-    ("ping", "info", "config|get", "slowlog", "latency", "client|list", "client|info", "select", "hello", "role"),
+    (
+        "ping", "info", "config|get", "slowlog", "latency", "client|list", "client|info", "client|setname",
+        "select", "hello", "role",
+    ),
 )
 BACKUP = AclUser(
     "backup",

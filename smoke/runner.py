@@ -296,8 +296,9 @@ def main(argv: list[str] | None = None) -> int:
                 message, name = f"the rehearsal did not start: {exc}", "rehearsal_started"
             else:
                 message, name = (
-                    f"the master refused the password ({exc}); set REDIS_PASSWORD or REDIS_PASSWORD_FILE "
-                    "to the stack's Redis password",
+                    f"the master refused the password ({exc}); set REDIS_USERNAME and REDIS_PASSWORD or "
+                    "REDIS_PASSWORD_FILE to an ACL user of the stack (the smoke Job uses 'app'), and "
+                    "SENTINEL_PASSWORD(_FILE) to the Sentinels' password",
                     "password_accepted",
                 )
             print(f"smoke: {message}", file=sys.stderr)

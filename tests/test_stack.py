@@ -38,7 +38,10 @@ def pod_spec(stack: Rendered, name: str) -> dict[str, Any]:
 def test_every_expected_kubernetes_object_is_registered_once(stack: Rendered) -> None:
     objects = [(d["kind"], d["metadata"]["name"]) for d in stack.kubernetes()]
     assert len(objects) == len(set(objects))
-    assert {(k, None if k in ("Namespace", "Job") else n) for k, n in objects} == EXPECTED
+    # TLS (on in prod, off in dev) adds the two cert-manager Certificates.
+    certificates = {("Certificate", "redis-tls"), ("Certificate", "redis-sentinel-tls")}
+    expected = EXPECTED | (certificates if stack.stack == "prod" else set())
+    assert {(k, None if k in ("Namespace", "Job") else n) for k, n in objects} == expected
     namespace = stack.kubernetes("Namespace")[0]["metadata"]["name"]
     assert all(d["metadata"].get("namespace") == namespace for d in stack.kubernetes() if d["kind"] != "Namespace")
 
@@ -225,7 +228,19 @@ def test_the_smoke_job_runs_the_suite_through_the_sentinels_with_the_password_fr
         assert pod["restartPolicy"] == "Never" and pod["automountServiceAccountToken"] is False
         (container,) = pod["containers"]
         assert container["securityContext"]["readOnlyRootFilesystem"] is True
-        assert container["env"] == [{"name": "REDIS_PASSWORD_FILE", "value": "/etc/redis-auth/redis-password"}]
+        env = {e["name"]: e["value"] for e in container["env"]}
+        # The application ACL user, its password and the Sentinels' from files; the CA with TLS.
+        assert env == {
+            "REDIS_USERNAME": "app",
+            "REDIS_PASSWORD_FILE": "/etc/redis-auth/app-password",
+            "SENTINEL_PASSWORD_FILE": "/etc/redis-auth/sentinel-requirepass",
+            **({"REDIS_TLS_CA_FILE": "/etc/redis-tls/ca.crt"} if stack is prod else {}),
+        }
+        auth = next(v for v in pod["volumes"] if v["name"] == "auth")["secret"]
+        assert [i["key"] for i in auth["items"]] == ["app-password", "sentinel-requirepass"]
+        if stack is prod:
+            tls = next(v for v in pod["volumes"] if v["name"] == "tls")["secret"]
+            assert tls["secretName"] == "redis-tls" and tls["items"] == [{"key": "ca.crt", "path": "ca.crt"}]
         # The labels the NetworkPolicy admits, and arguments the runner accepts as they are.
         assert spec["template"]["metadata"]["labels"]["app.kubernetes.io/part-of"] == "dict-redis"
         args = build_parser().parse_args(container["args"])

@@ -259,3 +259,35 @@ def test_a_changed_stack_gets_a_new_smoke_job(dev: Rendered) -> None:
     assert rerun.kubernetes("Job")[0]["metadata"]["name"] != before
     disabled = render_with("dev", {"dict-redis:smoke": '{"enabled": false}'})
     assert disabled.kubernetes("Job") == [] and "smokeJob" not in disabled.outputs
+
+
+def test_tls_certificates_name_every_pod_and_are_mounted_where_the_scripts_look(prod: Rendered, dev: Rendered) -> None:
+    redis_cert = prod.find("Certificate", "redis-tls")
+    assert redis_cert["apiVersion"] == "cert-manager.io/v1"
+    spec = redis_cert["spec"]
+    assert spec["secretName"] == "redis-tls"
+    assert spec["issuerRef"] == {"name": "dict-redis-ca", "kind": "ClusterIssuer", "group": "cert-manager.io"}
+    pods = [f"redis-{i}.redis-headless.redis.svc.cluster.local" for i in range(3)]
+    assert set(pods) | {"redis-headless.redis.svc.cluster.local"} <= set(spec["dnsNames"])
+    sentinel = prod.find("Certificate", "redis-sentinel-tls")["spec"]
+    assert "redis-sentinel-2.redis-sentinel-headless.redis.svc.cluster.local" in sentinel["dnsNames"]
+    assert "redis-sentinel.redis.svc.cluster.local" in sentinel["dnsNames"]
+    for name, secret in (("redis", "redis-tls"), ("redis-sentinel", "redis-sentinel-tls")):
+        spec = pod_spec(prod, name)
+        tls = next(v for v in spec["volumes"] if v["name"] == "tls")
+        assert tls["secret"]["secretName"] == secret
+        mounts = {m["name"]: m["mountPath"] for m in spec["containers"][0]["volumeMounts"]}
+        assert mounts["tls"] == "/etc/redis-tls"
+        assert not any(v["name"] == "tls" for v in pod_spec(dev, name)["volumes"])
+    assert dev.kubernetes("Certificate") == []
+
+
+def test_the_acl_template_ships_in_the_redis_configmap_without_passwords(stack: Rendered) -> None:
+    from components.acl import USERS
+
+    data = stack.find("ConfigMap", "redis-config")["data"]
+    lines = data["users.acl"].splitlines()
+    assert lines[0].startswith("user default off")
+    assert [line.split()[1] for line in lines[1:]] == [u.name for u in USERS]
+    assert all("@PASSWORDS@" in line for line in lines[1:])
+    assert "sync-acl.sh" in data

@@ -1,7 +1,8 @@
 """DICT Redis cache layer: Redis (1 master + 2 replicas) under 3 Sentinels, on Kubernetes.
 
     stack config ──► settings ──► namespace
-                                  ├─ auth       Secret with the Redis password
+                                  ├─ auth       Secret with every ACL user's password and the Sentinels'
+                                  ├─ tls        (optional) cert-manager Certificates for Redis and Sentinel
                                   ├─ redis      StatefulSet of data nodes (+ headless Service, PDB)
                                   ├─ sentinel   StatefulSet of Sentinels (+ client Service, PDB)
                                   ├─ network    NetworkPolicy: clients and the layer itself only
@@ -25,6 +26,7 @@ from components.redis import RedisDataPlane, RedisDataPlaneArgs
 from components.sentinel import Sentinel, SentinelArgs
 from components.settings import load_settings
 from components.smoke_job import SmokeJob, SmokeJobArgs
+from components.tls import ClusterCertificates, ClusterCertificatesArgs
 from components.topology import Topology
 
 settings = load_settings()
@@ -34,8 +36,27 @@ namespace = k8s.core.v1.Namespace("namespace", metadata={"name": settings.namesp
 ns = namespace.metadata.apply(lambda m: m["name"])
 
 auth = RedisAuth("auth", RedisAuthArgs(settings=settings, namespace=ns))
-redis = RedisDataPlane("redis", RedisDataPlaneArgs(settings=settings, namespace=ns, secret_name=auth.secret_name))
-sentinel = Sentinel("sentinel", SentinelArgs(settings=settings, namespace=ns, secret_name=auth.secret_name))
+certs = None
+if settings.tls.enabled:
+    certs = ClusterCertificates("tls", ClusterCertificatesArgs(settings=settings, namespace=ns))
+redis = RedisDataPlane(
+    "redis",
+    RedisDataPlaneArgs(
+        settings=settings,
+        namespace=ns,
+        secret_name=auth.secret_name,
+        tls_secret_name=certs.redis_secret_name if certs else None,
+    ),
+)
+sentinel = Sentinel(
+    "sentinel",
+    SentinelArgs(
+        settings=settings,
+        namespace=ns,
+        secret_name=auth.secret_name,
+        tls_secret_name=certs.sentinel_secret_name if certs else None,
+    ),
+)
 network = CacheNetworkPolicy("network", CacheNetworkPolicyArgs(settings=settings, namespace=ns))
 
 if settings.monitoring.enabled:
@@ -50,7 +71,12 @@ pulumi.export("secretName", auth.secret_name)
 if settings.smoke.enabled:
     smoke = SmokeJob(
         "smoke",
-        SmokeJobArgs(settings=settings, namespace=ns, secret_name=auth.secret_name),
+        SmokeJobArgs(
+            settings=settings,
+            namespace=ns,
+            secret_name=auth.secret_name,
+            tls_secret_name=certs.redis_secret_name if certs else None,
+        ),
         opts=pulumi.ResourceOptions(depends_on=[redis, sentinel, network]),
     )
     pulumi.export("smokeJob", smoke.job_name)

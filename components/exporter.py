@@ -11,7 +11,7 @@ from typing import Any
 
 import pulumi
 
-from components import pods
+from components import acl, pods
 from components import topology as t
 from components.settings import MonitoringSettings
 
@@ -28,19 +28,19 @@ def exporter_args(redis_port: int, *, host: str = "localhost", listen: str = f":
     return [f"-redis.addr=redis://{host}:{redis_port}", f"-web.listen-address={listen}", *EXPORTER_FLAGS]
 
 
-def exporter_auth_env(secret_name: pulumi.Input[str]) -> list[dict[str, Any]]:
-    """How the exporter authenticates: the stack password from the Secret, as ``REDIS_PASSWORD``.
+def exporter_auth_env(secret_name: pulumi.Input[str], redis_port: int) -> list[dict[str, Any]]:
+    """How the exporter authenticates: its ACL user on a data node, the Sentinels' password on a Sentinel.
 
-    The one place that decides the exporter's credentials (an ACL user or TLS later changes only
-    this). An env var from ``secretKeyRef`` rather than the mounted file because redis_exporter 1.45
-    reads a password only from argv, env or a JSON password map; env keeps it off argv.
+    The one place that decides the exporter's credentials. An env var from ``secretKeyRef`` rather
+    than the mounted file because redis_exporter 1.45 reads a password only from argv, env or a JSON
+    password map; env keeps it off argv.
     """
-    return [
-        {
-            "name": "REDIS_PASSWORD",
-            "value_from": {"secret_key_ref": {"name": secret_name, "key": t.PASSWORD_KEY}},
-        }
-    ]
+    def password_from(key: str) -> dict[str, Any]:
+        return {"name": "REDIS_PASSWORD", "value_from": {"secret_key_ref": {"name": secret_name, "key": key}}}
+
+    if redis_port == t.SENTINEL_PORT:
+        return [password_from(acl.SENTINEL_PASSWORD_KEY)]
+    return [{"name": "REDIS_USER", "value": acl.EXPORTER.name}, password_from(acl.EXPORTER.secret_key)]
 
 
 def exporter_container(
@@ -53,7 +53,7 @@ def exporter_container(
         "image": monitoring.exporter_image,
         "image_pull_policy": "IfNotPresent",
         "args": exporter_args(redis_port),
-        "env": exporter_auth_env(secret_name),
+        "env": exporter_auth_env(secret_name, redis_port),
         "ports": [{"name": t.METRICS_PORT_NAME, "container_port": t.EXPORTER_PORT, "protocol": "TCP"}],
         "resources": pods.resources(monitoring.exporter_resources),
         "security_context": pods.container_security_context(),

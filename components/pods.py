@@ -9,7 +9,7 @@ import hashlib
 import json
 from typing import Any
 
-from components.settings import AntiAffinity, Probe, Resources
+from components.settings import AntiAffinity, Probe, Resources, Settings
 from components.topology import RUN_AS_USER
 
 HOSTNAME_KEY = "kubernetes.io/hostname"
@@ -93,3 +93,12 @@ def config_checksum(data: dict[str, str]) -> str:
     """Pod-template annotation value that changes whenever the mounted config does, so a config
     change rolls the pods instead of waiting for their next restart."""
     return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()
+
+
+def tls_volumes(settings: Settings, secret_name: Any) -> list[dict[str, Any]]:
+    """The certificate volume when TLS is on (cert-manager's Secret: tls.crt, tls.key, ca.crt)."""
+    if not settings.tls.enabled:
+        return []
+    if secret_name is None:
+        raise ValueError("tls.enabled is true but no certificate Secret was given to the component")
+    return [{"name": "tls", "secret": {"secret_name": secret_name, "default_mode": 0o440}}]

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 import pulumi
 import pulumi_kubernetes as k8s
 
-from components import pods
+from components import acl, pods
 from components import topology as t
 from components.exporter import exporter_container
 from components.renderers.redis_conf import render_redis_conf
@@ -26,6 +26,8 @@ class RedisDataPlaneArgs:
     settings: Settings
     namespace: pulumi.Input[str]
     secret_name: pulumi.Input[str]
+    # The cert-manager Secret with this workload's certificate; required when settings.tls.enabled.
+    tls_secret_name: pulumi.Input[str] | None = None
 
 
 class RedisDataPlane(pulumi.ComponentResource):
@@ -43,7 +45,13 @@ class RedisDataPlane(pulumi.ComponentResource):
         labels = topo.object_labels(COMPONENT)
 
         scripts = render_scripts(s)
-        config_data = {"redis.conf": render_redis_conf(s), **{n: scripts[n] for n in REDIS_SCRIPTS}}
+        config_data = {
+            "redis.conf": render_redis_conf(s),
+            # Users and rules only; start-redis.sh adds the password hashes from the Secret.
+            "users.acl": acl.render_acl_template(),
+            **{n: scripts[n] for n in REDIS_SCRIPTS},
+        }
+        tls_volumes = pods.tls_volumes(s, args.tls_secret_name)
         config = k8s.core.v1.ConfigMap(
             f"{name}-config",
             metadata={"name": topo.redis_config, "namespace": args.namespace, "labels": labels},
@@ -85,6 +93,7 @@ class RedisDataPlane(pulumi.ComponentResource):
             "volume_mounts": [
                 {"name": "config", "mount_path": t.REDIS_CONFIG_DIR, "read_only": True},
                 {"name": "auth", "mount_path": t.AUTH_DIR, "read_only": True},
+                *([{"name": "tls", "mount_path": t.TLS_DIR, "read_only": True}] if s.tls.enabled else []),
                 {"name": "run", "mount_path": t.RUN_DIR},
                 {"name": "tmp", "mount_path": "/tmp"},
                 {"name": "data", "mount_path": t.DATA_DIR},
@@ -121,6 +130,7 @@ class RedisDataPlane(pulumi.ComponentResource):
                         "volumes": [
                             {"name": "config", "config_map": {"name": topo.redis_config, "default_mode": 0o444}},
                             {"name": "auth", "secret": {"secret_name": args.secret_name, "default_mode": 0o440}},
+                            *tls_volumes,
                             # The effective redis.conf holds the password: memory only, never on disk.
                             {"name": "run", "empty_dir": {"medium": "Memory", "size_limit": "8Mi"}},
                             {"name": "tmp", "empty_dir": {"size_limit": "64Mi"}},

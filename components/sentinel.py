@@ -27,6 +27,8 @@ class SentinelArgs:
     settings: Settings
     namespace: pulumi.Input[str]
     secret_name: pulumi.Input[str]
+    # The cert-manager Secret with this workload's certificate; required when settings.tls.enabled.
+    tls_secret_name: pulumi.Input[str] | None = None
 
 
 class Sentinel(pulumi.ComponentResource):
@@ -45,6 +47,7 @@ class Sentinel(pulumi.ComponentResource):
 
         scripts = render_scripts(s)
         config_data = {"sentinel.conf": render_sentinel_conf(s), **{n: scripts[n] for n in SENTINEL_SCRIPTS}}
+        tls_volumes = pods.tls_volumes(s, args.tls_secret_name)
         config = k8s.core.v1.ConfigMap(
             f"{name}-config",
             metadata={"name": topo.sentinel_config, "namespace": args.namespace, "labels": labels},
@@ -90,6 +93,7 @@ class Sentinel(pulumi.ComponentResource):
             "volume_mounts": [
                 {"name": "config", "mount_path": t.SENTINEL_CONFIG_DIR, "read_only": True},
                 {"name": "auth", "mount_path": t.AUTH_DIR, "read_only": True},
+                *([{"name": "tls", "mount_path": t.TLS_DIR, "read_only": True}] if s.tls.enabled else []),
                 {"name": "data", "mount_path": t.DATA_DIR},
                 {"name": "tmp", "mount_path": "/tmp"},
             ],
@@ -120,6 +124,7 @@ class Sentinel(pulumi.ComponentResource):
                         "volumes": [
                             {"name": "config", "config_map": {"name": topo.sentinel_config, "default_mode": 0o444}},
                             {"name": "auth", "secret": {"secret_name": args.secret_name, "default_mode": 0o440}},
+                            *tls_volumes,
                             # Sentinel's own rewritten config (holds the password): memory only. A
                             # restarted container reuses it (start-sentinel.sh); a new pod starts
                             # over from its peers.

@@ -285,6 +285,8 @@ class MonitoringSettings(_Model):
     runbook_base_url: str = Field(
         default="https://github.com/lbpay/dict-redis/blob/main/docs/runbooks", pattern=r"^https?://\S+[^/]$"
     )
+
+
 class BackupSettings(_Model):
     """The backup CronJob and its S3 bucket (components/backup.py); see README "Backup and restore"."""
 
@@ -340,6 +342,22 @@ class BackupSettings(_Model):
         return (self.oidc_provider_arn or "::::").split(":")[4]
 
 
+class TlsSettings(_Model):
+    """Encryption in transit: every data node and Sentinel serves TLS only, on the usual ports.
+
+    Certificates come from cert-manager (Certificate resources for the Redis and Sentinel pods'
+    DNS names, signed by ``issuerName``); the issuer itself (e.g. a CA ClusterIssuer) belongs to
+    the cluster, not to this stack.
+    """
+
+    enabled: bool = True
+    issuer_name: str = Field(default="dict-redis-ca", pattern=r"^[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?$")
+    issuer_kind: Literal["Issuer", "ClusterIssuer"] = "ClusterIssuer"
+    # Certificate lifetime and how long before expiry cert-manager renews it (hours).
+    duration_hours: int = Field(default=2160, ge=24)
+    renew_before_hours: int = Field(default=360, ge=1)
+
+
 class Settings(_Model):
     """Everything one stack needs; built by :func:`load_settings` or :func:`settings_from_config`."""
 
@@ -356,13 +374,15 @@ class Settings(_Model):
     smoke: SmokeSettings = SmokeSettings()
     monitoring: MonitoringSettings = MonitoringSettings()
     backup: BackupSettings = BackupSettings()
-    # Taken from secret config when set; otherwise the stack generates one. Never printed.
+    tls: TlsSettings = TlsSettings()
+    # The Sentinels' password (``requirepass``); the ACL users' passwords are always generated
+    # (components/acl.py). Taken from secret config when set, else generated. Never printed.
     redis_password: str | None = Field(default=None, repr=False)
 
 
 # --- loading ----------------------------------------------------------------------------------
 
-_OBJECT_KEYS = {"redis", "sentinel", "smoke", "monitoring", "backup", "clientSelector", "clientNamespaces"}
+_OBJECT_KEYS = {"redis", "sentinel", "smoke", "monitoring", "backup", "tls", "clientSelector", "clientNamespaces"}
 _SECRET_KEYS = {"redisPassword"}
 _IMAGE_PINNED = re.compile(r"^[^@]+@sha256:[0-9a-f]{64}$|^[^@]+:[^:/@]*\d+\.\d+\.\d+[^:/@]*$")
 
@@ -520,6 +540,12 @@ def _cross_checks(s: Settings) -> list[str]:
         problems.append(
             f"{p}redis.minReplicasToWrite = {r.min_replicas_to_write}: must be at most the number of "
             f"replicas ({r.replicas - 1}), or the master refuses every write"
+        )
+
+    if s.tls.renew_before_hours >= s.tls.duration_hours:
+        problems.append(
+            f"{p}tls.renewBeforeHours = {s.tls.renew_before_hours}: must be below tls.durationHours "
+            f"({s.tls.duration_hours}), or cert-manager renews the certificate continuously"
         )
 
     if s.redis_password is not None and not PASSWORD_PATTERN.match(s.redis_password):

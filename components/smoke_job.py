@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import pulumi
 import pulumi_kubernetes as k8s
 
-from components import pods
+from components import acl, pods
 from components import topology as t
 from components.settings import Settings
 
@@ -44,6 +44,20 @@ class SmokeJobArgs:
     settings: Settings
     namespace: pulumi.Input[str]
     secret_name: pulumi.Input[str]
+    # The Redis certificate's Secret: only its ca.crt is mounted, to verify the servers.
+    tls_secret_name: pulumi.Input[str] | None = None
+
+
+def smoke_env(settings: Settings) -> list[dict[str, str]]:
+    """Who the suite authenticates as (the application user) and where its secrets are mounted."""
+    env = [
+        {"name": "REDIS_USERNAME", "value": acl.APPLICATION.name},
+        {"name": "REDIS_PASSWORD_FILE", "value": f"{t.AUTH_DIR}/{acl.APPLICATION.secret_key}"},
+        {"name": "SENTINEL_PASSWORD_FILE", "value": f"{t.AUTH_DIR}/{acl.SENTINEL_PASSWORD_KEY}"},
+    ]
+    if settings.tls.enabled:
+        env.append({"name": "REDIS_TLS_CA_FILE", "value": f"{t.TLS_DIR}/ca.crt"})
+    return env
 
 
 class SmokeJob(pulumi.ComponentResource):
@@ -61,11 +75,12 @@ class SmokeJob(pulumi.ComponentResource):
             "image": s.smoke.image,
             "image_pull_policy": "IfNotPresent",
             "args": smoke_args(s),
-            "env": [{"name": "REDIS_PASSWORD_FILE", "value": f"{t.AUTH_DIR}/{t.PASSWORD_KEY}"}],
+            "env": smoke_env(s),
             "resources": pods.resources(s.smoke.resources),
             "security_context": pods.container_security_context(),
             "volume_mounts": [
                 {"name": "auth", "mount_path": t.AUTH_DIR, "read_only": True},
+                *([{"name": "tls", "mount_path": t.TLS_DIR, "read_only": True}] if s.tls.enabled else []),
                 {"name": "tmp", "mount_path": "/tmp"},
             ],
         }
@@ -86,7 +101,32 @@ class SmokeJob(pulumi.ComponentResource):
                         "security_context": pods.pod_security_context(),
                         "containers": [container],
                         "volumes": [
-                            {"name": "auth", "secret": {"secret_name": args.secret_name, "default_mode": 0o440}},
+                            {
+                                "name": "auth",
+                                "secret": {
+                                    "secret_name": args.secret_name,
+                                    "default_mode": 0o440,
+                                    # Only the application user's and the Sentinels' passwords.
+                                    "items": [
+                                        {"key": k, "path": k}
+                                        for k in (acl.APPLICATION.secret_key, acl.SENTINEL_PASSWORD_KEY)
+                                    ],
+                                },
+                            },
+                            *(
+                                [
+                                    {
+                                        "name": "tls",
+                                        "secret": {
+                                            "secret_name": args.tls_secret_name,
+                                            "default_mode": 0o440,
+                                            "items": [{"key": "ca.crt", "path": "ca.crt"}],
+                                        },
+                                    }
+                                ]
+                                if s.tls.enabled
+                                else []
+                            ),
                             {"name": "tmp", "empty_dir": {"size_limit": "64Mi"}},
                         ],
                     },

@@ -23,9 +23,10 @@ RUN_AS_USER = 10001
 REDIS_CONFIG_DIR = "/etc/redis"
 SENTINEL_CONFIG_DIR = "/etc/redis-sentinel"
 AUTH_DIR = "/etc/redis-auth"
+# Certificate, key and CA (cert-manager's tls.crt, tls.key, ca.crt) when TLS is on.
+TLS_DIR = "/etc/redis-tls"
 RUN_DIR = "/run/redis"
 DATA_DIR = "/data"
-PASSWORD_KEY = "redis-password"
 # The backup pod: its scripts (one ConfigMap) and the scratch volume the dump and upload share.
 BACKUP_CONFIG_DIR = "/etc/redis-backup"
 BACKUP_DIR = "/backup"
@@ -51,6 +52,8 @@ class Topology:
     sentinel: str = "redis-sentinel"
     sentinel_headless: str = "redis-sentinel-headless"
     secret: str = "redis-auth"
+    redis_tls_secret: str = "redis-tls"
+    sentinel_tls_secret: str = "redis-sentinel-tls"
     redis_config: str = "redis-config"
     sentinel_config: str = "redis-sentinel-config"
     network_policy: str = "redis"

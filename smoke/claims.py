@@ -57,6 +57,8 @@ from smoke.lua import LuaScript
 
 log = logging.getLogger(__name__)
 
+# Every key of this strategy starts with KEY_PREFIX (the application ACL user is limited to it).
+KEY_PREFIX = "dict:claim:"
 OBJECT_KEY = "dict:claim:id:"
 STATUS_KEY = "dict:claim:status:"
 INDEX_KEY = "dict:claim:index:entry:"

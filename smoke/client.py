@@ -28,7 +28,13 @@ from typing import TypeVar
 import redis
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import ResponseError, TimeoutError
-from redis.sentinel import MasterNotFoundError, Sentinel, SentinelConnectionPool, SentinelManagedConnection
+from redis.sentinel import (
+    MasterNotFoundError,
+    Sentinel,
+    SentinelConnectionPool,
+    SentinelManagedConnection,
+    SentinelManagedSSLConnection,
+)
 
 T = TypeVar("T")
 
@@ -51,6 +57,11 @@ class ClientConfig:
     master_name: str = "mymaster"
     password: str | None = None
     sentinel_password: str | None = None
+    # The ACL user on the data nodes (None: the ``default`` user, which the stack disables).
+    username: str | None = None
+    # TLS: the CA that signed the servers' certificates; set, every connection (Sentinels and data
+    # nodes) uses TLS and verifies the certificate and the host name against it.
+    tls_ca_file: str | None = None
     pool_size: int = 100
     min_idle: int = 10
     max_retries: int = 3
@@ -78,13 +89,15 @@ class ClientConfig:
 
 def read_password(env: str = "REDIS_PASSWORD", file_env: str = "REDIS_PASSWORD_FILE") -> str | None:
     """The password from ``$REDIS_PASSWORD`` or the file named by ``$REDIS_PASSWORD_FILE``: never
-    from a command line, where any user of the machine could read it."""
+    from a command line, where any user of the machine could read it. The file's first line is
+    the password to send (during a rotation a second line lists the other accepted one)."""
     if os.environ.get(env):
         return os.environ[env]
     path = os.environ.get(file_env)
     if path:
         try:
-            return Path(path).read_text().strip() or None
+            lines = Path(path).read_text().splitlines()
+            return lines[0].strip() if lines and lines[0].strip() else None
         except OSError as exc:
             raise ValueError(f"{file_env}={path}: cannot read the password file ({exc.strerror})") from None
     return None
@@ -126,6 +139,18 @@ class _RoleCheckedConnection(SentinelManagedConnection):
             raise RedisConnectionError(f"{address[0]}:{address[1]} is not a master (ROLE says {kind})")
 
 
+class _RoleCheckedSSLConnection(_RoleCheckedConnection, SentinelManagedSSLConnection):
+    """The same ``ROLE`` check over TLS."""
+
+
+def tls_options(config: ClientConfig) -> dict[str, object]:
+    """redis-py connection options for TLS with certificate and host name verification (empty
+    without a CA file)."""
+    if not config.tls_ca_file:
+        return {}
+    return {"ssl": True, "ssl_ca_certs": config.tls_ca_file, "ssl_cert_reqs": "required", "ssl_check_hostname": True}
+
+
 # Errors that prove the command was not executed: it never left the client (no connection, no
 # master known: redis-py words these "Error ... connecting to" and "Timeout connecting"), or the
 # server refused it without running it (READONLY, NOREPLICAS, LOADING, MASTERDOWN). redis-py has
@@ -156,23 +181,27 @@ class SentinelClient:
     def __init__(self, config: ClientConfig) -> None:
         self.config = config
         socket_timeout = max(config.read_timeout, config.write_timeout)
+        tls = tls_options(config)
         self._sentinel = _SpecSentinel(
             list(config.sentinels),
             sentinel_kwargs={
                 "password": config.sentinel_password,
                 "socket_timeout": min(socket_timeout, 1.0),
                 "socket_connect_timeout": min(config.dial_timeout, 1.0),
+                **tls,
             },
+            username=config.username,
             password=config.password,
             socket_timeout=socket_timeout,
             socket_connect_timeout=config.dial_timeout,
             socket_keepalive=True,
+            **{k: v for k, v in tls.items() if k != "ssl"},
         )
         # No retries inside redis-py: they would re-send non-idempotent commands (see run()).
         self.master: redis.Redis = self._sentinel.master_for(
             config.master_name,
             connection_pool_class=SentinelConnectionPool,
-            connection_class=_RoleCheckedConnection,
+            connection_class=_RoleCheckedSSLConnection if tls else _RoleCheckedConnection,
             max_connections=config.pool_size,
             retry=redis.retry.Retry(redis.backoff.NoBackoff(), 0),
             decode_responses=True,
@@ -216,7 +245,9 @@ class SentinelClient:
         return redis.Redis(
             host=host,
             port=port,
+            username=cfg.username,
             password=cfg.password,
+            **tls_options(cfg),  # type: ignore[arg-type]
             socket_timeout=max(cfg.read_timeout, cfg.write_timeout),
             socket_connect_timeout=cfg.dial_timeout,
             decode_responses=True,

@@ -70,6 +70,8 @@ from smoke.lua import LuaScript
 
 log = logging.getLogger(__name__)
 
+# Every key of this strategy starts with KEY_PREFIX (the application ACL user is limited to it).
+KEY_PREFIX = "dict:entry:"
 ID_KEY = "dict:entry:id:"
 POINTER_KEY = "dict:entry:key:"
 MARKER_KEY = "dict:entry:ver:"

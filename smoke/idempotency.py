@@ -53,6 +53,8 @@ from smoke.lua import LuaScript
 
 log = logging.getLogger(__name__)
 
+# Every key of this strategy starts with KEY_PREFIX (the application ACL user is limited to it).
+KEY_PREFIX = "bridge:idempotency:"
 RECORD_TTL_S = 24 * 3600  # 86400: how long a completed request replays its response
 # How long a claim protects a request whose owner may have crashed; long enough for the slowest
 # Bridge call (read/write timeouts are 3 s), short enough that a retry after a crash gets through.
@@ -219,7 +221,7 @@ class IdempotencyStore:
         self.record_ttl_s = record_ttl_s
 
     def key(self, request_id: str) -> str:
-        return f"{self.prefix}bridge:idempotency:{request_id}"
+        return f"{self.prefix}{KEY_PREFIX}{request_id}"
 
     def claim(self, request_id: str, payload: Any, owner: str | None = None) -> ClaimResult:
         """Claim ``request_id`` for ``payload`` before running its side effect.

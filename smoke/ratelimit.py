@@ -36,6 +36,9 @@ from smoke.lua import LuaScript
 
 log = logging.getLogger(__name__)
 
+# Every key of this strategy starts with KEY_PREFIX (the application ACL user is limited to it).
+KEY_PREFIX = "ratelimit:"
+
 WINDOW_MS = 60_000
 DEFAULT_LIMITS: Mapping[str, int] = {"CreateEntry": 100, "CreateClaim": 50, "GetEntry": 500}
 DEFAULT_LIMIT = 100
@@ -122,7 +125,7 @@ class RateLimiter:
         for name, part in (("ispb", ispb), ("operation", operation)):
             if not part or ":" in part or any(c.isspace() for c in part):
                 raise ValueError(f"{name} {part!r}: non-empty, without ':' or whitespace")
-        return f"{self.prefix}ratelimit:{ispb}:{operation}:"
+        return f"{self.prefix}{KEY_PREFIX}{ispb}:{operation}:"
 
     def check(self, ispb: str, operation: str) -> Decision:
         """Count one request of ``operation`` by ``ispb`` if the window allows it.

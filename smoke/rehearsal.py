@@ -29,8 +29,10 @@ from typing import Any
 import redis
 import yaml
 
+from components import acl
 from components.renderers.scripts import SCRIPT_NAMES
-from smoke.client import ClientConfig
+from smoke.certificates import TlsFiles, make_certificates
+from smoke.client import ClientConfig, tls_options
 
 REDIS_PORT = 6379
 SENTINEL_PORT = 26379
@@ -48,6 +50,13 @@ class RenderedFiles:
     redis_conf: str
     sentinel_conf: str
     scripts: dict[str, str]
+    # users.acl from the Redis ConfigMap (users and rules, no passwords).
+    acl_template: str = field(default_factory=acl.render_acl_template)
+
+    @property
+    def tls(self) -> bool:
+        """Whether the render turns TLS on (the scripts' REDIS_TLS default)."""
+        return ': "${REDIS_TLS:=yes}"' in self.scripts.get("common.sh", "")
 
     @property
     def master_name(self) -> str:
@@ -62,13 +71,14 @@ class RenderedFiles:
         data: dict[str, str] = {}
         for path in sorted(k8s_dir.glob("configmap-*.yaml")):
             data.update(yaml.safe_load(path.read_text()).get("data") or {})
-        missing = [name for name in ("redis.conf", "sentinel.conf", *SCRIPT_NAMES) if name not in data]
+        missing = [name for name in ("redis.conf", "sentinel.conf", "users.acl", *SCRIPT_NAMES) if name not in data]
         if missing:
             raise RehearsalError(f"{k8s_dir} lacks {', '.join(missing)}; run 'make render STACK=dev' first")
         return cls(
             redis_conf=data["redis.conf"],
             sentinel_conf=data["sentinel.conf"],
             scripts={name: data[name] for name in SCRIPT_NAMES},
+            acl_template=data["users.acl"],
         )
 
 
@@ -137,7 +147,11 @@ class LoopbackCluster:
         sentinel_count: int = 3,
         workdir: Path | None = None,
         password: str | None = None,
+        tls: bool | None = None,
     ) -> None:
+        """``password`` is the Sentinels' password; every ACL user gets a generated one
+        (``passwords``). ``tls`` overrides the render's TLS switch; with TLS on the rehearsal
+        makes its own CA and a certificate for its loopback addresses."""
         missing = missing_binaries()
         if missing:
             raise RehearsalError(
@@ -149,14 +163,23 @@ class LoopbackCluster:
         self._own_workdir = workdir is None
         self.workdir = Path(tempfile.mkdtemp(prefix="dict-redis-rehearsal-")) if workdir is None else workdir
         self.password = password or secrets.token_urlsafe(24)
+        self.passwords = {u.name: secrets.token_urlsafe(24) for u in acl.USERS}
+        self.tls = files.tls if tls is None else tls
         self.prefix = choose_block(redis_count, sentinel_count)
         self._prepare_files()
+        self.tls_files: TlsFiles | None = None
+        if self.tls:
+            hosts = [f"{self.prefix}.{1 + i}" for i in range(redis_count)]
+            hosts += [f"{self.prefix}.{11 + i}" for i in range(sentinel_count)]
+            self.tls_files = make_certificates(self.workdir / "tls", hosts)
         sentinel_addrs = " ".join(f"{self.prefix}.{11 + i}:{SENTINEL_PORT}" for i in range(sentinel_count))
         redis_addrs = " ".join(f"{self.prefix}.{1 + i}:{REDIS_PORT}" for i in range(redis_count))
         common = {
             "PATH": f"{self.workdir / 'bin'}:{os.environ.get('PATH', '/usr/bin:/bin')}",
             "HOME": str(self.workdir),
-            "REDIS_PASSWORD_FILE": str(self.password_file),
+            "AUTH_DIR": str(self.auth_dir),
+            "REDIS_TLS": "yes" if self.tls else "no",
+            "TLS_DIR": str(self.workdir / "tls"),
             "SENTINEL_ADDRS": sentinel_addrs,
             "REDIS_ADDRS": redis_addrs,
             "REDIS_SEED_HOST": f"{self.prefix}.1",
@@ -172,13 +195,19 @@ class LoopbackCluster:
         for directory in (etc, scripts, self.workdir / "auth", self.workdir / "bin"):
             directory.mkdir(parents=True, exist_ok=True)
         (etc / "redis.conf").write_text(self.files.redis_conf)
+        (etc / "users.acl").write_text(self.files.acl_template)
         (etc / "sentinel.conf").write_text(self.files.sentinel_conf)
         for name, text in self.files.scripts.items():
             (scripts / name).write_text(text)
             (scripts / name).chmod(0o555)
-        self.password_file = self.workdir / "auth" / "redis-password"
-        self.password_file.touch(mode=0o600)
-        self.password_file.write_text(self.password)
+        # The mounted Secret: one file per key, as the kubelet writes them.
+        self.auth_dir = self.workdir / "auth"
+        for user, value in self.passwords.items():
+            self.write_secret(acl.user(user).secret_key, value)
+        self.write_secret(acl.SENTINEL_PASSWORD_KEY, self.password)
+        # The application user's password file (what a client such as the smoke suite reads).
+        self.password_file = self.auth_dir / acl.APPLICATION.secret_key
+        self.sentinel_password_file = self.auth_dir / acl.SENTINEL_PASSWORD_KEY
         # BusyBox applets first on PATH, as in the Alpine image: a GNU-only flag fails here too.
         subprocess.run(["busybox", "--install", "-s", str(self.workdir / "bin")], check=True)
 
@@ -192,6 +221,7 @@ class LoopbackCluster:
             "REDIS_BIND": host,
             "REDIS_HOST": host,
             "REDIS_CONFIG_TEMPLATE": str(self.workdir / "etc" / "redis.conf"),
+            "REDIS_ACL_TEMPLATE": str(self.workdir / "etc" / "users.acl"),
             "REDIS_RUN_DIR": str(workdir / "run"),
             "REDIS_DATA_DIR": str(workdir / "data"),
         }
@@ -210,6 +240,25 @@ class LoopbackCluster:
             "SENTINEL_DATA_DIR": str(workdir / "data"),
         }
         return Node(f"redis-sentinel-{ordinal}", "sentinel", host, SENTINEL_PORT, workdir, env)
+
+    def write_secret(self, key: str, value: str) -> None:
+        """Replace one key of the stand-in Secret (a password file; several lines: several
+        passwords), as ``kubectl apply`` of the Secret and the kubelet's update would."""
+        path = self.auth_dir / key
+        tmp = path.with_suffix(".tmp")
+        tmp.touch(mode=0o600)
+        tmp.write_text(value if value.endswith("\n") else value + "\n")
+        tmp.replace(path)
+
+    def read_secret(self, key: str) -> str:
+        return (self.auth_dir / key).read_text()
+
+    def secrets(self) -> list[str]:
+        """Every password the rehearsal handed out (for leak checks)."""
+        values = [self.password, *self.passwords.values()]
+        for path in self.auth_dir.iterdir():
+            values += [line for line in path.read_text().splitlines() if line]
+        return sorted(set(values))
 
     # --- processes ----------------------------------------------------------------------------
     def script_path(self, name: str) -> Path:
@@ -301,12 +350,15 @@ class LoopbackCluster:
 
     # --- observation --------------------------------------------------------------------------
     def client_config(self, **overrides: Any) -> ClientConfig:
-        """A Sentinel client configuration for this topology (the password is the rehearsal's)."""
+        """A Sentinel client configuration for this topology: the application ACL user, the
+        Sentinels' password, and the rehearsal's CA when TLS is on."""
         base: dict[str, Any] = {
             "sentinels": [(s.host, s.port) for s in self.sentinels],
             "master_name": self.master_name,
-            "password": self.password,
+            "username": acl.APPLICATION.name,
+            "password": self.read_secret(acl.APPLICATION.secret_key).splitlines()[0],
             "sentinel_password": self.password,
+            "tls_ca_file": str(self.tls_files.ca) if self.tls_files else None,
         }
         return ClientConfig(**{**base, **overrides})
 
@@ -316,10 +368,18 @@ class LoopbackCluster:
             raise RehearsalError(f"stop {node.name} before wiping its data")
         shutil.rmtree(node.workdir / "data", ignore_errors=True)
 
-    def client(self, node: Node, **kwargs: object) -> redis.Redis:
-        """A plain client to one node (data nodes and Sentinels share the password)."""
+    def client(self, node: Node, user: str | None = None, **kwargs: object) -> redis.Redis:
+        """A plain client to one node: a data node as ACL ``user`` (default the ``admin`` user,
+        which may do anything, as the tests' own hands), a Sentinel with its password."""
+        if node.kind == "redis":
+            name = user or acl.ADMIN.name
+            credentials = {"username": name, "password": self.read_secret(acl.user(name).secret_key).splitlines()[0]}
+        else:
+            credentials = {"password": self.password}
+        ca = str(self.tls_files.ca) if self.tls_files else None
         options: dict[str, object] = {
-            "password": self.password,
+            **credentials,
+            **tls_options(ClientConfig(sentinels=[(node.host, node.port)], tls_ca_file=ca)),
             "socket_timeout": 2,
             "socket_connect_timeout": 2,
             "decode_responses": True,
@@ -423,7 +483,10 @@ class LoopbackCluster:
             text = node.log_path.read_text(errors="replace")
         except FileNotFoundError:
             return "(no log)"
-        return "\n".join(text.splitlines()[-lines:]).replace(self.password, "<redacted>")
+        tail = "\n".join(text.splitlines()[-lines:])
+        for secret in self.secrets():
+            tail = tail.replace(secret, "<redacted>")
+        return tail
 
 
 def _interrupt(signum: int, frame: object) -> None:
@@ -447,7 +510,7 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     try:
         master = cluster.masters()[0]
-        print(f"Rehearsal of {args.render_dir} in {cluster.workdir} (password in {cluster.password_file}):")
+        print(f"Rehearsal of {args.render_dir} in {cluster.workdir} (passwords in {cluster.auth_dir}):")
         for node in [*cluster.redis_nodes, *cluster.sentinels]:
             role = "master" if node is master else ("replica" if node.kind == "redis" else "sentinel")
             print(f"  {node.name:<18} {node.address:<22} {role:<9} log: {node.log_path}")

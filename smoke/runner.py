@@ -14,6 +14,7 @@ import contextlib
 import importlib
 import json
 import logging
+import os
 import signal
 import sys
 import time
@@ -25,8 +26,8 @@ from pathlib import Path
 
 import redis
 
-from smoke.checks import REGISTRY, STRATEGIES, CheckContext, CheckResult, run_check
-from smoke.client import ClientConfig, SentinelClient, read_password
+from smoke.checks import REGISTRY, SMOKE_KEY_PREFIX, STRATEGIES, CheckContext, CheckResult, run_check
+from smoke.client import ClientConfig, SentinelClient, read_password, tls_options
 from smoke.drill import existing_keys, run_failover_drill
 from smoke.idempotency import IdempotencyStore, Outcome
 from smoke.rehearsal import LoopbackCluster, RehearsalError, RenderedFiles
@@ -117,15 +118,33 @@ def _local_target(stack: ExitStack, render_dir: Path) -> Target:
     return Target("local", config, len(cluster.redis_nodes) - 1, force_down, recover)
 
 
-def _cluster_target(args: argparse.Namespace, password: str | None) -> Target:
-    # Sentinels require the same password as the data nodes (see start-sentinel.sh).
-    config = ClientConfig(
-        sentinels=args.sentinels, master_name=args.master_name, password=password, sentinel_password=password
-    )
+def credentials_from_env() -> dict[str, str | None]:
+    """The client's identity from the environment (never argv): the ACL user ``REDIS_USERNAME``
+    with ``REDIS_PASSWORD``/``REDIS_PASSWORD_FILE``, the Sentinels' password from
+    ``SENTINEL_PASSWORD``/``SENTINEL_PASSWORD_FILE`` (default: the same password), and
+    ``REDIS_TLS_CA_FILE`` to connect over TLS verifying the servers against that CA."""
+    password = read_password()
+    sentinel_password = read_password("SENTINEL_PASSWORD", "SENTINEL_PASSWORD_FILE") or password
+    return {
+        "username": os.environ.get("REDIS_USERNAME") or None,
+        "password": password,
+        "sentinel_password": sentinel_password,
+        "tls_ca_file": os.environ.get("REDIS_TLS_CA_FILE") or None,
+    }
+
+
+def _cluster_target(args: argparse.Namespace, credentials: dict[str, str | None]) -> Target:
+    config = ClientConfig(sentinels=args.sentinels, master_name=args.master_name, **credentials)  # type: ignore[arg-type]
 
     def force_down() -> None:
         for host, port in args.sentinels:
-            with redis.Redis(host=host, port=port, password=password, socket_timeout=2) as sentinel:
+            with redis.Redis(
+                host=host,
+                port=port,
+                password=config.sentinel_password,
+                socket_timeout=2,
+                **tls_options(config),  # type: ignore[arg-type]
+            ) as sentinel:
                 try:
                     sentinel.execute_command("SENTINEL FAILOVER", args.master_name)
                     return
@@ -148,7 +167,8 @@ def _say(text: str) -> None:
 def run(target: Target, failover: bool) -> SmokeReport:
     load_checks()
     with SentinelClient(target.config) as client:
-        ctx = CheckContext(client=client, prefix=f"smoke:{uuid.uuid4().hex[:12]}:", replicas=target.replicas)
+        prefix = f"{SMOKE_KEY_PREFIX}{uuid.uuid4().hex[:12]}:"
+        ctx = CheckContext(client=client, prefix=prefix, replicas=target.replicas)
         down_after: int | None = None
         try:
             state = client.sentinels()[0].sentinel_master(target.config.master_name)
@@ -260,7 +280,7 @@ def main(argv: list[str] | None = None) -> int:
     _progress = sys.stderr if to_stdout else sys.stdout
     logging.basicConfig(level=logging.WARNING, format="  log %(name)s: %(message)s", stream=_progress)
     try:
-        password = read_password()
+        credentials = credentials_from_env()
     except ValueError as exc:
         print(f"smoke: {exc}", file=sys.stderr)
         return EXIT_UNUSABLE
@@ -269,15 +289,16 @@ def main(argv: list[str] | None = None) -> int:
             if args.target == "local":
                 target = _local_target(stack, args.render_dir)
             else:
-                target = _cluster_target(args, password)
+                target = _cluster_target(args, credentials)
             report = run(target, args.failover)
         except (RehearsalError, redis.AuthenticationError) as exc:
             if isinstance(exc, RehearsalError):
                 message, name = f"the rehearsal did not start: {exc}", "rehearsal_started"
             else:
                 message, name = (
-                    f"the master refused the password ({exc}); set REDIS_PASSWORD or REDIS_PASSWORD_FILE "
-                    "to the stack's Redis password",
+                    f"the master refused the password ({exc}); set REDIS_USERNAME and REDIS_PASSWORD or "
+                    "REDIS_PASSWORD_FILE to an ACL user of the stack (the smoke Job uses 'app'), and "
+                    "SENTINEL_PASSWORD(_FILE) to the Sentinels' password",
                     "password_accepted",
                 )
             print(f"smoke: {message}", file=sys.stderr)

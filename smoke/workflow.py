@@ -39,6 +39,8 @@ from smoke.lua import LuaScript
 
 log = logging.getLogger(__name__)
 
+# Every key of this strategy starts with KEY_PREFIX (the application ACL user is limited to it).
+KEY_PREFIX = "workflow:claim:"
 STATUS_TTL_S = 30
 METADATA_TTL_S = 30 * 24 * 3600  # 2592000
 
@@ -130,10 +132,10 @@ class WorkflowCache:
         self.metadata_ttl_s = metadata_ttl_s
 
     def status_key(self, workflow_id: str) -> str:
-        return f"{self.prefix}workflow:claim:{workflow_id}:status"
+        return f"{self.prefix}{KEY_PREFIX}{workflow_id}:status"
 
     def metadata_key(self, workflow_id: str) -> str:
-        return f"{self.prefix}workflow:claim:{workflow_id}:metadata"
+        return f"{self.prefix}{KEY_PREFIX}{workflow_id}:metadata"
 
     def set(self, workflow_id: str, version: int, status: str, metadata: WorkflowMetadata) -> SetResult:
         """Write status and metadata together if ``version`` is newer than the stored one.

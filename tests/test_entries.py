@@ -134,8 +134,8 @@ def test_entries_and_claims_work_again_after_a_failover(fresh_cluster: LoopbackC
     cluster = fresh_cluster
     config = cluster.client_config(min_idle=1)
     with SentinelClient(config) as shared:
-        entries = EntryCache(shared, "failover:")
-        claims = ClaimCache(shared, "failover:")
+        entries = EntryCache(shared, "smoke:failover:")
+        claims = ClaimCache(shared, "smoke:failover:")
         entry = sample_entry(str(uuid.uuid4()))
         assert entries.write(entry) == "stored"
         claims.create(sample_claim(str(uuid.uuid4()), entry.id))

@@ -12,6 +12,7 @@ import kubernetes_validate
 import pytest
 import yaml
 
+from components.acl import USERS, secret_keys
 from smoke.render import ROOT, Rendered, write_render
 
 # The API versions every manifest is validated against (strict: unknown fields are errors).
@@ -39,14 +40,16 @@ def test_render_writes_one_file_per_object_and_prints_a_table(cli_render: tuple[
     out, printed = cli_render
     k8s = sorted(p.name for p in (out / "k8s").iterdir())
     assert "statefulset-redis.yaml" in k8s and "statefulset-redis-sentinel.yaml" in k8s
-    # 13 objects of the cache layer, 3 of monitoring (PodMonitor, PrometheusRule, dashboard) and 4 of
-    # backups (CronJob, ServiceAccount, ConfigMap, NetworkPolicy)
-    assert len(k8s) == 20
-    # + 11 AWS resources of the backups (provider, KMS key, bucket and its 6 controls, role, policy);
-    # no RandomPassword.
-    assert "StatefulSet" in printed and "31 resources" in printed
-    # The password came from REDIS_PASSWORD, so the stack generated none.
-    assert not list((out / "aws").glob("randompassword-*"))
+    # 13 objects of the cache layer, 3 of monitoring (PodMonitor, PrometheusRule, dashboard), 4 of
+    # backups (CronJob, ServiceAccount, ConfigMap, NetworkPolicy), and in prod (TLS on) the two
+    # cert-manager Certificates.
+    objects = 22 if out.name == "prod" else 20
+    assert len(k8s) == objects
+    # REDIS_PASSWORD is the Sentinels' password; one password is generated per ACL user.
+    generated = list((out / "aws").glob("randompassword-*"))
+    assert sorted(p.name for p in generated) == sorted(f"randompassword-auth-password-{u.name}.json" for u in USERS)
+    # + 11 AWS resources of the backups (provider, KMS key, bucket and its 6 controls, role, policy).
+    assert "StatefulSet" in printed and f"{objects + 11 + len(USERS)} resources" in printed
 
 
 @pytest.mark.parametrize("version", KUBERNETES_VERSIONS)
@@ -56,6 +59,8 @@ def test_every_manifest_passes_strict_schema_validation(cli_render: tuple[Path, 
         doc = yaml.safe_load(path.read_text())
         if doc["apiVersion"] == "monitoring.coreos.com/v1":
             continue  # custom resources: validated against their CRD schemas in tests/test_monitoring.py
+        if doc["apiVersion"].startswith("cert-manager.io/"):
+            continue  # a custom resource: its fields are checked in test_stack.py
         try:
             kubernetes_validate.validate(doc, version, strict=True)
         except kubernetes_validate.ValidationError as exc:
@@ -72,7 +77,7 @@ def test_the_password_appears_in_no_rendered_file_or_output(cli_render: tuple[Pa
     for path in files:
         assert PASSWORD not in path.read_text(), f"{path} carries the password"
     secret = yaml.safe_load((out / "k8s" / "secret-redis-auth.yaml").read_text())
-    assert secret["stringData"] == {"redis-password": "<redacted>"}
+    assert secret["stringData"] == {key: "<redacted>" for key in secret_keys()}
 
 
 def test_no_configmap_sets_a_password_directive(cli_render: tuple[Path, str]) -> None:
@@ -82,6 +87,9 @@ def test_no_configmap_sets_a_password_directive(cli_render: tuple[Path, str]) ->
         for name, text in yaml.safe_load(path.read_text())["data"].items():
             if name.endswith(".conf"):
                 assert not directive.search(text), f"{path.name}:{name} sets a password"
+            if name.endswith(".acl"):
+                # Users and rules only: no cleartext (>) or hashed (#) password, no nopass.
+                assert not re.search(r"(^|\s)[>#<!]\S|nopass", text.replace("@PASSWORDS@", "")), name
 
 
 def test_an_invalid_stack_fails_the_render_with_the_key_named(tmp_path: Path) -> None:
@@ -109,9 +117,12 @@ def test_an_invalid_stack_fails_the_render_with_the_key_named(tmp_path: Path) ->
 
 
 def test_a_generated_password_appears_in_no_rendered_file(prod: Rendered, tmp_path: Path) -> None:
-    (generated,) = prod.generated_secrets
+    generated_passwords = prod.generated_secrets
+    assert len(generated_passwords) == len(USERS) + 1
     rows = write_render(prod, tmp_path / "prod")
     assert any(kind == "RandomPassword" for kind, _, _ in rows)
     for path in (tmp_path / "prod").rglob("*"):
         if path.is_file():
-            assert generated not in path.read_text(), f"{path} carries the generated password"
+            text = path.read_text()
+            for generated in generated_passwords:
+                assert generated not in text, f"{path} carries a generated password"

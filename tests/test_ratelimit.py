@@ -13,6 +13,7 @@ import smoke.ratelimit as ratelimit
 from smoke.checks import REGISTRY, CheckContext, run_check
 from smoke.client import SentinelClient
 from smoke.ratelimit import Decision, RateLimiter
+from smoke.rehearsal import LoopbackCluster
 from tests.support import count_round_trips
 
 pytestmark = pytest.mark.redis
@@ -81,10 +82,13 @@ def test_one_round_trip(client: SentinelClient, ctx: CheckContext) -> None:
     assert (allowed[0], rejected[0]) == (1, 1)
 
 
-def test_script_reloaded_after_flush(client: SentinelClient, ctx: CheckContext) -> None:
-    """NOSCRIPT proves the script did not run, so the non-idempotent check may load and run it once."""
+def test_script_reloaded_after_flush(client: SentinelClient, ctx: CheckContext, cluster: LoopbackCluster) -> None:
+    """NOSCRIPT proves the script did not run, so the non-idempotent check may load and run it once.
+    (The flush is an operator's command: the application user may not run SCRIPT FLUSH.)"""
     limiter = RateLimiter(client, ctx.prefix)
-    client.run(lambda r: r.script_flush(), idempotent=True)
+    for node in cluster.redis_nodes:
+        with cluster.client(node) as admin:
+            admin.script_flush()
     first = limiter.check("22222222", "CreateEntry")
     second = limiter.check("22222222", "CreateEntry")
     assert first.allowed and (first.count, second.count) in ((1, 2), (1, 1))  # (1, 1): a window rolled over

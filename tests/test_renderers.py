@@ -62,7 +62,11 @@ def test_scripts_get_this_stacks_kubernetes_defaults_and_no_placeholder_is_left(
     common = scripts["common.sh"]
     assert "redis-sentinel-0.redis-sentinel-headless.redis.svc.cluster.local:26379" in common
     assert ': "${REDIS_SEED_HOST:=redis-0.redis-headless.redis.svc.cluster.local}"' in common
-    assert ': "${REDIS_PASSWORD_FILE:=/etc/redis-auth/redis-password}"' in common
+    # Credentials: the probe ACL user's file and the Sentinels' password file; TLS on in prod.
+    assert ': "${AUTH_DIR:=/etc/redis-auth}"' in common and ': "${REDIS_USER:=probe}"' in common
+    assert ': "${REDIS_PASSWORD_FILE:=$AUTH_DIR/$REDIS_USER-password}"' in common
+    assert ': "${SENTINEL_PASSWORD_FILE:=$AUTH_DIR/sentinel-requirepass}"' in common
+    assert ': "${REDIS_TLS:=yes}"' in common and ': "${TLS_DIR:=/etc/redis-tls}"' in common
     assert ': "${PRESTOP_TIMEOUT:=12}"' in scripts["prestop-redis.sh"]
     assert "redis-2.redis-headless.redis.svc.cluster.local:6379" in common
 

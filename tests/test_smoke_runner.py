@@ -62,6 +62,15 @@ def test_the_local_run_passes_every_check_and_the_failover_drill(dev_render_dir:
     assert "smoke: removed" in result.stdout
 
 
+def app_env(cluster: LoopbackCluster) -> dict[str, str]:
+    """The smoke Job's environment: the application ACL user and the Sentinels' password file."""
+    return {
+        "REDIS_USERNAME": "app",
+        "REDIS_PASSWORD_FILE": str(cluster.password_file),
+        "SENTINEL_PASSWORD_FILE": str(cluster.sentinel_password_file),
+    }
+
+
 def test_a_wrong_password_is_refused_with_a_clear_message(cluster: LoopbackCluster, tmp_path: Path) -> None:
     report_path = tmp_path / "report.json"
     result = smoke(
@@ -69,7 +78,7 @@ def test_a_wrong_password_is_refused_with_a_clear_message(cluster: LoopbackClust
         *sentinel_args(cluster),
         "--report",
         str(report_path),
-        env={"REDIS_PASSWORD": "not-the-password-of-this-stack"},
+        env={**app_env(cluster), "REDIS_PASSWORD": "not-the-password-of-this-stack"},
     )
     assert result.returncode == 2, result.stdout + result.stderr
     assert "refused the password" in result.stderr and "REDIS_PASSWORD" in result.stderr
@@ -106,7 +115,7 @@ def test_with_the_master_down_the_topology_check_fails_and_nothing_else_runs(
         *sentinel_args(cluster),
         "--report",
         str(report_path),
-        env={"REDIS_PASSWORD_FILE": str(cluster.password_file)},
+        env=app_env(cluster),
         timeout=120,
     )
     assert result.returncode == 1, result.stdout + result.stderr
@@ -128,7 +137,7 @@ def test_the_report_can_go_to_stdout_as_its_last_line(cluster: LoopbackCluster) 
         *sentinel_args(cluster),
         "--replicas",
         "2",
-        env={"REDIS_PASSWORD": cluster.password},
+        env=app_env(cluster),
     )
     assert result.returncode == 0, result.stderr[-3000:]
     report = json.loads(result.stdout.strip().splitlines()[-1])

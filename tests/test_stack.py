@@ -47,7 +47,10 @@ def pod_spec(stack: Rendered, name: str) -> dict[str, Any]:
 def test_every_expected_kubernetes_object_is_registered_once(stack: Rendered) -> None:
     objects = [(d["kind"], d["metadata"]["name"]) for d in stack.kubernetes()]
     assert len(objects) == len(set(objects))
-    assert {(k, None if k in ("Namespace", "Job") else n) for k, n in objects} == EXPECTED
+    # TLS (on in prod, off in dev) adds the two cert-manager Certificates.
+    certificates = {("Certificate", "redis-tls"), ("Certificate", "redis-sentinel-tls")}
+    expected = EXPECTED | (certificates if stack.stack == "prod" else set())
+    assert {(k, None if k in ("Namespace", "Job") else n) for k, n in objects} == expected
     namespace = stack.kubernetes("Namespace")[0]["metadata"]["name"]
     assert all(d["metadata"].get("namespace") == namespace for d in stack.kubernetes() if d["kind"] != "Namespace")
 
@@ -242,7 +245,19 @@ def test_the_smoke_job_runs_the_suite_through_the_sentinels_with_the_password_fr
         assert pod["restartPolicy"] == "Never" and pod["automountServiceAccountToken"] is False
         (container,) = pod["containers"]
         assert container["securityContext"]["readOnlyRootFilesystem"] is True
-        assert container["env"] == [{"name": "REDIS_PASSWORD_FILE", "value": "/etc/redis-auth/redis-password"}]
+        env = {e["name"]: e["value"] for e in container["env"]}
+        # The application ACL user, its password and the Sentinels' from files; the CA with TLS.
+        assert env == {
+            "REDIS_USERNAME": "app",
+            "REDIS_PASSWORD_FILE": "/etc/redis-auth/app-password",
+            "SENTINEL_PASSWORD_FILE": "/etc/redis-auth/sentinel-requirepass",
+            **({"REDIS_TLS_CA_FILE": "/etc/redis-tls/ca.crt"} if stack is prod else {}),
+        }
+        auth = next(v for v in pod["volumes"] if v["name"] == "auth")["secret"]
+        assert [i["key"] for i in auth["items"]] == ["app-password", "sentinel-requirepass"]
+        if stack is prod:
+            tls = next(v for v in pod["volumes"] if v["name"] == "tls")["secret"]
+            assert tls["secretName"] == "redis-tls" and tls["items"] == [{"key": "ca.crt", "path": "ca.crt"}]
         # The labels the NetworkPolicy admits, and arguments the runner accepts as they are.
         assert spec["template"]["metadata"]["labels"]["app.kubernetes.io/part-of"] == "dict-redis"
         args = build_parser().parse_args(container["args"])
@@ -261,3 +276,35 @@ def test_a_changed_stack_gets_a_new_smoke_job(dev: Rendered) -> None:
     assert rerun.kubernetes("Job")[0]["metadata"]["name"] != before
     disabled = render_with("dev", {"dict-redis:smoke": '{"enabled": false}'})
     assert disabled.kubernetes("Job") == [] and "smokeJob" not in disabled.outputs
+
+
+def test_tls_certificates_name_every_pod_and_are_mounted_where_the_scripts_look(prod: Rendered, dev: Rendered) -> None:
+    redis_cert = prod.find("Certificate", "redis-tls")
+    assert redis_cert["apiVersion"] == "cert-manager.io/v1"
+    spec = redis_cert["spec"]
+    assert spec["secretName"] == "redis-tls"
+    assert spec["issuerRef"] == {"name": "dict-redis-ca", "kind": "ClusterIssuer", "group": "cert-manager.io"}
+    pods = [f"redis-{i}.redis-headless.redis.svc.cluster.local" for i in range(3)]
+    assert set(pods) | {"redis-headless.redis.svc.cluster.local"} <= set(spec["dnsNames"])
+    sentinel = prod.find("Certificate", "redis-sentinel-tls")["spec"]
+    assert "redis-sentinel-2.redis-sentinel-headless.redis.svc.cluster.local" in sentinel["dnsNames"]
+    assert "redis-sentinel.redis.svc.cluster.local" in sentinel["dnsNames"]
+    for name, secret in (("redis", "redis-tls"), ("redis-sentinel", "redis-sentinel-tls")):
+        spec = pod_spec(prod, name)
+        tls = next(v for v in spec["volumes"] if v["name"] == "tls")
+        assert tls["secret"]["secretName"] == secret
+        mounts = {m["name"]: m["mountPath"] for m in spec["containers"][0]["volumeMounts"]}
+        assert mounts["tls"] == "/etc/redis-tls"
+        assert not any(v["name"] == "tls" for v in pod_spec(dev, name)["volumes"])
+    assert dev.kubernetes("Certificate") == []
+
+
+def test_the_acl_template_ships_in_the_redis_configmap_without_passwords(stack: Rendered) -> None:
+    from components.acl import USERS
+
+    data = stack.find("ConfigMap", "redis-config")["data"]
+    lines = data["users.acl"].splitlines()
+    assert lines[0].startswith("user default off")
+    assert [line.split()[1] for line in lines[1:]] == [u.name for u in USERS]
+    assert all("@PASSWORDS@" in line for line in lines[1:])
+    assert "sync-acl.sh" in data

@@ -81,29 +81,39 @@ def test_probes_fail_on_a_wrong_password(cluster: LoopbackCluster, tmp_path: Pat
     for mode in ("liveness", "readiness"):
         result = cluster.run_script(node, "probe-redis.sh", mode, "2", extra_env={"REDIS_PASSWORD_FILE": str(wrong)})
         assert result.returncode == 1, mode
+        sentinel = cluster.sentinels[0]
+        wrong_env = {"SENTINEL_PASSWORD_FILE": str(wrong)}
+        result = cluster.run_script(sentinel, "probe-sentinel.sh", mode, "2", extra_env=wrong_env)
+        assert result.returncode == 1, mode
 
 
 def test_no_password_on_any_command_line_environment_or_log(cluster: LoopbackCluster) -> None:
-    secret = cluster.password.encode()
+    """Every credential: each ACL user's password and the Sentinels' password."""
+    secrets = [s.encode() for s in cluster.secrets()]
+    assert len(secrets) == 8
     ours = [n.process.pid for n in [*cluster.redis_nodes, *cluster.sentinels] if n.process]
     assert len(ours) == 6
     for proc in Path("/proc").iterdir():
         if not proc.name.isdigit():
             continue
         try:
-            assert secret not in (proc / "cmdline").read_bytes(), f"password in argv of pid {proc.name}"
+            cmdline = (proc / "cmdline").read_bytes()
         except (FileNotFoundError, ProcessLookupError, PermissionError):
             continue
+        assert not [s for s in secrets if s in cmdline], f"a password in argv of pid {proc.name}"
     for pid in ours:
-        assert secret not in Path(f"/proc/{pid}/environ").read_bytes(), f"password in env of pid {pid}"
+        environ = Path(f"/proc/{pid}/environ").read_bytes()
+        assert not [s for s in secrets if s in environ], f"a password in env of pid {pid}"
     for node in [*cluster.redis_nodes, *cluster.sentinels]:
-        assert secret not in node.log_path.read_bytes(), f"password in the log of {node.name}"
+        log = node.log_path.read_bytes()
+        assert not [s for s in secrets if s in log], f"a password in the log of {node.name}"
 
 
 def test_the_effective_configs_holding_the_password_are_private_to_their_user(cluster: LoopbackCluster) -> None:
     for node in cluster.redis_nodes:
-        path = Path(node.env["REDIS_RUN_DIR"]) / "redis.conf"
-        assert stat.S_IMODE(path.stat().st_mode) == 0o600
+        for name in ("redis.conf", "users.acl"):
+            path = Path(node.env["REDIS_RUN_DIR"]) / name
+            assert stat.S_IMODE(path.stat().st_mode) == 0o600
     for node in cluster.sentinels:
         path = Path(node.env["SENTINEL_DATA_DIR"]) / "sentinel.conf"
         assert stat.S_IMODE(path.stat().st_mode) == 0o600

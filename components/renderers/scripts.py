@@ -12,13 +12,14 @@ import math
 import re
 from pathlib import Path
 
+from components import acl
 from components import topology as t
 from components.settings import Settings
 
 TEMPLATE_DIR = Path(__file__).with_name("scripts")
 
 # Which scripts each workload's ConfigMap carries (common.sh is sourced by all of them).
-REDIS_SCRIPTS = ("common.sh", "start-redis.sh", "probe-redis.sh", "prestop-redis.sh")
+REDIS_SCRIPTS = ("common.sh", "start-redis.sh", "probe-redis.sh", "prestop-redis.sh", "sync-acl.sh")
 SENTINEL_SCRIPTS = ("common.sh", "start-sentinel.sh", "probe-sentinel.sh")
 SCRIPT_NAMES = tuple(dict.fromkeys(REDIS_SCRIPTS + SENTINEL_SCRIPTS))
 # The backup pod's ConfigMap (restore.sh rides along: the runbooks run it from the same files).
@@ -36,7 +37,14 @@ def script_defaults(settings: Settings) -> dict[str, str]:
         "SENTINEL_ADDRS": " ".join(topo.sentinel_addrs),
         "REDIS_ADDRS": " ".join(topo.redis_addrs),
         "REDIS_SEED_HOST": topo.redis_pod_host(0),
-        "PASSWORD_FILE": f"{t.AUTH_DIR}/{t.PASSWORD_KEY}",
+        "AUTH_DIR": t.AUTH_DIR,
+        "SCRIPT_USER": acl.PROBE.name,
+        "REPLICATION_USER": acl.REPLICATION.name,
+        "SENTINEL_ACL_USER": acl.SENTINEL.name,
+        "ADMIN_USER": acl.ADMIN.name,
+        "SENTINEL_PASSWORD_KEY": acl.SENTINEL_PASSWORD_KEY,
+        "TLS": "yes" if settings.tls.enabled else "no",
+        "TLS_DIR": t.TLS_DIR,
         "REDIS_HEADLESS_DOMAIN": f"{topo.redis_headless}.{topo.namespace}.{t.CLUSTER_DOMAIN}",
         "SENTINEL_HEADLESS_DOMAIN": f"{topo.sentinel_headless}.{topo.namespace}.{t.CLUSTER_DOMAIN}",
         "REDIS_CONFIG_DIR": t.REDIS_CONFIG_DIR,

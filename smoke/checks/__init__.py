@@ -27,6 +27,10 @@ def expect(condition: bool, message: str) -> None:
         raise CheckFailed(message)
 
 
+# Root of every smoke run's key prefix ("smoke:<run id>:"); the application ACL user may use it.
+SMOKE_KEY_PREFIX = "smoke:"
+
+
 @dataclass
 class CheckContext:
     """What a check gets: the shared client, the run's key prefix, and a latency recorder."""

@@ -12,41 +12,111 @@
 : "${REDIS_ADDRS:=@@REDIS_ADDRS@@}"
 # Ordinal 0: the master of a cluster that nobody knows a master of yet.
 : "${REDIS_SEED_HOST:=@@REDIS_SEED_HOST@@}"
-: "${REDIS_PASSWORD_FILE:=@@PASSWORD_FILE@@}"
+# Credentials: one mounted Secret file per ACL user (components/acl.py), one password per line;
+# the first line is the one to send, every line is accepted (two during a password rotation).
+: "${AUTH_DIR:=@@AUTH_DIR@@}"
+# The ACL user these scripts act as on the data nodes, and the Sentinels' own password.
+: "${REDIS_USER:=@@SCRIPT_USER@@}"
+: "${REDIS_PASSWORD_FILE:=$AUTH_DIR/$REDIS_USER-password}"
+: "${SENTINEL_PASSWORD_FILE:=$AUTH_DIR/@@SENTINEL_PASSWORD_KEY@@}"
+# TLS: with REDIS_TLS=yes every node and Sentinel listens on TLS only (same ports) and every
+# connection verifies the peer against TLS_CA_FILE.
+: "${REDIS_TLS:=@@TLS@@}"
+: "${TLS_DIR:=@@TLS_DIR@@}"
+: "${TLS_CERT_FILE:=$TLS_DIR/tls.crt}"
+: "${TLS_KEY_FILE:=$TLS_DIR/tls.key}"
+: "${TLS_CA_FILE:=$TLS_DIR/ca.crt}"
 # Seconds one redis-cli call may take before it is abandoned.
 : "${CLI_TIMEOUT:=3}"
+CLI_TLS=""
+if [ "$REDIS_TLS" = yes ]; then
+    CLI_TLS="--tls --cacert $TLS_CA_FILE"
+fi
 
 log() {
     printf '%s %s: %s\n' "$(date -u +%Y-%m-%dT%H:%M:%SZ)" "${0##*/}" "$*" >&2
 }
 
-# Reads the password into REDISCLI_AUTH, which redis-cli uses without putting it on its command
-# line. `read` is a shell builtin, so the password never shows up in any process's argv either.
-# Data nodes and Sentinels share this password.
+# Prints the first line of a password file; fails (with a log line) when it is missing or empty.
+# `read` is a shell builtin, so a password never shows up in any process's argv.
+first_password() {
+    if [ ! -r "$1" ]; then
+        log "password file $1 is missing or unreadable"
+        return 1
+    fi
+    _pw=""
+    IFS= read -r _pw <"$1" || [ -n "$_pw" ]
+    if [ -z "$_pw" ]; then
+        log "password file $1 is empty"
+        return 1
+    fi
+    printf '%s\n' "$_pw"
+}
+
+# Reads this script's credentials: REDIS_AUTH (its ACL user's password on the data nodes) and
+# SENTINEL_AUTH (the Sentinels' password). Both stay unexported shell variables; redis-cli gets
+# them through REDISCLI_AUTH in its own environment only, never on its command line.
 load_password() {
-    if [ ! -r "$REDIS_PASSWORD_FILE" ]; then
-        log "password file $REDIS_PASSWORD_FILE is missing or unreadable"
-        exit 1
-    fi
-    REDISCLI_AUTH=""
-    IFS= read -r REDISCLI_AUTH <"$REDIS_PASSWORD_FILE" || [ -n "$REDISCLI_AUTH" ]
-    if [ -z "$REDISCLI_AUTH" ]; then
-        log "password file $REDIS_PASSWORD_FILE is empty"
-        exit 1
-    fi
-    export REDISCLI_AUTH
+    REDIS_AUTH=$(first_password "$REDIS_PASSWORD_FILE") || exit 1
+    SENTINEL_AUTH=$(first_password "$SENTINEL_PASSWORD_FILE") || exit 1
 }
 
-# redis-cli against a data node, authenticated through REDISCLI_AUTH.
+# redis-cli against a data node, as REDIS_USER.
 redis_cli() {
-    timeout "$CLI_TIMEOUT" redis-cli --no-auth-warning "$@"
+    REDISCLI_AUTH=$REDIS_AUTH timeout "$CLI_TIMEOUT" redis-cli --no-auth-warning $CLI_TLS --user "$REDIS_USER" "$@"
 }
 
-# redis-cli against one Sentinel or data node given as host:port.
+# redis-cli against a Sentinel (its password, no user name).
+sentinel_cli() {
+    REDISCLI_AUTH=$SENTINEL_AUTH timeout "$CLI_TIMEOUT" redis-cli --no-auth-warning $CLI_TLS "$@"
+}
+
+# redis-cli against one data node given as host:port.
 cli_at() {
     _addr=$1
     shift
     redis_cli -h "${_addr%:*}" -p "${_addr##*:}" "$@"
+}
+
+# redis-cli against one Sentinel given as host:port.
+sentinel_at() {
+    _addr=$1
+    shift
+    sentinel_cli -h "${_addr%:*}" -p "${_addr##*:}" "$@"
+}
+
+# The SHA-256 of every password in a password file, as ACL rules: "#<hex> #<hex>". Hashes, not
+# passwords, go into the ACL file; sha256sum reads the password from a pipe, not from argv.
+password_hashes() {
+    _rules=""
+    while IFS= read -r _pw || [ -n "$_pw" ]; do
+        [ -n "$_pw" ] || continue
+        _rules="$_rules #$(printf '%s' "$_pw" | sha256sum | cut -c1-64)"
+    done <"$1"
+    [ -n "$_rules" ] || {
+        log "password file $1 holds no password"
+        return 1
+    }
+    printf '%s\n' "${_rules# }"
+}
+
+# Writes the ACL file: the template (components/acl.py) with each user's @PASSWORDS@ marker
+# replaced by the hashes of the passwords in $AUTH_DIR/<user>-password.
+render_acl_file() {
+    _template=$1
+    _out=$2
+    : >"$_out.tmp"
+    while IFS= read -r _line || [ -n "$_line" ]; do
+        case "$_line" in
+            *@PASSWORDS@*)
+                _user=$(printf '%s\n' "$_line" | awk '{print $2}')
+                _hashes=$(password_hashes "$AUTH_DIR/$_user-password") || return 1
+                printf '%s\n' "$_line" | sed "s/@PASSWORDS@/$_hashes/" >>"$_out.tmp"
+                ;;
+            *) printf '%s\n' "$_line" >>"$_out.tmp" ;;
+        esac
+    done <"$_template"
+    mv "$_out.tmp" "$_out"
 }
 
 # Prints "host port" of the master named by a majority of the Sentinels in SENTINEL_ADDRS (less
@@ -59,7 +129,7 @@ ask_sentinels_for_master() {
     for _addr in $SENTINEL_ADDRS; do
         [ "$_addr" = "$_skip" ] && continue
         _asked=$((_asked + 1))
-        _reply=$(cli_at "$_addr" SENTINEL get-master-addr-by-name "$MASTER_NAME" 2>/dev/null) || continue
+        _reply=$(sentinel_at "$_addr" SENTINEL get-master-addr-by-name "$MASTER_NAME" 2>/dev/null) || continue
         _host=$(printf '%s\n' "$_reply" | sed -n 1p)
         _port=$(printf '%s\n' "$_reply" | sed -n 2p)
         case "$_port" in
@@ -118,7 +188,7 @@ has_local_data() {
 # Sentinels still name as master must not restart as master in the middle of a failover.
 master_in_doubt() {
     for _addr in $SENTINEL_ADDRS; do
-        _flags=$(cli_at "$_addr" SENTINEL MASTER "$MASTER_NAME" 2>/dev/null | sed -n '/^flags$/{n;p;}')
+        _flags=$(sentinel_at "$_addr" SENTINEL MASTER "$MASTER_NAME" 2>/dev/null | sed -n '/^flags$/{n;p;}')
         case "$_flags" in
             *down* | *failover*) return 0 ;;
         esac

@@ -27,7 +27,7 @@ redis_cli -h "$REDIS_HOST" -p "$REDIS_PORT" CLIENT PAUSE "$((PRESTOP_TIMEOUT * 1
 
 started=""
 for addr in $SENTINEL_ADDRS; do
-    if [ "$(cli_at "$addr" SENTINEL FAILOVER "$MASTER_NAME" 2>&1)" = OK ]; then
+    if [ "$(sentinel_at "$addr" SENTINEL FAILOVER "$MASTER_NAME" 2>&1)" = OK ]; then
         started=$addr
         break
     fi
@@ -42,7 +42,7 @@ fi
 others_named() {
     _other=""
     for _addr in $SENTINEL_ADDRS; do
-        _host=$(cli_at "$_addr" SENTINEL get-master-addr-by-name "$MASTER_NAME" 2>/dev/null | sed -n 1p)
+        _host=$(sentinel_at "$_addr" SENTINEL get-master-addr-by-name "$MASTER_NAME" 2>/dev/null | sed -n 1p)
         [ -n "$_host" ] || continue
         [ "$_host" = "$REDIS_ANNOUNCE_HOST" ] && return 1
         _other=$_host

@@ -13,7 +13,7 @@ addr="$SENTINEL_HOST:$SENTINEL_PORT"
 
 load_password
 
-reply=$(cli_at "$addr" PING 2>&1) || true
+reply=$(sentinel_at "$addr" PING 2>&1) || true
 if [ "$reply" != PONG ]; then
     log "$mode: PING answered '$reply'"
     exit 1
@@ -22,7 +22,7 @@ fi
 case "$mode" in
     startup | liveness) exit 0 ;;
     readiness)
-        master=$(cli_at "$addr" SENTINEL get-master-addr-by-name "$MASTER_NAME" 2>&1 | sed -n 2p)
+        master=$(sentinel_at "$addr" SENTINEL get-master-addr-by-name "$MASTER_NAME" 2>&1 | sed -n 2p)
         case "$master" in
             '' | *[!0-9]*)
                 log "readiness: no master known for $MASTER_NAME"

@@ -13,8 +13,10 @@
 # 3. No majority answer (first boot, Sentinels down): follow a pod that reports ROLE master. Only
 #    when none does may ordinal 0 start as master; every other ordinal follows ordinal 0. Only
 #    ordinal 0 may elect itself, so pods starting in parallel cannot form two masters.
-# The effective config (template + per-pod lines + credentials) is written to REDIS_RUN_DIR, a
-# writable memory-backed volume, readable only by this user; Sentinel's CONFIG REWRITE edits it.
+# The effective config (template + per-pod lines + masterauth) and the ACL file (every user with
+# the hashes of its passwords) are written to REDIS_RUN_DIR, a writable memory-backed volume,
+# readable only by this user; Sentinel's CONFIG REWRITE edits the config there. With REDIS_TLS=yes
+# the node serves TLS only, replicates over TLS, and verifies peers against TLS_CA_FILE.
 set -eu
 . "$(dirname "$0")/common.sh"
 
@@ -28,6 +30,9 @@ set -eu
 : "${SENTINEL_QUERY_ATTEMPTS:=3}"
 : "${SENTINEL_QUERY_INTERVAL:=2}"
 : "${SENTINEL_FAILOVER_WAIT:=@@FAILOVER_WAIT@@}"
+# The ACL users template (users and rules, no secret) and the user replicas authenticate as.
+: "${REDIS_ACL_TEMPLATE:=@@REDIS_CONFIG_DIR@@/users.acl}"
+: "${REPLICATION_USER:=@@REPLICATION_USER@@}"
 
 load_password
 ordinal=${POD_NAME##*-}
@@ -96,12 +101,21 @@ fi
 umask 077
 mkdir -p "$REDIS_RUN_DIR"
 conf="$REDIS_RUN_DIR/redis.conf"
+acl="$REDIS_RUN_DIR/users.acl"
+render_acl_file "$REDIS_ACL_TEMPLATE" "$acl"
+replication_auth=$(first_password "$AUTH_DIR/$REPLICATION_USER-password") || exit 1
 {
     cat "$REDIS_CONFIG_TEMPLATE"
     printf '\n# Added by start-redis.sh for %s\n' "$POD_NAME"
-    printf 'bind %s\nport %s\ndir %s\n' "$REDIS_BIND" "$REDIS_PORT" "$REDIS_DATA_DIR"
+    printf 'bind %s\ndir %s\n' "$REDIS_BIND" "$REDIS_DATA_DIR"
+    if [ "$REDIS_TLS" = yes ]; then
+        printf 'port 0\ntls-port %s\ntls-replication yes\ntls-auth-clients no\n' "$REDIS_PORT"
+        printf 'tls-cert-file %s\ntls-key-file %s\ntls-ca-cert-file %s\n' "$TLS_CERT_FILE" "$TLS_KEY_FILE" "$TLS_CA_FILE"
+    else
+        printf 'port %s\n' "$REDIS_PORT"
+    fi
     printf 'replica-announce-ip %s\nreplica-announce-port %s\n' "$REDIS_ANNOUNCE_HOST" "$REDIS_PORT"
-    printf 'requirepass %s\nmasterauth %s\n' "$REDISCLI_AUTH" "$REDISCLI_AUTH"
+    printf 'aclfile %s\nmasteruser %s\nmasterauth %s\n' "$acl" "$REPLICATION_USER" "$replication_auth"
     if [ "$role" = replica ]; then
         printf 'replicaof %s %s\n' "$master_host" "$master_port"
     fi
@@ -109,5 +123,5 @@ conf="$REDIS_RUN_DIR/redis.conf"
 mv "$conf.tmp" "$conf"
 
 log "starting $POD_NAME as $role: $reason"
-unset REDISCLI_AUTH
+unset REDIS_AUTH SENTINEL_AUTH replication_auth
 exec redis-server "$conf"

@@ -19,23 +19,41 @@ set -eu
 # Seconds to wait for the master to answer before starting anyway (Sentinel exits if it cannot
 # resolve the master's name, so on a first boot it waits for that pod's DNS record).
 : "${SENTINEL_MASTER_WAIT:=60}"
+# The ACL user the Sentinel monitors and reconfigures the data nodes as.
+: "${SENTINEL_ACL_USER:=@@SENTINEL_ACL_USER@@}"
 
 load_password
 umask 077
 mkdir -p "$SENTINEL_DATA_DIR"
 conf="$SENTINEL_DATA_DIR/sentinel.conf"
 
+# The Sentinel's own password (clients and peer Sentinels), and its ACL user on the data nodes.
 credentials() {
-    printf 'requirepass %s\n' "$REDISCLI_AUTH"
-    printf 'sentinel sentinel-pass %s\n' "$REDISCLI_AUTH"
-    printf 'sentinel auth-pass %s %s\n' "$MASTER_NAME" "$REDISCLI_AUTH"
+    _monitor_auth=$(first_password "$AUTH_DIR/$SENTINEL_ACL_USER-password") || exit 1
+    printf 'requirepass %s\n' "$SENTINEL_AUTH"
+    printf 'sentinel sentinel-pass %s\n' "$SENTINEL_AUTH"
+    printf 'sentinel auth-user %s %s\n' "$MASTER_NAME" "$SENTINEL_ACL_USER"
+    printf 'sentinel auth-pass %s %s\n' "$MASTER_NAME" "$_monitor_auth"
+}
+
+# TLS only, also towards the data nodes and the peer Sentinels (tls-replication).
+tls_lines() {
+    if [ "$REDIS_TLS" = yes ]; then
+        printf 'port 0\ntls-port %s\ntls-replication yes\ntls-auth-clients no\n' "$SENTINEL_PORT"
+        printf 'tls-cert-file %s\ntls-key-file %s\ntls-ca-cert-file %s\n' "$TLS_CERT_FILE" "$TLS_KEY_FILE" "$TLS_CA_FILE"
+    else
+        printf 'port %s\n' "$SENTINEL_PORT"
+    fi
 }
 
 if [ -s "$conf" ] && grep -q "^sentinel monitor $MASTER_NAME " "$conf"; then
-    { grep -v -e '^requirepass ' -e '^sentinel sentinel-pass ' -e '^sentinel auth-pass ' "$conf"; credentials; } >"$conf.tmp"
+    {
+        grep -v -e '^requirepass ' -e '^sentinel sentinel-pass ' -e '^sentinel auth-pass ' -e '^sentinel auth-user ' "$conf"
+        credentials
+    } >"$conf.tmp"
     mv "$conf.tmp" "$conf"
     log "starting $POD_NAME from its earlier config (credentials refreshed)"
-    unset REDISCLI_AUTH
+    unset REDIS_AUTH SENTINEL_AUTH
     exec redis-sentinel "$conf"
 fi
 
@@ -65,7 +83,8 @@ myid=$(printf '%s' "$POD_NAME" | sha1sum | cut -c1-40)
 {
     sed -e "s/@MASTER_HOST@/$master_host/" -e "s/@MASTER_PORT@/$master_port/" "$SENTINEL_CONFIG_TEMPLATE"
     printf '\n# Added by start-sentinel.sh for %s\n' "$POD_NAME"
-    printf 'bind %s\nport %s\ndir %s\n' "$SENTINEL_BIND" "$SENTINEL_PORT" "$SENTINEL_DATA_DIR"
+    printf 'bind %s\ndir %s\n' "$SENTINEL_BIND" "$SENTINEL_DATA_DIR"
+    tls_lines
     printf 'sentinel announce-ip %s\nsentinel announce-port %s\n' "$SENTINEL_ANNOUNCE_HOST" "$SENTINEL_PORT"
     printf 'sentinel myid %s\n' "$myid"
     credentials
@@ -73,5 +92,5 @@ myid=$(printf '%s' "$POD_NAME" | sha1sum | cut -c1-40)
 mv "$conf.tmp" "$conf"
 
 log "starting $POD_NAME monitoring $MASTER_NAME at $master_host:$master_port: $reason"
-unset REDISCLI_AUTH
+unset REDIS_AUTH SENTINEL_AUTH
 exec redis-sentinel "$conf"

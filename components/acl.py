@@ -1,0 +1,143 @@
+"""Redis ACL users, one per role: who may run which commands on which keys.
+
+Every user, its rights and the Secret key holding its password are defined here, once. The pure
+:func:`render_acl_template` turns them into ``users.acl`` for the Redis ConfigMap: the users'
+rules with a ``@PASSWORDS@`` marker where the password hashes go, and no secret. At pod start
+``start-redis.sh`` replaces each marker with ``#<sha256>`` of every password in that user's
+mounted Secret file (one password per line: a rotation lists two) and points ``aclfile`` at the
+result, on a memory volume.
+
+The application user's key patterns come from the strategies' own ``KEY_PREFIX`` constants plus
+the smoke suite's prefix, so a new strategy cannot drift from its ACL. Its commands are those the
+strategies send and those their Lua scripts call (ACLs apply inside scripts too), measured with
+``INFO commandstats`` on the rehearsal after a full smoke run.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from smoke import claims, entries, idempotency, ratelimit, workflow
+from smoke.checks import SMOKE_KEY_PREFIX
+
+# Where the start script puts each user's password hashes.
+PASSWORDS_MARKER = "@PASSWORDS@"
+# The Sentinels' own password (``requirepass``): what clients, probes and peers send to a Sentinel.
+SENTINEL_PASSWORD_KEY = "sentinel-requirepass"
+
+# Key prefixes the application owns: the five strategies and the smoke suite's runs.
+APPLICATION_KEY_PREFIXES = (
+    entries.KEY_PREFIX,
+    claims.KEY_PREFIX,
+    workflow.KEY_PREFIX,
+    idempotency.KEY_PREFIX,
+    ratelimit.KEY_PREFIX,
+    SMOKE_KEY_PREFIX,
+)
+
+# Commands of the application user, grouped by why they are needed.
+_APPLICATION_COMMANDS = (
+    # connection set-up by redis-py and the Sentinel client (ROLE confirms the master). Not
+    # CLIENT SETINFO: Redis 7.0 lacks it, and redis-py ignores its refusal on 7.2.
+    "ping", "echo", "hello", "client|setname", "role",
+    # the strategies: Lua (one atomic step per operation), WAIT for confirmed writes, MULTI
+    "evalsha", "eval", "script|load", "wait", "multi", "exec", "discard",
+    # data commands of the strategies and of the commands their Lua scripts call
+    "get", "set", "mget", "del", "unlink", "exists", "type", "incr", "incrby",
+    "expire", "pexpire", "persist", "ttl", "pttl", "pexpiretime", "time",
+    "hset", "hget", "zadd", "zcard", "zrange", "zrangebyscore", "zrem", "zremrangebyscore",
+    # smoke checks: replication state, planting foreign values, cleaning up a run's keys
+    "info", "rpush", "sadd", "scan",
+)  # fmt: skip
+
+
+@dataclass(frozen=True)
+class AclUser:
+    """One Redis user: its name, what it is for, and its rules (without ``on`` or passwords)."""
+
+    name: str
+    purpose: str
+    commands: tuple[str, ...]
+    keys: tuple[str, ...] = ()
+    channels: tuple[str, ...] = ()
+    # Free-form extra rules, e.g. key read-only access ``%R~*``.
+    extra: tuple[str, ...] = ()
+
+    @property
+    def secret_key(self) -> str:
+        """The key of this user's password in the stack Secret (and its file name in the pod)."""
+        return f"{self.name}-password"
+
+    def rules(self) -> str:
+        """The rules after ``reset`` (which leaves no command, key or channel allowed)."""
+        parts = [f"+{c}" for c in self.commands]
+        parts += [f"~{k}" for k in self.keys] + [f"&{c}" for c in self.channels] + list(self.extra)
+        return " ".join(parts)
+
+
+APPLICATION = AclUser(
+    "app",
+    "the application and the smoke suite: the five strategies' keys, their commands only",
+    _APPLICATION_COMMANDS,
+    # The empty pattern admits only the empty key name: the entry strategy's Lua gets "" in a
+    # KEYS slot it does not use (e.g. no pointer key), and ACLs check every KEYS argument.
+    keys=(*(f"{p}*" for p in APPLICATION_KEY_PREFIXES), ""),
+)
+REPLICATION = AclUser("replication", "replicas syncing from the master (masteruser)", ("psync", "replconf", "ping"))
+SENTINEL = AclUser(
+    "sentinel",
+    "the Sentinels watching and reconfiguring the data nodes (the set the Redis Sentinel docs list)",
+    (
+        "multi", "exec", "slaveof", "ping", "subscribe", "publish", "info", "role",
+        "config|rewrite", "client|setname", "client|kill", "script|kill",
+    ),
+    channels=("__sentinel__:hello",),
+)  # fmt: skip
+EXPORTER = AclUser(
+    "exporter",
+    "redis_exporter sidecars: server statistics, read-only, no key access",
+    (
+        "ping", "info", "config|get", "slowlog", "latency", "client|list", "client|info", "client|setname",
+        "select", "hello", "role",
+    ),
+)
+BACKUP = AclUser(
+    "backup",
+    "the backup job's `redis-cli --rdb` (a replication stream of the snapshot, nothing else)",
+    ("sync", "replconf", "ping", "info", "role"),
+)
+PROBE = AclUser(
+    "probe",
+    "probes, the start scripts and the preStop hook: health, role, data presence, write pause",
+    ("ping", "info", "role", "dbsize", "client|pause", "client|unpause"),
+)
+ADMIN = AclUser(
+    "admin",
+    "operators and the password rotation (ACL SETUSER); every command, every key",
+    ("@all",),
+    keys=("*",),
+    channels=("*",),
+)
+
+USERS: tuple[AclUser, ...] = (APPLICATION, REPLICATION, SENTINEL, EXPORTER, BACKUP, PROBE, ADMIN)
+# The built-in user every unauthenticated connection gets: off, so AUTH with only a password fails.
+DEFAULT_USER_LINE = "user default off resetpass resetkeys resetchannels -@all"
+
+
+def user(name: str) -> AclUser:
+    for candidate in USERS:
+        if candidate.name == name:
+            return candidate
+    raise KeyError(f"no ACL user {name!r}; users: {', '.join(u.name for u in USERS)}")
+
+
+def secret_keys() -> list[str]:
+    """Every key of the stack Secret: one password per ACL user, and the Sentinels' password."""
+    return [u.secret_key for u in USERS] + [SENTINEL_PASSWORD_KEY]
+
+
+def render_acl_template(users: tuple[AclUser, ...] = USERS) -> str:
+    """``users.acl`` with a password marker per user; ``start-redis.sh`` fills in the hashes."""
+    lines = [DEFAULT_USER_LINE]
+    lines += [f"user {u.name} reset on {PASSWORDS_MARKER} {u.rules()}" for u in users]
+    return "\n".join(lines) + "\n"

@@ -29,8 +29,10 @@ already ran; deleting it would allow a silent second execution. The claim answer
 with ``corrupt=True`` (logged once per process) until the record expires; a record found without
 a TTL gets the 24 h record TTL, so nothing blocks forever. An operator may delete it sooner.
 
-Round trips: first claim 2 (``EVALSHA`` + ``WAIT``), replay/duplicate/mismatch 1, complete 2
-(``EVALSHA`` + ``WAIT``: an unconfirmed completion is reported as UNCONFIRMED), release 1
+Round trips: first claim 2 (``EVALSHA``, then ``WAIT`` only when it claimed: a ``WAIT`` on a
+replay would stall for its timeout whenever a replica is down), replay/duplicate/mismatch 1,
+complete 1 (``EVALSHA`` and ``WAIT`` pipelined: an unconfirmed completion is reported as
+UNCONFIRMED), release 1
 (+1 ``SCRIPT LOAD`` once per process and per failover). All decisions read the master.
 """
 
@@ -271,18 +273,16 @@ class IdempotencyStore:
         text = json.dumps(response, sort_keys=True, separators=(",", ":"), ensure_ascii=True, allow_nan=False)
         key = self.key(request_id)
 
-        def operation(r: redis.Redis) -> tuple[bytes, int | None]:
+        def operation(r: redis.Redis) -> tuple[bytes, int]:
             # Like the claim: the stored response must reach the replicas before it counts, or a
             # failover could bring back the bare claim and, after its lock, a second execution.
-            with r.client() as pinned:
-                stored = _COMPLETE(pinned, [key], [owner, text, self.record_ttl_s])
-                if stored not in (b"completed", b"already_completed"):
-                    return stored, None
-                return stored, int(pinned.execute_command("WAIT", self.replicas, self.wait_timeout_ms))
+            # Script and WAIT go in one pipeline (one round trip): a completion nearly always
+            # writes, so the WAIT is nearly always needed anyway.
+            return _COMPLETE.then_wait(r, [key], [owner, text, self.record_ttl_s], self.replicas, self.wait_timeout_ms)
 
         result, acked = self.client.run(operation, idempotent=True)
         outcome = CompleteOutcome(result.decode())
-        if acked is not None and acked < self.replicas:
+        if outcome in (CompleteOutcome.COMPLETED, CompleteOutcome.ALREADY_COMPLETED) and acked < self.replicas:
             outcome = CompleteOutcome.UNCONFIRMED
         if outcome is CompleteOutcome.CORRUPT:
             _log_corrupt(f"{self.key(request_id)} on complete")

@@ -29,3 +29,25 @@ class LuaScript:
         except NoScriptError:
             r.script_load(self.source)
             return r.execute_command("EVALSHA", self.sha, len(keys), *keys, *args, **options)
+
+    def then_wait(
+        self, r: redis.Redis, keys: list[str], args: list[Any], replicas: int, timeout_ms: int
+    ) -> tuple[Any, int]:
+        """Run the script, then ``WAIT replicas timeout_ms``, in one round trip.
+
+        A non-transactional pipeline sends both on one connection, so the ``WAIT`` covers the
+        script's write; returns the script's (undecoded) reply and the replicas that acknowledged.
+        """
+        for attempt in (1, 2):
+            pipe = r.pipeline(transaction=False)
+            pipe.execute_command("EVALSHA", self.sha, len(keys), *keys, *args, **{NEVER_DECODE: True})
+            pipe.execute_command("WAIT", replicas, timeout_ms)
+            reply, acked = pipe.execute(raise_on_error=False)
+            if isinstance(reply, NoScriptError) and attempt == 1:
+                r.script_load(self.source)  # NOSCRIPT: the script did not run, so running it again is safe
+                continue
+            for result in (reply, acked):
+                if isinstance(result, Exception):
+                    raise result
+            return reply, int(acked)
+        raise AssertionError("unreachable: the second attempt returns or raises")

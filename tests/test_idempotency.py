@@ -148,8 +148,8 @@ def test_round_trips(store: IdempotencyStore) -> None:
     with count_round_trips() as release:
         assert store.release("r2", claim2.owner or "") is ReleaseOutcome.RELEASED
     measured = [c[0] for c in (first, duplicate, mismatch, complete, replay, release)]
-    # First claim and complete: the write plus its WAIT; everything else: one round trip.
-    assert measured == [2, 1, 1, 2, 1, 1]
+    # First claim: the write, then its WAIT; complete pipelines both; everything else: one.
+    assert measured == [2, 1, 1, 1, 1, 1]
 
 
 def test_corrupt_record_never_crashes_nor_runs_twice(
@@ -211,3 +211,14 @@ def test_an_unconfirmed_completion_is_reported(client: SentinelClient, ctx: Chec
     assert demanding.complete("req-complete", claim.owner, {"ok": True}) is CompleteOutcome.UNCONFIRMED
     assert confirmed.complete("req-complete", claim.owner, {"ok": True}) is CompleteOutcome.ALREADY_COMPLETED
     assert confirmed.claim("req-complete", {"amount": 1}).outcome is Outcome.REPLAY
+
+
+def test_complete_reloads_its_script_after_noscript_and_stores_once(
+    store: IdempotencyStore, cluster: LoopbackCluster
+) -> None:
+    claim = store.claim("flushed", payload("flushed"))
+    # A new master after a failover has an empty script cache: NOSCRIPT, then a reload and one run.
+    with cluster.client(cluster.masters()[0]) as admin:
+        admin.script_flush()
+    assert store.complete("flushed", claim.owner or "", {"x": 2}) is CompleteOutcome.COMPLETED
+    assert store.claim("flushed", payload("flushed")).response == {"x": 2}

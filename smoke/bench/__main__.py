@@ -20,7 +20,8 @@ import redis
 
 from smoke.bench import concurrency, failover, growth, memory, operations, report
 from smoke.bench.measure import BenchError
-from smoke.client import SentinelClient
+from smoke.checks import SMOKE_KEY_PREFIX
+from smoke.client import SentinelClient, tls_options
 from smoke.rehearsal import LoopbackCluster, RehearsalError, RenderedFiles
 
 
@@ -51,11 +52,17 @@ def _loadavg() -> list[float]:
         return []
 
 
+def _app_credentials(cluster: LoopbackCluster) -> dict[str, Any]:
+    config = cluster.client_config()
+    return {"username": config.username, "password": config.password, **tls_options(config)}
+
+
 def run_bench(cluster: LoopbackCluster, sizes: Sizes, say: Any = _say) -> tuple[dict[str, Any], dict[str, Any]]:
     """Every measurement on a started cluster: (the bench.json document, figures for the table)."""
     started, started_at, load_before = time.monotonic(), datetime.now(UTC).isoformat(timespec="seconds"), _loadavg()
     replicas = len(cluster.redis_nodes) - 1
-    prefix = "bench:"
+    # Under the smoke suite's prefix: the application ACL user may touch only its own key patterns.
+    prefix = f"{SMOKE_KEY_PREFIX}bench:"
     with SentinelClient(cluster.client_config(min_idle=2)) as client:
         client.warm_up()
 
@@ -68,8 +75,9 @@ def run_bench(cluster: LoopbackCluster, sizes: Sizes, say: Any = _say) -> tuple[
         say(f"bench: operations ({sizes.samples} timed calls each, {sizes.rounds} interleaved rounds)")
         work = operations.Workload(client, prefix, replicas)
         value = work.fresh_entries(1)[0].to_json()
-        # The baseline: raw redis-py with its defaults, on a connection of its own to the master.
-        with redis.Redis(host=node.host, port=node.port, password=cluster.password) as raw:
+        # The baseline: raw redis-py with its defaults, on a connection of its own to the master,
+        # as the same application user the strategies run as.
+        with redis.Redis(host=node.host, port=node.port, **_app_credentials(cluster)) as raw:
             ops = operations.baselines(raw, prefix, value) + work.operations()
             measured = operations.measure(
                 ops, master, samples=sizes.samples, rounds=sizes.rounds, counted=sizes.counted

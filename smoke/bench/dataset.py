@@ -159,12 +159,16 @@ def fill_our_layout(master: redis.Redis, cache: EntryCache, batch: list[Entry]) 
 
 
 def fill_seed_layout(master: redis.Redis, prefix: str, batch: list[Entry], ttl_s: int = 300) -> None:
-    """Write ``batch`` as the seed does: the full JSON under the id key and under the key key."""
+    """Write ``batch`` as the seed does: the full JSON under the id key and under the key key.
+
+    ``SET ... EX`` stores exactly what the seed's ``SETEX`` does, and the application ACL user
+    (the one the benchmark runs as) has ``SET`` only.
+    """
     pipe = master.pipeline(transaction=False)
     for entry in batch:
         data = entry_json(entry)
-        pipe.execute_command("SETEX", f"{prefix}{ID_KEY}{entry.id}", ttl_s, data)
-        pipe.execute_command("SETEX", f"{prefix}{POINTER_KEY}{entry.key_type}:{entry.key_value}", ttl_s, data)
+        pipe.execute_command("SET", f"{prefix}{ID_KEY}{entry.id}", data, "EX", ttl_s)
+        pipe.execute_command("SET", f"{prefix}{POINTER_KEY}{entry.key_type}:{entry.key_value}", data, "EX", ttl_s)
     pipe.execute()
 
 

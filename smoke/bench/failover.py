@@ -17,7 +17,7 @@ import uuid
 from collections.abc import Callable
 from typing import Any
 
-from smoke.checks import CheckContext
+from smoke.checks import SMOKE_KEY_PREFIX, CheckContext
 from smoke.client import SentinelClient
 from smoke.drill import DrillResult, run_failover_drill
 from smoke.rehearsal import LoopbackCluster
@@ -32,7 +32,8 @@ def measure_failover(
     replicas = len(cluster.redis_nodes) - 1
     results: list[DrillResult] = []
     for run in range(runs):
-        ctx = CheckContext(client=client, prefix=f"bench:failover:{uuid.uuid4().hex[:8]}:", replicas=replicas)
+        prefix = f"{SMOKE_KEY_PREFIX}bench:failover:{uuid.uuid4().hex[:8]}:"
+        ctx = CheckContext(client=client, prefix=prefix, replicas=replicas)
         killed = cluster.masters()[0]
         result = run_failover_drill(
             client, ctx.prefix, IdempotencyDrillTarget(ctx), lambda node=killed: cluster.kill_node(node, signal.SIGKILL)

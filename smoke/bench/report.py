@@ -26,8 +26,8 @@ FAILOVER_SLACK_S = 1.5
 # Round trips the issue allows per operation: one, two for a first idempotency claim.
 ROUND_TRIP_TARGETS = {"idempotency.claim": 2}
 # Operations whose latency includes waiting for the replicas' acknowledgement (WAIT): the issue
-# excepts the claim from the p99 target; the complete WAITs too (the stored response must survive
-# a failover), so it is reported the same way.
+# excepts the claim from the p99 target; the complete WAITs too (pipelined with its script: the
+# stored response must survive a failover), so it is reported the same way.
 WAIT_CONFIRMED = ("idempotency.claim", "idempotency.complete")
 # Which raw call an operation is held against: reads against GET, writes against SET EX.
 READS = ("entry.get_by_id", "entry.get_by_key", "claim.status", "claim.list", "workflow.get", "idempotency.replay")

@@ -47,7 +47,8 @@ def _free_port() -> int:
 
 def sidecar(rendered: Rendered, workload: str) -> dict[str, Any]:
     (container,) = [
-        c for c in rendered.find("StatefulSet", workload)["spec"]["template"]["spec"]["containers"]
+        c
+        for c in rendered.find("StatefulSet", workload)["spec"]["template"]["spec"]["containers"]
         if c["name"] == t.EXPORTER_CONTAINER
     ]
     return container

@@ -13,7 +13,7 @@ import pulumi_kubernetes as k8s
 
 from components import acl, pods
 from components import topology as t
-from components.exporter import exporter_container
+from components.exporter import exporter_container, exporter_volumes
 from components.renderers.redis_conf import render_redis_conf
 from components.renderers.scripts import REDIS_SCRIPTS, render_scripts
 from components.settings import Settings
@@ -99,8 +99,9 @@ class RedisDataPlane(pulumi.ComponentResource):
                 {"name": "data", "mount_path": t.DATA_DIR},
             ],
         }
-        sidecars = (
-            [exporter_container(s.monitoring, t.REDIS_PORT, args.secret_name)] if s.monitoring.enabled else []
+        sidecars = [exporter_container(s, t.REDIS_PORT, t.REDIS_CONFIG_DIR)] if s.monitoring.enabled else []
+        sidecar_volumes = (
+            exporter_volumes(s, t.REDIS_PORT, args.secret_name, args.tls_secret_name) if s.monitoring.enabled else []
         )
         statefulset = k8s.apps.v1.StatefulSet(
             f"{name}-statefulset",
@@ -131,6 +132,7 @@ class RedisDataPlane(pulumi.ComponentResource):
                             {"name": "config", "config_map": {"name": topo.redis_config, "default_mode": 0o444}},
                             {"name": "auth", "secret": {"secret_name": args.secret_name, "default_mode": 0o440}},
                             *tls_volumes,
+                            *sidecar_volumes,
                             # The effective redis.conf holds the password: memory only, never on disk.
                             {"name": "run", "empty_dir": {"medium": "Memory", "size_limit": "8Mi"}},
                             {"name": "tmp", "empty_dir": {"size_limit": "64Mi"}},

@@ -14,7 +14,7 @@ import pulumi_kubernetes as k8s
 
 from components import pods
 from components import topology as t
-from components.exporter import exporter_container
+from components.exporter import exporter_container, exporter_volumes
 from components.renderers.scripts import SENTINEL_SCRIPTS, render_scripts
 from components.renderers.sentinel_conf import render_sentinel_conf
 from components.settings import Settings
@@ -98,8 +98,9 @@ class Sentinel(pulumi.ComponentResource):
                 {"name": "tmp", "mount_path": "/tmp"},
             ],
         }
-        sidecars = (
-            [exporter_container(s.monitoring, t.SENTINEL_PORT, args.secret_name)] if s.monitoring.enabled else []
+        sidecars = [exporter_container(s, t.SENTINEL_PORT, t.SENTINEL_CONFIG_DIR)] if s.monitoring.enabled else []
+        sidecar_volumes = (
+            exporter_volumes(s, t.SENTINEL_PORT, args.secret_name, args.tls_secret_name) if s.monitoring.enabled else []
         )
         k8s.apps.v1.StatefulSet(
             f"{name}-statefulset",
@@ -125,6 +126,7 @@ class Sentinel(pulumi.ComponentResource):
                             {"name": "config", "config_map": {"name": topo.sentinel_config, "default_mode": 0o444}},
                             {"name": "auth", "secret": {"secret_name": args.secret_name, "default_mode": 0o440}},
                             *tls_volumes,
+                            *sidecar_volumes,
                             # Sentinel's own rewritten config (holds the password): memory only. A
                             # restarted container reuses it (start-sentinel.sh); a new pod starts
                             # over from its peers.

@@ -266,6 +266,9 @@ class MonitoringSettings(_Model):
     # Same release as the Debian package the live metric check runs (prometheus-redis-exporter 1.45),
     # so the metric names the rules use are the ones this image exports.
     exporter_image: str = "oliver006/redis_exporter:v1.45.0-alpine"
+    # The exporter binary inside that image (its Dockerfile's ENTRYPOINT): start-exporter.sh runs
+    # it after reading the password file, so the image's own entrypoint is bypassed.
+    exporter_binary: str = Field(default="/redis_exporter", pattern=r"^/[A-Za-z0-9._/-]+$")
     exporter_resources: Resources = Resources(
         requests=ResourceAmounts(cpu="10m", memory="32Mi"),
         limits=ResourceAmounts(cpu="100m", memory="64Mi"),

@@ -56,11 +56,19 @@ def validator(kind: str) -> jsonschema.Draft202012Validator:
 
 @pytest.mark.parametrize("name, port", [("redis", 6379), ("redis-sentinel", 26379)])
 def test_every_pod_carries_an_exporter_sidecar_for_its_own_instance(stack: Rendered, name: str, port: int) -> None:
-    spec = pod_template(stack, name)["spec"]
+    template = pod_template(stack, name)
+    spec = template["spec"]
     main, exporter = spec["containers"]
     assert exporter["name"] == "exporter"
     assert exporter["image"] == "oliver006/redis_exporter:v1.45.0-alpine"
-    assert f"-redis.addr=redis://localhost:{port}" in exporter["args"]
+    # The wrapper from the pod's own script ConfigMap runs the exporter (tests/test_exporter_live.py
+    # runs this very command line against real processes).
+    config_dir = "/etc/redis" if name == "redis" else "/etc/redis-sentinel"
+    mode = "redis" if name == "redis" else "sentinel"
+    assert exporter["command"] == ["/bin/sh", f"{config_dir}/start-exporter.sh", mode]
+    config = stack.find("ConfigMap", template["spec"]["volumes"][0]["configMap"]["name"])
+    assert "@@" not in config["data"]["start-exporter.sh"]  # shipped, placeholders filled
+    assert {"name": "config", "mountPath": config_dir, "readOnly": True} in exporter["volumeMounts"]
     assert exporter["ports"] == [{"name": "metrics", "containerPort": 9121, "protocol": "TCP"}]
     # Hardened like the main container, sized from the settings.
     assert exporter["securityContext"] == main["securityContext"]
@@ -72,13 +80,50 @@ def test_every_pod_carries_an_exporter_sidecar_for_its_own_instance(stack: Rende
     assert "readinessProbe" not in exporter  # pod readiness stays Redis' alone
 
 
-def test_the_exporter_gets_the_password_from_the_secret_by_env_never_argv(stack: Rendered) -> None:
-    for name in WORKLOADS:
-        exporter = pod_template(stack, name)["spec"]["containers"][1]
-        assert exporter["env"] == [
-            {"name": "REDIS_PASSWORD", "valueFrom": {"secretKeyRef": {"name": "redis-auth", "key": "redis-password"}}}
-        ]
-        assert not any("password" in arg.lower() for arg in exporter["args"])
+@pytest.mark.parametrize("name, port", [("redis", 6379), ("redis-sentinel", 26379)])
+def test_the_exporter_dials_localhost_in_plaintext_and_its_own_pod_name_over_verified_tls(
+    stack: Rendered, name: str, port: int
+) -> None:
+    exporter = pod_template(stack, name)["spec"]["containers"][1]
+    env = {e["name"]: e for e in exporter["env"]}
+    if stack.stack == "dev":  # tls.enabled: false
+        assert f"-redis.addr=redis://localhost:{port}" in exporter["args"]
+        assert not any(a.startswith("-tls") or "skip-tls" in a for a in exporter["args"])
+        assert "POD_NAME" not in env
+        return
+    # cert-manager's certificate names the pods' DNS names, not localhost (Go checks the name).
+    assert f"-redis.addr=rediss://$(POD_NAME).{name}-headless.redis.svc.cluster.local:{port}" in exporter["args"]
+    assert "-tls-ca-cert-file=/etc/redis-tls/ca.crt" in exporter["args"]
+    assert not any("skip-tls" in a for a in exporter["args"])
+    assert env["POD_NAME"]["valueFrom"] == {"fieldRef": {"fieldPath": "metadata.name"}}
+    certificate = next(c for c in stack.kubernetes("Certificate") if c["spec"]["secretName"] == f"{name}-tls")
+    assert f"{name}-0.{name}-headless.redis.svc.cluster.local" in certificate["spec"]["dnsNames"]
+    assert {"name": "exporter-tls", "mountPath": "/etc/redis-tls", "readOnly": True} in exporter["volumeMounts"]
+
+
+@pytest.mark.parametrize("name, key", [("redis", "exporter-password"), ("redis-sentinel", "sentinel-requirepass")])
+def test_the_exporter_reads_only_its_own_password_file_and_never_gets_a_password_by_env_or_argv(
+    stack: Rendered, name: str, key: str
+) -> None:
+    spec = pod_template(stack, name)["spec"]
+    exporter = spec["containers"][1]
+    env = {e["name"]: e for e in exporter["env"]}
+    # No secretKeyRef: a rotation puts two lines in the Secret value; the wrapper sends the first.
+    assert not any("secretKeyRef" in e.get("valueFrom", {}) for e in exporter["env"])
+    assert env["EXPORTER_BIN"]["value"] == "/redis_exporter"
+    assert env.get("REDIS_USER", {}).get("value") == ("exporter" if name == "redis" else None)
+    # The exporter would parse REDIS_PASSWORD_FILE as its JSON password map.
+    assert "REDIS_PASSWORD_FILE" not in env and "REDIS_PASSWORD" not in env
+    assert not any("password" in arg.lower() for arg in exporter["args"] + exporter["command"])
+    volumes = {v["name"]: v for v in spec["volumes"]}
+    mounts = {m["name"]: m for m in exporter["volumeMounts"]}
+    assert mounts["exporter-auth"] == {"name": "exporter-auth", "mountPath": "/etc/redis-auth", "readOnly": True}
+    assert "auth" not in mounts and "tls" not in mounts  # not the other users' passwords, not the private key
+    # Whole-key projection (refreshed by the kubelet on rotation), not a subPath mount (never refreshed).
+    assert volumes["exporter-auth"]["secret"]["items"] == [{"key": key, "path": key}]
+    assert not any("subPath" in m for m in exporter["volumeMounts"])
+    if stack.stack == "prod":
+        assert volumes["exporter-tls"]["secret"]["items"] == [{"key": "ca.crt", "path": "ca.crt"}]
 
 
 def test_exporter_image_and_resources_come_from_settings() -> None:

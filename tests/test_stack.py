@@ -116,7 +116,8 @@ def test_pods_run_hardened_as_a_high_non_root_uid(stack: Rendered, name: str) ->
         assert sc["capabilities"] == {"drop": ["ALL"]}
         assert set(container["resources"]) == {"requests", "limits"}
         if container["name"] == "exporter":
-            assert "volumeMounts" not in container  # it writes nothing and reads no file
+            # It writes nothing: every mount is read-only (its wrapper script, its password, the CA).
+            assert all(m.get("readOnly") is True for m in container["volumeMounts"])
             continue
         # Every writable path is an explicit volume.
         mounts = {m["mountPath"]: m.get("readOnly", False) for m in container["volumeMounts"]}

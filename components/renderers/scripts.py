@@ -19,8 +19,10 @@ from components.settings import Settings
 TEMPLATE_DIR = Path(__file__).with_name("scripts")
 
 # Which scripts each workload's ConfigMap carries (common.sh is sourced by all of them).
-REDIS_SCRIPTS = ("common.sh", "start-redis.sh", "probe-redis.sh", "prestop-redis.sh", "sync-acl.sh")
-SENTINEL_SCRIPTS = ("common.sh", "start-sentinel.sh", "probe-sentinel.sh")
+REDIS_SCRIPTS = (
+    "common.sh", "start-redis.sh", "probe-redis.sh", "prestop-redis.sh", "sync-acl.sh", "start-exporter.sh",
+)  # fmt: skip
+SENTINEL_SCRIPTS = ("common.sh", "start-sentinel.sh", "probe-sentinel.sh", "start-exporter.sh")
 SCRIPT_NAMES = tuple(dict.fromkeys(REDIS_SCRIPTS + SENTINEL_SCRIPTS))
 # The backup pod's ConfigMap (restore.sh rides along: the runbooks run it from the same files).
 BACKUP_SCRIPTS = ("common.sh", "backup-common.sh", "backup.sh", "restore.sh")
@@ -42,6 +44,7 @@ def script_defaults(settings: Settings) -> dict[str, str]:
         "REPLICATION_USER": acl.REPLICATION.name,
         "SENTINEL_ACL_USER": acl.SENTINEL.name,
         "ADMIN_USER": acl.ADMIN.name,
+        "EXPORTER_USER": acl.EXPORTER.name,
         "SENTINEL_PASSWORD_KEY": acl.SENTINEL_PASSWORD_KEY,
         "TLS": "yes" if settings.tls.enabled else "no",
         "TLS_DIR": t.TLS_DIR,

@@ -275,13 +275,13 @@ def _mounted_secrets(workload: Any, container: w.Container | None) -> set[str]:
 # (settings that must be present, who they are for). Without a user name a replica or Sentinel
 # authenticates as `default`, which the ACL turns off.
 _AUTH_WIRING = {
-    SERVER_COMPONENT: (("masteruser", "masterauth"), "replicas"),
-    SENTINEL_COMPONENT: (("auth-user", "auth-pass"), "Sentinels"),
+    SERVER_COMPONENT: (("masteruser", "masterauth"), "replicas", ""),
+    SENTINEL_COMPONENT: (("auth-user", "auth-pass"), "Sentinels", "sentinel "),
 }
 
 
 def _validate_replica_auth(args: StackValidationArgs, report: ReportViolation) -> None:
-    for role, (settings, who) in _AUTH_WIRING.items():
+    for role, (settings, who, prefix) in _AUTH_WIRING.items():
         for workload in _workloads(args, role):
             what = describe(workload.resource_type, workload.props, workload.name)
             main = w.main_container(workload.props, role)
@@ -291,7 +291,7 @@ def _validate_replica_auth(args: StackValidationArgs, report: ReportViolation) -
             if unset:
                 missing.append(
                     f"nothing in the config it starts from (its *.conf files, start script or command line) "
-                    f"sets {' and '.join(unset)}"
+                    f"sets {' and '.join(prefix + name for name in unset)}"
                 )
             certificates = _certificate_secrets(args, w.namespace(workload.props))
             if not _mounted_secrets(workload, main) - certificates:
@@ -301,7 +301,8 @@ def _validate_replica_auth(args: StackValidationArgs, report: ReportViolation) -
                 report(
                     f"{what}: {' and '.join(missing)}, so its {who} cannot log in to the data nodes, whose "
                     f"ACL turns the default user off. Mount the password Secret as a file and have the start "
-                    f"script write '{settings[0]}' (the ACL user) and '{settings[1]}' (its password, read from "
+                    f"script write '{prefix}{settings[0]}' (the ACL user) and '{prefix}{settings[1]}' (its password, "
+                    "read from "
                     "the file) at start, never into a ConfigMap or onto the command line.",
                     workload.urn,
                 )

@@ -604,7 +604,8 @@ def test_sentinels_without_auth_user_or_a_password_file_fire(dev_tls: Rendered) 
     )
     [violation] = only(check(resources), "redis-replica-auth")
     assert "StatefulSet redis-dev/redis-sentinel: nothing in the config it starts from" in violation.message
-    assert "sets auth-user, so its Sentinels cannot log in" in violation.message
+    assert "sets sentinel auth-user, so its Sentinels cannot log in" in violation.message
+    assert "write 'sentinel auth-user' (the ACL user) and 'sentinel auth-pass'" in violation.message
     # Without the password Secret mounted: the exporter's env reference and the certificate Secret
     # the container still mounts do not count.
     resources = stack(dev_tls)

@@ -302,8 +302,7 @@ def _validate_replica_auth(args: StackValidationArgs, report: ReportViolation) -
                     f"{what}: {' and '.join(missing)}, so its {who} cannot log in to the data nodes, whose "
                     f"ACL turns the default user off. Mount the password Secret as a file and have the start "
                     f"script write '{prefix}{settings[0]}' (the ACL user) and '{prefix}{settings[1]}' (its password, "
-                    "read from "
-                    "the file) at start, never into a ConfigMap or onto the command line.",
+                    "read from the file) at start, never into a ConfigMap or onto the command line.",
                     workload.urn,
                 )
 

@@ -5,9 +5,10 @@ server the Pulumi engine talks to, and never returns); the rules live in modules
 concern so tests and ``make policy`` can import them without starting anything:
 
     kubernetes.py    container, pod and namespace rules on Kubernetes objects
-    redis.py         stack-level rules on the Redis and Sentinel topology
+    redis.py         stack-level rules on the Redis and Sentinel topology, auth and TLS
     aws.py           S3 backup bucket, IAM and AWS credential rules
     workloads.py     reading pod specs, labels and selectors out of Kubernetes objects
+    config_text.py   finding Redis/Sentinel settings in rendered configs, scripts and command lines
     pack_config.py   per-policy configuration with defaults, and resource labels for messages
     pack.py          the pack's name and the list of every policy
     analyze.py       ``make policy``: the real program under mocks, fed to the pack's analyzer

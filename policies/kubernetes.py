@@ -21,6 +21,7 @@ from pulumi_policy import (
 )
 
 from policies import workloads as w
+from policies.config_text import LEAD, SENTINEL_PREFIX, WORD, without_comments
 from policies.pack_config import SERVER_COMPONENT, as_list, as_map, describe, option, schema
 
 MANDATORY = EnforcementLevel.MANDATORY
@@ -251,12 +252,15 @@ redis_pod_spread = ResourceValidationPolicy(
 
 # --- no secret in a ConfigMap -----------------------------------------------------------------
 
-# A config directive or assignment followed by a literal value. A value that is a placeholder
-# ($VAR, %s, @NAME@, <...>, {{ }}) is how our scripts write the password at start: fine.
+# A password setting with a literal value, where a setting takes effect (policies/config_text.py):
+# prose ("masterauth applied on ...") and grep patterns ('^sentinel auth-pass ') are not settings.
+# A value that is a placeholder ($VAR, %s, @NAME@, <...>, {{ }}) is how our scripts write the
+# password at start: fine. A value may be quoted (requirepass "...").
 _SECRET_DIRECTIVES = [
-    re.compile(r"""\b(requirepass|masterauth|sentinel-pass)[ \t]+([^\s'"\\]+)""", re.IGNORECASE),
-    re.compile(r"""\b(auth-pass)[ \t]+\S+[ \t]+([^\s'"\\]+)""", re.IGNORECASE),
-    re.compile(r"""\b(user)[ \t]+\S+[^\n]*?[ \t]>([^\s'"\\]+)""", re.IGNORECASE),
+    re.compile(rf"""{LEAD}{SENTINEL_PREFIX}(requirepass|masterauth|sentinel-pass)[ \t]+["']?({WORD})""", re.I | re.M),
+    re.compile(rf"""{LEAD}{SENTINEL_PREFIX}(auth-pass)[ \t]+{WORD}[ \t]+["']?({WORD})""", re.I | re.M),
+    re.compile(rf"""{LEAD}(user)[ \t]+{WORD}[^\n'"]*?[ \t]>({WORD})""", re.I | re.M),
+    re.compile(rf"""\b(acl[ \t]+setuser)[ \t]+{WORD}[^\n'"]*?[ \t]["']?>({WORD})""", re.I | re.M),
     re.compile(
         r"""\b(password|passwd|secret|token|api[_-]?key|access[_-]?key)["']?[ \t]*[=:][ \t]*["']?([^\s'",}\\]+)""",
         re.IGNORECASE,
@@ -275,7 +279,7 @@ def secret_findings(key: str, text: str) -> list[str]:
     if _SECRET_KEY_NAME.search(key) and text.strip():
         found.append(f"key {key!r} is named like a secret")
     # Commented-out lines are prose ("masterauth read from the Secret"), not settings.
-    settings = "\n".join(line for line in text.splitlines() if not line.lstrip().startswith("#"))
+    settings = without_comments(text)
     for pattern in _SECRET_DIRECTIVES:
         for match in pattern.finditer(settings):
             if not _PLACEHOLDER.match(match.group(2)):

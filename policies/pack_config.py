@@ -20,6 +20,8 @@ REDIS_APP = "redis"
 SERVER_COMPONENT = "server"
 SENTINEL_COMPONENT = "sentinel"
 MAIN_CONTAINERS = {SERVER_COMPONENT: "redis", SENTINEL_COMPONENT: "sentinel"}
+# The start scripts' TLS switch (common.sh): "yes" makes them write TLS-only settings.
+TLS_SWITCH = "REDIS_TLS"
 
 
 def schema(properties: dict[str, dict[str, Any]]) -> PolicyConfigSchema:

@@ -170,3 +170,32 @@ def secret_refs(props: Mapping[str, Any]) -> set[str]:
 
 def command_line(container: Container) -> list[str]:
     return [str(part) for part in as_list(container.spec.get("command")) + as_list(container.spec.get("args"))]
+
+
+def mounted_volumes(props: Mapping[str, Any], container: Container) -> list[Mapping[str, Any]]:
+    """The pod volumes one container mounts (a Secret in the pod is no use to a container that
+    does not mount it)."""
+    names = {str(as_map(m).get("name")) for m in as_list(container.spec.get("volumeMounts"))}
+    return [as_map(v) for v in as_list(pod_spec(props).get("volumes")) if str(as_map(v).get("name")) in names]
+
+
+def volume_secrets(volume: Mapping[str, Any]) -> set[str]:
+    """The Secrets a volume holds: a ``secret`` volume, or the Secrets of a projected one."""
+    names = set()
+    name = as_map(volume.get("secret")).get("secretName")
+    if name:
+        names.add(str(name))
+    for projected in as_list(as_map(volume.get("projected")).get("sources")):
+        name = as_map(as_map(projected).get("secret")).get("name")
+        if name:
+            names.add(str(name))
+    return names
+
+
+def env_value(container: Container, name: str) -> str | None:
+    """A plain ``env`` value of the container (None when it is unset or comes from elsewhere)."""
+    for env in as_list(container.spec.get("env")):
+        env = as_map(env)
+        if env.get("name") == name and "value" in env:
+            return str(env.get("value"))
+    return None

@@ -2,8 +2,10 @@
 naming the resource, the problem and the fix; the real stacks pass; unknown values give an advisory.
 
 Stacks are the real dev/prod renders (copied, then broken) plus synthetic AWS resources for the
-backup bucket, all sent through the pack's analyzer the way ``make policy`` sends them
-(``GetAnalyzerInfo``, ``Configure``, ``Analyze`` per resource, ``AnalyzeStack``).
+backup bucket. Dev runs without TLS by design, which ``redis-tls-required`` reports, so the broken
+stacks start from dev with TLS on (``dev_tls``, what prod runs: clean under every policy). All
+are sent through the pack's analyzer the way ``make policy`` sends them (``GetAnalyzerInfo``,
+``Configure``, ``Analyze`` per resource, ``AnalyzeStack``).
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ from components import topology
 from components.settings import settings_from_config
 from policies import analyze, aws, pack, pack_config
 from smoke.render import Registered, Rendered
+from tests.support import render_with
 
 # --- building stacks ----------------------------------------------------------------------------
 
@@ -225,8 +228,8 @@ def backup_resources(bucket_ref: str = "backups-id") -> list[Registered]:
     ]
 
 
-def aws_stack(dev: Rendered, **changes: Any) -> list[Registered]:
-    return stack(dev, with_backup=False) + backup_resources(**changes)
+def aws_stack(base: Rendered, **changes: Any) -> list[Registered]:
+    return stack(base, with_backup=False) + backup_resources(**changes)
 
 
 def by_name(resources: list[Registered], name: str) -> dict[str, Any]:
@@ -236,21 +239,42 @@ def by_name(resources: list[Registered], name: str) -> dict[str, Any]:
 # --- the clean stacks ---------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("stack_name", ["dev", "prod"])
-def test_real_stacks_pass_every_policy(stack_name: str, request: pytest.FixtureRequest) -> None:
-    rendered = request.getfixturevalue(stack_name)
-    config = analyze.load_pack_config(analyze.CONFIG_DIR / f"{stack_name}.json")
-    assert check(stack(rendered), config) == []
+@pytest.fixture(scope="module")
+def dev_tls() -> Rendered:
+    """The dev stack with TLS on, as prod runs it."""
+    return render_with("dev", {"dict-redis:tls": json.dumps({"enabled": True})})
 
 
-def test_a_complete_backup_setup_passes(dev: Rendered) -> None:
-    assert check(aws_stack(dev)) == []
+def test_prod_passes_every_policy(prod: Rendered) -> None:
+    config = analyze.load_pack_config(analyze.CONFIG_DIR / "prod.json")
+    assert check(stack(prod), config) == []
+
+
+def test_dev_passes_every_policy_but_tls_which_its_pack_config_makes_advisory(dev: Rendered) -> None:
+    config = analyze.load_pack_config(analyze.CONFIG_DIR / "dev.json")
+    violations = check(stack(dev), config)
+    assert {(v.policy, v.level) for v in violations} == {("redis-tls-required", "advisory")}
+    assert sorted(v.message.split(" does not serve TLS only")[0] for v in violations) == [
+        "StatefulSet redis-dev/redis",
+        "StatefulSet redis-dev/redis-sentinel",
+    ]
+    assert all("REDIS_TLS defaults to 'no' in the scripts it runs" in v.message for v in violations)
+    # Without the pack config (the pack's default level) dev's plain text would block.
+    assert {v.level for v in check(stack(dev))} == {"mandatory"}
+
+
+def test_dev_with_tls_passes_every_policy(dev_tls: Rendered) -> None:
+    assert check(stack(dev_tls)) == []
+
+
+def test_a_complete_backup_setup_passes(dev_tls: Rendered) -> None:
+    assert check(aws_stack(dev_tls)) == []
 
 
 def test_pack_has_every_policy_with_its_default_level() -> None:
     info = analyze.in_process_pack().GetAnalyzerInfo(analyze.empty_pb2.Empty())
     levels = {p.name: analyze.LEVEL_NAMES[p.enforcementLevel] for p in info.policies}
-    assert len(levels) == len(pack.POLICIES) == 21
+    assert len(levels) == len(pack.POLICIES) == 23
     assert levels.pop("aws-s3-noncurrent-version-expiration") == "advisory"
     assert set(levels.values()) == {"mandatory"}
 
@@ -269,8 +293,8 @@ def test_pack_shares_labels_and_container_names_with_the_program(dev: Rendered) 
 # --- Kubernetes ---------------------------------------------------------------------------------
 
 
-def test_resources_fire_on_a_sidecar_and_on_a_missing_limit(dev: Rendered) -> None:
-    resources = stack(dev)
+def test_resources_fire_on_a_sidecar_and_on_a_missing_limit(dev_tls: Rendered) -> None:
+    resources = stack(dev_tls)
     sts = find(resources, "StatefulSet", "redis")
     del container(sts, "redis")["resources"]["limits"]["memory"]
     sidecar = copy.deepcopy(EXPORTER)
@@ -284,8 +308,8 @@ def test_resources_fire_on_a_sidecar_and_on_a_missing_limit(dev: Rendered) -> No
     assert "Set requests and limits" in messages
 
 
-def test_security_context_fires_on_a_sidecar_and_a_writable_root(dev: Rendered) -> None:
-    resources = stack(dev)
+def test_security_context_fires_on_a_sidecar_and_a_writable_root(dev_tls: Rendered) -> None:
+    resources = stack(dev_tls)
     sts = find(resources, "StatefulSet", "redis-sentinel")
     container(sts, "sentinel")["securityContext"]["readOnlyRootFilesystem"] = False
     sts["spec"]["template"]["spec"]["containers"].append({**copy.deepcopy(EXPORTER), "securityContext": {}})
@@ -302,8 +326,8 @@ def test_security_context_fires_on_a_sidecar_and_a_writable_root(dev: Rendered) 
     assert "runAsNonRoot" not in needs and "seccompProfile" not in needs
 
 
-def test_probes_are_required_on_the_main_containers_only(dev: Rendered) -> None:
-    resources = stack(dev)
+def test_probes_are_required_on_the_main_containers_only(dev_tls: Rendered) -> None:
+    resources = stack(dev_tls)
     sts = find(resources, "StatefulSet", "redis-sentinel")
     del container(sts, "sentinel")["readinessProbe"]
     sts["spec"]["template"]["spec"]["containers"].append(copy.deepcopy(EXPORTER))  # no probes: fine
@@ -322,8 +346,8 @@ def test_probes_are_required_on_the_main_containers_only(dev: Rendered) -> None:
         ("redis:7.2", "uses the floating tag '7.2'"),
     ],
 )
-def test_unpinned_images_fire(dev: Rendered, image: str, problem: str) -> None:
-    resources = stack(dev)
+def test_unpinned_images_fire(dev_tls: Rendered, image: str, problem: str) -> None:
+    resources = stack(dev_tls)
     container(find(resources, "StatefulSet", "redis"), "redis")["image"] = image
     [violation] = only(check(resources), "k8s-image-pinned")
     assert violation.level == "mandatory"
@@ -331,8 +355,8 @@ def test_unpinned_images_fire(dev: Rendered, image: str, problem: str) -> None:
     assert "Pin it to a full version tag" in violation.message
 
 
-def test_digest_required_where_configured(dev: Rendered) -> None:
-    resources = stack(dev)
+def test_digest_required_where_configured(dev_tls: Rendered) -> None:
+    resources = stack(dev_tls)
     digest = "redis@sha256:" + "a" * 64
     container(find(resources, "StatefulSet", "redis"), "redis")["image"] = digest
     violations = only(check(resources, {"k8s-image-pinned": {"requireDigest": True}}), "k8s-image-pinned")
@@ -344,8 +368,8 @@ def test_digest_required_where_configured(dev: Rendered) -> None:
     assert any(n.startswith("Job redis-dev/redis-smoke-") for n in named)
 
 
-def test_spread_fires_without_anti_affinity_or_topology_spread(dev: Rendered) -> None:
-    resources = stack(dev)
+def test_spread_fires_without_anti_affinity_or_topology_spread(dev_tls: Rendered) -> None:
+    resources = stack(dev_tls)
     spec = find(resources, "StatefulSet", "redis")["spec"]["template"]["spec"]
     del spec["affinity"], spec["topologySpreadConstraints"]
     [violation] = only(check(resources, {"k8s-redis-pod-spread": "mandatory"}), "k8s-redis-pod-spread")
@@ -373,11 +397,15 @@ def test_spread_fires_without_anti_affinity_or_topology_spread(dev: Rendered) ->
         ("aws.ini", "[default]\nkey=AKIAABCDEFGHIJKLMNOP\n", "'aws.ini' holds an AWS key"),
     ],
 )
-def test_configmap_with_a_secret_fires(dev: Rendered, key: str, text: str, finding: str) -> None:
-    resources = stack(dev)
+def test_configmap_with_a_secret_fires(dev_tls: Rendered, key: str, text: str, finding: str) -> None:
+    resources = stack(dev_tls)
     data = find(resources, "ConfigMap", "redis-config")["data"]
     data[key] = data.get(key, "") + text
     violations = check(resources)
+    if text.startswith("requirepass"):  # a password for the default user, on a data node
+        [default_user] = [v for v in violations if v.policy == "redis-default-user-disabled"]
+        assert "set requirepass" in default_user.message and "s3cr3t-Value-123" not in default_user.message
+        violations.remove(default_user)
     [violation] = only(violations, "k8s-configmap-no-secrets")
     assert violation.level == "mandatory"
     assert violation.message.startswith("ConfigMap redis-dev/redis-config looks like it carries a secret")
@@ -393,24 +421,57 @@ def test_configmap_placeholders_and_comments_are_not_secrets() -> None:
     assert secret_findings("start-redis.sh", script) == []
 
 
-def test_statefulset_without_pdb_fires(dev: Rendered) -> None:
-    resources = drop(stack(dev), "PodDisruptionBudget", "redis-sentinel")
+@pytest.mark.parametrize("key", ["start-sentinel.sh", "sync-acl.sh", "start-redis.sh"])
+def test_the_stacks_own_scripts_are_not_secrets(dev: Rendered, prod: Rendered, key: str) -> None:
+    """Their grep patterns ('^sentinel auth-pass ') and log lines ("masterauth applied on ...")
+    name the settings without setting them."""
+    from policies.kubernetes import secret_findings
+
+    for rendered in (dev, prod):
+        name = "redis-sentinel-config" if key == "start-sentinel.sh" else "redis-config"
+        assert secret_findings(key, rendered.find("ConfigMap", name)["data"][key]) == []
+
+
+@pytest.mark.parametrize(
+    ("line", "setting"),
+    [
+        ("printf 'masterauth s3cr3t-Value-123\\n' >>\"$conf\"", "masterauth"),
+        ("printf 'bind %s\\nrequirepass s3cr3t-Value-123\\n' \"$BIND\"", "requirepass"),
+        ('echo "sentinel auth-pass mymaster s3cr3t-Value-123" >>"$conf"', "auth-pass"),
+        ("printf 'sentinel sentinel-pass s3cr3t-Value-123\\n'", "sentinel-pass"),
+        ('exec redis-server "$conf" --masterauth s3cr3t-Value-123', "masterauth"),
+        ("redis_cli CONFIG SET masterauth s3cr3t-Value-123", "masterauth"),
+        ("printf '%sCONFIG SET requirepass s3cr3t-Value-123\\n' \"$commands\"", "requirepass"),
+        ('requirepass "s3cr3t-Value-123"', "requirepass"),
+        ("redis_cli ACL SETUSER app on '>s3cr3t-Value-123'", "ACL SETUSER"),
+        ("redis_cli ACL SETUSER app on >s3cr3t-Value-123", "ACL SETUSER"),
+    ],
+)
+def test_literal_passwords_written_by_scripts_fire(line: str, setting: str) -> None:
+    from policies.kubernetes import secret_findings
+
+    findings = secret_findings("start.sh", f"set -eu\n{line}\n")
+    assert findings == [f"'start.sh' sets {setting} to a literal value"]
+
+
+def test_statefulset_without_pdb_fires(dev_tls: Rendered) -> None:
+    resources = drop(stack(dev_tls), "PodDisruptionBudget", "redis-sentinel")
     [violation] = only(check(resources), "k8s-statefulset-disruption-budget")
     assert violation.level == "mandatory" and violation.resource.endswith("::sentinel-statefulset")
     assert "StatefulSet redis-dev/redis-sentinel has no PodDisruptionBudget" in violation.message
     assert "maxUnavailable: 1" in violation.message
 
 
-def test_namespace_without_network_policy_fires(dev: Rendered) -> None:
-    resources = drop(stack(dev, with_backup=False), "NetworkPolicy", "redis")
+def test_namespace_without_network_policy_fires(dev_tls: Rendered) -> None:
+    resources = drop(stack(dev_tls, with_backup=False), "NetworkPolicy", "redis")
     resources = drop(resources, "NetworkPolicy", "redis-backup")
     violations = only(check(resources), "k8s-namespace-network-policy")
     assert len(violations) == 3  # both StatefulSets and the smoke Job
     assert all("namespace 'redis-dev' has no NetworkPolicy" in v.message for v in violations)
 
 
-def test_pods_no_network_policy_selects_fire(dev: Rendered) -> None:
-    resources = stack(dev, with_backup=False) + backup_resources()
+def test_pods_no_network_policy_selects_fire(dev_tls: Rendered) -> None:
+    resources = stack(dev_tls, with_backup=False) + backup_resources()
     del by_name(resources, "backup-cronjob")["spec"]["jobTemplate"]["spec"]["template"]["metadata"]["labels"][
         "app.kubernetes.io/part-of"
     ]
@@ -421,13 +482,13 @@ def test_pods_no_network_policy_selects_fire(dev: Rendered) -> None:
     )
 
 
-def test_service_over_every_redis_pod_fires(dev: Rendered) -> None:
-    selector = dict(find(stack(dev), "StatefulSet", "redis")["spec"]["selector"]["matchLabels"])
+def test_service_over_every_redis_pod_fires(dev_tls: Rendered) -> None:
+    selector = dict(find(stack(dev_tls), "StatefulSet", "redis")["spec"]["selector"]["matchLabels"])
     service = {"apiVersion": "v1", "kind": "Service", "metadata": {"name": "redis", "namespace": NS}}
     writes = make(
         "kubernetes:core/v1:Service", "writes", {**service, "spec": {"selector": selector, "ports": [{"port": 6379}]}}
     )
-    [violation] = only(check([*stack(dev), writes]), "k8s-no-service-over-all-redis-pods")
+    [violation] = only(check([*stack(dev_tls), writes]), "k8s-no-service-over-all-redis-pods")
     assert violation.level == "mandatory"
     assert (
         "Service redis-dev/redis load-balances over every Redis pod of StatefulSet redis-dev/redis" in violation.message
@@ -435,7 +496,7 @@ def test_service_over_every_redis_pod_fires(dev: Rendered) -> None:
     assert "READONLY" in violation.message
     one_pod = {**selector, "statefulset.kubernetes.io/pod-name": "redis-0"}
     pinned = make("kubernetes:core/v1:Service", "pod0", {**service, "spec": {"selector": one_pod}})
-    assert check([*stack(dev), pinned]) == []
+    assert check([*stack(dev_tls), pinned]) == []
 
 
 # --- Redis --------------------------------------------------------------------------------------
@@ -447,8 +508,8 @@ def _set_conf(resources: list[Registered], old: str, new: str) -> None:
     data["redis.conf"] = data["redis.conf"].replace(old, new)
 
 
-def test_maxmemory_beyond_the_share_fires_only_with_persistence(dev: Rendered) -> None:
-    resources = stack(dev)
+def test_maxmemory_beyond_the_share_fires_only_with_persistence(dev_tls: Rendered) -> None:
+    resources = stack(dev_tls)
     limit = 512 * 2**20
     _set_conf(resources, f"maxmemory {limit // 2}\n", f"maxmemory {int(limit * 0.8)}\n")
     [violation] = only(check(resources), "redis-maxmemory-headroom")
@@ -464,49 +525,220 @@ def test_maxmemory_beyond_the_share_fires_only_with_persistence(dev: Rendered) -
     assert check(resources) == []
 
 
-def test_missing_maxmemory_with_persistence_fires(dev: Rendered) -> None:
-    resources = stack(dev)
+def test_missing_maxmemory_with_persistence_fires(dev_tls: Rendered) -> None:
+    resources = stack(dev_tls)
     _set_conf(resources, f"maxmemory {256 * 2**20}\n", "")
     [violation] = only(check(resources), "redis-maxmemory-headroom")
     assert "persistence (RDB or AOF) but maxmemory is unset" in violation.message
 
 
-def test_even_or_too_few_sentinels_and_a_minority_quorum_fire(dev: Rendered) -> None:
-    resources = stack(dev)
+def test_even_or_too_few_sentinels_and_a_minority_quorum_fire(dev_tls: Rendered) -> None:
+    resources = stack(dev_tls)
     find(resources, "StatefulSet", "redis-sentinel")["spec"]["replicas"] = 4.0
     even, quorum = only(check(resources), "redis-sentinel-quorum")
     assert "StatefulSet redis-dev/redis-sentinel runs 4 Sentinels: use an odd number of at least 3" in even.message
     assert "quorum 2 is not a majority of its 4 Sentinels; set it between 3 and 4" in quorum.message
-    resources = stack(dev)
+    resources = stack(dev_tls)
     data = find(resources, "ConfigMap", "redis-sentinel-config")["data"]
     data["sentinel.conf"] = data["sentinel.conf"].replace("@MASTER_PORT@ 2", "@MASTER_PORT@ 1")
     [violation] = only(check(resources), "redis-sentinel-quorum")
     assert "quorum 1 is not a majority of its 3 Sentinels; set it between 2 and 3" in violation.message
 
 
-def test_redis_without_sentinels_fires(dev: Rendered) -> None:
-    resources = drop(stack(dev), "StatefulSet", "redis-sentinel")
+def test_redis_without_sentinels_fires(dev_tls: Rendered) -> None:
+    resources = drop(stack(dev_tls), "StatefulSet", "redis-sentinel")
     violations = check(resources)
     quorum = [v for v in violations if v.policy == "redis-sentinel-quorum"]
     assert len(quorum) == 1 and "StatefulSet redis-dev/redis has no Sentinels in the stack" in quorum[0].message
 
 
-def test_replicas_not_wired_to_authenticate_fire(dev: Rendered) -> None:
-    resources = stack(dev)
-    data = find(resources, "ConfigMap", "redis-config")["data"]
-    data["start-redis.sh"] = data["start-redis.sh"].replace("masterauth", "masteruser")
+def _replace(resources: list[Registered], config_map: str, key: str, old: str, new: str) -> None:
+    data = find(resources, "ConfigMap", config_map)["data"]
+    assert old in data[key], f"{old!r} not in {key}"
+    data[key] = data[key].replace(old, new)
+
+
+def _unmount(resources: list[Registered], workload: str, container_name: str, volume: str) -> None:
+    spec = find(resources, "StatefulSet", workload)["spec"]["template"]["spec"]
+    spec["volumes"] = [v for v in spec["volumes"] if v["name"] != volume]
+    main = container(find(resources, "StatefulSet", workload), container_name)
+    main["volumeMounts"] = [m for m in main["volumeMounts"] if m["name"] != volume]
+
+
+REDIS_AUTH_LINE = (
+    'printf \'aclfile %s\\nmasteruser %s\\nmasterauth %s\\n\' "$acl" "$REPLICATION_USER" "$replication_auth"'
+)
+
+
+@pytest.mark.parametrize(
+    ("new_line", "unset"),
+    [
+        # The pre-ACL wiring: a password as the default user, which the ACL turns off.
+        ('printf \'aclfile %s\\nmasterauth %s\\n\' "$acl" "$replication_auth"', "sets masteruser"),
+        # sync-acl.sh (the rotation) still sets masterauth with CONFIG SET: it is not how a pod starts.
+        ('printf \'aclfile %s\\nmasteruser %s\\n\' "$acl" "$REPLICATION_USER"', "sets masterauth"),
+        ("printf 'aclfile %s\\n' \"$acl\"", "sets masteruser and masterauth"),
+    ],
+)
+def test_replicas_not_logging_in_as_their_acl_user_fire(dev_tls: Rendered, new_line: str, unset: str) -> None:
+    resources = stack(dev_tls)
+    _replace(resources, "redis-config", "start-redis.sh", REDIS_AUTH_LINE, new_line)
     [violation] = only(check(resources), "redis-replica-auth")
-    assert violation.level == "mandatory"
+    assert violation.level == "mandatory" and violation.resource.endswith("::redis-statefulset")
     assert (
-        "StatefulSet redis-dev/redis: nothing in its config, scripts or command line sets masterauth"
+        "StatefulSet redis-dev/redis: nothing in the config it starts from (its *.conf files, start script or "
+        f"command line) {unset}, so its replicas cannot log in" in violation.message
+    )
+    assert "write 'masteruser' (the ACL user) and 'masterauth'" in violation.message
+
+
+def test_sentinels_without_auth_user_or_a_password_file_fire(dev_tls: Rendered) -> None:
+    # The grep pattern '^sentinel auth-user ' that strips old credentials stays: it sets nothing.
+    resources = stack(dev_tls)
+    _replace(
+        resources,
+        "redis-sentinel-config",
+        "start-sentinel.sh",
+        'printf \'sentinel auth-user %s %s\\n\' "$MASTER_NAME" "$SENTINEL_ACL_USER"\n',
+        "",
+    )
+    [violation] = only(check(resources), "redis-replica-auth")
+    assert "StatefulSet redis-dev/redis-sentinel: nothing in the config it starts from" in violation.message
+    assert "sets sentinel auth-user, so its Sentinels cannot log in" in violation.message
+    assert "write 'sentinel auth-user' (the ACL user) and 'sentinel auth-pass'" in violation.message
+    # Without the password Secret mounted: the exporter's env reference and the certificate Secret
+    # the container still mounts do not count.
+    resources = stack(dev_tls)
+    _unmount(resources, "redis-sentinel", "sentinel", "auth")
+    [violation] = only(check(resources), "redis-replica-auth")
+    assert (
+        'StatefulSet redis-dev/redis-sentinel: its container "sentinel" mounts no Secret to read the password from'
         in violation.message
     )
-    resources = stack(dev)
-    spec = find(resources, "StatefulSet", "redis-sentinel")["spec"]["template"]["spec"]
-    spec["volumes"] = [v for v in spec["volumes"] if "secret" not in v]
-    spec["containers"] = [c for c in spec["containers"] if c["name"] == "sentinel"]  # the exporter reads it too
-    [violation] = only(check(resources), "redis-replica-auth")
-    assert "redis-sentinel: its pods use no Secret to read the password from" in violation.message
+
+
+# --- TLS only ---------------------------------------------------------------------------------
+
+
+def test_tls_switched_off_on_the_container_fires(dev_tls: Rendered) -> None:
+    resources = stack(dev_tls)
+    container(find(resources, "StatefulSet", "redis"), "redis")["env"].append({"name": "REDIS_TLS", "value": "no"})
+    [violation] = only(check(resources), "redis-tls-required")
+    assert violation.level == "mandatory" and violation.resource.endswith("::redis-statefulset")
+    assert violation.message.startswith(
+        "StatefulSet redis-dev/redis does not serve TLS only: TLS is switched off (env REDIS_TLS='no' on its "
+        "container), so its start script opens a plain-text port."
+    )
+    assert "Turn TLS on (stack setting tls.enabled: true)" in violation.message
+
+
+@pytest.mark.parametrize(
+    ("config_map", "key", "old", "new", "workload", "missing"),
+    [
+        (
+            "redis-config",
+            "start-redis.sh",
+            "printf 'port 0\\ntls-port",
+            "printf 'port %s\\ntls-port",
+            "redis",
+            "port 0",
+        ),
+        (
+            "redis-sentinel-config",
+            "start-sentinel.sh",
+            "\\ntls-replication yes\\n",
+            "\\ntls-replication no\\n",
+            "redis-sentinel",
+            "tls-replication yes",
+        ),
+        (
+            "redis-sentinel-config",
+            "start-sentinel.sh",
+            "printf 'port 0\\ntls-port %s\\ntls-replication yes",
+            "printf 'port %s\\ntls-replication yes",
+            "redis-sentinel",
+            "port 0, tls-port",
+        ),
+    ],
+)
+def test_tls_settings_missing_from_the_start_script_fire(
+    dev_tls: Rendered, config_map: str, key: str, old: str, new: str, workload: str, missing: str
+) -> None:
+    resources = stack(dev_tls)
+    _replace(resources, config_map, key, old, new)
+    [violation] = only(check(resources), "redis-tls-required")
+    assert (
+        f"StatefulSet redis-dev/{workload} does not serve TLS only: nothing in the config it starts from sets "
+        f"{missing}. Passwords" in violation.message
+    )
+
+
+def test_tls_without_a_certificate_fires(dev_tls: Rendered) -> None:
+    resources = drop(stack(dev_tls), "Certificate", "redis-tls")
+    [violation] = only(check(resources), "redis-tls-required")
+    assert (
+        'StatefulSet redis-dev/redis does not serve TLS only: its container "redis" mounts no certificate'
+        in violation.message
+    )
+    resources = stack(dev_tls)
+    _unmount(resources, "redis-sentinel", "sentinel", "tls")
+    [violation] = only(check(resources), "redis-tls-required")
+    assert 'StatefulSet redis-dev/redis-sentinel does not serve TLS only: its container "sentinel"' in violation.message
+
+
+def test_tls_switch_is_the_one_the_scripts_read(dev: Rendered, prod: Rendered) -> None:
+    for rendered, value in ((dev, "no"), (prod, "yes")):
+        common = rendered.find("ConfigMap", "redis-config")["data"]["common.sh"]
+        assert f': "${{{pack_config.TLS_SWITCH}:={value}}}"' in common
+        assert f'if [ "${pack_config.TLS_SWITCH}" = yes ]' in common
+
+
+# --- the default user -------------------------------------------------------------------------
+
+DEFAULT_OFF = "user default off resetpass resetkeys resetchannels -@all"
+
+
+@pytest.mark.parametrize(
+    ("acl_line", "script_line", "problems"),
+    [
+        ("user default on resetpass resetkeys resetchannels -@all", "", ["leaves the default user on"]),
+        # Later rules win: "off ... on" ends on.
+        ("user default off resetpass nopass on ~* +@all", "", ["leaves the default user on"]),
+        ("", "", ["has no 'user default' line, so Redis keeps its built-in default user"]),
+        # default on with a password: requirepass written at start from the Secret.
+        (
+            "user default on resetpass",
+            "printf 'requirepass %s\\n' \"$REDIS_AUTH\"\n",
+            ["set requirepass, which gives the default user a password", "leaves the default user on"],
+        ),
+        (DEFAULT_OFF, 'redis-cli CONFIG SET requirepass "$REDIS_AUTH"\n', ["set requirepass"]),
+    ],
+)
+def test_default_user_left_on_or_given_a_password_fires(
+    dev_tls: Rendered, acl_line: str, script_line: str, problems: list[str]
+) -> None:
+    resources = stack(dev_tls)
+    _replace(resources, "redis-config", "users.acl", DEFAULT_OFF + "\n", acl_line + "\n" if acl_line else "")
+    if script_line:
+        _replace(resources, "redis-config", "start-redis.sh", "\nload_password\n", "\nload_password\n" + script_line)
+    [violation] = only(check(resources), "redis-default-user-disabled")
+    assert violation.level == "mandatory" and violation.resource.endswith("::redis-statefulset")
+    assert violation.message.startswith("StatefulSet redis-dev/redis: ")
+    assert all(problem in violation.message for problem in problems)
+    assert "Start the ACL file with 'user default off" in violation.message
+
+
+def test_acl_rules_apply_left_to_right() -> None:
+    from policies.config_text import acl_user_enabled, acl_user_rules
+
+    assert acl_user_rules("user app on >x\nuser default off -@all\n", "default") == ["off -@all"]
+    assert acl_user_rules("printf 'user default on nopass\\n'\nsentinel auth-user default x", "default") == [
+        "on nopass"
+    ]
+    assert acl_user_enabled("off resetpass", enabled=True) is False
+    assert acl_user_enabled("on reset", enabled=False) is False
+    assert acl_user_enabled("reset on", enabled=False) is True
+    assert acl_user_enabled("+@all", enabled=True) is True
 
 
 # --- AWS ----------------------------------------------------------------------------------------
@@ -571,8 +803,8 @@ def test_replicas_not_wired_to_authenticate_fire(dev: Rendered) -> None:
         ),
     ],
 )
-def test_each_aws_rule_fires(dev: Rendered, broken: str, change: Any, policy: str, expected: str) -> None:
-    resources = aws_stack(dev)
+def test_each_aws_rule_fires(dev_tls: Rendered, broken: str, change: Any, policy: str, expected: str) -> None:
+    resources = aws_stack(dev_tls)
     change(by_name(resources, broken))
     violations = check(resources)
     if policy == "aws-s3-lifecycle-retention":  # the noncurrent rule shares the lifecycle config
@@ -581,9 +813,9 @@ def test_each_aws_rule_fires(dev: Rendered, broken: str, change: Any, policy: st
     assert violation.level == "mandatory" and expected in violation.message
 
 
-def test_missing_bucket_companions_fire_every_bucket_rule(dev: Rendered) -> None:
+def test_missing_bucket_companions_fire_every_bucket_rule(dev_tls: Rendered) -> None:
     bare = make("aws:s3/bucket:Bucket", "bare", {"bucket": "bare"})
-    violations = check([*stack(dev), bare])
+    violations = check([*stack(dev_tls), bare])
     fired = {v.policy: v for v in violations}
     assert set(fired) == {
         "aws-s3-kms-encryption",
@@ -595,9 +827,9 @@ def test_missing_bucket_companions_fire_every_bucket_rule(dev: Rendered) -> None
     assert all(v.resource == bare.urn and 'aws:s3/bucket:Bucket "bare"' in v.message for v in violations)
 
 
-def test_companions_match_the_bucket_by_name_too(dev: Rendered) -> None:
-    assert check(aws_stack(dev, bucket_ref="dict-redis-backups")) == []
-    other = [v.policy for v in check(aws_stack(dev, bucket_ref="someone-elses-bucket"))]
+def test_companions_match_the_bucket_by_name_too(dev_tls: Rendered) -> None:
+    assert check(aws_stack(dev_tls, bucket_ref="dict-redis-backups")) == []
+    other = [v.policy for v in check(aws_stack(dev_tls, bucket_ref="someone-elses-bucket"))]
     assert "aws-s3-kms-encryption" in other and "aws-s3-versioning" in other
 
 
@@ -637,8 +869,8 @@ def test_companions_match_through_property_dependencies_in_preview() -> None:
     assert len(reports) == 1 and "is not encrypted with KMS" in reports[0]
 
 
-def test_noncurrent_versions_beyond_retention_are_advisory(dev: Rendered) -> None:
-    resources = aws_stack(dev)
+def test_noncurrent_versions_beyond_retention_are_advisory(dev_tls: Rendered) -> None:
+    resources = aws_stack(dev_tls)
     del by_name(resources, "backups-lifecycle")["rules"][0]["noncurrentVersionExpiration"]
     [violation] = only(check(resources), "aws-s3-noncurrent-version-expiration")
     assert violation.level == "advisory" and "never expires noncurrent versions" in violation.message
@@ -648,23 +880,23 @@ def test_noncurrent_versions_beyond_retention_are_advisory(dev: Rendered) -> Non
     )
 
 
-def test_retention_comes_from_pack_config(dev: Rendered) -> None:
-    resources = aws_stack(dev)
+def test_retention_comes_from_pack_config(dev_tls: Rendered) -> None:
+    resources = aws_stack(dev_tls)
     violations = check(resources, {"aws-s3-lifecycle-retention": {"retentionDays": 7}})
     [violation] = only(violations, "aws-s3-lifecycle-retention")
     assert "expires objects after 30 days, beyond the 7-day retention" in violation.message
 
 
 @pytest.mark.parametrize("type_", ["aws:iam/user:User", "aws:iam/accessKey:AccessKey"])
-def test_iam_users_and_access_keys_fire(dev: Rendered, type_: str) -> None:
-    [violation] = only(check([*stack(dev), make(type_, "backup-user", {"user": "backup"})]), "aws-no-iam-users")
+def test_iam_users_and_access_keys_fire(dev_tls: Rendered, type_: str) -> None:
+    [violation] = only(check([*stack(dev_tls), make(type_, "backup-user", {"user": "backup"})]), "aws-no-iam-users")
     assert violation.level == "mandatory"
     assert f'{type_} "backup-user": IAM users and access keys are long-lived' in violation.message
     assert "IRSA" in violation.message
 
 
-def test_aws_credentials_in_env_or_secrets_fire(dev: Rendered) -> None:
-    resources = aws_stack(dev)
+def test_aws_credentials_in_env_or_secrets_fire(dev_tls: Rendered) -> None:
+    resources = aws_stack(dev_tls)
     job = by_name(resources, "backup-cronjob")
     job_container = job["spec"]["jobTemplate"]["spec"]["template"]["spec"]["containers"][0]
     job_container["env"].append(
@@ -691,8 +923,8 @@ def test_aws_credentials_in_env_or_secrets_fire(dev: Rendered) -> None:
 # --- levels, config and unknown values ----------------------------------------------------------
 
 
-def test_pack_config_overrides_levels_and_rejects_unknown_names(dev: Rendered) -> None:
-    resources = drop(stack(dev), "PodDisruptionBudget", "redis")
+def test_pack_config_overrides_levels_and_rejects_unknown_names(dev_tls: Rendered) -> None:
+    resources = drop(stack(dev_tls), "PodDisruptionBudget", "redis")
     assert only(check(resources, {"all": "advisory"}), "k8s-statefulset-disruption-budget")[0].level == "advisory"
     assert check(resources, {"k8s-statefulset-disruption-budget": "disabled"}) == []
     with pytest.raises(analyze.PackConfigError, match="unknown policy no-such-policy; policies: aws-backup-irsa"):
@@ -705,8 +937,8 @@ def test_pack_config_overrides_levels_and_rejects_unknown_names(dev: Rendered) -
         check(resources, {"k8s-image-pinned": "strict"})
 
 
-def test_unknown_values_give_an_advisory_not_a_crash(dev: Rendered) -> None:
-    resources = stack(dev)
+def test_unknown_values_give_an_advisory_not_a_crash(dev_tls: Rendered) -> None:
+    resources = stack(dev_tls)
     container(find(resources, "StatefulSet", "redis"), "redis")["image"] = UNKNOWN_STRING_VALUE
     find(resources, "ConfigMap", "redis-config")["data"]["redis.conf"] = UNKNOWN_STRING_VALUE
     violations = check(resources)
@@ -717,6 +949,26 @@ def test_unknown_values_give_an_advisory_not_a_crash(dev: Rendered) -> None:
     assert "during preview" in by_policy["k8s-image-pinned"].message
 
 
+@pytest.mark.parametrize(
+    ("config_map", "key", "policies"),
+    [
+        ("redis-config", "users.acl", {"redis-default-user-disabled", "redis-tls-required", "redis-replica-auth"}),
+        ("redis-sentinel-config", "start-sentinel.sh", {"redis-tls-required", "redis-replica-auth"}),
+    ],
+)
+def test_unknown_scripts_give_the_new_rules_an_advisory(
+    dev_tls: Rendered, config_map: str, key: str, policies: set[str]
+) -> None:
+    resources = stack(dev_tls)
+    find(resources, "ConfigMap", config_map)["data"][key] = UNKNOWN_STRING_VALUE
+    violations = check(resources)
+    assert {v.level for v in violations} == {"advisory"}
+    stack_rules = {v.policy: v for v in violations if v.policy.startswith("redis-")}
+    assert set(stack_rules) >= policies
+    for policy in policies:
+        assert f"can't run policy '{policy}'" in stack_rules[policy].message
+
+
 # --- make policy and the pack's entry point -----------------------------------------------------
 
 
@@ -724,10 +976,16 @@ def test_make_policy_runs_the_real_pack_over_grpc(tmp_path: Path, capsys: pytest
     out = tmp_path / "policy-dev.json"
     assert analyze.main(["--stack", "dev", "--out", str(out)]) == 0
     report = json.loads(out.read_text())
-    assert report == {"policies": [p.name for p in pack.POLICIES], "violations": []}
+    assert report["policies"] == [p.name for p in pack.POLICIES]
+    # Dev runs without TLS by design: reported, not blocking.
+    assert [(v["policy"], v["level"], v["resource"].rsplit("::", 1)[1]) for v in report["violations"]] == [
+        ("redis-tls-required", "advisory", "redis-statefulset"),
+        ("redis-tls-required", "advisory", "sentinel-statefulset"),
+    ]
     printed = capsys.readouterr().out
     assert "with policies/config/dev.json" in printed
-    assert "stack dev: 21 policies, 0 mandatory and 0 advisory violations" in printed
+    assert "[advisory] redis-tls-required (2)" in printed
+    assert "stack dev: 23 policies, 0 mandatory and 2 advisory violations" in printed
 
 
 def test_make_policy_fails_on_a_mandatory_violation(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

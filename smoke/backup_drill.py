@@ -85,6 +85,9 @@ class BackupRunner:
         self.scratch = self.cluster.workdir / "backup-scratch"
 
     def env(self, **extra: str) -> dict[str, str]:
+        """The pod's environment, as the CronJob gives it: the addresses, the mounted Secret's
+        directory (the scripts' own defaults pick the ``backup`` user's and the Sentinels' files
+        in it) and TLS on or off with the CA, as the cluster runs."""
         common = self.cluster.redis_nodes[0].env
         python_bin = str(Path(sys.executable).parent)  # the venv's `aws`
         return {
@@ -93,7 +96,9 @@ class BackupRunner:
             "SENTINEL_ADDRS": common["SENTINEL_ADDRS"],
             "REDIS_ADDRS": common["REDIS_ADDRS"],
             "MASTER_NAME": common["MASTER_NAME"],
-            "REDIS_PASSWORD_FILE": common["REDIS_PASSWORD_FILE"],
+            "AUTH_DIR": common["AUTH_DIR"],
+            "REDIS_TLS": common["REDIS_TLS"],
+            "TLS_DIR": common["TLS_DIR"],
             "REDIS_CONFIG_TEMPLATE": common.get("REDIS_CONFIG_TEMPLATE", str(self.cluster.workdir / "etc/redis.conf")),
             "BACKUP_DIR": str(self.scratch),
             **self.s3.env(),

@@ -247,7 +247,7 @@ def test_a_wrong_sentinel_password_fails_clearly(runner: BackupRunner, tmp_path:
     wrong = tmp_path / "sentinel-requirepass"
     wrong.write_text("not-the-sentinel-password\n")
     done = runner.run("backup.sh", "dump", SENTINEL_PASSWORD_FILE=str(wrong))
-    failed(done, "wrong Sentinel password: Sentinel ")
+    failed(done, "wrong Sentinel password (Sentinel ")
     assert "not-the-sentinel-password" not in done.stderr
 
 

@@ -40,7 +40,7 @@ refusal() {
     case "$3" in
         *WRONGPASS* | *NOAUTH* | *"invalid password"* | *"AUTH failed"* | *"invalid username-password"*)
             if [ "$1" = Sentinel ]; then
-                echo "wrong Sentinel password: Sentinel $2 refused the first line of $SENTINEL_PASSWORD_FILE"
+                echo "wrong Sentinel password (Sentinel $2 refused the first line of $SENTINEL_PASSWORD_FILE)"
             else
                 echo "wrong password for the ACL user '$REDIS_USER': the $1 $2 refused the first line of $REDIS_PASSWORD_FILE"
             fi

@@ -88,7 +88,13 @@ if settings.backup.enabled:
     bucket = BackupBucket("backup-bucket", BackupBucketArgs(settings=settings), opts=on_aws)
     backup = BackupJob(
         "backup",
-        BackupJobArgs(settings=settings, namespace=ns, secret_name=auth.secret_name, kms_key_arn=bucket.kms_key_arn),
+        BackupJobArgs(
+            settings=settings,
+            namespace=ns,
+            secret_name=auth.secret_name,
+            kms_key_arn=bucket.kms_key_arn,
+            tls_secret_name=certs.redis_secret_name if certs else None,
+        ),
         opts=pulumi.ResourceOptions(providers=[aws_provider], depends_on=[redis, sentinel, network]),
     )
     pulumi.export("backupBucket", bucket.bucket_name)

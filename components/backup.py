@@ -11,6 +11,8 @@ may only put/get/list under the backup prefix and use that KMS key; and the ``re
 CronJob running the rendered ``backup.sh`` in two containers sharing a scratch volume: ``dump``
 in the Redis image (redis-cli, redis-check-rdb), then ``upload`` in the AWS CLI image. No AWS
 access key exists anywhere: the CLI gets web-identity credentials from the token EKS mounts.
+The dump connects as the ACL user ``backup`` and sees only the two Secret keys it needs (that
+user's password and the Sentinels'), plus the CA when TLS is on; ``upload`` sees no Redis secret.
 """
 
 from __future__ import annotations
@@ -23,7 +25,7 @@ import pulumi
 import pulumi_aws as aws
 import pulumi_kubernetes as k8s
 
-from components import pods
+from components import acl, pods
 from components import topology as t
 from components.renderers.scripts import BACKUP_SCRIPTS, render_scripts
 from components.settings import Settings
@@ -202,9 +204,56 @@ class BackupJobArgs:
     namespace: pulumi.Input[str]
     secret_name: pulumi.Input[str]
     kms_key_arn: pulumi.Input[str]
+    # The Redis certificate's Secret: only its ca.crt is mounted, to verify the servers. Required
+    # when settings.tls.enabled.
+    tls_secret_name: pulumi.Input[str] | None = None
 
 
-def backup_pod_spec(settings: Settings, secret_name: Any, service_account: Any) -> dict[str, Any]:
+# What the dump needs of the stack Secret: its ACL user's password and the Sentinels' one.
+DUMP_SECRET_KEYS = (acl.BACKUP.secret_key, acl.SENTINEL_PASSWORD_KEY)
+
+
+def dump_env(settings: Settings) -> list[dict[str, str]]:
+    """Explicit, though the rendered scripts default to the same: the pod spec alone says who the
+    dump connects as and whether over TLS."""
+    return [
+        {"name": "REDIS_USER", "value": acl.BACKUP.name},
+        {"name": "REDIS_TLS", "value": "yes" if settings.tls.enabled else "no"},
+    ]
+
+
+def backup_volumes(settings: Settings, secret_name: Any, tls_secret_name: Any) -> list[dict[str, Any]]:
+    """The Secret volumes of the dump: two keys of the stack Secret, and the CA only (no
+    certificate or private key: the dump is a client) when TLS is on."""
+    volumes: list[dict[str, Any]] = [
+        {
+            "name": "auth",
+            "secret": {
+                "secret_name": secret_name,
+                "default_mode": 0o440,
+                "items": [{"key": k, "path": k} for k in DUMP_SECRET_KEYS],
+            },
+        }
+    ]
+    if settings.tls.enabled:
+        if tls_secret_name is None:
+            raise ValueError("tls.enabled is true but no certificate Secret was given to BackupJob")
+        volumes.append(
+            {
+                "name": "tls",
+                "secret": {
+                    "secret_name": tls_secret_name,
+                    "default_mode": 0o440,
+                    "items": [{"key": "ca.crt", "path": "ca.crt"}],
+                },
+            }
+        )
+    return volumes
+
+
+def backup_pod_spec(
+    settings: Settings, secret_name: Any, service_account: Any, tls_secret_name: Any = None
+) -> dict[str, Any]:
     """The Job's pod: ``dump`` (init, Redis image) then ``upload`` (AWS CLI image)."""
     b = settings.backup
     script = f"{t.BACKUP_CONFIG_DIR}/backup.sh"
@@ -225,6 +274,7 @@ def backup_pod_spec(settings: Settings, secret_name: Any, service_account: Any) 
         }
 
     auth = {"name": "auth", "mount_path": t.AUTH_DIR, "read_only": True}
+    tls = [{"name": "tls", "mount_path": t.TLS_DIR, "read_only": True}] if settings.tls.enabled else []
     return {
         "service_account_name": service_account,
         # IRSA mounts its own projected token (aws-iam-token); the Kubernetes API token is not needed.
@@ -232,14 +282,14 @@ def backup_pod_spec(settings: Settings, secret_name: Any, service_account: Any) 
         "enable_service_links": False,
         "restart_policy": "Never",
         "security_context": pods.pod_security_context(),
-        "init_containers": [container("dump", settings.image, [scripts, auth, scratch, tmp], [])],
+        "init_containers": [container("dump", settings.image, [scripts, auth, *tls, scratch, tmp], dump_env(settings))],
         # HOME on the scratch tmp: the CLI writes its cache there (the root filesystem is read-only).
         "containers": [
             container("upload", b.aws_cli_image, [scripts, scratch, tmp], [{"name": "HOME", "value": "/tmp"}])
         ],
         "volumes": [
             {"name": "scripts", "config_map": {"name": t.Topology.of(settings).backup_config, "default_mode": 0o555}},
-            {"name": "auth", "secret": {"secret_name": secret_name, "default_mode": 0o440}},
+            *backup_volumes(settings, secret_name, tls_secret_name),
             {"name": "scratch", "empty_dir": {"size_limit": b.scratch_size}},
             {"name": "tmp", "empty_dir": {"size_limit": "64Mi"}},
         ],
@@ -309,7 +359,7 @@ class BackupJob(pulumi.ComponentResource):
                         "active_deadline_seconds": b.active_deadline_seconds,
                         "template": {
                             "metadata": {"labels": labels},
-                            "spec": backup_pod_spec(s, args.secret_name, service_account),
+                            "spec": backup_pod_spec(s, args.secret_name, service_account, args.tls_secret_name),
                         },
                     },
                 },

@@ -6,7 +6,9 @@
    and moto's S3 with a prod-like bucket (:mod:`smoke.moto_s3`);
 2. write a known dataset (>= 100k keys shaped like the five strategies, built with their own key
    builders, every key with a TTL) and record each key's value and absolute expiry;
-3. run the rendered ``backup.sh`` (the CronJob's script) against the Sentinels and the bucket;
+3. run the rendered ``backup.sh`` (the CronJob's script) against the Sentinels and the bucket, as
+   the pod does: the ACL user ``backup`` and the Sentinels' password from the stand-in Secret;
+   the data nodes' ACL log must show nothing refused;
 4. kill every process and delete every data directory, Redis and Sentinel alike;
 5. run the rendered ``restore.sh fetch`` + ``restore.sh prepare`` (the runbook's commands) into
    redis-0's data directory, start the pods as Kubernetes would, wait for the topology;
@@ -85,6 +87,9 @@ class BackupRunner:
         self.scratch = self.cluster.workdir / "backup-scratch"
 
     def env(self, **extra: str) -> dict[str, str]:
+        """The pod's environment, as the CronJob gives it: the addresses, the mounted Secret's
+        directory (the scripts' own defaults pick the ``backup`` user's and the Sentinels' files
+        in it) and TLS on or off with the CA, as the cluster runs."""
         common = self.cluster.redis_nodes[0].env
         python_bin = str(Path(sys.executable).parent)  # the venv's `aws`
         return {
@@ -93,7 +98,9 @@ class BackupRunner:
             "SENTINEL_ADDRS": common["SENTINEL_ADDRS"],
             "REDIS_ADDRS": common["REDIS_ADDRS"],
             "MASTER_NAME": common["MASTER_NAME"],
-            "REDIS_PASSWORD_FILE": common["REDIS_PASSWORD_FILE"],
+            "AUTH_DIR": common["AUTH_DIR"],
+            "REDIS_TLS": common["REDIS_TLS"],
+            "TLS_DIR": common["TLS_DIR"],
             "REDIS_CONFIG_TEMPLATE": common.get("REDIS_CONFIG_TEMPLATE", str(self.cluster.workdir / "etc/redis.conf")),
             "BACKUP_DIR": str(self.scratch),
             **self.s3.env(),
@@ -244,10 +251,12 @@ class DrillReport:
     redis_version: str
     mismatch_samples: list[str]
     data_dirs_destroyed: list[str]
+    # ACL log entries on the data nodes during the backup (user, reason, command): none expected.
+    backup_acl_denials: list[str]
 
     @property
     def ok(self) -> bool:
-        return self.mismatches == 0 and self.keys_restored == self.keys_written
+        return self.mismatches == 0 and self.keys_restored == self.keys_written and not self.backup_acl_denials
 
 
 def run_drill(files: RenderedFiles, scripts: dict[str, str], keys: int) -> DrillReport:
@@ -267,9 +276,17 @@ def run_drill(files: RenderedFiles, scripts: dict[str, str], keys: int) -> Drill
             version = str(master.info("server")["redis_version"])
         write_seconds = time.monotonic() - started
 
+        for node in cluster.redis_nodes:
+            with cluster.client(node) as admin:
+                admin.execute_command("ACL", "LOG", "RESET")
         started = time.monotonic()
         key = runner.checked("backup.sh", "all")
         backup_seconds = time.monotonic() - started
+        # The dump ran as the ACL user `backup`: anything it was refused shows in the ACL log.
+        denials = []
+        for node in cluster.redis_nodes:
+            with cluster.client(node) as admin:
+                denials += [f"{node.name}: {e['username']} {e['reason']} {e['object']}" for e in admin.acl_log()]
         head = s3.client().head_object(Bucket=s3.bucket, Key=key)
 
         # Full cluster loss: every process killed, every data directory gone.
@@ -318,6 +335,7 @@ def run_drill(files: RenderedFiles, scripts: dict[str, str], keys: int) -> Drill
             redis_version=version,
             mismatch_samples=mismatches,
             data_dirs_destroyed=destroyed,
+            backup_acl_denials=denials,
         )
 
 
@@ -340,6 +358,8 @@ def main(argv: list[str] | None = None) -> int:
     print(body)
     if not report.ok:
         print(f"backup drill FAILED: {report.mismatches} of {report.keys_written} keys not restored", file=sys.stderr)
+        if report.backup_acl_denials:
+            print(f"backup drill FAILED: refused by ACL: {'; '.join(report.backup_acl_denials)}", file=sys.stderr)
         return 1
     print(f"backup drill passed: {report.keys_restored}/{report.keys_written} keys restored", file=sys.stderr)
     return 0

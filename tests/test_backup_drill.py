@@ -29,5 +29,6 @@ def test_the_drill_restores_every_key_value_and_ttl_after_a_full_cluster_loss(
     assert report["replicas_keys"] == [report["keys_written"]] * 2
     assert set(report["keys_by_strategy"]) == {"entries", "claims", "workflow", "idempotency", "ratelimit"}
     assert report["backup_source"].startswith("replica ")
+    assert report["backup_acl_denials"] == []  # the ACL user `backup` had every command it sent
     assert len(report["data_dirs_destroyed"]) == 6
     assert report["backup_seconds"] > 0 and report["restore_seconds"] > 0

@@ -1,5 +1,9 @@
-"""The rendered backup.sh / restore.sh against the rehearsal and moto's S3, including every failure
-path: each must end in one clear "FAILED: ..." line and a non-zero exit."""
+"""The rendered backup.sh / restore.sh against the rehearsal and moto's S3, as the CronJob runs them
+in prod: the dev stack rendered with TLS on, on loopback with the rehearsal's own CA, the dump
+acting as the ACL user ``backup``. Every failure path must end in one clear "FAILED: ..." line and
+a non-zero exit. (The plaintext path runs in tests/test_backup_drill.py, with 100k keys.)
+
+One topology serves the whole module: the tests that kill nodes bring it back before they end."""
 
 from __future__ import annotations
 
@@ -13,17 +17,38 @@ from pathlib import Path
 
 import pytest
 
+from components import acl
 from smoke.backup_drill import BackupRunner, backup_scripts_from_render_dir
+from smoke.certificates import make_certificates
 from smoke.moto_s3 import MotoS3, moto_s3
-from smoke.rehearsal import LoopbackCluster
-from tests.support import require_redis_binaries
+from smoke.rehearsal import LoopbackCluster, Node, RenderedFiles
+from smoke.render import write_render
+from tests.support import render_with, require_redis_binaries
 
 pytestmark = pytest.mark.redis
 
+TEST_KEY = "dict:entry:id:backup-test"  # a key of the application user's, so it may read it back
+
 
 @pytest.fixture(scope="module")
-def scripts(dev_render_dir: Path) -> dict[str, str]:
-    return backup_scripts_from_render_dir(dev_render_dir / "k8s")
+def tls_render_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("render-backup-tls") / "dev"
+    write_render(render_with("dev", {"dict-redis:tls": '{"enabled": true}'}), out)
+    return out / "k8s"
+
+
+@pytest.fixture(scope="module")
+def scripts(tls_render_dir: Path) -> dict[str, str]:
+    return backup_scripts_from_render_dir(tls_render_dir)
+
+
+@pytest.fixture(scope="module")
+def cluster(tls_render_dir: Path) -> Iterator[LoopbackCluster]:
+    require_redis_binaries()
+    files = RenderedFiles.from_render_dir(tls_render_dir)
+    assert files.tls  # TLS comes from the render's defaults, not from the rehearsal
+    with LoopbackCluster(files) as shared:
+        yield shared
 
 
 @pytest.fixture(scope="module")
@@ -41,12 +66,16 @@ def no_sync_delay(cluster: LoopbackCluster) -> None:
                 c.config_set("repl-diskless-sync-delay", 0)
 
 
+def write_test_key(cluster: LoopbackCluster) -> None:
+    with cluster.client(cluster.masters()[0]) as master:
+        master.set(TEST_KEY, "value", ex=3600)
+        master.execute_command("WAIT", len(cluster.redis_nodes) - 1, 5000)
+
+
 @pytest.fixture(scope="module")
 def runner(cluster: LoopbackCluster, s3: MotoS3, scripts: dict[str, str]) -> BackupRunner:
     no_sync_delay(cluster)
-    with cluster.client(cluster.masters()[0]) as master:
-        master.set("backup:test:key", "value", ex=3600)
-        master.execute_command("WAIT", 2, 5000)
+    write_test_key(cluster)
     return BackupRunner(cluster, s3, scripts)
 
 
@@ -58,10 +87,38 @@ def failed(done: subprocess.CompletedProcess[str], reason: str) -> None:
     assert "Traceback" not in done.stderr
 
 
-def test_backup_dumps_a_healthy_replica_verifies_and_uploads_with_checksum_and_metadata(
-    runner: BackupRunner, cluster: LoopbackCluster, s3: MotoS3
+def sha256(text: str) -> str:
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def first_password(cluster: LoopbackCluster, key: str) -> str:
+    return cluster.read_secret(key).splitlines()[0]
+
+
+def _recording_redis_cli(directory: Path) -> tuple[str, Path]:
+    """A redis-cli first on PATH that logs each call's arguments and the SHA-256 of the
+    REDISCLI_AUTH it was given (not the password itself), then runs the real one."""
+    real = shutil.which("redis-cli")
+    calls = directory / "calls.log"
+    wrapper = directory / "redis-cli"
+    wrapper.write_text(
+        "#!/bin/sh\n"
+        'auth=$(printf %s "${REDISCLI_AUTH:-}" | sha256sum | cut -c1-64)\n'
+        f'printf \'auth=%s args=%s\\n\' "$auth" "$*" >>"{calls}"\n'
+        f'exec "{real}" "$@"\n'
+    )
+    wrapper.chmod(0o755)
+    return str(directory), calls
+
+
+def test_backup_as_the_backup_user_over_tls_dumps_a_healthy_replica_verifies_and_uploads(
+    runner: BackupRunner, cluster: LoopbackCluster, s3: MotoS3, tmp_path: Path
 ) -> None:
-    done = runner.run("backup.sh", "all")
+    for node in cluster.redis_nodes:
+        with cluster.client(node) as admin:
+            admin.execute_command("ACL", "LOG", "RESET")
+    wrappers, calls = _recording_redis_cli(tmp_path)
+    done = runner.run("backup.sh", "all", PATH=f"{wrappers}:{runner.env()['PATH']}")
     assert done.returncode == 0, done.stderr
     key = done.stdout.strip().splitlines()[-1]
     master = cluster.masters()[0]
@@ -76,7 +133,27 @@ def test_backup_dumps_a_healthy_replica_verifies_and_uploads_with_checksum_and_m
     body = s3.client().get_object(Bucket=s3.bucket, Key=key)["Body"].read()
     assert hashlib.sha256(body).hexdigest() == meta["sha256"]
     assert head["ChecksumSHA256"] == base64.b64encode(hashlib.sha256(body).digest()).decode()
-    assert cluster.password not in done.stderr + done.stdout
+    for secret in cluster.secrets():
+        assert secret not in done.stderr + done.stdout
+
+    # Every connection: TLS verified against the CA; the Sentinels with their password, the data
+    # nodes as the ACL user `backup` with the first line of its file; no password in any argv.
+    assert cluster.tls_files is not None
+    backup_auth = sha256(first_password(cluster, acl.BACKUP.secret_key))
+    sentinel_auth = sha256(cluster.password)
+    lines = calls.read_text().splitlines()
+    assert any("--rdb" in line for line in lines), lines
+    for line in lines:
+        assert f"--tls --cacert {cluster.tls_files.ca}" in line, line
+        if "-p 26379" in line:
+            assert line.startswith(f"auth={sentinel_auth} ") and "--user" not in line, line
+        else:
+            assert line.startswith(f"auth={backup_auth} ") and "--user backup " in line, line
+        assert not [secret for secret in cluster.secrets() if secret in line]
+    # ...and the ACL user has every command the dump sends: nothing was denied anywhere.
+    for node in cluster.redis_nodes:
+        with cluster.client(node) as admin:
+            assert admin.execute_command("ACL", "LOG") == [], node.name
 
 
 def test_restore_lists_fetches_the_latest_and_prepares_a_data_dir_redis_loads(
@@ -110,9 +187,7 @@ def test_restore_lists_fetches_the_latest_and_prepares_a_data_dir_redis_loads(
     )
     try:
         for _ in range(50):
-            got = subprocess.run(
-                ["redis-cli", "-s", str(socket), "GET", "backup:test:key"], capture_output=True, text=True
-            )
+            got = subprocess.run(["redis-cli", "-s", str(socket), "GET", TEST_KEY], capture_output=True, text=True)
             if got.stdout.strip() == "value":
                 break
             subprocess.run(["sleep", "0.1"])
@@ -158,10 +233,47 @@ def test_redis_unreachable_fails_clearly(runner: BackupRunner) -> None:
     failed(done, "Redis unreachable")
 
 
-def test_a_wrong_password_fails_clearly(runner: BackupRunner) -> None:
-    done = runner.run("backup.sh", "dump", REDISCLI_AUTH="not-the-password-at-all")
-    failed(done, "wrong Redis password")
+def test_a_wrong_backup_password_fails_clearly(runner: BackupRunner, tmp_path: Path) -> None:
+    wrong = tmp_path / "backup-password"
+    # The first line is the one sent; a second (right) one must not save it.
+    wrong.write_text(f"not-the-password-at-all\n{first_password(runner.cluster, acl.BACKUP.secret_key)}\n")
+    done = runner.run("backup.sh", "dump", REDIS_PASSWORD_FILE=str(wrong))
+    failed(done, "wrong password for the ACL user 'backup': the replica ")
+    assert f"refused the first line of {wrong}" in done.stderr
     assert "not-the-password-at-all" not in done.stderr
+
+
+def test_a_wrong_sentinel_password_fails_clearly(runner: BackupRunner, tmp_path: Path) -> None:
+    wrong = tmp_path / "sentinel-requirepass"
+    wrong.write_text("not-the-sentinel-password\n")
+    done = runner.run("backup.sh", "dump", SENTINEL_PASSWORD_FILE=str(wrong))
+    failed(done, "wrong Sentinel password (Sentinel ")
+    assert "not-the-sentinel-password" not in done.stderr
+
+
+def test_a_ca_that_did_not_sign_the_servers_fails_clearly(runner: BackupRunner, tmp_path: Path) -> None:
+    other = make_certificates(tmp_path / "other-ca", ["127.0.0.1"])
+    done = runner.run("backup.sh", "dump", TLS_CA_FILE=str(other.ca))
+    failed(done, f"TLS to the Sentinel {runner.cluster.sentinels[0].address} failed (REDIS_TLS=yes, CA {other.ca})")
+    assert "certificate verify failed" in done.stderr.splitlines()[-1]
+
+
+def test_an_acl_user_without_a_command_the_dump_needs_fails_clearly(
+    runner: BackupRunner, cluster: LoopbackCluster
+) -> None:
+    """What an operator sees if components/acl.py ever drops a command `redis-cli --rdb` sends."""
+    running = [n for n in cluster.redis_nodes if n.running]
+    for node in running:
+        with cluster.client(node) as admin:
+            admin.execute_command("ACL", "SETUSER", acl.BACKUP.name, "-sync")
+    try:
+        done = runner.run("backup.sh", "dump")
+    finally:
+        for node in running:
+            with cluster.client(node) as admin:
+                admin.execute_command("ACL", "SETUSER", acl.BACKUP.name, "+sync")
+    failed(done, "the ACL user 'backup' lacks a permission on the replica ")
+    assert "sync" in done.stderr.splitlines()[-1].lower()
 
 
 def test_s3_refusing_the_upload_fails_clearly(runner: BackupRunner) -> None:
@@ -231,25 +343,62 @@ def test_a_damaged_or_corrupt_backup_is_refused_by_restore(runner: BackupRunner,
             client.delete_object(Bucket=s3.bucket, Key=k, VersionId=v["VersionId"])
 
 
+def restart(cluster: LoopbackCluster, nodes: list[Node]) -> None:
+    """Start killed nodes again and wait for the topology, for the tests that follow."""
+    for node in nodes:
+        if not node.running:
+            cluster.start_node(node)
+    cluster.wait_for("the topology to converge again", cluster.converged, timeout=60)
+    no_sync_delay(cluster)
+
+
 def test_without_a_healthy_replica_the_backup_falls_back_to_the_master(
-    fresh_cluster: LoopbackCluster, s3: MotoS3, scripts: dict[str, str]
+    runner: BackupRunner, cluster: LoopbackCluster
 ) -> None:
-    require_redis_binaries()
-    master = fresh_cluster.masters()[0]
-    for node in fresh_cluster.redis_nodes:
-        if node is not master:
-            fresh_cluster.kill_node(node, signal.SIGKILL)
+    master = cluster.masters()[0]
+    replicas = [n for n in cluster.redis_nodes if n is not master]
+    try:
+        for node in replicas:
+            cluster.kill_node(node, signal.SIGKILL)
 
-    def replicas_down() -> bool:
-        with fresh_cluster.client(fresh_cluster.sentinels[0]) as sentinel:
-            replicas = sentinel.execute_command("SENTINEL", "REPLICAS", fresh_cluster.master_name)
-        return all("s_down" in str(r.get("flags", "")) for r in replicas)
+        def replicas_down() -> bool:
+            with cluster.client(cluster.sentinels[0]) as sentinel:
+                seen = sentinel.execute_command("SENTINEL", "REPLICAS", cluster.master_name)
+            return all("s_down" in str(r.get("flags", "")) for r in seen)
 
-    fresh_cluster.wait_for("the Sentinels to see both replicas down", replicas_down, timeout=20)
-    no_sync_delay(fresh_cluster)
-    runner = BackupRunner(fresh_cluster, s3, scripts)
-    done = runner.run("backup.sh", "dump")
+        cluster.wait_for("the Sentinels to see both replicas down", replicas_down, timeout=20)
+        done = runner.run("backup.sh", "dump")
+    finally:
+        restart(cluster, replicas)
     assert done.returncode == 0, done.stderr
     assert "falling back to the master" in done.stderr
     meta = (runner.scratch / "dump.meta").read_text()
     assert "role=master" in meta and f"address={master.host}:6379" in meta
+
+
+def test_after_losing_every_node_the_restore_brings_the_data_back_under_acl_users_and_tls(
+    runner: BackupRunner, cluster: LoopbackCluster
+) -> None:
+    """restore.sh fetch + prepare into redis-0's empty data directory, then the pods' own start
+    scripts: the restored master loads the data, its users from users.acl and the Secret, and
+    serves TLS; the application reads its key back and the next backup works as before."""
+    write_test_key(cluster)
+    key = runner.checked("backup.sh", "all")
+    try:
+        for node in [*cluster.sentinels, *cluster.redis_nodes]:
+            cluster.kill_node(node, signal.SIGKILL)
+        for node in [*cluster.redis_nodes, *cluster.sentinels]:
+            cluster.wipe_data(node)
+        target = cluster.redis_nodes[0].workdir / "data"
+        target.mkdir(parents=True)
+        assert runner.checked("restore.sh", "fetch", key, str(target)) == key
+        runner.checked("restore.sh", "prepare", str(target))
+        cluster.start(timeout=120)
+    finally:
+        restart(cluster, [*cluster.redis_nodes, *cluster.sentinels])
+    assert cluster.masters() == [cluster.redis_nodes[0]]
+    with cluster.client(cluster.redis_nodes[0], user=acl.APPLICATION.name) as app:
+        assert app.get(TEST_KEY) == "value" and 0 < app.ttl(TEST_KEY) <= 3600
+    done = runner.run("backup.sh", "dump")
+    assert done.returncode == 0, done.stderr
+    assert "role=replica" in (runner.scratch / "dump.meta").read_text()

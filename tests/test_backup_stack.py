@@ -174,6 +174,38 @@ def test_the_backup_pod_dumps_in_the_redis_image_and_uploads_in_the_pinned_aws_c
     assert volumes["scripts"]["configMap"]["name"] == "redis-backup-scripts"
 
 
+def test_the_dump_gets_only_its_two_secret_keys_and_with_tls_only_the_ca(stack: Rendered) -> None:
+    spec = stack.find("CronJob", "redis-backup")["spec"]["jobTemplate"]["spec"]["template"]["spec"]
+    (dump,) = spec["initContainers"]
+    (upload,) = spec["containers"]
+    volumes = {v["name"]: v for v in spec["volumes"]}
+    # Not the whole Secret: the backup user's password and the Sentinels', nothing else.
+    assert volumes["auth"]["secret"]["items"] == [
+        {"key": "backup-password", "path": "backup-password"},
+        {"key": "sentinel-requirepass", "path": "sentinel-requirepass"},
+    ]
+    tls = stack.stack == "prod"  # Pulumi.prod.yaml turns TLS on, dev leaves it off
+    env = {e["name"]: e["value"] for e in dump["env"]}
+    assert env == {"REDIS_USER": "backup", "REDIS_TLS": "yes" if tls else "no"}
+    dump_mounts = {m["name"]: m for m in dump["volumeMounts"]}
+    assert dump_mounts["auth"]["readOnly"] is True
+    if tls:
+        certificate = stack.find("Certificate", "redis-tls")["spec"]["secretName"]
+        assert volumes["tls"]["secret"] == {
+            "secretName": certificate,
+            "defaultMode": 0o440,
+            "items": [{"key": "ca.crt", "path": "ca.crt"}],  # no tls.key: the dump is only a client
+        }
+        assert dump_mounts["tls"] == {"name": "tls", "mountPath": "/etc/redis-tls", "readOnly": True}
+    else:
+        assert "tls" not in volumes and "tls" not in dump_mounts
+    assert not {"auth", "tls"} & {m["name"] for m in upload["volumeMounts"]}
+    # The rendered scripts default to the same user and TLS switch as the pod's env says.
+    scripts = stack.find("ConfigMap", "redis-backup-scripts")["data"]
+    assert ': "${REDIS_USER:=backup}"' in scripts["backup.sh"]
+    assert f': "${{REDIS_TLS:={env["REDIS_TLS"]}}}"' in scripts["common.sh"]
+
+
 def test_the_backup_scripts_configmap_carries_the_stack_defaults(stack: Rendered) -> None:
     data = stack.find("ConfigMap", "redis-backup-scripts")["data"]
     assert set(data) == {"common.sh", "backup-common.sh", "backup.sh", "restore.sh"}

@@ -41,6 +41,7 @@ def script_defaults(settings: Settings) -> dict[str, str]:
         "REDIS_SEED_HOST": topo.redis_pod_host(0),
         "AUTH_DIR": t.AUTH_DIR,
         "SCRIPT_USER": acl.PROBE.name,
+        "BACKUP_USER": acl.BACKUP.name,
         "REPLICATION_USER": acl.REPLICATION.name,
         "SENTINEL_ACL_USER": acl.SENTINEL.name,
         "ADMIN_USER": acl.ADMIN.name,

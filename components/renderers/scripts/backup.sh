@@ -12,41 +12,65 @@
 #        x-amz-checksum-sha256 (S3 refuses the object if the bytes differ) and the metadata;
 #        confirm size and checksum with HeadObject.
 # all    both, in one process (the local drill; an image holding both tool sets).
-# Any failure logs "FAILED: <why>" and exits 1. The password comes from REDISCLI_AUTH or, when
-# that is unset, from the mounted Secret file (REDIS_PASSWORD_FILE); it is never on a command line.
+# Any failure logs "FAILED: <why>" and exits 1.
+#
+# Credentials and connections: on the data nodes the dump acts as the ACL user `backup`
+# (components/acl.py grants it sync, replconf, ping, info and role: what `redis-cli --rdb` and the
+# replica checks send), with the first line of its mounted password file; the Sentinels get their
+# own password (SENTINEL_PASSWORD_FILE). Every connection goes through common.sh's redis_cli /
+# sentinel_cli, the one place that adds the user, REDISCLI_AUTH (in redis-cli's own environment,
+# never on a command line) and, with REDIS_TLS=yes, TLS verified against TLS_CA_FILE.
 set -eu
+: "${REDIS_USER:=@@BACKUP_USER@@}"
 . "$(dirname "$0")/common.sh"
 . "$(dirname "$0")/backup-common.sh"
 
 # Seconds the whole RDB transfer may take (the Job's activeDeadlineSeconds bounds the run).
 : "${DUMP_TIMEOUT:=1200}"
 
-# Every connection the backup makes to Redis or a Sentinel goes through this one function
-# (common.sh's helpers call it too): credentials and connection options belong here only.
-redis_cli() {
-    timeout "$CLI_TIMEOUT" redis-cli --no-auth-warning "$@"
+# The last non-empty line of a redis-cli output, without CR.
+last_line() {
+    printf '%s\n' "$1" | tr -d '\r' | sed '/^[[:space:]]*$/d' | tail -n 1
 }
 
-auth_failure() {
-    case "$1" in
-        *NOAUTH* | *WRONGPASS* | *"invalid password"* | *"AUTH failed"*) return 0 ;;
+# Prints why a redis-cli output ($3) from the $1 at $2 (host:port) is a refusal that asking another
+# node would not cure (a wrong password, a command the ACL user lacks, a failed TLS handshake);
+# returns 1 when it is none of these.
+refusal() {
+    case "$3" in
+        *WRONGPASS* | *NOAUTH* | *"invalid password"* | *"AUTH failed"* | *"invalid username-password"*)
+            if [ "$1" = Sentinel ]; then
+                echo "wrong Sentinel password (Sentinel $2 refused the first line of $SENTINEL_PASSWORD_FILE)"
+            else
+                echo "wrong password for the ACL user '$REDIS_USER': the $1 $2 refused the first line of $REDIS_PASSWORD_FILE"
+            fi
+            ;;
+        *NOPERM*) echo "the ACL user '$REDIS_USER' lacks a permission on the $1 $2: $(last_line "$3")" ;;
+        *SSL* | *TLS* | *certificate*)
+            echo "TLS to the $1 $2 failed (REDIS_TLS=$REDIS_TLS, CA $TLS_CA_FILE): $(last_line "$3")"
+            ;;
+        *) return 1 ;;
     esac
-    return 1
 }
 
 # Prints "ip port offset" of every replica one Sentinel ($1) considers healthy, furthest first.
-# Returns 1 when that Sentinel does not answer, 3 when it refuses the password.
+# When that Sentinel does not answer: prints its error and returns 1; when it refuses us
+# (see refusal): prints why and returns 3.
 healthy_replicas_of() {
     _status=0
-    _reply=$(cli_at "$1" SENTINEL REPLICAS "$MASTER_NAME" 2>&1) || _status=$?
-    if auth_failure "$_reply"; then
-        log "Sentinel $1 refused the password: $(printf '%s' "$_reply" | tail -n 1)"
+    _reply=$(sentinel_at "$1" SENTINEL REPLICAS "$MASTER_NAME" 2>&1) || _status=$?
+    if refusal Sentinel "$1" "$_reply"; then
         return 3
     fi
-    [ "$_status" = 0 ] || return 1
+    _unanswered=""
+    [ "$_status" = 0 ] || _unanswered=yes
     case "$_reply" in
-        ERR* | *"No such master"* | *"Could not connect"*) return 1 ;;
+        ERR* | *"No such master"* | *"Could not connect"*) _unanswered=yes ;;
     esac
+    if [ -n "$_unanswered" ]; then
+        echo "$1: $(last_line "$_reply")"
+        return 1
+    fi
     # redis-cli prints the nested reply one element a line: name, value, name, value, ...
     printf '%s\n' "$_reply" | awk '
         function flush() {
@@ -66,16 +90,20 @@ healthy_replicas_of() {
 # Prints "host port role" of the node to dump.
 choose_source() {
     _asked=""
+    _last_error=""
     for _sentinel in $SENTINEL_ADDRS; do
         _status=0
         _candidates=$(healthy_replicas_of "$_sentinel") || _status=$?
-        [ "$_status" = 3 ] && fail "wrong Redis password (Sentinel $_sentinel refused it)"
-        [ "$_status" = 0 ] || continue
+        [ "$_status" = 3 ] && fail "$_candidates"
+        if [ "$_status" != 0 ]; then
+            _last_error=$_candidates
+            continue
+        fi
         _asked=yes
         while read -r _host _port _offset; do
             [ -n "$_host" ] || continue
             _info=$(cli_at "$_host:$_port" INFO replication 2>&1) || true
-            auth_failure "$_info" && fail "wrong Redis password (replica $_host:$_port refused it)"
+            _why=$(refusal replica "$_host:$_port" "$_info") && fail "$_why"
             [ "$(printf '%s\n' "$_info" | info_field role)" = slave ] || continue
             [ "$(printf '%s\n' "$_info" | info_field master_link_status)" = up ] || continue
             [ "$(printf '%s\n' "$_info" | info_field master_sync_in_progress)" = 0 ] || continue
@@ -86,12 +114,13 @@ $_candidates
 CANDIDATES
         break
     done
-    [ -n "$_asked" ] || fail "no Sentinel of '$SENTINEL_ADDRS' answered SENTINEL REPLICAS $MASTER_NAME: Redis unreachable"
+    [ -n "$_asked" ] ||
+        fail "no Sentinel of '$SENTINEL_ADDRS' answered SENTINEL REPLICAS $MASTER_NAME: Redis unreachable (last error: $_last_error)"
     log "no healthy replica; falling back to the master"
     _master=$(ask_sentinels_for_master) || fail "no replica is healthy and the Sentinels name no master"
     set -- $_master
     _info=$(cli_at "$1:$2" INFO replication 2>&1) || true
-    auth_failure "$_info" && fail "wrong Redis password (master $1:$2 refused it)"
+    _why=$(refusal master "$1:$2" "$_info") && fail "$_why"
     [ "$(printf '%s\n' "$_info" | info_field role)" = master ] || fail "$1:$2 is named master but is not one"
     echo "$1 $2 master"
 }
@@ -105,9 +134,7 @@ source_label() {
 }
 
 dump() {
-    if [ -z "${REDISCLI_AUTH:-}" ]; then
-        load_password
-    fi
+    load_password
     mkdir -p "$BACKUP_DIR"
     rm -f "$BACKUP_DIR/dump.rdb" "$BACKUP_DIR/dump.rdb.part" "$BACKUP_DIR/dump.meta"
     chosen=$(choose_source) || exit 1
@@ -118,8 +145,8 @@ dump() {
     status=0
     out=$(CLI_TIMEOUT=$DUMP_TIMEOUT cli_at "$host:$port" --rdb "$BACKUP_DIR/dump.rdb.part" 2>&1) || status=$?
     if [ "$status" != 0 ]; then
-        auth_failure "$out" && fail "redis-cli --rdb from $host:$port: the password was refused"
-        fail "redis-cli --rdb from $host:$port exited $status: $(printf '%s' "$out" | tail -n 1)"
+        why=$(refusal "$role" "$host:$port" "$out") && fail "redis-cli --rdb: $why"
+        fail "redis-cli --rdb from $host:$port exited $status: $(last_line "$out")"
     fi
     [ -s "$BACKUP_DIR/dump.rdb.part" ] || fail "redis-cli --rdb from $host:$port wrote an empty file"
     report=$(check_rdb "$BACKUP_DIR/dump.rdb.part") || fail "the dump of $host:$port is corrupt: $report"

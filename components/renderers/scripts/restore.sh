@@ -11,6 +11,9 @@
 #          it into a throw-away redis-server on a unix socket with appendonly no, switch AOF on
 #          (CONFIG SET appendonly yes rewrites the whole dataset into appendonlydir/), wait for
 #          the rewrite, shut down. The pod's own start script then finds data and loads the AOF.
+#          Users and TLS are not part of a backup: the RDB holds data only, and the start script
+#          gives the restored master the users of users.acl with the passwords of the mounted
+#          Secret, and its TLS listener, as at any start.
 # Any failure logs "FAILED: <why>" and exits 1.
 set -eu
 . "$(dirname "$0")/common.sh"
@@ -86,7 +89,9 @@ prepare() {
         fail "$data/appendonlydir exists: Redis would load that AOF instead of the backup; move it away first"
     fi
     [ -r "$REDIS_CONFIG_TEMPLATE" ] || fail "redis.conf template $REDIS_CONFIG_TEMPLATE is missing"
-    # No TCP listener and no password: only this script can reach the throw-away server.
+    # No TCP or TLS listener, and the template has no aclfile (start-redis.sh adds it), so the
+    # throw-away server's default user needs no password: only this script, through a socket only
+    # its user may open, can reach it.
     unset REDISCLI_AUTH
     tmp=$(mktemp -d)
     socket="$tmp/redis.sock"

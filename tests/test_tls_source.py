@@ -10,6 +10,7 @@ prove no private key reaches a rendered file.
 
 from __future__ import annotations
 
+import contextlib
 import json
 from pathlib import Path
 from typing import Any
@@ -220,3 +221,108 @@ def test_a_ca_that_would_not_outlive_its_certificates_is_refused() -> None:
     # cert-manager ignores the CA lifetime, so the same numbers are fine there.
     config["dict-redis:tls"] = json.dumps({"durationHours": 2160, "caDurationHours": 3000})
     assert settings_from_config(config, "prod").tls.source == "cert-manager"
+
+
+# --- the chain's shape works for real ------------------------------------------------------------
+
+# pulumi-tls's allowed_uses names as X.509 extensions (terraform-provider-tls maps them the same way).
+_KEY_USAGES = {
+    "digital_signature": "digital_signature",
+    "key_encipherment": "key_encipherment",
+    "cert_signing": "key_cert_sign",
+    "crl_signing": "crl_sign",
+}
+
+
+def _issue(
+    inputs: dict[str, Any], subject: str, key: Any, signer: Any, issuer: Any, dns_names: list[str] | None = None
+) -> Any:
+    """A certificate with the extensions pulumi-tls would give ``inputs`` (its allowedUses, CA flag,
+    path length and DNS names), made with the ``cryptography`` package as smoke/certificates.py does."""
+    import datetime
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes
+    from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+
+    uses = set(inputs["allowedUses"])
+    granted = {_KEY_USAGES[use] for use in uses if use in _KEY_USAGES}
+    usage = x509.KeyUsage(
+        digital_signature="digital_signature" in granted,
+        content_commitment=False,
+        key_encipherment="key_encipherment" in granted,
+        data_encipherment=False,
+        key_agreement=False,
+        key_cert_sign="key_cert_sign" in granted,
+        crl_sign="crl_sign" in granted,
+        encipher_only=False,
+        decipher_only=False,
+    )
+    is_ca = bool(inputs.get("isCaCertificate"))
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, subject)])
+    now = datetime.datetime.now(datetime.UTC)
+    builder = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(issuer or name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(minutes=5))
+        .not_valid_after(now + datetime.timedelta(hours=int(inputs["validityPeriodHours"])))
+        .add_extension(usage, critical=True)
+        .add_extension(
+            x509.BasicConstraints(ca=is_ca, path_length=int(inputs["maxPathLength"]) if is_ca else None),
+            critical=True,
+        )
+    )
+    extended = {"server_auth": ExtendedKeyUsageOID.SERVER_AUTH, "client_auth": ExtendedKeyUsageOID.CLIENT_AUTH}
+    if uses & set(extended):
+        oids = [oid for use, oid in extended.items() if use in uses]
+        builder = builder.add_extension(x509.ExtendedKeyUsage(oids), critical=False)
+    if dns_names:
+        sans = x509.SubjectAlternativeName([x509.DNSName(n) for n in dns_names])
+        builder = builder.add_extension(sans, critical=False)
+    return builder.sign(signer, hashes.SHA256())
+
+
+def test_a_chain_of_the_rendered_shape_verifies_a_pod_name_in_a_tls_handshake(
+    stack_ca: Rendered, tmp_path: Path
+) -> None:
+    """OpenSSL (Python's ssl, as redis-py uses it) accepts the CA and the Redis certificate the
+    stack asks pulumi-tls for: CA usages, path length, leaf usages and DNS names together."""
+    import ssl
+
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+
+    ca_inputs = resource(stack_ca, SELF_SIGNED, "tls-ca").inputs
+    leaf_inputs = resource(stack_ca, LOCALLY_SIGNED, "tls-redis-cert").inputs
+    names = resource(stack_ca, CERT_REQUEST, "tls-redis-csr").inputs["dnsNames"]
+    ca_key, leaf_key = ec.generate_private_key(ec.SECP256R1()), ec.generate_private_key(ec.SECP256R1())
+    ca = _issue(ca_inputs, "dict-redis CA", ca_key, ca_key, None)
+    leaf = _issue(leaf_inputs, names[0], leaf_key, ca_key, ca.subject, names)
+    pem = serialization.Encoding.PEM
+    (tmp_path / "ca.crt").write_bytes(ca.public_bytes(pem))
+    (tmp_path / "tls.crt").write_bytes(leaf.public_bytes(pem))
+    (tmp_path / "tls.key").write_bytes(
+        leaf_key.private_bytes(pem, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
+    )
+
+    def handshake(host: str) -> None:
+        server = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        server.load_cert_chain(tmp_path / "tls.crt", tmp_path / "tls.key")
+        client = ssl.create_default_context(cafile=tmp_path / "ca.crt")
+        wires = [ssl.MemoryBIO() for _ in range(4)]  # client in/out, server in/out
+        c = client.wrap_bio(wires[0], wires[1], server_hostname=host)
+        s = server.wrap_bio(wires[2], wires[3], server_side=True)
+        for _ in range(10):
+            for side in (c, s):
+                with contextlib.suppress(ssl.SSLWantReadError):
+                    side.do_handshake()
+            wires[2].write(wires[1].read())
+            wires[0].write(wires[3].read())
+        assert c.version() is not None and s.version() is not None
+
+    handshake("redis-1.redis-headless.redis.svc.cluster.local")
+    with pytest.raises(ssl.SSLCertVerificationError, match="match"):
+        handshake("redis-sentinel-1.redis-sentinel-headless.redis.svc.cluster.local")

@@ -60,7 +60,7 @@ def certificate_spec(settings: Settings, secret_name: str, dns_names: list[str])
         "renewBefore": f"{tls_settings.renew_before_hours}h",
         "commonName": dns_names[0],
         "dnsNames": dns_names,
-        "usages": USAGES,
+        "usages": list(USAGES),
         "privateKey": {"algorithm": "ECDSA", "size": 256, "rotationPolicy": "Always"},
         "issuerRef": {"name": tls_settings.issuer_name, "kind": tls_settings.issuer_kind, "group": "cert-manager.io"},
     }

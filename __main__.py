@@ -2,7 +2,7 @@
 
     stack config ──► settings ──► namespace
                                   ├─ auth       Secret with every ACL user's password and the Sentinels'
-                                  ├─ tls        (optional) cert-manager Certificates for Redis and Sentinel
+                                  ├─ tls        (optional) Redis and Sentinel certificates: cert-manager or a stack CA
                                   ├─ redis      StatefulSet of data nodes (+ headless Service, PDB)
                                   ├─ sentinel   StatefulSet of Sentinels (+ client Service, PDB)
                                   ├─ network    NetworkPolicy: clients and the layer itself only

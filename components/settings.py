@@ -348,17 +348,22 @@ class BackupSettings(_Model):
 class TlsSettings(_Model):
     """Encryption in transit: every data node and Sentinel serves TLS only, on the usual ports.
 
-    Certificates come from cert-manager (Certificate resources for the Redis and Sentinel pods'
-    DNS names, signed by ``issuerName``); the issuer itself (e.g. a CA ClusterIssuer) belongs to
-    the cluster, not to this stack.
+    Certificates come from cert-manager (``source: cert-manager``: Certificate resources for the
+    Redis and Sentinel pods' DNS names, signed by ``issuerName``, an issuer that belongs to the
+    cluster, not to this stack) or from a CA the stack itself keeps (``source: stack-ca``:
+    pulumi-tls; the keys live in the Pulumi state and renew only on ``pulumi up``).
     """
 
     enabled: bool = True
+    source: Literal["cert-manager", "stack-ca"] = "cert-manager"
     issuer_name: str = Field(default="dict-redis-ca", pattern=r"^[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?$")
     issuer_kind: Literal["Issuer", "ClusterIssuer"] = "ClusterIssuer"
-    # Certificate lifetime and how long before expiry cert-manager renews it (hours).
+    # Certificate lifetime and how long before expiry it is renewed (hours): by cert-manager itself,
+    # or with stack-ca by the first ``pulumi up`` in that window.
     duration_hours: int = Field(default=2160, ge=24)
     renew_before_hours: int = Field(default=360, ge=1)
+    # stack-ca only: the CA's lifetime (hours); it is re-issued durationHours before it expires.
+    ca_duration_hours: int = Field(default=87600, ge=48)
 
 
 class Settings(_Model):
@@ -549,6 +554,13 @@ def _cross_checks(s: Settings) -> list[str]:
         problems.append(
             f"{p}tls.renewBeforeHours = {s.tls.renew_before_hours}: must be below tls.durationHours "
             f"({s.tls.duration_hours}), or cert-manager renews the certificate continuously"
+        )
+
+    if s.tls.source == "stack-ca" and s.tls.ca_duration_hours < 2 * s.tls.duration_hours:
+        problems.append(
+            f"{p}tls.caDurationHours = {s.tls.ca_duration_hours}: must be at least twice tls.durationHours "
+            f"({2 * s.tls.duration_hours}): the CA is re-issued tls.durationHours before it expires, so a "
+            "certificate it signs never outlives it"
         )
 
     if s.redis_password is not None and not PASSWORD_PATTERN.match(s.redis_password):

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import base64
 import json
 import os
 import re
@@ -90,6 +91,21 @@ class Rendered:
         raise KeyError(f"no {kind} named {name!r} in the {self.stack} render")
 
 
+# pulumi-tls resource type -> (output it computes, PEM label of the stand-in the mock returns).
+_TLS_PEM_OUTPUTS = {
+    "tls:index/privateKey:PrivateKey": ("privateKeyPem", "PRIVATE KEY"),
+    "tls:index/certRequest:CertRequest": ("certRequestPem", "CERTIFICATE REQUEST"),
+    "tls:index/selfSignedCert:SelfSignedCert": ("certPem", "CERTIFICATE"),
+    "tls:index/locallySignedCert:LocallySignedCert": ("certPem", "CERTIFICATE"),
+}
+
+
+def _fake_pem(label: str) -> str:
+    """A random body in PEM armour: unique per call, so a leak test can search for it."""
+    body = base64.b64encode(secrets.token_bytes(96)).decode()
+    return f"-----BEGIN {label}-----\n{body[:64]}\n{body[64:]}\n-----END {label}-----\n"
+
+
 class RecordingMocks(pulumi_mocks.Mocks):
     """Echoes inputs as outputs and fakes what a provider would compute."""
 
@@ -103,6 +119,12 @@ class RecordingMocks(pulumi_mocks.Mocks):
         if args.typ == "random:index/randomPassword:RandomPassword":
             outputs["result"] = secrets.token_urlsafe(30)
             self.generated_secrets.append(outputs["result"])
+        if args.typ in _TLS_PEM_OUTPUTS:
+            # pulumi-tls computes these; stand-ins shaped like PEM so the stack-ca Secrets have values.
+            wire_name, label = _TLS_PEM_OUTPUTS[args.typ]
+            outputs[wire_name] = _fake_pem(label)
+            if label == "PRIVATE KEY":
+                self.generated_secrets.append(outputs[wire_name])
         if args.typ.startswith("aws:") and "arn" not in outputs:
             # Computed by AWS; a stand-in so policies that reference an ARN render with a value.
             outputs["arn"] = f"arn:aws:mock:::{args.name}"

@@ -97,7 +97,9 @@ EXPORTER = AclUser(
     "exporter",
     "redis_exporter sidecars: server statistics, read-only, no key access",
     (
-        "ping", "info", "config|get", "slowlog", "latency", "client|list", "client|info", "client|setname",
+        # Not CONFIG GET: it returns masterauth, the replication user's password (the sidecars run
+        # with -config-command=- instead).
+        "ping", "info", "slowlog", "latency", "client|list", "client|info", "client|setname",
         "select", "hello", "role",
     ),
 )

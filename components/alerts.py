@@ -49,7 +49,7 @@ KUBERNETES_METRICS = frozenset(
 @dataclass(frozen=True)
 class Alert:
     """One alerting rule. ``expr`` may use ``$server``, ``$sentinel``, ``$ns`` and the numbers in
-    :func:`_context`; ``description`` is a Prometheus template (``$labels``, ``$value``)."""
+    :func:`placeholders`; ``description`` is a Prometheus template (``$labels``, ``$value``)."""
 
     name: str
     expr: str
@@ -159,8 +159,8 @@ ALERTS: tuple[Alert, ...] = (
     ),
     Alert(
         "RedisTooManyConnections",
-        "redis_connected_clients{$server} / on (namespace, pod) (redis_config_maxclients{$server} > 0) "
-        "> $clients_share",
+        # maxclients from the settings (rendered into redis.conf): the exporter runs without CONFIG GET.
+        "redis_connected_clients{$server} / $maxclients > $clients_share",
         "5m",
         "warning",
         "Redis in {{ $labels.pod }} is near maxclients",
@@ -260,8 +260,10 @@ def _human_seconds(seconds: int) -> str:
     return f"{seconds // 3600}h" if seconds % 3600 == 0 else f"{seconds}s"
 
 
-def _context(settings: Settings, backup_interval_seconds: int) -> dict[str, str]:
-    """The values ``$...`` placeholders take for one stack."""
+def placeholders(settings: Settings, backup_interval_seconds: int | None = None) -> dict[str, str]:
+    """The values ``$...`` placeholders take for one stack, in the rules and the dashboard."""
+    if backup_interval_seconds is None:
+        backup_interval_seconds = settings.backup.interval_seconds()
     topo = t.Topology.of(settings)
     ns = settings.namespace
     sentinels, quorum = settings.sentinel.replicas, settings.sentinel.quorum
@@ -281,6 +283,7 @@ def _context(settings: Settings, backup_interval_seconds: int) -> dict[str, str]
         "min_lookups": str(MIN_LOOKUPS_PER_SECOND),
         "memory_share": str(MEMORY_USED_MAX_SHARE),
         "clients_share": str(CLIENTS_MAX_SHARE),
+        "maxclients": str(settings.redis.maxclients),
         "container_share": str(CONTAINER_MEMORY_MAX_SHARE),
         # A failover needs the quorum to agree the master is down and a majority to authorise it.
         "sentinels_needed": str(max(quorum, sentinels // 2 + 1)),
@@ -301,7 +304,7 @@ def alert_rules(settings: Settings, backup_interval_seconds: int | None = None) 
         backup_interval_seconds = settings.backup.interval_seconds()
     if backup_interval_seconds <= 0:
         raise ValueError(f"backup_interval_seconds = {backup_interval_seconds}: must be a positive number of seconds")
-    ctx = _context(settings, backup_interval_seconds)
+    ctx = placeholders(settings, backup_interval_seconds)
     base = settings.monitoring.runbook_base_url
     rules = []
     for alert in ALERTS:

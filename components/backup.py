@@ -117,6 +117,9 @@ def access_policy(settings: Settings, kms_key_arn: str) -> dict[str, Any]:
     }
 
 
+# Days a noncurrent (expired or deleted) backup version is kept before S3 removes it.
+NONCURRENT_DAYS = 1
+
 @dataclass(frozen=True)
 class BackupBucketArgs:
     settings: Settings
@@ -181,7 +184,11 @@ class BackupBucket(pulumi.ComponentResource):
                     "status": "Enabled",
                     "filter": {"prefix": f"{b.prefix}/"},
                     "expiration": {"days": b.retention_days},
-                    "noncurrent_version_expiration": {"noncurrent_days": b.retention_days},
+                    # On a versioned bucket expiry only makes the object noncurrent; deleting that
+                    # version a day later keeps the whole retention within retentionDays + 1
+                    # (N more days would keep personal data twice as long). Backup keys are never
+                    # overwritten, so noncurrent versions come from expiry or a deletion.
+                    "noncurrent_version_expiration": {"noncurrent_days": NONCURRENT_DAYS},
                     "abort_incomplete_multipart_upload": {"days_after_initiation": 1},
                 }
             ],

@@ -12,8 +12,8 @@ from dataclasses import dataclass
 from string import Template
 from typing import Any
 
+from components.alerts import placeholders
 from components.settings import Settings
-from components.topology import Topology
 
 # Grafana's dashboard schema version these panels are written for (Grafana 10/11).
 SCHEMA_VERSION = 39
@@ -81,7 +81,7 @@ PANELS: tuple[Panel, ...] = (
         (
             ("connected {{pod}}", "redis_connected_clients{$server}"),
             ("blocked {{pod}}", "redis_blocked_clients{$server}"),
-            ("maxclients", "max(redis_config_maxclients{$server})"),
+            ("maxclients", "vector($maxclients)"),
             ("rejected/s {{pod}}", "rate(redis_rejected_connections_total{$server}[5m])"),
         ),
     ),
@@ -145,16 +145,8 @@ def panel_queries(settings: Settings, backup_interval_seconds: int | None = None
 
 def dashboard(settings: Settings, backup_interval_seconds: int | None = None) -> dict[str, Any]:
     """The dashboard model Grafana imports (what the sidecar reads from the ConfigMap)."""
-    ns = settings.namespace
-    if backup_interval_seconds is None:
-        backup_interval_seconds = settings.backup.interval_seconds()
-    ctx = {
-        "server": f'namespace="{ns}",component="server"',
-        "sentinel": f'namespace="{ns}",component="sentinel"',
-        "ns_match": f'namespace="{ns}"',
-        "backup_cronjob": Topology.of(settings).backup_cronjob,
-        "backup_max_age": str(2 * backup_interval_seconds),
-    }
+    # The same placeholders as the alert rules: one place for selectors and thresholds.
+    ctx = placeholders(settings, backup_interval_seconds)
     datasource = {"type": "prometheus", "uid": "${datasource}"}
     panels = []
     for index, panel in enumerate(PANELS):
@@ -182,7 +174,7 @@ def dashboard(settings: Settings, backup_interval_seconds: int | None = None) ->
         )
     return {
         "uid": f"dict-redis-{settings.stack}",
-        "title": f"DICT Redis cache ({settings.stack}, namespace {ns})",
+        "title": f"DICT Redis cache ({settings.stack}, namespace {settings.namespace})",
         "tags": ["dict", "redis"],
         "timezone": "browser",
         "schemaVersion": SCHEMA_VERSION,

@@ -27,7 +27,9 @@ from components.settings import Settings
 
 # Flags every exporter runs with; the live metric check starts the Debian binary with the same ones
 # so it sees the metric names the sidecar exports. Go's flag package takes one or two dashes.
-EXPORTER_FLAGS = ("-redis-only-metrics",)
+# -config-command=-: no CONFIG GET, whose reply includes masterauth (the exporter ACL user is not
+# granted it); maxclients, the one config value the rules need, comes from the settings instead.
+EXPORTER_FLAGS = ("-redis-only-metrics", "-config-command=-")
 SCRIPT = "start-exporter.sh"
 TLS_CA_FILE = f"{t.TLS_DIR}/ca.crt"
 # The sidecar's own volumes (one Secret key each), next to the pod's full ones.

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 import pulumi
 import pulumi_kubernetes as k8s
 
-from components import pods
+from components import acl, pods
 from components import topology as t
 from components.exporter import exporter_container, exporter_volumes
 from components.renderers.scripts import SENTINEL_SCRIPTS, render_scripts
@@ -21,6 +21,11 @@ from components.settings import Settings
 
 COMPONENT = "sentinel"
 
+
+# The only passwords a Sentinel pod reads: its own requirepass, the ACL user it monitors the data
+# nodes as, and the probe user its scripts check pods with. Not the others (admin, app, ...): a
+# compromised Sentinel must not hand out the keys to the data.
+SENTINEL_SECRET_KEYS = (acl.SENTINEL_PASSWORD_KEY, acl.SENTINEL.secret_key, acl.PROBE.secret_key)
 
 @dataclass(frozen=True)
 class SentinelArgs:
@@ -124,7 +129,14 @@ class Sentinel(pulumi.ComponentResource):
                         "containers": [container, *sidecars],
                         "volumes": [
                             {"name": "config", "config_map": {"name": topo.sentinel_config, "default_mode": 0o444}},
-                            {"name": "auth", "secret": {"secret_name": args.secret_name, "default_mode": 0o440}},
+                            {
+                                "name": "auth",
+                                "secret": {
+                                    "secret_name": args.secret_name,
+                                    "default_mode": 0o440,
+                                    "items": [{"key": k, "path": k} for k in SENTINEL_SECRET_KEYS],
+                                },
+                            },
                             *tls_volumes,
                             *sidecar_volumes,
                             # Sentinel's own rewritten config (holds the password): memory only. A

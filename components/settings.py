@@ -200,6 +200,9 @@ class RedisSettings(_Model):
     io_threads_do_reads: bool = True
     timeout_seconds: int = Field(default=0, ge=0)
     tcp_keepalive_seconds: int = Field(default=300, ge=0)
+    # Written into redis.conf, so the connections alert can use it without CONFIG GET (which would
+    # let the exporter read masterauth).
+    maxclients: int = Field(default=10000, ge=100, le=1_000_000)
     termination_grace_period_seconds: int = Field(default=30, ge=1)
     anti_affinity: AntiAffinity = "required"
     probes: Probes = Probes()

@@ -58,7 +58,8 @@ def certificate_spec(settings: Settings, secret_name: str, dns_names: list[str])
         "secretName": secret_name,
         "duration": f"{tls_settings.duration_hours}h",
         "renewBefore": f"{tls_settings.renew_before_hours}h",
-        "commonName": dns_names[0],
+        # No commonName: clients verify the DNS names, and a pod's full name passes the 64-byte
+        # limit of a common name with any namespace longer than five characters.
         "dnsNames": dns_names,
         "usages": list(USAGES),
         "privateKey": {"algorithm": "ECDSA", "size": 256, "rotationPolicy": "Always"},
@@ -147,7 +148,9 @@ class ClusterCertificates(pulumi.ComponentResource):
                 f"{name}-{role}-csr",
                 private_key_pem=key_pem,
                 dns_names=names,
-                subject={"common_name": names[0]},
+                # The workload's name: a pod's full DNS name would pass the 64-byte limit of a
+                # common name; clients verify the DNS names anyway.
+                subject={"common_name": secret_name},
                 opts=child,
             )
             cert = tls.LocallySignedCert(

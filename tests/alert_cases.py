@@ -295,12 +295,11 @@ CASES: tuple[Case, ...] = (
         "RedisTooManyConnections",
         {
             f'redis_connected_clients{{{SRV},pod="redis-0"}}': "9000x10",
-            f'redis_config_maxclients{{{SRV},pod="redis-0"}}': "10000x10",
         },
         "7m",
         [
             (
-                _labels(severity="warning", namespace=NS, pod="redis-0"),  # on (namespace, pod) keeps those
+                _labels(severity="warning", namespace=NS, component="server", pod="redis-0"),
                 "Redis in redis-0 is near maxclients",
                 "redis-0 has 90% of maxclients connected for 5 minutes; at 100 % new connections are refused.",
             )
@@ -310,7 +309,6 @@ CASES: tuple[Case, ...] = (
         "RedisTooManyConnections",
         {
             f'redis_connected_clients{{{SRV},pod="redis-0"}}': "5000x10",
-            f'redis_config_maxclients{{{SRV},pod="redis-0"}}': "10000x10",
         },
         "7m",
     ),

@@ -126,3 +126,20 @@ def test_a_non_utf8_value_does_not_desynchronise_the_connection(cluster: Loopbac
         for word in ("a", "b", "c"):
             assert client.run(lambda r, w=word: r.echo(w), idempotent=True) == word
         client.run(lambda r: r.delete(key), idempotent=True)
+
+
+
+def test_connections_skip_client_setinfo(cluster: LoopbackCluster) -> None:
+    # redis-py would send CLIENT SETINFO twice per new connection: two round trips, and a NOPERM
+    # for the application user on Redis 7.2 (its ACL allows no such command).
+    replica = next(n for n in cluster.redis_nodes if cluster.role(n) == "slave")
+    with SentinelClient(config_for(cluster)) as client, client.node(replica.host, replica.port) as node:
+        client.run(lambda r: r.ping(), idempotent=True)
+        connection = client.master.connection_pool.get_connection()
+        try:
+            assert connection.is_connected and connection.driver_info is None
+        finally:
+            client.master.connection_pool.release(connection)
+        assert node.ping() and node.connection_pool.connection_kwargs["driver_info"] is None
+        sentinel = client.sentinels()[0]
+        assert sentinel.connection_pool.connection_kwargs["driver_info"] is None

@@ -8,6 +8,7 @@ import pytest
 
 from components.topology import RUN_AS_USER
 from smoke.render import Rendered
+from tests.support import render_with
 
 EXPECTED = {
     ("Namespace", None),
@@ -167,7 +168,6 @@ def test_storage_follows_the_stack(dev: Rendered, prod: Rendered) -> None:
 
 
 def test_client_namespaces_restrict_the_network_policy() -> None:
-    from tests.support import render_with
 
     rendered = render_with("dev", {"dict-redis:clientNamespaces": '["dict-app", "dict-bridge"]'})
     spec = rendered.find("NetworkPolicy", "redis")["spec"]
@@ -190,6 +190,20 @@ def test_sentinels_are_a_statefulset_of_three_with_writable_config(stack: Render
     # The startup probe outlasts start-sentinel.sh's 60 s wait for the master on a first boot.
     startup = container["startupProbe"]
     assert startup["periodSeconds"] * startup["failureThreshold"] >= 90
+
+
+def test_sentinel_pods_get_only_the_passwords_their_scripts_read(stack: Rendered) -> None:
+    spec = stack.find("StatefulSet", "redis-sentinel")["spec"]["template"]["spec"]
+    auth = next(v for v in spec["volumes"] if v["name"] == "auth")["secret"]
+    assert sorted(i["key"] for i in auth["items"]) == sorted(
+        ["sentinel-requirepass", "sentinel-password", "probe-password"]
+    )
+    # The scripts' users: the Sentinel ACL user towards the data nodes, probe for their checks.
+    scripts = stack.find("ConfigMap", "redis-sentinel-config")["data"]
+    assert ": \"${REDIS_USER:=probe}\"" in scripts["common.sh"]
+    assert '$AUTH_DIR/$SENTINEL_ACL_USER-password' in scripts["start-sentinel.sh"]
+    # No admin, app, replication, backup or exporter password in a Sentinel pod.
+    assert not {"admin-password", "app-password", "replication-password"} & {i["key"] for i in auth["items"]}
 
 
 @pytest.mark.parametrize("name", ["redis", "redis-sentinel"])
@@ -269,7 +283,6 @@ def test_the_smoke_job_runs_the_suite_through_the_sentinels_with_the_password_fr
 
 
 def test_a_changed_stack_gets_a_new_smoke_job(dev: Rendered) -> None:
-    from tests.support import render_with
 
     before = dev.kubernetes("Job")[0]["metadata"]["name"]
     smoke = '{"enabled": true, "image": "ghcr.io/lbpay/dict-redis-smoke:0.1.0", "failover": true, "runId": "r2"}'
@@ -309,3 +322,13 @@ def test_the_acl_template_ships_in_the_redis_configmap_without_passwords(stack: 
     assert [line.split()[1] for line in lines[1:]] == [u.name for u in USERS]
     assert all("@PASSWORDS@" in line for line in lines[1:])
     assert "sync-acl.sh" in data
+
+
+def test_certificates_carry_no_common_name_a_long_namespace_would_overflow() -> None:
+    # redis-sentinel-0.redis-sentinel-headless.<ns>.svc.cluster.local passes 64 bytes (the
+    # common-name limit cert-manager enforces) from a 6-character namespace on.
+    rendered = render_with("prod", {"dict-redis:namespace": "dict-redis-cache-production"})
+    for name in ("redis-tls", "redis-sentinel-tls"):
+        spec = rendered.find("Certificate", name)["spec"]
+        assert "commonName" not in spec
+        assert all(len(n) <= 253 for n in spec["dnsNames"]) and any(len(n) > 64 for n in spec["dnsNames"])

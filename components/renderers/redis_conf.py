@@ -27,6 +27,7 @@ def render_redis_conf(settings: Settings) -> str:
 tcp-backlog 511
 timeout {r.timeout_seconds}
 tcp-keepalive {r.tcp_keepalive_seconds}
+maxclients {r.maxclients}
 
 # General
 daemonize no

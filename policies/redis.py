@@ -4,9 +4,10 @@ log in, TLS only, and the default user turned off.
 None of these can be judged from one object: maxmemory sits in a ConfigMap while the memory limit
 sits on the StatefulSet that mounts it; the quorum is in sentinel.conf while the Sentinel count is
 the StatefulSet's replicas; the TLS settings are printed by a start script whose certificate comes
-from a cert-manager Certificate's Secret. Each rule follows a workload to the ConfigMaps its pods
-mount (same namespace, by name) and reads the config text, the scripts and the container's
-command line (``policies/config_text.py`` says where a setting counts).
+from a cert-manager Certificate's Secret or the stack CA's ``kubernetes.io/tls`` Secret. Each rule
+follows a workload to the ConfigMaps its pods mount (same namespace, by name) and reads the
+config text, the scripts and the container's command line (``policies/config_text.py`` says
+where a setting counts).
 """
 
 from __future__ import annotations
@@ -366,7 +367,8 @@ def _validate_tls(args: StackValidationArgs, report: ReportViolation) -> None:
                     f"{what} does not serve TLS only: {'; '.join(problems)}. Passwords and PIX key data then "
                     "cross the network in plain text. Turn TLS on (stack setting tls.enabled: true): "
                     "'port 0' with 'tls-port', 'tls-replication yes' (Sentinels too), and the pod's "
-                    "cert-manager certificate (tls.crt, tls.key, ca.crt) mounted in the container.",
+                    "certificate Secret (tls.crt, tls.key, ca.crt; from cert-manager or the stack's CA, "
+                    "tls.source) mounted in the container.",
                     workload.urn,
                 )
 

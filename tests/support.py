@@ -2,17 +2,13 @@
 
 from __future__ import annotations
 
-import contextlib
 import os
 import shutil
-import threading
-from collections.abc import Iterator
-from unittest import mock
 
 import pytest
-from redis.connection import AbstractConnection
 
-from smoke.rehearsal import missing_binaries
+from smoke.bench.measure import count_round_trips  # noqa: F401  (the tests' round-trip counter)
+from smoke.rehearsal import REQUIRED_BINARIES
 from smoke.render import Rendered, run_program, stack_config
 
 
@@ -28,7 +24,7 @@ def render_with(stack: str, overrides: dict[str, str]) -> Rendered:
 
 
 def require_binaries(*names: str) -> None:
-    """Like :func:`require_redis_binaries` for other tools (promtool, prometheus-redis-exporter)."""
+    """Fail in CI (a missing binary must not pass as a skip); skip on a developer machine."""
     missing = [name for name in names if shutil.which(name) is None]
     if not missing:
         return
@@ -39,26 +35,5 @@ def require_binaries(*names: str) -> None:
 
 
 def require_redis_binaries() -> None:
-    """Fail in CI (a missing binary must not pass as a skip); skip on a developer machine."""
-    missing = missing_binaries()
-    if not missing:
-        return
-    message = f"missing binaries {', '.join(missing)}: run 'make deps'"
-    if os.environ.get("CI", "").lower() in ("1", "true", "yes"):
-        pytest.fail(message)
-    pytest.skip(message)
-
-
-@contextlib.contextmanager
-def count_round_trips() -> Iterator[list[int]]:
-    """Count writes to a socket (one per command or pipeline) made by this thread meanwhile."""
-    calls, me = [0], threading.get_ident()
-    original = AbstractConnection.send_packed_command
-
-    def counting(self: AbstractConnection, command: object, check_health: bool = True) -> None:
-        if threading.get_ident() == me:
-            calls[0] += 1
-        original(self, command, check_health)
-
-    with mock.patch.object(AbstractConnection, "send_packed_command", counting):
-        yield calls
+    """:func:`require_binaries` for what the rehearsal runs (redis-server, redis-sentinel, ...)."""
+    require_binaries(*REQUIRED_BINARIES)

@@ -7,6 +7,7 @@ per user (``components/acl.py`` names them). Pods mount the Secret as files that
 
 from __future__ import annotations
 
+import string
 from dataclasses import dataclass
 
 import pulumi
@@ -20,6 +21,20 @@ from components.topology import Topology
 # Long and alphanumeric: the start scripts write the Sentinel and replication passwords unquoted
 # into the Sentinel and Redis configs.
 GENERATED_PASSWORD_LENGTH = 40
+# What ``RandomPassword(special=False)`` draws from; the rotation (smoke/rotation.py) uses the same.
+GENERATED_PASSWORD_ALPHABET = string.ascii_letters + string.digits
+
+
+def ignored_secret_paths() -> list[str]:
+    """``ignore_changes`` paths of the Secret: each key ``pulumi up`` must leave alone, one by one.
+
+    The password rotation owns a key's value once it exists, so Pulumi must not put its first
+    value back. Ignoring each key (``stringData["app-password"]``, the engine's property-path
+    syntax for a map key) rather than all of ``stringData`` still lets a key that the Secret
+    lacks be added: a stack created before a user existed gets that user's password on the next
+    ``pulumi up`` (docs/runbooks/password-rotation.md, "Upgrades").
+    """
+    return [f'stringData["{key}"]' for key in acl.secret_keys()]
 
 
 @dataclass(frozen=True)
@@ -57,9 +72,9 @@ class RedisAuth(pulumi.ComponentResource):
             metadata={"name": topo.secret, "namespace": args.namespace, "labels": topo.common_labels},
             type="Opaque",
             string_data=data,
-            # After creation the password rotation (docs/runbooks/password-rotation.md) owns the
-            # values: an update from here would put back passwords the cluster no longer accepts.
-            opts=pulumi.ResourceOptions(parent=self, ignore_changes=["stringData"]),
+            # After creation the password rotation (docs/runbooks/password-rotation.md) owns each
+            # value: an update from here would put back passwords the cluster no longer accepts.
+            opts=pulumi.ResourceOptions(parent=self, ignore_changes=ignored_secret_paths()),
         )
         self.secret_name = secret.metadata.apply(lambda m: m["name"])
         self.register_outputs({"secret_name": self.secret_name})

@@ -59,6 +59,8 @@ class Registered:
     # What the mock returned for it (its "state" after a deploy): the policy runner's stack view.
     id: str = ""
     outputs: dict[str, Any] = field(default_factory=dict)
+    # The ``ignore_changes`` option as the engine receives it (property paths).
+    ignore_changes: tuple[str, ...] = ()
 
     @property
     def is_kubernetes(self) -> bool:
@@ -135,6 +137,19 @@ class RecordingMocks(pulumi_mocks.Mocks):
         return {}
 
 
+class RecordingMonitor(pulumi_mocks.MockMonitor):
+    """The mock monitor, also keeping each resource's ``ignoreChanges`` (its mocks never see options)."""
+
+    def __init__(self, mocks: pulumi_mocks.Mocks) -> None:
+        super().__init__(mocks)
+        self.ignore_changes: dict[str, tuple[str, ...]] = {}
+
+    def RegisterResource(self, request: Any) -> Any:  # the gRPC method it overrides
+        response = super().RegisterResource(request)
+        self.ignore_changes[response.urn] = tuple(request.ignoreChanges)
+        return response
+
+
 def stack_config(stack: str, password: str | None = None) -> tuple[dict[str, str], list[str], list[str]]:
     """``Pulumi.<stack>.yaml`` as the engine hands it to a program: strings, objects as JSON.
 
@@ -184,7 +199,7 @@ def run_program(stack: str, config: dict[str, str], secret_keys: list[str] | Non
     rendered = Rendered(stack)
     set_all_config(config, secret_keys or [])
     pulumi_settings.reset_options()
-    monitor = pulumi_mocks.MockMonitor(recorder)
+    monitor = RecordingMonitor(recorder)
     pulumi_mocks.set_mocks(recorder, project=PROJECT, stack=stack, preview=False, monitor=monitor)
     sys.path.insert(0, str(ROOT))
 
@@ -218,7 +233,16 @@ def run_program(stack: str, config: dict[str, str], secret_keys: list[str] | Non
         registration = registrations.get(urn)
         state = dict(registration.state or {}) if registration else {}
         rendered.resources.append(
-            Registered(typ, name, inputs, custom, urn, registration.id if registration else "", state)
+            Registered(
+                typ,
+                name,
+                inputs,
+                custom,
+                urn,
+                registration.id if registration else "",
+                state,
+                monitor.ignore_changes.get(urn, ()),
+            )
         )
     return rendered
 

@@ -8,11 +8,13 @@ One topology serves the whole module: the tests that kill nodes bring it back be
 from __future__ import annotations
 
 import base64
+import contextlib
 import hashlib
 import shutil
 import signal
 import subprocess
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -95,6 +97,30 @@ def first_password(cluster: LoopbackCluster, key: str) -> str:
     return cluster.read_secret(key).splitlines()[0]
 
 
+@contextlib.contextmanager
+def stack_redis_on(cluster: LoopbackCluster, data_dir: Path) -> Iterator[Callable[..., str]]:
+    """redis-server with the stack's redis.conf (AOF on) over ``data_dir``, on a unix socket only,
+    up and answering PING; yields a ``redis-cli`` call that returns the reply text."""
+    socket = data_dir / "check.sock"
+    config = str(cluster.workdir / "etc/redis.conf")
+    command = ["redis-server", config, "--port", "0", "--unixsocket", str(socket), "--dir", str(data_dir)]
+    server = subprocess.Popen(command, stdout=subprocess.DEVNULL)
+
+    def cli(*args: str) -> str:
+        done = subprocess.run(["redis-cli", "-s", str(socket), *args], capture_output=True, text=True)
+        return done.stdout.strip()
+
+    try:
+        deadline = time.monotonic() + 5
+        while cli("PING") != "PONG":
+            assert time.monotonic() < deadline, "redis-server with the stack's config did not start"
+            time.sleep(0.1)
+        yield cli
+    finally:
+        server.terminate()
+        server.wait(10)
+
+
 def _recording_redis_cli(directory: Path) -> tuple[str, Path]:
     """A redis-cli first on PATH that logs each call's arguments and the SHA-256 of the
     REDISCLI_AUTH it was given (not the password itself), then runs the real one."""
@@ -171,62 +197,15 @@ def test_restore_lists_fetches_the_latest_and_prepares_a_data_dir_redis_loads(
     assert prepared.returncode == 0, prepared.stderr
     assert list((tmp_path / "appendonlydir").glob("*.manifest"))
     # A server with the stack's redis.conf (appendonly yes) now starts with the data.
-    socket = tmp_path / "check.sock"
-    server = subprocess.Popen(
-        [
-            "redis-server",
-            str(cluster.workdir / "etc/redis.conf"),
-            "--port",
-            "0",
-            "--unixsocket",
-            str(socket),
-            "--dir",
-            str(tmp_path),
-        ],
-        stdout=subprocess.DEVNULL,
-    )
-    try:
-        for _ in range(50):
-            got = subprocess.run(["redis-cli", "-s", str(socket), "GET", TEST_KEY], capture_output=True, text=True)
-            if got.stdout.strip() == "value":
-                break
-            subprocess.run(["sleep", "0.1"])
-        assert got.stdout.strip() == "value"
-    finally:
-        server.terminate()
-        server.wait(10)
-
+    with stack_redis_on(cluster, tmp_path) as cli:
+        assert cli("GET", TEST_KEY) == "value"
 
 def test_a_redis_with_aof_on_ignores_a_bare_dump_rdb_which_is_why_prepare_exists(
     runner: BackupRunner, cluster: LoopbackCluster, tmp_path: Path
 ) -> None:
     assert runner.run("restore.sh", "fetch", "latest", str(tmp_path)).returncode == 0
-    socket = tmp_path / "naive.sock"
-    server = subprocess.Popen(
-        [
-            "redis-server",
-            str(cluster.workdir / "etc/redis.conf"),
-            "--port",
-            "0",
-            "--unixsocket",
-            str(socket),
-            "--dir",
-            str(tmp_path),
-        ],
-        stdout=subprocess.DEVNULL,
-    )
-    try:
-        for _ in range(50):
-            pong = subprocess.run(["redis-cli", "-s", str(socket), "PING"], capture_output=True, text=True)
-            if pong.stdout.strip() == "PONG":
-                break
-            subprocess.run(["sleep", "0.1"])
-        size = subprocess.run(["redis-cli", "-s", str(socket), "DBSIZE"], capture_output=True, text=True)
-        assert size.stdout.strip() == "0"
-    finally:
-        server.terminate()
-        server.wait(10)
-
+    with stack_redis_on(cluster, tmp_path) as cli:
+        assert cli("DBSIZE") == "0"
 
 def test_redis_unreachable_fails_clearly(runner: BackupRunner) -> None:
     done = runner.run("backup.sh", "dump", SENTINEL_ADDRS="127.0.0.1:1 127.0.0.1:2")

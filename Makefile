@@ -42,24 +42,24 @@ $(VENV)/.installed: requirements.txt requirements-dev.txt smoke/requirements.txt
 	touch $@
 
 render: python-deps
-	$(PY) -m smoke.render --stack $(STACK)
+	$(PY) -m smoke.local.render --stack $(STACK)
 
 # The dev stack's rendered files as real processes on loopback, up until Ctrl-C.
 rehearsal: deps
-	$(PY) -m smoke.render --stack dev
-	$(PY) -m smoke.rehearsal --render-dir build/render/dev/k8s
+	$(PY) -m smoke.local.render --stack dev
+	$(PY) -m smoke.local.rehearsal --render-dir build/render/dev/k8s
 
 # The main job: render dev, start it on loopback, run every smoke check and the failover drill,
 # write build/smoke-report.json, stop everything; non-zero exit on any failed check.
 local: deps
-	$(PY) -m smoke.render --stack dev
+	$(PY) -m smoke.local.render --stack dev
 	$(PY) -m smoke local --render-dir build/render/dev/k8s --report build/smoke-report.json
 
 # The backup drill: full cluster loss on loopback, restored from a backup in moto's S3; writes
 # build/drill-backup.json. tests/test_backup_drill.py runs the same drill in `make test`.
 drill-backup: deps
-	$(PY) -m smoke.render --stack dev
-	$(PY) -m smoke.backup_drill --render-dir build/render/dev/k8s --report build/drill-backup.json
+	$(PY) -m smoke.local.render --stack dev
+	$(PY) -m smoke.drills.backup --render-dir build/render/dev/k8s --report build/drill-backup.json
 
 test: deps
 	$(PY) -m ruff check .
@@ -81,5 +81,5 @@ clean:
 # table, write build/bench.json, stop everything. About 5 minutes; figures in docs/performance.md.
 .PHONY: bench
 bench: deps
-	$(PY) -m smoke.render --stack dev
+	$(PY) -m smoke.local.render --stack dev
 	$(PY) -m smoke.bench --render-dir build/render/dev/k8s --out build/bench.json

@@ -17,8 +17,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from smoke import claims, entries, idempotency, ratelimit, workflow
 from smoke.checks import SMOKE_KEY_PREFIX
+from smoke.strategies import claims, entries, idempotency, ratelimit, workflow
 
 # Where the start script puts each user's password hashes.
 PASSWORDS_MARKER = "@PASSWORDS@"

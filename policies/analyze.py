@@ -1,6 +1,6 @@
 """``make policy STACK=<stack>``: the policy pack run over the real program, without the Pulumi CLI.
 
-The program runs under the mock runtime (``smoke.render.run_program``), every custom resource it
+The program runs under the mock runtime (``smoke.local.render.run_program``), every custom resource it
 registers is captured, and the captured resources go to the pack's analyzer exactly as the engine
 would send them during ``pulumi preview --policy-pack policies``: ``GetAnalyzerInfo``, then
 ``Configure`` (every policy's enforcement level and config, from ``policies/config/<stack>.json``
@@ -247,7 +247,7 @@ def print_report(stack: str, violations: list[Violation], policies: list[str], o
 
 def main(argv: list[str] | None = None) -> int:
     from components.settings import SettingsError
-    from smoke.render import run_program, stack_config
+    from smoke.local.render import run_program, stack_config
 
     parser = argparse.ArgumentParser(prog="python -m policies.analyze", description=__doc__.split("\n\n")[0])
     parser.add_argument("--stack", default="dev", help="stack name: reads Pulumi.<stack>.yaml (default dev)")

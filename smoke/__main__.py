@@ -1,5 +1,5 @@
-"""``python -m smoke``: the smoke suite (see smoke/runner.py)."""
+"""``python -m smoke``: the smoke suite (see smoke/checks/runner.py)."""
 
-from smoke.runner import main
+from smoke.checks.runner import main
 
 raise SystemExit(main())

@@ -253,10 +253,10 @@ class KubernetesTarget:
 
 
 class RehearsalTarget:
-    """The same steps against a :class:`smoke.rehearsal.LoopbackCluster` (tests, ``make``)."""
+    """The same steps against a :class:`smoke.local.rehearsal.LoopbackCluster` (tests, ``make``)."""
 
     def __init__(self, cluster: object, roll: Callable[[str], None] | None = None) -> None:
-        from smoke.rehearsal import LoopbackCluster
+        from smoke.local.rehearsal import LoopbackCluster
 
         assert isinstance(cluster, LoopbackCluster)
         self.cluster = cluster
@@ -312,7 +312,7 @@ def main(argv: list[str] | None = None) -> int:
     # Imported here: the render harness pulls in the Pulumi mock runtime, which the tests of the
     # targets above do not need.
     from components.settings import SettingsError, settings_from_config
-    from smoke.render import stack_config
+    from smoke.local.render import stack_config
 
     config, _, _ = stack_config(args.stack)
     try:

@@ -9,9 +9,9 @@ from pathlib import Path
 import pytest
 
 from smoke.checks import CheckContext
-from smoke.client import SentinelClient
-from smoke.rehearsal import LoopbackCluster, RenderedFiles
-from smoke.render import Rendered, write_render
+from smoke.local.rehearsal import LoopbackCluster, RenderedFiles
+from smoke.local.render import Rendered, write_render
+from smoke.strategies.client import SentinelClient
 from tests.support import render_stack, require_redis_binaries
 
 

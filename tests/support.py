@@ -8,8 +8,8 @@ import shutil
 import pytest
 
 from smoke.bench.measure import count_round_trips  # noqa: F401  (the tests' round-trip counter)
-from smoke.rehearsal import REQUIRED_BINARIES
-from smoke.render import Rendered, run_program, stack_config
+from smoke.local.rehearsal import REQUIRED_BINARIES
+from smoke.local.render import Rendered, run_program, stack_config
 
 
 def render_stack(stack: str, password: str | None = None) -> Rendered:

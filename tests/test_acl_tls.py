@@ -18,11 +18,11 @@ import pytest
 import redis
 
 from components import acl
-from smoke import runner
-from smoke.client import SentinelClient
-from smoke.rehearsal import LoopbackCluster, RenderedFiles
-from smoke.render import write_render
+from smoke.checks import runner
+from smoke.local.rehearsal import LoopbackCluster, RenderedFiles
+from smoke.local.render import write_render
 from smoke.rotation import RehearsalTarget, rotate
+from smoke.strategies.client import SentinelClient
 from tests.support import render_with, require_redis_binaries
 
 pytestmark = pytest.mark.redis

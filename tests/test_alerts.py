@@ -12,7 +12,7 @@ import yaml
 from components.alerts import ALERTS, alert_rules, metric_names, rule_groups
 from components.dashboard import PANELS, dashboard, panel_queries
 from components.settings import settings_from_config
-from smoke.render import ROOT, Rendered, write_render
+from smoke.local.render import ROOT, Rendered, write_render
 from tests.alert_cases import CASES, promtool_test_files, promtool_tests
 from tests.support import require_binaries
 

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from smoke.backup_drill import main
+from smoke.drills.backup import main
 from tests.support import require_redis_binaries
 
 pytestmark = pytest.mark.redis

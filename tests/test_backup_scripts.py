@@ -20,11 +20,11 @@ from pathlib import Path
 import pytest
 
 from components import acl
-from smoke.backup_drill import BackupRunner, backup_scripts_from_render_dir
-from smoke.certificates import make_certificates
-from smoke.moto_s3 import MotoS3, moto_s3
-from smoke.rehearsal import LoopbackCluster, Node, RenderedFiles
-from smoke.render import write_render
+from smoke.drills.backup import BackupRunner, backup_scripts_from_render_dir
+from smoke.local.certificates import make_certificates
+from smoke.local.moto_s3 import MotoS3, moto_s3
+from smoke.local.rehearsal import LoopbackCluster, Node, RenderedFiles
+from smoke.local.render import write_render
 from tests.support import render_with, require_redis_binaries
 
 pytestmark = pytest.mark.redis

@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 
 from components.settings import SettingsError, settings_from_config
-from smoke.render import Rendered, manifest
+from smoke.local.render import Rendered, manifest
 from tests.support import render_with
 
 ACCOUNT = {"dev": "111111111111", "prod": "222222222222"}

@@ -12,9 +12,9 @@ import pytest
 from smoke.bench import report
 from smoke.bench.__main__ import Sizes, main, run_bench
 from smoke.bench.dataset import entries, entry_json, fill_our_layout, realistic_entry
-from smoke.client import SentinelClient
-from smoke.entries import KEY_TYPES, EntryCache
-from smoke.rehearsal import LoopbackCluster
+from smoke.local.rehearsal import LoopbackCluster
+from smoke.strategies.client import SentinelClient
+from smoke.strategies.entries import KEY_TYPES, EntryCache
 
 OPERATIONS = {
     "entry.get_by_id", "entry.get_by_key", "entry.write", "entry.invalidate",

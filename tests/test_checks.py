@@ -12,7 +12,7 @@ import time
 import pytest
 
 from smoke.checks import REGISTRY, Check, CheckContext, run_check
-from smoke.runner import load_checks
+from smoke.checks.runner import load_checks
 
 pytestmark = pytest.mark.redis
 

@@ -10,11 +10,11 @@ import uuid
 import pytest
 
 import smoke.checks.claim  # registers the claim checks
-import smoke.claims
+import smoke.strategies.claims
 from smoke.checks import REGISTRY, CheckContext, run_check
 from smoke.checks.entry import set_raw
-from smoke.claims import Claim, ClaimCache, sample_claim
-from smoke.client import SentinelClient
+from smoke.strategies.claims import Claim, ClaimCache, sample_claim
+from smoke.strategies.client import SentinelClient
 
 pytestmark = pytest.mark.redis
 
@@ -76,14 +76,14 @@ def test_an_updated_claim_keeps_one_index_member_and_the_new_status(ctx: CheckCo
 def test_corrupt_values_do_not_crash_and_are_logged_once(
     ctx: CheckContext, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(smoke.claims._log_corrupt, "warned", False)
+    monkeypatch.setattr(smoke.strategies.claims._log_corrupt, "warned", False)
     cache = ClaimCache(ctx.client, ctx.prefix)
     entry_id = str(uuid.uuid4())
     claims = [sample_claim(str(uuid.uuid4()), entry_id) for _ in range(3)]
     for claim in claims:
         cache.create(claim)
         set_raw(ctx, cache.object_key(claim.id), "[[[")
-    with caplog.at_level(logging.DEBUG, logger="smoke.claims"):
+    with caplog.at_level(logging.DEBUG, logger="smoke.strategies.claims"):
         assert cache.list_for_entry(entry_id) == []
         assert cache.get(claims[0].id) is None
     warnings = [r for r in caplog.records if r.levelno == logging.WARNING]
@@ -137,13 +137,13 @@ def test_the_seed_set_index_is_replaced_atomically_on_first_write(
 ) -> None:
     """The seed left ``dict:claim:index:entry:<id>`` as a SET without a TTL: a put must replace it
     in the same call that writes object and status, never write those and then fail."""
-    monkeypatch.setattr(smoke.claims._log_corrupt, "warned", False)
+    monkeypatch.setattr(smoke.strategies.claims._log_corrupt, "warned", False)
     cache = ClaimCache(ctx.client, ctx.prefix)
     claim = sample_claim(str(uuid.uuid4()), str(uuid.uuid4()))
     index = cache.index_key(claim.entry_id)
     ctx.client.run(lambda r: r.sadd(index, "old-1", "old-2"), idempotent=True)
     assert ctx.client.run(lambda r: r.ttl(index), idempotent=True) == -1
-    with caplog.at_level(logging.DEBUG, logger="smoke.claims"):
+    with caplog.at_level(logging.DEBUG, logger="smoke.strategies.claims"):
         result = cache.create(claim)
     assert result.index_size == 1
     assert ctx.client.run(lambda r: r.type(index), idempotent=True) == "zset"

@@ -11,8 +11,8 @@ from collections.abc import Iterator
 import pytest
 import redis
 
-from smoke.client import ClientConfig, OutcomeUnknown, PoolTimeout, SentinelClient, _never_ran
-from smoke.rehearsal import LoopbackCluster
+from smoke.local.rehearsal import LoopbackCluster
+from smoke.strategies.client import ClientConfig, OutcomeUnknown, PoolTimeout, SentinelClient, _never_ran
 
 pytestmark = pytest.mark.redis
 

@@ -13,13 +13,13 @@ import pytest
 import redis
 
 import smoke.checks.entry  # registers the entry checks
-import smoke.entries
+import smoke.strategies.entries
 from smoke.checks import REGISTRY, CheckContext, run_check
 from smoke.checks.entry import set_raw
-from smoke.claims import ClaimCache, sample_claim
-from smoke.client import SentinelClient
-from smoke.entries import Entry, EntryCache, sample_entry
-from smoke.rehearsal import LoopbackCluster
+from smoke.local.rehearsal import LoopbackCluster
+from smoke.strategies.claims import ClaimCache, sample_claim
+from smoke.strategies.client import SentinelClient
+from smoke.strategies.entries import Entry, EntryCache, sample_entry
 
 pytestmark = pytest.mark.redis
 
@@ -86,12 +86,12 @@ def test_a_failed_loader_releases_the_lease(ctx: CheckContext) -> None:
 def test_corrupt_values_do_not_crash_and_are_logged_once(
     ctx: CheckContext, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(smoke.entries._log_corrupt, "warned", False)
+    monkeypatch.setattr(smoke.strategies.entries._log_corrupt, "warned", False)
     cache = EntryCache(ctx.client, ctx.prefix)
     ids = [str(uuid.uuid4()) for _ in range(3)]
     for entry_id in ids:
         set_raw(ctx, cache.id_key(entry_id), "\x00garbage{")
-    with caplog.at_level(logging.DEBUG, logger="smoke.entries"):
+    with caplog.at_level(logging.DEBUG, logger="smoke.strategies.entries"):
         assert [cache.get_by_id(i) for i in ids] == [None, None, None]
     warnings = [r for r in caplog.records if r.levelno == logging.WARNING]
     assert len(warnings) == 1 and "treated as a miss" in warnings[0].getMessage()
@@ -260,20 +260,20 @@ def test_a_key_of_the_wrong_type_is_deleted_and_logged_never_wrongtype(
     where: str,
     plant: object,
 ) -> None:
-    monkeypatch.setattr(smoke.entries._log_corrupt, "warned", False)
+    monkeypatch.setattr(smoke.strategies.entries._log_corrupt, "warned", False)
     cache = EntryCache(ctx.client, ctx.prefix)
     entry = sample_entry(str(uuid.uuid4()))
     key = {
         "id": cache.id_key(entry.id),
         "pointer": cache.pointer_key(entry.key_type, entry.key_value),
         "marker": cache.marker_key(entry.id),
-        "lease": f"{ctx.prefix}{smoke.entries.LEASE_ID_KEY}{entry.id}",
+        "lease": f"{ctx.prefix}{smoke.strategies.entries.LEASE_ID_KEY}{entry.id}",
     }[where]
 
     def replant() -> None:
         ctx.client.run(lambda r: (r.delete(key), plant(r, key)), idempotent=True)  # type: ignore[operator]
 
-    with caplog.at_level(logging.DEBUG, logger="smoke.entries"):
+    with caplog.at_level(logging.DEBUG, logger="smoke.strategies.entries"):
         replant()
         assert cache.get_by_id(entry.id) is None
         assert cache.get_by_key(entry.key_type, entry.key_value) is None

@@ -27,8 +27,8 @@ from components.alerts import KUBERNETES_METRICS, alert_rules, metric_names
 from components.dashboard import panel_queries
 from components.exporter import TLS_CA_FILE
 from components.settings import settings_from_config
-from smoke.rehearsal import LoopbackCluster, Node, RenderedFiles
-from smoke.render import Rendered, write_render
+from smoke.local.rehearsal import LoopbackCluster, Node, RenderedFiles
+from smoke.local.render import Rendered, write_render
 from smoke.rotation import RehearsalTarget, rotate
 from tests.support import render_with, require_binaries, require_redis_binaries
 

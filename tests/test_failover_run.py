@@ -11,13 +11,13 @@ from collections import Counter
 import pytest
 import redis
 
-from smoke.claims import ClaimCache, sample_claim
-from smoke.client import SentinelClient
-from smoke.entries import EntryCache, sample_entry
-from smoke.idempotency import IdempotencyStore
-from smoke.ratelimit import RateLimiter
-from smoke.rehearsal import LoopbackCluster
-from smoke.workflow import WorkflowCache, WorkflowMetadata
+from smoke.local.rehearsal import LoopbackCluster
+from smoke.strategies.claims import ClaimCache, sample_claim
+from smoke.strategies.client import SentinelClient
+from smoke.strategies.entries import EntryCache, sample_entry
+from smoke.strategies.idempotency import IdempotencyStore
+from smoke.strategies.ratelimit import RateLimiter
+from smoke.strategies.workflow import WorkflowCache, WorkflowMetadata
 
 pytestmark = pytest.mark.redis
 

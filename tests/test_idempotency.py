@@ -14,11 +14,18 @@ from typing import Any
 import pytest
 
 import smoke.checks.idempotency as idempotency_checks
-import smoke.idempotency as idempotency
+import smoke.strategies.idempotency as idempotency
 from smoke.checks import REGISTRY, CheckContext, run_check
-from smoke.client import SentinelClient
-from smoke.idempotency import ClaimResult, CompleteOutcome, IdempotencyStore, Outcome, ReleaseOutcome, fingerprint
-from smoke.rehearsal import LoopbackCluster
+from smoke.local.rehearsal import LoopbackCluster
+from smoke.strategies.client import SentinelClient
+from smoke.strategies.idempotency import (
+    ClaimResult,
+    CompleteOutcome,
+    IdempotencyStore,
+    Outcome,
+    ReleaseOutcome,
+    fingerprint,
+)
 from tests.support import count_round_trips
 
 pytestmark = pytest.mark.redis
@@ -165,10 +172,10 @@ def test_corrupt_record_never_crashes_nor_runs_twice(
     monkeypatch.setattr(idempotency._log_corrupt, "warned", False)
     for i in range(3):
         client.run(lambda r, i=i: r.set(store.key(f"c{i}"), b"\xff\xfe not utf-8"), idempotent=True)
-    with caplog.at_level(logging.DEBUG, logger="smoke.idempotency"):
+    with caplog.at_level(logging.DEBUG, logger="smoke.strategies.idempotency"):
         results = [store.claim(f"c{i}", payload(f"c{i}")) for i in range(3)]
     assert all(r.outcome is Outcome.IN_PROGRESS and r.corrupt and r.owner is None for r in results)
-    warnings = [r for r in caplog.records if r.name == "smoke.idempotency" and r.levelno == logging.WARNING]
+    warnings = [r for r in caplog.records if r.name == "smoke.strategies.idempotency" and r.levelno == logging.WARNING]
     assert len(warnings) == 1
     ttls = client.run(lambda r: [r.ttl(store.key(f"c{i}")) for i in range(3)], idempotent=True)
     assert all(0 < t <= 86400 for t in ttls), ttls  # fail closed, but never forever

@@ -13,7 +13,7 @@ import pytest
 import yaml
 
 from components.acl import USERS, secret_keys
-from smoke.render import ROOT, Rendered, write_render
+from smoke.local.render import ROOT, Rendered, write_render
 
 # The API versions every manifest is validated against (strict: unknown fields are errors).
 KUBERNETES_VERSIONS = ("1.30.0", "1.33.0")
@@ -25,7 +25,7 @@ def cli_render(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPath
     """``make render`` as a user runs it, with the password given through REDIS_PASSWORD."""
     out = tmp_path_factory.mktemp("cli-render")
     result = subprocess.run(
-        [sys.executable, "-m", "smoke.render", "--stack", request.param, "--out", str(out)],
+        [sys.executable, "-m", "smoke.local.render", "--stack", request.param, "--out", str(out)],
         cwd=ROOT,
         env={**os.environ, "REDIS_PASSWORD": PASSWORD},
         capture_output=True,
@@ -94,7 +94,7 @@ def test_no_configmap_sets_a_password_directive(cli_render: tuple[Path, str]) ->
 
 def test_an_invalid_stack_fails_the_render_with_the_key_named(tmp_path: Path) -> None:
     result = subprocess.run(
-        [sys.executable, "-m", "smoke.render", "--stack", "nosuchstack", "--out", str(tmp_path)],
+        [sys.executable, "-m", "smoke.local.render", "--stack", "nosuchstack", "--out", str(tmp_path)],
         cwd=ROOT,
         capture_output=True,
         text=True,
@@ -104,7 +104,7 @@ def test_an_invalid_stack_fails_the_render_with_the_key_named(tmp_path: Path) ->
     assert "unknown stack 'nosuchstack'" in result.stderr and "dev, prod" in result.stderr
     assert "Traceback" not in result.stderr
     bad = subprocess.run(
-        [sys.executable, "-m", "smoke.render", "--stack", "dev", "--out", str(tmp_path)],
+        [sys.executable, "-m", "smoke.local.render", "--stack", "dev", "--out", str(tmp_path)],
         cwd=ROOT,
         capture_output=True,
         text=True,

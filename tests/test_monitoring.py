@@ -13,7 +13,7 @@ import pytest
 
 from components.monitoring import TARGET_LABELS
 from components.settings import SettingsError, settings_from_config
-from smoke.render import Rendered
+from smoke.local.render import Rendered
 from tests.support import render_with
 
 SCHEMAS = Path(__file__).parent / "schemas"

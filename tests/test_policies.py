@@ -28,7 +28,7 @@ from pulumi_policy.proxy import UNKNOWN_STRING_VALUE, unknown_checking_proxy
 from components import topology
 from components.settings import settings_from_config
 from policies import analyze, aws, pack, pack_config
-from smoke.render import Registered, Rendered
+from smoke.local.render import Registered, Rendered
 from tests.support import render_with
 
 # --- building stacks ----------------------------------------------------------------------------

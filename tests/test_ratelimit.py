@@ -9,11 +9,11 @@ import uuid
 import pytest
 
 import smoke.checks.ratelimit as ratelimit_checks
-import smoke.ratelimit as ratelimit
+import smoke.strategies.ratelimit as ratelimit
 from smoke.checks import REGISTRY, CheckContext, run_check
-from smoke.client import SentinelClient
-from smoke.ratelimit import Decision, RateLimiter
-from smoke.rehearsal import LoopbackCluster
+from smoke.local.rehearsal import LoopbackCluster
+from smoke.strategies.client import SentinelClient
+from smoke.strategies.ratelimit import Decision, RateLimiter
 from tests.support import count_round_trips
 
 pytestmark = pytest.mark.redis
@@ -107,14 +107,14 @@ def test_corrupt_counter_does_not_crash_and_logs_once(
 ) -> None:
     monkeypatch.setattr(ratelimit._log_corrupt, "warned", False)
     limiter = RateLimiter(client, ctx.prefix)
-    with caplog.at_level(logging.DEBUG, logger="smoke.ratelimit"):
+    with caplog.at_level(logging.DEBUG, logger="smoke.strategies.ratelimit"):
         for ispb in ("44444441", "44444442"):
             window = limiter.check(ispb, "GetEntry").window
             key = f"{limiter.key_base(ispb, 'GetEntry')}{window}"
             client.run(lambda r, k=key: r.set(k, b"\xff\xfe", px=60_000), idempotent=True)
             decision = limiter.check(ispb, "GetEntry")
             assert decision.allowed
-    warnings = [r for r in caplog.records if r.name == "smoke.ratelimit" and r.levelno == logging.WARNING]
+    warnings = [r for r in caplog.records if r.name == "smoke.strategies.ratelimit" and r.levelno == logging.WARNING]
     assert len(warnings) == 1
 
 

@@ -21,8 +21,8 @@ from components import acl
 from components.auth import GENERATED_PASSWORD_ALPHABET, GENERATED_PASSWORD_LENGTH
 from components.settings import settings_from_config
 from components.topology import Topology
-from smoke.rehearsal import LoopbackCluster
-from smoke.render import Rendered
+from smoke.local.rehearsal import LoopbackCluster
+from smoke.local.render import Rendered
 from smoke.rotation import KubernetesTarget, RehearsalTarget, Workload, new_password, rotate
 
 # The fake kubectl: state (the Secret's data, base64) in $FAKE_KUBECTL_DIR/secret.json, every

@@ -9,8 +9,8 @@ import pytest
 from pydantic import BaseModel
 
 from components.settings import Settings, SettingsError, memory_bytes, settings_from_config
-from smoke import render
-from smoke.render import ROOT, run_program, stack_config
+from smoke.local import render
+from smoke.local.render import ROOT, run_program, stack_config
 
 GiB = 2**30
 

@@ -12,8 +12,8 @@ from pathlib import Path
 import pytest
 
 from smoke.checks import STRATEGIES
-from smoke.rehearsal import LoopbackCluster
-from smoke.render import ROOT
+from smoke.local.rehearsal import LoopbackCluster
+from smoke.local.render import ROOT
 from tests.support import require_redis_binaries
 
 pytestmark = pytest.mark.redis

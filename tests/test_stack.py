@@ -7,7 +7,7 @@ from typing import Any
 import pytest
 
 from components.topology import RUN_AS_USER
-from smoke.render import Rendered
+from smoke.local.render import Rendered
 from tests.support import render_with
 
 EXPECTED = {
@@ -250,7 +250,7 @@ def test_a_config_change_rolls_the_pods(dev: Rendered, prod: Rendered) -> None:
 def test_the_smoke_job_runs_the_suite_through_the_sentinels_with_the_password_from_a_file(
     dev: Rendered, prod: Rendered
 ) -> None:
-    from smoke.runner import build_parser
+    from smoke.checks.runner import build_parser
 
     for stack, failover in ((dev, True), (prod, False)):
         (job,) = stack.kubernetes("Job")

@@ -3,7 +3,7 @@
 The prod stack is rendered with ``tls.source: stack-ca`` and compared with the default render: the
 cert-manager Certificates give way to a pulumi-tls CA, one key + CSR + signed certificate per
 workload and a ``kubernetes.io/tls`` Secret of the same name, and nothing else in the stack moves.
-The mock runtime (smoke/render.py) hands out a unique stand-in PEM per key and certificate, so the
+The mock runtime (smoke/local/render.py) hands out a unique stand-in PEM per key and certificate, so the
 tests can follow each value from the resource that made it to the Secret that carries it, and
 prove no private key reaches a rendered file.
 """
@@ -23,7 +23,7 @@ from components import topology as t
 from components.settings import SettingsError, settings_from_config
 from components.tls import redis_dns_names, sentinel_dns_names
 from policies import analyze
-from smoke.render import SECRET_SIG, SECRET_VALUE, Registered, Rendered, write_render
+from smoke.local.render import SECRET_SIG, SECRET_VALUE, Registered, Rendered, write_render
 from tests.support import render_with
 
 STACK_CA = {"dict-redis:tls": json.dumps({"enabled": True, "source": "stack-ca"})}
@@ -239,7 +239,7 @@ def _issue(
     inputs: dict[str, Any], subject: str, key: Any, signer: Any, issuer: Any, dns_names: list[str] | None = None
 ) -> Any:
     """A certificate with the extensions pulumi-tls would give ``inputs`` (its allowedUses, CA flag,
-    path length and DNS names), made with the ``cryptography`` package as smoke/certificates.py does."""
+    path length and DNS names), made with the ``cryptography`` package as smoke/local/certificates.py does."""
     import datetime
 
     from cryptography import x509

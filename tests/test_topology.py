@@ -17,8 +17,8 @@ from pathlib import Path
 import pytest
 import redis
 
-from smoke.rehearsal import LoopbackCluster, Node, RenderedFiles
-from smoke.render import ROOT
+from smoke.local.rehearsal import LoopbackCluster, Node, RenderedFiles
+from smoke.local.render import ROOT
 from tests.support import require_redis_binaries
 
 pytestmark = pytest.mark.redis
@@ -215,7 +215,7 @@ def test_a_restarted_sentinel_keeps_its_identity_and_a_broken_replica_is_not_rea
 def test_the_rehearsal_command_starts_reports_and_stops_the_topology(dev_render_dir: Path) -> None:
     require_redis_binaries()
     result = subprocess.run(
-        [sys.executable, "-m", "smoke.rehearsal", "--check", "--render-dir", str(dev_render_dir / "k8s")],
+        [sys.executable, "-m", "smoke.local.rehearsal", "--check", "--render-dir", str(dev_render_dir / "k8s")],
         cwd=ROOT,
         capture_output=True,
         text=True,
@@ -231,7 +231,7 @@ def test_the_rehearsal_command_starts_reports_and_stops_the_topology(dev_render_
 def test_the_rehearsal_command_explains_a_missing_render(tmp_path: Path) -> None:
     require_redis_binaries()
     result = subprocess.run(
-        [sys.executable, "-m", "smoke.rehearsal", "--check", "--render-dir", str(tmp_path)],
+        [sys.executable, "-m", "smoke.local.rehearsal", "--check", "--render-dir", str(tmp_path)],
         cwd=ROOT,
         capture_output=True,
         text=True,

@@ -9,11 +9,11 @@ from unittest import mock
 import pytest
 
 import smoke.checks.workflow as workflow_checks
-import smoke.workflow as workflow
+import smoke.strategies.workflow as workflow
 from smoke.checks import REGISTRY, CheckContext, run_check
-from smoke.client import SentinelClient
-from smoke.rehearsal import LoopbackCluster
-from smoke.workflow import SetResult, WorkflowCache, WorkflowMetadata
+from smoke.local.rehearsal import LoopbackCluster
+from smoke.strategies.client import SentinelClient
+from smoke.strategies.workflow import SetResult, WorkflowCache, WorkflowMetadata
 from tests.support import count_round_trips
 
 pytestmark = pytest.mark.redis
@@ -70,9 +70,9 @@ def test_corrupt_values_do_not_crash_and_log_once(
     cache = WorkflowCache(client, ctx.prefix)
     for i in range(3):
         client.run(lambda r, i=i: r.set(cache.status_key(f"c{i}"), b"\xff\x00", ex=60), idempotent=True)
-    with caplog.at_level(logging.DEBUG, logger="smoke.workflow"):
+    with caplog.at_level(logging.DEBUG, logger="smoke.strategies.workflow"):
         assert [cache.get(f"c{i}") for i in range(3)] == [None, None, None]
-    warnings = [r for r in caplog.records if r.name == "smoke.workflow" and r.levelno == logging.WARNING]
+    warnings = [r for r in caplog.records if r.name == "smoke.strategies.workflow" and r.levelno == logging.WARNING]
     assert len(warnings) == 1
     assert client.run(lambda r: r.exists(*[cache.status_key(f"c{i}") for i in range(3)]), idempotent=True) == 0
 

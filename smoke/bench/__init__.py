@@ -8,7 +8,7 @@ because absolute times on a shared machine drift from run to run while ratios ho
 * :mod:`smoke.bench.memory` — bytes per cached entry, our layout against the seed's;
 * :mod:`smoke.bench.growth` — latency as the keyspace grows to 1M keys;
 * :mod:`smoke.bench.concurrency` — rate-limit exactness under 8 clients, mixed-workload throughput;
-* :mod:`smoke.bench.failover` — five SIGKILL failovers through :mod:`smoke.drill`;
+* :mod:`smoke.bench.failover` — five SIGKILL failovers through :mod:`smoke.drills.failover`;
 * :mod:`smoke.bench.dataset` — realistic DICT entries and the pipelined bulk fill;
 * :mod:`smoke.bench.measure` — counting round trips and commands, percentiles;
 * :mod:`smoke.bench.report` — ``build/bench.json`` and the printed table.

@@ -21,8 +21,8 @@ import redis
 from smoke.bench import concurrency, failover, growth, memory, operations, report
 from smoke.bench.measure import BenchError
 from smoke.checks import SMOKE_KEY_PREFIX
-from smoke.client import SentinelClient, tls_options
-from smoke.rehearsal import LoopbackCluster, RehearsalError, RenderedFiles
+from smoke.local.rehearsal import LoopbackCluster, RehearsalError, RenderedFiles
+from smoke.strategies.client import SentinelClient, tls_options
 
 
 @dataclass(frozen=True)

@@ -25,11 +25,11 @@ import redis
 
 from smoke.bench.dataset import entries
 from smoke.bench.measure import BenchError, percentiles_us
-from smoke.claims import ClaimCache, sample_claim
-from smoke.client import ClientConfig, SentinelClient
-from smoke.entries import EntryCache
-from smoke.ratelimit import RateLimiter
-from smoke.workflow import WorkflowCache, WorkflowMetadata
+from smoke.strategies.claims import ClaimCache, sample_claim
+from smoke.strategies.client import ClientConfig, SentinelClient
+from smoke.strategies.entries import EntryCache
+from smoke.strategies.ratelimit import RateLimiter
+from smoke.strategies.workflow import WorkflowCache, WorkflowMetadata
 
 # (operation, weight in %): the mixed workload.
 MIX = (

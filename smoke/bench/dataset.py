@@ -8,7 +8,7 @@ tax id, and two timestamps, drawn from a seeded RNG so two runs load the same da
 
 The fill is pipelined (``batch`` writes per round trip): one write per round trip would make the
 1M-key growth step take minutes. Our layout is written by the entry cache's own write script
-with the same keys and arguments as :meth:`smoke.entries.EntryCache.write`; the seed's layout is
+with the same keys and arguments as :meth:`smoke.strategies.entries.EntryCache.write`; the seed's layout is
 the seed's two ``SETEX`` of the full JSON (TSP-003 §3.1, ``SetByID`` + ``SetByKey``). The
 test suite checks that a bulk-filled entry is stored exactly as ``EntryCache.write`` stores it.
 """
@@ -24,8 +24,8 @@ from collections.abc import Callable, Iterator
 
 import redis
 
-from smoke.entries import _WRITE as ENTRY_WRITE_SCRIPT  # the strategy's own script, not a copy
-from smoke.entries import ID_KEY, KEY_TYPES, POINTER_KEY, Account, Entry, EntryCache, Owner
+from smoke.strategies.entries import _WRITE as ENTRY_WRITE_SCRIPT  # the strategy's own script, not a copy
+from smoke.strategies.entries import ID_KEY, KEY_TYPES, POINTER_KEY, Account, Entry, EntryCache, Owner
 
 # Large Brazilian ISPBs (Banco do Brasil, Itaú, Caixa, Bradesco, Santander, Nubank, Inter).
 ISPBS = ("00000000", "60701190", "00360305", "60746948", "90400888", "18236120", "00416968")

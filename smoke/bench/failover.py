@@ -1,6 +1,6 @@
 """Failover: ``runs`` forced master failures (SIGKILL) with writers running, through the drill.
 
-Each run is :func:`smoke.drill.run_failover_drill` with the smoke suite's idempotency target, the
+Each run is :func:`smoke.drills.failover.run_failover_drill` with the smoke suite's idempotency target, the
 same code ``make local`` uses: a plain-``SET`` writer and a WAIT-confirmed idempotency-claim
 writer run while the current master is SIGKILLed; the outage is the longest stretch from the
 kill without a surviving acknowledged plain write; lost writes are acknowledged ones missing on
@@ -18,10 +18,10 @@ from collections.abc import Callable
 from typing import Any
 
 from smoke.checks import SMOKE_KEY_PREFIX, CheckContext
-from smoke.client import SentinelClient
-from smoke.drill import DrillResult, run_failover_drill
-from smoke.rehearsal import LoopbackCluster
-from smoke.runner import IdempotencyDrillTarget
+from smoke.checks.runner import IdempotencyDrillTarget
+from smoke.drills.failover import DrillResult, run_failover_drill
+from smoke.local.rehearsal import LoopbackCluster
+from smoke.strategies.client import SentinelClient
 
 
 def measure_failover(

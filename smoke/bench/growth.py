@@ -21,9 +21,9 @@ import redis
 
 from smoke.bench.dataset import entries, fill_our_layout, fill_parallel
 from smoke.bench.measure import BenchError, percentiles_us, time_calls
-from smoke.client import SentinelClient
-from smoke.entries import Entry, EntryCache
-from smoke.ratelimit import RateLimiter
+from smoke.strategies.client import SentinelClient
+from smoke.strategies.entries import Entry, EntryCache
+from smoke.strategies.ratelimit import RateLimiter
 
 BATCH = 1000
 KEYS_PER_ENTRY = 3

@@ -22,7 +22,7 @@ from collections.abc import Callable, Iterator, Sequence
 import redis
 from redis.connection import AbstractConnection
 
-from smoke.report import percentile
+from smoke.checks.report import percentile
 
 # Commands other clients send to the master on their own schedule; not part of any operation.
 BACKGROUND_COMMANDS = ("info", "ping", "publish", "replconf", "subscribe", "client|setname", "hello", "role")

@@ -17,8 +17,8 @@ import redis
 
 from smoke.bench.dataset import entries, fill_our_layout, fill_parallel, fill_seed_layout
 from smoke.bench.measure import BenchError
-from smoke.client import SentinelClient
-from smoke.entries import Entry, EntryCache
+from smoke.strategies.client import SentinelClient
+from smoke.strategies.entries import Entry, EntryCache
 
 BATCH = 1000
 

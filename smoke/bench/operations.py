@@ -31,12 +31,12 @@ from smoke.bench.measure import (
     percentiles_us,
     time_calls,
 )
-from smoke.claims import ClaimCache, sample_claim
-from smoke.client import SentinelClient
-from smoke.entries import EntryCache
-from smoke.idempotency import CompleteOutcome, IdempotencyStore, Outcome
-from smoke.ratelimit import RateLimiter
-from smoke.workflow import WorkflowCache, WorkflowMetadata
+from smoke.strategies.claims import ClaimCache, sample_claim
+from smoke.strategies.client import SentinelClient
+from smoke.strategies.entries import EntryCache
+from smoke.strategies.idempotency import CompleteOutcome, IdempotencyStore, Outcome
+from smoke.strategies.ratelimit import RateLimiter
+from smoke.strategies.workflow import WorkflowCache, WorkflowMetadata
 
 # The replies each operation must give; anything else means the benchmark measured the wrong path.
 Check = Callable[[Any], bool]

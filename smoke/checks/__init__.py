@@ -13,7 +13,7 @@ from collections import defaultdict
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from smoke.client import SentinelClient
+from smoke.strategies.client import SentinelClient
 
 STRATEGIES = ("topology", "entry", "claim", "workflow", "idempotency", "ratelimit", "failover")
 

@@ -1,4 +1,4 @@
-"""Claim-cache checks: each proves one property of :mod:`smoke.claims` on a live master.
+"""Claim-cache checks: each proves one property of :mod:`smoke.strategies.claims` on a live master.
 
 Expiry is exercised with second-or-less TTLs passed to the constructor; the production defaults
 (60 s claims, 5 s index slack) are checked as values, never waited for.
@@ -21,7 +21,7 @@ from smoke.checks.entry import (
     pttl,
     set_raw,
 )
-from smoke.claims import DEFAULT_TTL_MS, INDEX_KEY, Claim, ClaimCache, sample_claim
+from smoke.strategies.claims import DEFAULT_TTL_MS, INDEX_KEY, Claim, ClaimCache, sample_claim
 
 
 def new_id() -> str:

@@ -1,4 +1,4 @@
-"""Entry-cache checks: each proves one property of :mod:`smoke.entries` on a live master.
+"""Entry-cache checks: each proves one property of :mod:`smoke.strategies.entries` on a live master.
 
 Round trips are counted with :class:`CountingClient`, which sees every command the strategy
 sends through its own client object: unlike ``INFO commandstats`` it is not disturbed by other
@@ -17,8 +17,8 @@ from typing import Any, TypeVar
 import redis
 
 from smoke.checks import CheckContext, check, expect
-from smoke.client import SentinelClient
-from smoke.entries import (
+from smoke.strategies.client import SentinelClient
+from smoke.strategies.entries import (
     DEFAULT_TTL_MS,
     LEASE_ID_KEY,
     LEASE_KEY_KEY,

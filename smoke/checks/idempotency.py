@@ -1,4 +1,4 @@
-"""Checks of the idempotency strategy (smoke/idempotency.py): WAIT-confirmed claims, replays,
+"""Checks of the idempotency strategy (smoke/strategies/idempotency.py): WAIT-confirmed claims, replays,
 duplicates, mismatches, crash recovery, owner checks, TTLs and corrupt records."""
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ from collections import Counter
 from typing import Any, cast
 
 from smoke.checks import CheckContext, check, expect
-from smoke.idempotency import (
+from smoke.strategies.idempotency import (
     RECORD_TTL_S,
     ClaimResult,
     CompleteOutcome,

@@ -1,4 +1,4 @@
-"""Checks of the rate-limiting strategy (smoke/ratelimit.py): exact limits, also under concurrency,
+"""Checks of the rate-limiting strategy (smoke/strategies/ratelimit.py): exact limits, also under concurrency,
 TTLs on every counter, reported remaining/reset, isolation, corrupt counters.
 
 A fixed window can roll over in the middle of a check; every decision carries its window, and a
@@ -15,7 +15,7 @@ from typing import cast
 import redis
 
 from smoke.checks import CheckContext, check, expect
-from smoke.ratelimit import DEFAULT_LIMIT, DEFAULT_LIMITS, WINDOW_MS, Decision, RateLimiter
+from smoke.strategies.ratelimit import DEFAULT_LIMIT, DEFAULT_LIMITS, WINDOW_MS, Decision, RateLimiter
 
 STRATEGY = "ratelimit"
 

@@ -1,4 +1,4 @@
-"""Checks of the workflow state strategy (smoke/workflow.py): TTLs, the version guard, corrupt values."""
+"""Checks of the workflow state strategy (smoke/strategies/workflow.py): TTLs, the version guard, corrupt values."""
 
 from __future__ import annotations
 
@@ -8,7 +8,14 @@ import uuid
 from typing import cast
 
 from smoke.checks import CheckContext, check, expect
-from smoke.workflow import METADATA_TTL_S, STATUS_TTL_S, SetResult, WorkflowCache, WorkflowMetadata, WorkflowState
+from smoke.strategies.workflow import (
+    METADATA_TTL_S,
+    STATUS_TTL_S,
+    SetResult,
+    WorkflowCache,
+    WorkflowMetadata,
+    WorkflowState,
+)
 
 STRATEGY = "workflow"
 

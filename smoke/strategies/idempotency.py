@@ -49,9 +49,9 @@ from typing import Any
 
 import redis
 
-from smoke.client import SentinelClient
-from smoke.corruption import CorruptionLog
-from smoke.lua import LuaScript
+from smoke.strategies.client import SentinelClient
+from smoke.strategies.corruption import CorruptionLog
+from smoke.strategies.lua import LuaScript
 
 log = logging.getLogger(__name__)
 

@@ -1,6 +1,6 @@
 """Offline render: the real Pulumi program under the mock runtime, no CLI, no cluster.
 
-``python -m smoke.render --stack dev`` runs ``__main__.py`` with the stack's config from
+``python -m smoke.local.render --stack dev`` runs ``__main__.py`` with the stack's config from
 ``Pulumi.<stack>.yaml``, records every resource it registers (exactly the inputs Pulumi would
 send), and writes
 
@@ -39,7 +39,7 @@ from pulumi.runtime.config import set_all_config
 
 from components.settings import PROJECT, SettingsError
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 PROGRAM = ROOT / "__main__.py"
 REDACTED = "<redacted>"
 # How the mock runtime marks a secret value (pulumi.runtime.rpc's secret signature).
@@ -345,7 +345,7 @@ def write_render(rendered: Rendered, out_dir: Path) -> list[tuple[str, str, Path
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m smoke.render", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m smoke.local.render", description=__doc__.split("\n\n")[0])
     parser.add_argument("--stack", default="dev", help="stack name: reads Pulumi.<stack>.yaml (default dev)")
     parser.add_argument(
         "--out", type=Path, default=ROOT / "build" / "render", help="output root (default build/render)"

@@ -27,7 +27,7 @@ Data shape (changed from the seed where marked, all keys under ``prefix``):
 Foreign values: every script checks each key's type before it reads or writes it (a key of
 another type is deleted, logged once and treated as absent), so WRONGTYPE never escapes and
 never aborts a script after its first write (a Lua script is not rolled back). Replies are read
-undecoded (:mod:`smoke.lua`): an object or status that is not UTF-8 is a corrupt value like any
+undecoded (:mod:`smoke.strategies.lua`): an object or status that is not UTF-8 is a corrupt value like any
 other, a miss that is deleted and logged, and the shared connection stays usable.
 
 Round trips: create/update 1 (one Lua call), status 1, get 1 (a Lua ``GET`` that checks the
@@ -51,9 +51,9 @@ import time
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from smoke.client import SentinelClient
-from smoke.corruption import CorruptionLog, json_object
-from smoke.lua import LuaScript
+from smoke.strategies.client import SentinelClient
+from smoke.strategies.corruption import CorruptionLog, json_object
+from smoke.strategies.lua import LuaScript
 
 log = logging.getLogger(__name__)
 

@@ -30,9 +30,9 @@ import logging
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from smoke.client import SentinelClient
-from smoke.corruption import CorruptionLog
-from smoke.lua import LuaScript
+from smoke.strategies.client import SentinelClient
+from smoke.strategies.corruption import CorruptionLog
+from smoke.strategies.lua import LuaScript
 
 log = logging.getLogger(__name__)
 

@@ -24,7 +24,7 @@ from typing import Protocol
 
 import redis
 
-from smoke.client import SentinelClient
+from smoke.strategies.client import SentinelClient
 
 
 class ClaimTarget(Protocol):

@@ -31,8 +31,8 @@ import yaml
 
 from components import acl
 from components.renderers.scripts import SCRIPT_NAMES
-from smoke.certificates import TlsFiles, make_certificates
-from smoke.client import ClientConfig, tls_options
+from smoke.local.certificates import TlsFiles, make_certificates
+from smoke.strategies.client import ClientConfig, tls_options
 
 REDIS_PORT = 6379
 SENTINEL_PORT = 26379
@@ -498,7 +498,7 @@ def main(argv: list[str] | None = None) -> int:
     import argparse
     import sys
 
-    parser = argparse.ArgumentParser(prog="python -m smoke.rehearsal", description=main.__doc__)
+    parser = argparse.ArgumentParser(prog="python -m smoke.local.rehearsal", description=main.__doc__)
     parser.add_argument("--render-dir", type=Path, default=Path("build/render/dev/k8s"), help="rendered manifests")
     parser.add_argument("--check", action="store_true", help="stop as soon as the topology has converged")
     args = parser.parse_args(argv)

@@ -27,11 +27,11 @@ from pathlib import Path
 import redis
 
 from smoke.checks import REGISTRY, SMOKE_KEY_PREFIX, STRATEGIES, CheckContext, CheckResult, run_check
-from smoke.client import ClientConfig, SentinelClient, read_password, tls_options
-from smoke.drill import existing_keys, run_failover_drill
-from smoke.idempotency import IdempotencyStore, Outcome
-from smoke.rehearsal import LoopbackCluster, RehearsalError, RenderedFiles
-from smoke.report import SmokeReport, latency_summary, summary_table
+from smoke.checks.report import SmokeReport, latency_summary, summary_table
+from smoke.drills.failover import existing_keys, run_failover_drill
+from smoke.local.rehearsal import LoopbackCluster, RehearsalError, RenderedFiles
+from smoke.strategies.client import ClientConfig, SentinelClient, read_password, tls_options
+from smoke.strategies.idempotency import IdempotencyStore, Outcome
 
 EXIT_FAILED = 1
 EXIT_UNUSABLE = 2

@@ -10,7 +10,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from smoke.checks import CheckResult
-from smoke.drill import DrillResult
+from smoke.drills.failover import DrillResult
 
 
 def percentile(samples: list[float], q: float) -> float:

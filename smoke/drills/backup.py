@@ -1,9 +1,9 @@
 """The backup drill: a full cluster loss on the rehearsal, recovered from an S3 backup.
 
-``python -m smoke.backup_drill`` (``make drill-backup``):
+``python -m smoke.drills.backup`` (``make drill-backup``):
 
-1. start the dev stack's rendered files on loopback (:class:`smoke.rehearsal.LoopbackCluster`)
-   and moto's S3 with a prod-like bucket (:mod:`smoke.moto_s3`);
+1. start the dev stack's rendered files on loopback (:class:`smoke.local.rehearsal.LoopbackCluster`)
+   and moto's S3 with a prod-like bucket (:mod:`smoke.local.moto_s3`);
 2. write a known dataset (>= 100k keys shaped like the five strategies, built with their own key
    builders, every key with a TTL) and record each key's value and absolute expiry;
 3. run the rendered ``backup.sh`` (the CronJob's script) against the Sentinels and the bucket, as
@@ -38,16 +38,16 @@ import redis
 import yaml
 
 from components.renderers.scripts import BACKUP_SCRIPTS
-from smoke.claims import ClaimCache, sample_claim
-from smoke.client import SentinelClient
-from smoke.entries import EntryCache, sample_entry
-from smoke.idempotency import IdempotencyStore
-from smoke.moto_s3 import MotoS3, moto_s3
-from smoke.ratelimit import RateLimiter
-from smoke.rehearsal import LoopbackCluster, RehearsalError, RenderedFiles
-from smoke.workflow import WorkflowCache
+from smoke.local.moto_s3 import MotoS3, moto_s3
+from smoke.local.rehearsal import LoopbackCluster, RehearsalError, RenderedFiles
+from smoke.strategies.claims import ClaimCache, sample_claim
+from smoke.strategies.client import SentinelClient
+from smoke.strategies.entries import EntryCache, sample_entry
+from smoke.strategies.idempotency import IdempotencyStore
+from smoke.strategies.ratelimit import RateLimiter
+from smoke.strategies.workflow import WorkflowCache
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 MIN_TTL_S = 900
 BATCH = 2000
 # Keys written per unit (one entry with its claim, workflow, idempotency record and counter).
@@ -340,7 +340,7 @@ def run_drill(files: RenderedFiles, scripts: dict[str, str], keys: int) -> Drill
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m smoke.backup_drill", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m smoke.drills.backup", description=__doc__.split("\n\n")[0])
     parser.add_argument("--render-dir", type=Path, default=ROOT / "build/render/dev/k8s", help="rendered manifests")
     parser.add_argument("--report", type=Path, default=ROOT / "build/drill-backup.json", help="JSON report path")
     parser.add_argument("--keys", type=int, default=100_000, help="keys to write (default 100000)")

@@ -43,7 +43,7 @@ already held with our own token counts as ours), so all run with ``idempotent=Tr
 Foreign values: every script checks each key's ``TYPE`` before it reads or writes it; a key of
 another type (a hash at an id key, a list at a pointer, a string at a marker) is deleted, logged
 once and treated as absent, within the same atomic call, so WRONGTYPE never escapes and never
-aborts a script half-way through its writes. Replies are read undecoded (:mod:`smoke.lua`), so a
+aborts a script half-way through its writes. Replies are read undecoded (:mod:`smoke.strategies.lua`), so a
 value that is not UTF-8 is a corrupt value like any other: a miss, deleted, logged.
 
 Redis Cluster: the scripts touch the id key, its marker and lease (which could share a hash tag
@@ -64,9 +64,9 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from smoke.client import SentinelClient
-from smoke.corruption import CorruptionLog, json_object
-from smoke.lua import LuaScript
+from smoke.strategies.client import SentinelClient
+from smoke.strategies.corruption import CorruptionLog, json_object
+from smoke.strategies.lua import LuaScript
 
 log = logging.getLogger(__name__)
 

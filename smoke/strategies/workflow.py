@@ -33,9 +33,9 @@ from typing import Any
 
 from redis.client import NEVER_DECODE
 
-from smoke.client import SentinelClient
-from smoke.corruption import CorruptionLog
-from smoke.lua import LuaScript
+from smoke.strategies.client import SentinelClient
+from smoke.strategies.corruption import CorruptionLog
+from smoke.strategies.lua import LuaScript
 
 log = logging.getLogger(__name__)
 

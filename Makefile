@@ -1,9 +1,5 @@
 # DICT Redis cache layer. Every target installs what it needs and is safe to re-run.
-#   make local              the main job: dev stack on loopback + the full smoke suite and drill
-#   make render STACK=dev   offline render of a stack
-#   make rehearsal          the dev stack as real redis-server/redis-sentinel processes on loopback
-#   make test               the whole test suite (what CI runs)
-#   make policy STACK=dev   the policy pack over every resource of a stack (no CLI)
+# `make help` lists the targets (the `## ...` text on each target's line).
 SHELL := /bin/bash
 .SHELLFLAGS := -eu -o pipefail -c
 
@@ -15,13 +11,16 @@ STACK ?= dev
 SYSTEM_BINARIES := redis-server redis-sentinel redis-cli redis-check-rdb busybox promtool prometheus-redis-exporter
 SYSTEM_PACKAGES := redis-server redis-sentinel redis-tools busybox prometheus prometheus-redis-exporter
 
-.PHONY: deps system-deps python-deps render rehearsal local test lint clean policy drill-backup
+.PHONY: help deps system-deps python-deps render rehearsal local test lint clean policy drill-backup
 
-deps: system-deps python-deps
+help: ## this list: every target with one line
+	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed -E 's/^([a-z-]+):.*## /\1\t/' | awk -F'\t' '{ printf "  make %-14s %s\n", $$1, $$2 }'
+
+deps: system-deps python-deps ## install everything the targets need (Debian packages, .venv)
 
 # Installs the Debian packages only when a binary is missing. The packages may start system
 # daemons; they are stopped again, since the tests start their own processes.
-system-deps:
+system-deps: ## the Debian packages (redis, sentinel, busybox, promtool, exporter), when one is missing
 	@missing=""; \
 	for bin in $(SYSTEM_BINARIES); do command -v $$bin >/dev/null || missing="$$missing $$bin"; done; \
 	if ! $(PYTHON) -c 'import ensurepip, venv' 2>/dev/null; then missing="$$missing python3-venv"; fi; \
@@ -34,52 +33,52 @@ system-deps:
 			service $$svc stop >/dev/null 2>&1 || true; done; \
 	fi
 
-python-deps: $(VENV)/.installed
+python-deps: $(VENV)/.installed ## the virtualenv .venv with the pinned pip requirements
 
 $(VENV)/.installed: requirements.txt requirements-dev.txt smoke/requirements.txt
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --disable-pip-version-check -r requirements-dev.txt
 	touch $@
 
-render: python-deps
+render: python-deps ## offline render of STACK (dev|prod) into build/render/<stack>/
 	$(PY) -m smoke.local.render --stack $(STACK)
 
 # The dev stack's rendered files as real processes on loopback, up until Ctrl-C.
-rehearsal: deps
+rehearsal: deps ## the dev stack as real processes on loopback, until Ctrl-C
 	$(PY) -m smoke.local.render --stack dev
 	$(PY) -m smoke.local.rehearsal --render-dir build/render/dev/k8s
 
 # The main job: render dev, start it on loopback, run every smoke check and the failover drill,
 # write build/smoke-report.json, stop everything; non-zero exit on any failed check.
-local: deps
+local: deps ## the main job: dev on loopback, every smoke check and the failover drill
 	$(PY) -m smoke.local.render --stack dev
 	$(PY) -m smoke local --render-dir build/render/dev/k8s --report build/smoke-report.json
 
 # The backup drill: full cluster loss on loopback, restored from a backup in moto's S3; writes
 # build/drill-backup.json. tests/test_backup_drill.py runs the same drill in `make test`.
-drill-backup: deps
+drill-backup: deps ## full cluster loss on loopback, restored from a backup in moto S3
 	$(PY) -m smoke.local.render --stack dev
 	$(PY) -m smoke.drills.backup --render-dir build/render/dev/k8s --report build/drill-backup.json
 
-test: deps
+test: deps ## ruff and the whole test suite (what CI runs)
 	$(PY) -m ruff check .
 	$(PY) -m pytest
 
-lint: python-deps
+lint: python-deps ## ruff over the whole tree (no tests)
 	$(PY) -m ruff check .
 
 # The CrossGuard pack over every resource the real program registers under mocks, through the
 # pack's own analyzer server; writes build/policy-$(STACK).json, fails on a mandatory violation.
-policy: python-deps
+policy: python-deps ## the policy pack over every resource of STACK (dev|prod)
 	$(PY) -m policies.analyze --stack $(STACK)
 
-clean:
+clean: ## remove build/ and the tool caches
 	rm -rf build .pytest_cache .ruff_cache
 
 # The benchmark (not part of `make test`): render dev, start it on loopback, measure every strategy
 # operation against raw redis-py, memory, growth to 1M keys, concurrency and five failovers; print a
 # table, write build/bench.json, stop everything. About 5 minutes; figures in docs/performance.md.
 .PHONY: bench
-bench: deps
+bench: deps ## the benchmark: build/bench.json and a table (about 5 minutes)
 	$(PY) -m smoke.local.render --stack dev
 	$(PY) -m smoke.bench --render-dir build/render/dev/k8s --out build/bench.json

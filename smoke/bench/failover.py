@@ -1,11 +1,10 @@
 """Failover: ``runs`` forced master failures (SIGKILL) with writers running, through the drill.
 
-Each run is :func:`smoke.drills.failover.run_failover_drill` with the smoke suite's idempotency target, the
-same code ``make local`` uses: a plain-``SET`` writer and a WAIT-confirmed idempotency-claim
-writer run while the current master is SIGKILLed; the outage is the longest stretch from the
-kill without a surviving acknowledged plain write; lost writes are acknowledged ones missing on
-the new master afterwards. Between runs the killed node is started again and the topology must
-converge (it rejoins as a replica), so every run starts from 1 master + 2 replicas.
+Each run is the failover drill composition (:mod:`smoke.drills.failover`) that ``make local``
+runs: a plain-``SET`` writer and a WAIT-confirmed idempotency-claim writer while the
+:class:`~smoke.drills.faults.KillMaster` fault SIGKILLs the current master. Healing the fault
+starts the killed node again and waits until it has rejoined as a replica, so every run starts
+from 1 master + 2 replicas.
 """
 
 from __future__ import annotations
@@ -17,9 +16,10 @@ import uuid
 from collections.abc import Callable
 from typing import Any
 
-from smoke.checks import SMOKE_KEY_PREFIX, CheckContext
-from smoke.checks.runner import IdempotencyDrillTarget
-from smoke.drills.failover import DrillResult, run_failover_drill
+from smoke.bench.measure import BenchError
+from smoke.checks import SMOKE_KEY_PREFIX
+from smoke.drills.failover import DrillResult, outage_limit_s, run_failover_drill
+from smoke.drills.faults import KillMaster
 from smoke.local.rehearsal import LoopbackCluster
 from smoke.strategies.client import SentinelClient
 
@@ -33,11 +33,9 @@ def measure_failover(
     results: list[DrillResult] = []
     for run in range(runs):
         prefix = f"{SMOKE_KEY_PREFIX}bench:failover:{uuid.uuid4().hex[:8]}:"
-        ctx = CheckContext(client=client, prefix=prefix, replicas=replicas)
-        killed = cluster.masters()[0]
-        result = run_failover_drill(
-            client, ctx.prefix, IdempotencyDrillTarget(ctx), lambda node=killed: cluster.kill_node(node, signal.SIGKILL)
-        )
+        result = run_failover_drill(client, prefix, replicas, KillMaster(cluster, signal.SIGKILL))
+        if result.heal_error is not None:
+            raise BenchError(f"failover {run + 1}: the killed master did not rejoin: {result.heal_error}")
         results.append(result)
         outage = "none" if result.rto_seconds is None else f"{result.rto_seconds:.2f} s"
         say(
@@ -45,8 +43,6 @@ def measure_failover(
             f"plain, {result.lost_acknowledged_writes}/{result.acknowledged_writes} confirmed claims; "
             f"{result.old_master} -> {result.new_master}"
         )
-        cluster.start_node(killed)
-        cluster.wait_for("the killed master back as a replica", cluster.converged, timeout=90)
     return (
         {
             "down_after_ms": results[0].down_after_ms if results else None,
@@ -62,7 +58,7 @@ def measure_failover(
 def summary(failover: dict[str, Any], results: list[DrillResult]) -> dict[str, Any]:
     """Median and max outage against the target, and the denominators of the lost counts."""
     outages = [math.inf if s is None else s for s in failover["outage_seconds"]]
-    limit = failover["down_after_ms"] / 1000 + 1.5
+    limit = outage_limit_s(failover["down_after_ms"])
     median = statistics.median(outages)
     return {
         "median": median,

@@ -25,31 +25,26 @@ from __future__ import annotations
 import argparse
 import json
 import shutil
-import signal
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
 
 import redis
 import yaml
 
 from components.renderers.scripts import BACKUP_SCRIPTS
+from smoke.drills.checkers import DatasetRestored
+from smoke.drills.drill import Drill
+from smoke.drills.faults import FullClusterLoss
+from smoke.drills.workload import Dataset, strategy_dataset
 from smoke.local.moto_s3 import MotoS3, moto_s3
 from smoke.local.rehearsal import LoopbackCluster, RehearsalError, RenderedFiles
-from smoke.strategies.claims import ClaimCache, sample_claim
 from smoke.strategies.client import SentinelClient
-from smoke.strategies.entries import EntryCache, sample_entry
-from smoke.strategies.idempotency import IdempotencyStore
-from smoke.strategies.ratelimit import RateLimiter
-from smoke.strategies.workflow import WorkflowCache
 
 ROOT = Path(__file__).resolve().parents[2]
 MIN_TTL_S = 900
-BATCH = 2000
 # Keys written per unit (one entry with its claim, workflow, idempotency record and counter).
 KEYS_PER_UNIT = 10
 
@@ -124,114 +119,46 @@ class BackupRunner:
         return done.stdout.strip().splitlines()[-1] if done.stdout.strip() else ""
 
 
-# --- the dataset ---------------------------------------------------------------------------------
+# --- the drill: a dataset x a full cluster loss after the last backup x every key restored -------
 
 
-@dataclass(frozen=True)
-class Expected:
-    kind: str  # redis type
-    value: Any
-    ttl_ms: int
+class BackupProcedure:
+    """The two halves under test, as an operator runs them: ``take()`` is the CronJob's
+    ``backup.sh all`` (ACL log checked for refusals), ``restore()`` the runbook's
+    ``restore.sh fetch`` + ``restore.sh prepare`` into redis-0's data directory, then the pods
+    started as Kubernetes would. Each records its figures."""
 
+    def __init__(self, cluster: LoopbackCluster, runner: BackupRunner) -> None:
+        self.cluster, self.runner = cluster, runner
+        self.key = ""
+        self.seconds: dict[str, float] = {}
+        self.acl_denials: list[str] = []
 
-def dataset(client: SentinelClient, units: int) -> Iterator[tuple[str, str, Expected]]:
-    """(strategy, key, expected) for ``units`` units; key names from the strategies' builders."""
-    entries, claims = EntryCache(client), ClaimCache(client)
-    workflows, idem = WorkflowCache(client), IdempotencyStore(client)
-    limiter = RateLimiter(client)
+    def take(self) -> None:
+        for node in self.cluster.redis_nodes:
+            with self.cluster.client(node) as admin:
+                admin.execute_command("ACL", "LOG", "RESET")
+        started = time.monotonic()
+        self.key = self.runner.checked("backup.sh", "all")
+        self.seconds["backup"] = time.monotonic() - started
+        # The dump ran as the ACL user `backup`: anything it was refused shows in the ACL log.
+        for node in self.cluster.redis_nodes:
+            with self.cluster.client(node) as admin:
+                log = admin.acl_log()
+                self.acl_denials += [f"{node.name}: {e['username']} {e['reason']} {e['object']}" for e in log]
+        shutil.rmtree(self.runner.scratch, ignore_errors=True)
 
-    def ttl(ms: int) -> int:
-        return max(ms, MIN_TTL_S * 1000)
-
-    for i in range(units):
-        eid, cid, wid = f"e{i:07d}", f"c{i:07d}", f"w{i:07d}"
-        entry = sample_entry(eid, key_value=f"user{i}@example.com.br")
-        entry_ttl = ttl(entries.ttl_ms)
-        yield "entries", entries.id_key(eid), Expected("string", entry.to_json(), entry_ttl)
-        yield "entries", entries.pointer_key(entry.key_type, entry.key_value), Expected("string", eid, entry_ttl)
-        yield "entries", entries.marker_key(eid), Expected("string", str(entry.version), entry_ttl)
-        claim = sample_claim(cid, eid)
-        claim_ttl = ttl(claims.ttl_ms)
-        yield "claims", claims.object_key(cid), Expected("string", claim.to_json(), claim_ttl)
-        yield "claims", claims.status_key(cid), Expected("string", claim.status, claim_ttl)
-        yield "claims", claims.index_key(eid), Expected("zset", [[cid, float(1_700_000_000_000 + i)]], claim_ttl)
-        status = json.dumps({"status": "WAITING_RESOLUTION", "version": 1}, separators=(",", ":"))
-        meta = {"workflow_id": wid, "workflow_type": "ClaimWorkflow", "started_at": "2024-05-01T12:00:00Z"}
-        meta_json = json.dumps({**meta, "claim_id": cid, "current_activity": "notify", "version": 1})
-        yield "workflow", workflows.status_key(wid), Expected("string", status, ttl(workflows.status_ttl_s * 1000))
-        yield "workflow", workflows.metadata_key(wid), Expected("string", meta_json, workflows.metadata_ttl_s * 1000)
-        record = json.dumps({"state": "completed", "owner": f"o{i}", "fp": f"{i:064x}", "response": "{}"})
-        yield "idempotency", idem.key(f"r{i:07d}"), Expected("string", record, ttl(idem.record_ttl_s * 1000))
-        ispb = f"{60701190 + i % 500:08d}"
-        counter_key = limiter.key_base(ispb, "GetEntry") + str(28_000_000 + i)
-        yield "ratelimit", counter_key, Expected("string", str(1 + i % 500), ttl(limiter.window_ms))
-
-
-def write_dataset(master: redis.Redis, rows: list[tuple[str, str, Expected]]) -> dict[str, int]:
-    """Write every key with its TTL; return the absolute expiry (ms) the master recorded for each."""
-    for start in range(0, len(rows), BATCH):
-        pipe = master.pipeline(transaction=False)
-        for _, key, exp in rows[start : start + BATCH]:
-            if exp.kind == "zset":
-                pipe.delete(key)
-                pipe.zadd(key, dict(exp.value))
-                pipe.pexpire(key, exp.ttl_ms)
-            else:
-                pipe.set(key, exp.value, px=exp.ttl_ms)
-        pipe.execute()
-    return dict(zip([k for _, k, _ in rows], _expiry_times(master, [k for _, k, _ in rows]), strict=True))
-
-
-def _expiry_times(node: redis.Redis, keys: list[str]) -> list[int]:
-    times: list[int] = []
-    for start in range(0, len(keys), BATCH):
-        pipe = node.pipeline(transaction=False)
-        for key in keys[start : start + BATCH]:
-            pipe.execute_command("PEXPIRETIME", key)
-        times.extend(int(t) for t in pipe.execute())
-    return times
-
-
-def verify(node: redis.Redis, rows: list[tuple[str, str, Expected]], expiry: dict[str, int]) -> tuple[int, list[str]]:
-    """(keys restored exactly, descriptions of the first mismatches) for one node."""
-    restored, mismatches, count = 0, [], 0
-    for start in range(0, len(rows), BATCH):
-        chunk = rows[start : start + BATCH]
-        pipe = node.pipeline(transaction=False)
-        for _, key, exp in chunk:
-            pipe.type(key)
-            if exp.kind == "zset":
-                pipe.zrange(key, 0, -1, withscores=True)
-            else:
-                pipe.get(key)
-            pipe.execute_command("PEXPIRETIME", key)
-            pipe.pttl(key)
-        replies = pipe.execute()
-        for n, (_, key, exp) in enumerate(chunk):
-            kind, value, expires_at, pttl = replies[4 * n : 4 * n + 4]
-            if exp.kind == "zset":
-                value = [[member, score] for member, score in value]
-            problem = None
-            if kind != exp.kind:
-                problem = f"type {kind!r}, expected {exp.kind!r}"
-            elif value != exp.value:
-                problem = f"value {str(value)[:80]!r} differs"
-            elif int(expires_at) != expiry[key]:
-                problem = f"expires at {expires_at}, written to expire at {expiry[key]}"
-            elif not 0 < int(pttl) <= exp.ttl_ms:
-                problem = f"TTL {pttl} ms outside (0, {exp.ttl_ms}]"
-            if problem is None:
-                restored += 1
-            else:
-                count += 1
-                if len(mismatches) < 20:
-                    mismatches.append(f"{key}: {problem}")
-    if count > len(mismatches):
-        mismatches.append(f"... {count - len(mismatches)} more")
-    return restored, mismatches
-
-
-# --- the drill -----------------------------------------------------------------------------------
+    def restore(self) -> None:
+        started = time.monotonic()
+        target = self.cluster.redis_nodes[0].workdir / "data"
+        target.mkdir(parents=True)
+        self.runner.checked("restore.sh", "fetch", "latest", str(target))
+        self.seconds["fetch"] = time.monotonic() - started
+        self.runner.checked("restore.sh", "prepare", str(target))
+        self.seconds["prepare"] = time.monotonic() - started - self.seconds["fetch"]
+        self.cluster.start(timeout=120)
+        self.seconds["restore"] = time.monotonic() - started
+        self.seconds["start_and_converge"] = self.seconds["restore"] - self.seconds["fetch"] - self.seconds["prepare"]
 
 
 @dataclass
@@ -262,80 +189,47 @@ class DrillReport:
 def run_drill(files: RenderedFiles, scripts: dict[str, str], keys: int) -> DrillReport:
     units = -(-keys // KEYS_PER_UNIT)
     with moto_s3() as s3, LoopbackCluster(files) as cluster:
-        master_node = cluster.masters()[0]
-        runner = BackupRunner(cluster, s3, scripts)
         with SentinelClient(cluster.client_config(min_idle=0)) as names:
-            rows = list(dataset(names, units))
-        by_strategy: dict[str, int] = {}
-        for strategy, _, _ in rows:
-            by_strategy[strategy] = by_strategy.get(strategy, 0) + 1
-        started = time.monotonic()
-        with cluster.client(master_node, decode_responses=True) as master:
-            expiry = write_dataset(master, rows)
-            master.execute_command("WAIT", len(cluster.redis_nodes) - 1, 10_000)
-            version = str(master.info("server")["redis_version"])
-        write_seconds = time.monotonic() - started
+            rows = list(strategy_dataset(names, units, MIN_TTL_S))
 
-        for node in cluster.redis_nodes:
-            with cluster.client(node) as admin:
-                admin.execute_command("ACL", "LOG", "RESET")
-        started = time.monotonic()
-        key = runner.checked("backup.sh", "all")
-        backup_seconds = time.monotonic() - started
-        # The dump ran as the ACL user `backup`: anything it was refused shows in the ACL log.
-        denials = []
-        for node in cluster.redis_nodes:
-            with cluster.client(node) as admin:
-                denials += [f"{node.name}: {e['username']} {e['reason']} {e['object']}" for e in admin.acl_log()]
-        head = s3.client().head_object(Bucket=s3.bucket, Key=key)
+        def master() -> redis.Redis:
+            return cluster.client(cluster.masters()[0], decode_responses=True)
 
-        # Full cluster loss: every process killed, every data directory gone.
-        destroyed = []
-        for node in [*cluster.sentinels, *cluster.redis_nodes]:
-            cluster.kill_node(node, signal.SIGKILL)
-        for node in [*cluster.redis_nodes, *cluster.sentinels]:
-            cluster.wipe_data(node)
-            destroyed.append(node.name)
-        shutil.rmtree(runner.scratch, ignore_errors=True)
-
-        steps: dict[str, float] = {}
-        started = time.monotonic()
-        target = cluster.redis_nodes[0].workdir / "data"
-        target.mkdir(parents=True)
-        runner.checked("restore.sh", "fetch", "latest", str(target))
-        steps["fetch"] = time.monotonic() - started
-        runner.checked("restore.sh", "prepare", str(target))
-        steps["prepare"] = time.monotonic() - steps["fetch"] - started
-        cluster.start(timeout=120)
-        restore_seconds = time.monotonic() - started
-        steps["start_and_converge"] = restore_seconds - steps["fetch"] - steps["prepare"]
+        data = Dataset(rows, master, replicas=len(cluster.redis_nodes) - 1)
+        procedure = BackupProcedure(cluster, BackupRunner(cluster, s3, scripts))
+        loss = FullClusterLoss(cluster, last_act=procedure.take, recovery=procedure.restore)
+        run = Drill([data], loss, [DatasetRestored(data, master)], steady_seconds=0, settle_seconds=0).run()
+        if run.heal_error is not None:
+            raise DrillError(f"the restore failed: {run.heal_error}")
+        restored = run.verdict("dataset_restored").figures
 
         master_node = cluster.masters()[0]
-        with cluster.client(master_node, decode_responses=True) as master:
-            restored, mismatches = verify(master, rows, expiry)
-            master.execute_command("WAIT", len(cluster.redis_nodes) - 1, 10_000)
+        with cluster.client(master_node) as node:
+            node.execute_command("WAIT", len(cluster.redis_nodes) - 1, 10_000)
         replica_keys = []
         for node in cluster.redis_nodes:
             if node is not master_node:
                 with cluster.client(node) as replica:
                     replica_keys.append(int(replica.dbsize()))
+        head = s3.client().head_object(Bucket=s3.bucket, Key=procedure.key)
+        seconds = procedure.seconds
         return DrillReport(
             keys_written=len(rows),
-            keys_restored=restored,
-            mismatches=len(rows) - restored,
-            backup_seconds=round(backup_seconds, 2),
-            restore_seconds=round(restore_seconds, 2),
+            keys_restored=restored["restored"],
+            mismatches=restored["mismatches"],
+            backup_seconds=round(seconds["backup"], 2),
+            restore_seconds=round(seconds["restore"], 2),
             replicas_keys=replica_keys,
-            keys_by_strategy=by_strategy,
+            keys_by_strategy=data.by_strategy(),
             rdb_bytes=int(head["ContentLength"]),
-            backup_key=key,
+            backup_key=procedure.key,
             backup_source=f"{head['Metadata'].get('role')} {head['Metadata'].get('source')}",
-            restore_steps_seconds={k: round(v, 2) for k, v in steps.items()},
-            write_seconds=round(write_seconds, 2),
-            redis_version=version,
-            mismatch_samples=mismatches,
-            data_dirs_destroyed=destroyed,
-            backup_acl_denials=denials,
+            restore_steps_seconds={k: round(seconds[k], 2) for k in ("fetch", "prepare", "start_and_converge")},
+            write_seconds=round(data.write_seconds, 2),
+            redis_version=data.server_version,
+            mismatch_samples=restored["samples"],
+            data_dirs_destroyed=loss.destroyed,
+            backup_acl_denials=procedure.acl_denials,
         )
 
 

@@ -1,0 +1,199 @@
+"""Checkers: what must hold after a drill, judged from the workloads' histories.
+
+Each checker's ``check(timeline)`` gives a :class:`Verdict`: whether its property held, the
+figures it measured and one line saying so. Checkers look at the topology only to read it (which
+acknowledged keys exist on the current master, which nodes say they are master).
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+import redis
+
+from smoke.drills.workload import BATCH, Dataset, History
+from smoke.strategies.client import SentinelClient
+
+
+@dataclass(frozen=True)
+class Timeline:
+    """When the fault was injected, when recovery was seen (None: never) and when the workloads
+    stopped, all ``time.monotonic()``."""
+
+    injected_at: float
+    recovered_at: float | None
+    ended_at: float
+
+
+@dataclass(frozen=True)
+class Verdict:
+    name: str
+    passed: bool
+    detail: str
+    figures: dict[str, Any] = field(default_factory=dict)
+
+
+class Checker(Protocol):
+    name: str
+
+    def check(self, timeline: Timeline) -> Verdict: ...
+
+
+def existing_keys(client: SentinelClient, keys: list[str]) -> set[str]:
+    """The subset of ``keys`` present on the current master (pipelined ``EXISTS``)."""
+    if not keys:
+        return set()
+
+    def exists(r: redis.Redis) -> list[int]:
+        found: list[int] = []
+        for start in range(0, len(keys), BATCH * 10):
+            pipe = r.pipeline(transaction=False)
+            for key in keys[start : start + BATCH * 10]:
+                pipe.exists(key)
+            found.extend(pipe.execute())
+        return found
+
+    found = client.run(exists, idempotent=True)
+    return {key for key, hit in zip(keys, found, strict=True) if hit}
+
+
+class Survivors:
+    """Which acknowledged keys of each history exist on the current master, looked up once per
+    history and shared by the checkers that need it."""
+
+    def __init__(self, client: SentinelClient) -> None:
+        self.client = client
+        self._cache: dict[int, set[str]] = {}
+
+    def of(self, history: History) -> set[str]:
+        if id(history) not in self._cache:
+            self._cache[id(history)] = existing_keys(self.client, history.keys)
+        return self._cache[id(history)]
+
+
+def longest_gap(finished: list[float], start: float, end: float) -> float | None:
+    """The longest stretch in [start, end] without a surviving write (None: none after start)."""
+    after = sorted(t for t in finished if start <= t <= end)
+    if not after:
+        return None
+    points = [start, *after]
+    return max(b - a for a, b in itertools.pairwise(points))
+
+
+class Lost:
+    """Acknowledged writes of a history missing on the current master. With ``allowed`` the
+    loss is measured, not judged (plain writes are asynchronous); without it, one lost
+    acknowledged write fails the drill."""
+
+    def __init__(self, name: str, history: History, survivors: Survivors, *, allowed: bool = False) -> None:
+        self.name, self.history, self.survivors, self.allowed = name, history, survivors, allowed
+
+    def check(self, timeline: Timeline) -> Verdict:
+        acknowledged = len(self.history.acknowledged)
+        lost = acknowledged - len(self.survivors.of(self.history))
+        return Verdict(
+            self.name,
+            self.allowed or lost == 0,
+            f"{lost} of {acknowledged} acknowledged writes lost",
+            {"acknowledged": acknowledged, "lost": lost},
+        )
+
+
+class Outage:
+    """The longest stretch from the fault on with no *surviving* acknowledged write of a
+    history (a write acknowledged by a deposed master and then lost was no service at all).
+    Passes when it is finite and at most ``limit_s``."""
+
+    name = "outage"
+
+    def __init__(self, history: History, survivors: Survivors, limit_s: float) -> None:
+        self.history, self.survivors, self.limit_s = history, survivors, limit_s
+
+    def check(self, timeline: Timeline) -> Verdict:
+        kept = self.survivors.of(self.history)
+        finished = [ack.at for ack in self.history.acknowledged if ack.key in kept]
+        gap = longest_gap(finished, timeline.injected_at, timeline.ended_at)
+        seconds = None if gap is None else round(gap, 3)
+        shown = "no surviving write" if seconds is None else f"{seconds:.2f} s"
+        return Verdict(
+            self.name,
+            seconds is not None and seconds <= self.limit_s,
+            f"outage {shown} (limit {self.limit_s:.1f} s)",
+            {"seconds": seconds, "limit_seconds": self.limit_s},
+        )
+
+
+class OneMaster:
+    """Exactly one node says it is master once the fault is healed."""
+
+    name = "one_master"
+
+    def __init__(self, masters: Callable[[], list[str]]) -> None:
+        self.masters = masters
+
+    def check(self, timeline: Timeline) -> Verdict:
+        found = self.masters()
+        return Verdict(self.name, len(found) == 1, f"masters: {', '.join(found) or 'none'}", {"masters": found})
+
+
+class DatasetRestored:
+    """Every key of a :class:`Dataset` on ``node()``: type, value, absolute expiry
+    (``PEXPIRETIME``, kept exactly by RDB) and a remaining TTL in (0, the TTL it was written
+    with]. Figures: ``restored``, ``mismatches`` and the first 20 mismatches described."""
+
+    name = "dataset_restored"
+
+    def __init__(self, dataset: Dataset, node: Callable[[], redis.Redis]) -> None:
+        self.dataset, self.node = dataset, node
+
+    def check(self, timeline: Timeline) -> Verdict:
+        with self.node() as node:
+            restored, samples = self._compare(node)
+        written = len(self.dataset.rows)
+        return Verdict(
+            self.name,
+            restored == written,
+            f"{restored} of {written} keys restored",
+            {"restored": restored, "mismatches": written - restored, "samples": samples},
+        )
+
+    def _compare(self, node: redis.Redis) -> tuple[int, list[str]]:
+        rows, expiry = self.dataset.rows, self.dataset.expiry
+        restored, samples, count = 0, [], 0
+        for start in range(0, len(rows), BATCH):
+            chunk = rows[start : start + BATCH]
+            pipe = node.pipeline(transaction=False)
+            for _, key, exp in chunk:
+                pipe.type(key)
+                if exp.kind == "zset":
+                    pipe.zrange(key, 0, -1, withscores=True)
+                else:
+                    pipe.get(key)
+                pipe.execute_command("PEXPIRETIME", key)
+                pipe.pttl(key)
+            replies = pipe.execute()
+            for n, (_, key, exp) in enumerate(chunk):
+                kind, value, expires_at, pttl = replies[4 * n : 4 * n + 4]
+                if exp.kind == "zset":
+                    value = [[member, score] for member, score in value]
+                problem = None
+                if kind != exp.kind:
+                    problem = f"type {kind!r}, expected {exp.kind!r}"
+                elif value != exp.value:
+                    problem = f"value {str(value)[:80]!r} differs"
+                elif int(expires_at) != expiry[key]:
+                    problem = f"expires at {expires_at}, written to expire at {expiry[key]}"
+                elif not 0 < int(pttl) <= exp.ttl_ms:
+                    problem = f"TTL {pttl} ms outside (0, {exp.ttl_ms}]"
+                if problem is None:
+                    restored += 1
+                else:
+                    count += 1
+                    if len(samples) < 20:
+                        samples.append(f"{key}: {problem}")
+        if count > len(samples):
+            samples.append(f"... {count - len(samples)} more")
+        return restored, samples

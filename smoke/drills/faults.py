@@ -1,0 +1,103 @@
+"""Faults: what a drill does to the topology, and how it is healed afterwards.
+
+A fault has ``inject()`` (called once, under load) and ``heal()`` (called after the workloads
+stopped: the topology is brought back to its full shape so the next drill starts from it).
+Faults act only on processes the rehearsal started (by their PID) or through the Sentinels'
+own commands; they never reach beyond the topology they are given.
+"""
+
+from __future__ import annotations
+
+import signal
+from collections.abc import Callable
+from typing import Protocol
+
+import redis
+
+from smoke.local.rehearsal import LoopbackCluster, Node
+from smoke.strategies.client import ClientConfig, tls_options
+
+# How long heal() waits for a healed rehearsal to converge again (one master, replicas linked,
+# every Sentinel agreeing).
+CONVERGE_TIMEOUT_S = 90.0
+
+
+class Fault(Protocol):
+    name: str
+
+    def inject(self) -> None: ...
+
+    def heal(self) -> None: ...
+
+
+class KillMaster:
+    """Send ``sig`` (SIGKILL by default) to the rehearsal's current master; heal restarts it
+    with its data directory, and it must rejoin as a replica."""
+
+    def __init__(self, cluster: LoopbackCluster, sig: signal.Signals = signal.SIGKILL) -> None:
+        self.cluster, self.sig = cluster, sig
+        self.name = f"master {sig.name}"
+        self.killed: Node | None = None
+
+    def inject(self) -> None:
+        self.killed = self.cluster.masters()[0]
+        self.cluster.kill_node(self.killed, self.sig)
+
+    def heal(self) -> None:
+        if self.killed is not None and not self.killed.running:
+            self.cluster.start_node(self.killed)
+        self.cluster.wait_for("the killed master back as a replica", self.cluster.converged, CONVERGE_TIMEOUT_S)
+
+
+class SentinelFailover:
+    """``SENTINEL FAILOVER`` through the first Sentinel that accepts it: the fault a deployed
+    cluster allows (the old master keeps answering until it is demoted). Nothing to heal."""
+
+    name = "SENTINEL FAILOVER"
+
+    def __init__(self, config: ClientConfig) -> None:
+        self.config = config
+
+    def inject(self) -> None:
+        for host, port in self.config.sentinels:
+            with redis.Redis(
+                host=host,
+                port=port,
+                password=self.config.sentinel_password,
+                socket_timeout=2,
+                **tls_options(self.config),  # type: ignore[arg-type]
+            ) as sentinel:
+                try:
+                    sentinel.execute_command("SENTINEL FAILOVER", self.config.master_name)
+                    return
+                except redis.RedisError:
+                    continue
+        raise RuntimeError("no Sentinel accepted SENTINEL FAILOVER")
+
+    def heal(self) -> None:
+        """Sentinel demotes the old master itself."""
+
+
+class FullClusterLoss:
+    """Every process killed and every data directory deleted, Redis and Sentinel alike.
+
+    ``last_act`` runs just before the loss (the backup drill takes its backup there: the loss
+    comes after the last backup); ``recovery`` is the procedure under test (the backup drill's
+    restore). ``destroyed`` names the pods whose data is gone."""
+
+    name = "full cluster loss"
+
+    def __init__(self, cluster: LoopbackCluster, last_act: Callable[[], None], recovery: Callable[[], None]) -> None:
+        self.cluster, self.last_act, self.recovery = cluster, last_act, recovery
+        self.destroyed: list[str] = []
+
+    def inject(self) -> None:
+        self.last_act()
+        for node in [*self.cluster.sentinels, *self.cluster.redis_nodes]:
+            self.cluster.kill_node(node, signal.SIGKILL)
+        for node in [*self.cluster.redis_nodes, *self.cluster.sentinels]:
+            self.cluster.wipe_data(node)
+            self.destroyed.append(node.name)
+
+    def heal(self) -> None:
+        self.recovery()

@@ -294,7 +294,7 @@ class MonitoringSettings(_Model):
 
 
 class BackupSettings(_Model):
-    """The backup CronJob and its S3 bucket (components/backup.py); see README "Backup and restore"."""
+    """The backup CronJob and its S3 bucket (components/backup.py); see docs/backup.md."""
 
     enabled: bool = False
     # Cron in the cluster's time zone; the seed's every 6 hours is the RPO of a full loss.

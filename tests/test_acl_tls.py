@@ -19,6 +19,7 @@ import redis
 
 from components import acl
 from smoke.checks import runner
+from smoke.drills.faults import KillMaster
 from smoke.local.rehearsal import LoopbackCluster, RenderedFiles
 from smoke.local.render import write_render
 from smoke.rotation import RehearsalTarget, rotate
@@ -216,19 +217,13 @@ def test_the_smoke_suite_and_failover_drill_pass_as_the_application_user_over_tl
     """Last in the module: the drill SIGKILLs the master."""
     config = tls_cluster.client_config()
     assert config.username == "app" and config.tls_ca_file
-    killed = []
-
-    def force_down() -> None:
-        node = master(tls_cluster)
-        killed.append(node)
-        tls_cluster.kill_node(node, signal.SIGKILL)
-
-    def recover() -> None:
-        for node in killed:
-            tls_cluster.start_node(node)
-        tls_cluster.wait_for("the old master back as a replica", tls_cluster.converged, timeout=60)
-
-    target = runner.Target("local-tls", config, len(tls_cluster.redis_nodes) - 1, force_down, recover)
+    target = runner.Target(
+        "local-tls",
+        config,
+        len(tls_cluster.redis_nodes) - 1,
+        KillMaster(tls_cluster, signal.SIGKILL),
+        lambda: [node.address for node in tls_cluster.masters()],
+    )
     report = runner.run(target, failover=True)
     failed = [f"{c.strategy}.{c.name}: {c.detail}" for c in report.checks if not c.passed]
     assert failed == []

@@ -142,16 +142,17 @@ def test_entries_and_claims_work_again_after_a_failover(fresh_cluster: LoopbackC
         (old,) = cluster.masters()
         cluster.kill_node(old, signal.SIGKILL)
         deadline = time.monotonic() + 45
+        newer = sample_entry(entry.id, 2, entry.key_value)
         while True:
             try:
-                outcome = entries.write(sample_entry(entry.id, 2, entry.key_value))
+                outcome = entries.write(newer)
                 break
             except redis.RedisError:
                 assert time.monotonic() < deadline, "no write succeeded within 45 s of the master's death"
                 time.sleep(0.2)
         assert shared.sentinel_master_address() != (old.host, old.port)
         assert outcome == "stored"
-        assert entries.get_by_key(entry.key_type, entry.key_value) == sample_entry(entry.id, 2, entry.key_value)
+        assert entries.get_by_key(entry.key_type, entry.key_value) == newer
         fresh = sample_entry(str(uuid.uuid4()))
         assert entries.get_or_load(fresh.id, lambda _id: fresh).outcome == "stored"
         assert entries.invalidate(fresh.id) == 2

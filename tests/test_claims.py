@@ -3,6 +3,7 @@ tests of concurrency and corruption with their own assertions."""
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import threading
 import uuid
@@ -179,3 +180,37 @@ def test_a_wrong_type_at_object_or_status_is_a_miss_and_put_overwrites_it(ctx: C
     )
     assert cache.list_for_entry(claim.entry_id) == []
     _echo_works(ctx.client)
+
+
+# --- issue 15: ids that cannot be encoded
+
+
+def test_claim_and_entry_ids_that_cannot_be_encoded_are_refused(ctx: CheckContext) -> None:
+    """A lone surrogate used to be sent as ``?``: ``c-\\udc80`` read and overwrote ``c-?``."""
+    cache = ClaimCache(ctx.client, ctx.prefix)
+    lookalike = sample_claim("c-?", "e-?", status="CONFIRMED")
+    cache.put(lookalike)
+    for call, what in (
+        (lambda: cache.get("c-\udc80"), "claim id"),
+        (lambda: cache.status("c-\udc80"), "claim id"),
+        (lambda: cache.put(sample_claim("c-\udc80", "e-?")), "claim id"),
+        (lambda: cache.put(sample_claim("c-ok", "e-\udc80")), "entry id"),
+        (lambda: cache.remove(sample_claim("c-\udc80", "e-?")), "claim id"),
+        (lambda: cache.list_for_entry("e-\udc80"), "entry id"),
+    ):
+        with pytest.raises(ValueError, match=f"{what} .* cannot be encoded as UTF-8"):
+            call()
+    assert cache.get("c-?") == lookalike and cache.status("c-?") == "CONFIRMED"
+    assert cache.list_for_entry("e-?") == [lookalike]
+
+
+def test_a_claim_the_reader_would_refuse_is_not_written(ctx: CheckContext) -> None:
+    """A status or type outside the contract would be read back as corrupt and deleted: refused
+    on put instead, naming the field."""
+    cache = ClaimCache(ctx.client, ctx.prefix)
+    good = sample_claim(str(uuid.uuid4()), str(uuid.uuid4()))
+    with pytest.raises(ValueError, match="status 'DONE'"):
+        cache.put(dataclasses.replace(good, status="DONE"))
+    with pytest.raises(ValueError, match="claim_type 'THEFT'"):
+        cache.put(dataclasses.replace(good, claim_type="THEFT"))
+    assert cache.get(good.id) is None

@@ -128,7 +128,6 @@ def test_a_non_utf8_value_does_not_desynchronise_the_connection(cluster: Loopbac
         client.run(lambda r: r.delete(key), idempotent=True)
 
 
-
 def test_connections_skip_client_setinfo(cluster: LoopbackCluster) -> None:
     # redis-py would send CLIENT SETINFO twice per new connection: two round trips, and a NOPERM
     # for the application user on Redis 7.2 (its ACL allows no such command).
@@ -143,3 +142,36 @@ def test_connections_skip_client_setinfo(cluster: LoopbackCluster) -> None:
         assert node.ping() and node.connection_pool.connection_kwargs["driver_info"] is None
         sentinel = client.sentinels()[0]
         assert sentinel.connection_pool.connection_kwargs["driver_info"] is None
+
+
+def test_arguments_are_encoded_strictly_and_replies_leniently(cluster: LoopbackCluster, key: str) -> None:
+    """redis-py applies ``encoding_errors`` to what it sends as well as to replies: with
+    ``replace`` a lone surrogate was sent as ``?`` (two ids, one key). Arguments are now encoded
+    strictly (nothing is sent, the connection stays usable); a reply that is not UTF-8 is still
+    decoded with replacement characters, never raising half-way through a reply."""
+    master = cluster.masters()[0]
+    with SentinelClient(config_for(cluster, pool_size=1)) as client:
+        with pytest.raises(UnicodeEncodeError):
+            client.run(lambda r: r.set(f"{key}-\udc80", "x", ex=60), idempotent=True)
+        with pytest.raises(UnicodeEncodeError):
+            client.run(lambda r: r.execute_command("EVAL", "return 1", 0, "\ud800"), idempotent=True)
+        with pytest.raises(UnicodeEncodeError):
+            client.run(lambda r: r.pipeline(transaction=False).set(key, "\udc80").execute(), idempotent=True)
+        assert client.run(lambda r: r.echo("still in sync"), idempotent=True) == "still in sync"
+        with cluster.client(master, decode_responses=False) as raw:
+            assert raw.exists(f"{key}-?".encode(), key.encode()) == 0
+            raw.set(key, b"ok-\xff", ex=60)
+        assert client.run(lambda r: r.get(key), idempotent=True) == "ok-\ufffd"
+        assert client.run(lambda r: r.set(key, "ok-\u00e9", ex=60), idempotent=True)
+        assert client.run(lambda r: r.get(key), idempotent=True) == "ok-\u00e9"
+        client.run(lambda r: r.delete(key), idempotent=True)
+
+
+def test_encodable_names_the_argument() -> None:
+    from smoke.strategies.client import encodable
+
+    assert encodable("request id", "pix-ok") == "pix-ok"
+    with pytest.raises(ValueError, match=r"request id 'pix-\\udc80' cannot be encoded as UTF-8 \(surrogates"):
+        encodable("request id", "pix-\udc80")
+    with pytest.raises(TypeError, match="request id: a str, not int"):
+        encodable("request id", 7)  # type: ignore[arg-type]

@@ -3,6 +3,7 @@ tests of the concurrency and corruption properties with their own assertions."""
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import signal
 import threading
@@ -291,3 +292,162 @@ def test_a_key_of_the_wrong_type_is_deleted_and_logged_never_wrongtype(
     assert len(warnings) == 1 and "treated as a miss" in warnings[0].getMessage()
     assert any(key in r.getMessage() and "a Redis" in r.getMessage() for r in caplog.records)
     _echo_works(ctx.client)
+
+
+# --- issue 15: a by-key not-found and invalidations, versions above 2^53, ids that cannot be encoded
+
+
+def test_a_not_found_loaded_by_key_before_an_invalidation_is_not_cached(ctx: CheckContext) -> None:
+    """e1 is cached under old@; a reader of new@ loads "not found"; meanwhile e1 moves to new@ at
+    v2 and the writer calls invalidate("e1", committed_version=2). The not-found must not be
+    cached: the next reader runs its loader and finds e1 (else new@ answers "not found" for 15 s)."""
+    cache = EntryCache(ctx.client, ctx.prefix)
+    old = sample_entry(str(uuid.uuid4()), 1, "old@example.com.br")
+    moved = sample_entry(old.id, 2, "new@example.com.br")
+    assert cache.write(old) == "stored"
+
+    def not_found_then_moved(_type: str, _value: str) -> Entry | None:
+        cache.invalidate(old.id, committed_version=2)  # the writer, after its commit
+        return None
+
+    first = cache.get_or_load_by_key(moved.key_type, moved.key_value, not_found_then_moved)
+    assert first.entry is None and first.outcome == "invalidated", first
+    second = cache.get_or_load_by_key(moved.key_type, moved.key_value, lambda _t, _v: moved)
+    assert second.loaded and second.entry == moved and second.outcome == "stored", second
+    assert cache.get_by_key(moved.key_type, moved.key_value) == moved
+
+
+def test_a_not_found_loaded_by_key_after_an_invalidation_is_cached(ctx: CheckContext) -> None:
+    """The invalidation drops only the not-found fills that were in flight: one loaded after it is
+    cached, and the next reads are served from the cache without a load."""
+    cache = EntryCache(ctx.client, ctx.prefix)
+    other = sample_entry(str(uuid.uuid4()))
+    cache.write(other)
+    cache.invalidate(other.id)
+    calls: list[str] = []
+
+    def absent(_type: str, value: str) -> None:
+        calls.append(value)
+
+    results = [cache.get_or_load_by_key("EMAIL", "nobody@example.com.br", absent) for _ in range(3)]
+    assert [r.outcome for r in results] == ["stored", "none", "none"] and len(calls) == 1
+
+
+def test_invalidate_naming_the_new_key_drops_a_cached_not_found(ctx: CheckContext) -> None:
+    """A not-found cached under new@ *before* e1 moved there is dropped by an invalidation that
+    names the entry's new key (without it, it lives out its negative TTL: documented)."""
+    cache = EntryCache(ctx.client, ctx.prefix)
+    old = sample_entry(str(uuid.uuid4()), 1, "old@example.com.br")
+    moved = sample_entry(old.id, 2, "new@example.com.br")
+    cache.write(old)
+    assert cache.get_or_load_by_key(moved.key_type, moved.key_value, lambda _t, _v: None).outcome == "stored"
+    assert cache.invalidate(old.id, committed_version=2, new_key=(moved.key_type, moved.key_value)) == 3
+    again = cache.get_or_load_by_key(moved.key_type, moved.key_value, lambda _t, _v: moved)
+    assert again.outcome == "stored" and again.entry == moved
+
+
+def test_versions_above_2_53_keep_their_order(ctx: CheckContext) -> None:
+    """Lua numbers are doubles: 2^53 + 1 and 2^53 are one number there. Versions are compared
+    exactly, in the marker, in the cached copy (the marker evicted) and in an invalidation."""
+    cache = EntryCache(ctx.client, ctx.prefix)
+    big = 2**53
+    newer = sample_entry(str(uuid.uuid4()), big + 1)
+    older = sample_entry(newer.id, big, newer.key_value)
+    assert cache.write(newer) == "stored"
+    assert cache.write(older) == "stale"
+    assert cache.get_by_id(newer.id) == newer
+    ctx.client.run(lambda r: r.delete(cache.marker_key(newer.id)), idempotent=True)  # e.g. evicted
+    assert cache.write(older) == "stale"
+    assert cache.get_by_id(newer.id) == newer
+    # Nanosecond commit timestamps as versions: 256 apart is still one double at 1.7e18.
+    ns = 1_732_000_000_123_456_789
+    cache.invalidate(newer.id, committed_version=ns)
+    assert cache.write(sample_entry(newer.id, ns - 1, newer.key_value)) == "stale"
+    assert cache.get_or_load(newer.id, lambda i: sample_entry(i, ns - 1, newer.key_value)).outcome == "stale"
+    assert cache.write(sample_entry(newer.id, ns, newer.key_value)) == "stored"
+    cache.invalidate(newer.id)  # no committed version: the cached ns and older are refused
+    assert cache.write(sample_entry(newer.id, ns, newer.key_value)) == "stale"
+    assert cache.write(sample_entry(newer.id, ns + 1, newer.key_value)) == "stored"
+    top = sample_entry(newer.id, 2**63 - 1, newer.key_value)
+    assert cache.write(top) == "stored" and cache.get_by_id(newer.id) == top
+    assert cache.write(sample_entry(newer.id, 2**63 - 2, newer.key_value)) == "stale"
+
+
+@pytest.mark.parametrize("version", [-1, 2**63, 1.5, True, "7"])
+def test_versions_that_cannot_be_compared_are_refused_naming_the_argument(ctx: CheckContext, version: object) -> None:
+    cache = EntryCache(ctx.client, ctx.prefix)
+    entry = dataclasses.replace(sample_entry(str(uuid.uuid4())), version=version)  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match=r"entry version .*\[0, 2\*\*63 - 1\]"):
+        cache.write(entry)
+    with pytest.raises(ValueError, match=r"committed_version .*\[0, 2\*\*63 - 1\]"):
+        cache.invalidate(entry.id, committed_version=version)  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match=r"entry version"):
+        cache.get_or_load(entry.id, lambda _id: entry)
+    keys = ctx.client.run(lambda r: list(r.scan_iter(match=f"{ctx.prefix}*")), idempotent=True)
+    assert keys == [], keys
+    # The failed fill gave its lease back: the next reader loads at once.
+    good = sample_entry(entry.id)
+    assert cache.get_or_load(entry.id, lambda _id: good).outcome == "stored"
+
+
+def test_ids_and_keys_that_cannot_be_encoded_are_refused_before_anything_is_sent(ctx: CheckContext) -> None:
+    """A lone surrogate (``json.loads('"\\udc80"')`` makes one) used to be sent as ``?``: the
+    entry of ``e-?`` answered for ``e-\\udc80``. Now it is a ValueError naming the argument."""
+    cache = EntryCache(ctx.client, ctx.prefix)
+    lookalike = sample_entry("e-?", key_value="a?@example.com.br")
+    cache.write(lookalike)
+    lone, loads = "e-\udc80", []
+
+    def loader(*args: str) -> Entry:
+        loads.append(args[0])
+        return lookalike
+
+    calls = {
+        "entry id": [
+            lambda: cache.get_by_id(lone),
+            lambda: cache.get_or_load(lone, loader),
+            lambda: cache.write(sample_entry(lone)),
+            lambda: cache.invalidate(lone),
+        ],
+        "key value": [
+            lambda: cache.get_by_key("EMAIL", "a\udc80@example.com.br"),
+            lambda: cache.get_or_load_by_key("EMAIL", "a\udc80@example.com.br", loader),
+            lambda: cache.write(sample_entry("e-ok", key_value="a\udc80@example.com.br")),
+        ],
+    }
+    for what, group in calls.items():
+        for call in group:
+            with pytest.raises(ValueError, match=f"{what} .* cannot be encoded as UTF-8"):
+                call()
+    assert loads == []
+    assert cache.get_by_id(lookalike.id) == lookalike, "the look-alike entry was touched"
+    assert cache.get_by_key(lookalike.key_type, lookalike.key_value) == lookalike
+
+
+def test_key_types_outside_the_dict_types_are_refused(ctx: CheckContext) -> None:
+    """``dict:entry:key:<type>:<value>``: a type with a ``:`` would share the key of another
+    (type, value) pair (``EMAIL:a`` + ``b`` = ``EMAIL`` + ``a:b``); only the five DICT types pass."""
+    cache = EntryCache(ctx.client, ctx.prefix)
+    cache.write(sample_entry(str(uuid.uuid4()), key_value="a:b"))
+    with pytest.raises(ValueError, match="key type 'EMAIL:a'"):
+        cache.get_by_key("EMAIL:a", "b")
+    with pytest.raises(ValueError, match="key type 'email'"):
+        cache.get_or_load_by_key("email", "x@example.com.br", lambda _t, _v: None)
+
+
+def test_a_foreign_value_at_the_epoch_key_never_lets_a_not_found_through_nor_blocks_fills(ctx: CheckContext) -> None:
+    """The epoch is judged like every other key: a value of another type or that is not a time is
+    deleted (logged as foreign), the not-found in flight is dropped (it cannot be judged), and
+    the next one is stored; an invalidation over a foreign epoch replaces it."""
+    cache = EntryCache(ctx.client, ctx.prefix)
+    epoch = cache.negative_epoch_key()
+    for plant in (lambda r: r.hset(epoch, "x", "y"), lambda r: r.set(epoch, "not a time")):
+        ctx.client.run(lambda r, p=plant: (r.delete(epoch), p(r)), idempotent=True)  # type: ignore[misc]
+        value = f"x{uuid.uuid4().hex[:8]}@example.com.br"
+        assert cache.get_or_load_by_key("EMAIL", value, lambda _t, _v: None).outcome == "invalidated"
+        assert ctx.client.run(lambda r: r.exists(epoch), idempotent=True) == 0
+        assert cache.get_or_load_by_key("EMAIL", value, lambda _t, _v: None).outcome == "stored"
+    ctx.client.run(lambda r: r.hset(epoch, "x", "y"), idempotent=True)
+    cache.invalidate(str(uuid.uuid4()))
+    kind, ttl = ctx.client.run(lambda r: (r.type(epoch), r.pttl(epoch)), idempotent=True)
+    assert kind == "string" and 0 < ttl <= cache.marker_ttl_ms, (kind, ttl)

@@ -233,3 +233,37 @@ def test_complete_reloads_its_script_after_noscript_and_stores_once(
         admin.script_flush()
     assert store.complete("flushed", claim.owner or "", {"x": 2}) is CompleteOutcome.COMPLETED
     assert store.claim("flushed", payload("flushed")).response == {"x": 2}
+
+
+# --- issue 15: ids that cannot be encoded, equal numbers in a retried payload
+
+
+def test_a_request_id_that_cannot_be_encoded_never_shares_a_record(
+    store: IdempotencyStore, client: SentinelClient
+) -> None:
+    """``pix-\\udc80`` used to be sent as ``pix-?`` and replayed that request's response: a
+    distinct payment deduplicated. Now it is refused before anything is sent."""
+    first = store.claim("pix-?", payload("pix-?"))
+    assert store.complete("pix-?", first.owner or "", {"paid": "pix-?"}) is CompleteOutcome.COMPLETED
+    for call in (
+        lambda: store.claim("pix-\udc80", payload("pix-?")),
+        lambda: store.complete("pix-\udc80", first.owner or "", {"paid": "other"}),
+        lambda: store.release("pix-\udc80", first.owner or ""),
+    ):
+        with pytest.raises(ValueError, match=r"request id 'pix-\\udc80' cannot be encoded as UTF-8"):
+            call()
+    with pytest.raises(ValueError, match="owner"):
+        store.claim("pix-ok", payload("pix-ok"), owner="o-\ud800")
+    with pytest.raises(ValueError, match="payload"):
+        store.claim("pix-ok", {"name": "\udc80"})
+    assert store.claim("pix-?", payload("pix-?")).response == {"paid": "pix-?"}
+    assert client.run(lambda r: r.exists(store.key("pix-ok")), idempotent=True) == 0
+
+
+def test_a_retry_that_reserialises_an_amount_replays(store: IdempotencyStore) -> None:
+    """``{"amount": 10}`` and ``{"amount": 10.0}`` are one request: the retry gets REPLAY, not a 422."""
+    first = store.claim("amount", {"amount": 10, "fee": 0.0, "key": "a@b.c"})
+    assert store.complete("amount", first.owner or "", {"ok": True}) is CompleteOutcome.COMPLETED
+    retry = store.claim("amount", {"key": "a@b.c", "fee": -0.0, "amount": 10.0})
+    assert retry.outcome is Outcome.REPLAY and retry.response == {"ok": True}
+    assert store.claim("amount", {"amount": 10.01, "fee": 0, "key": "a@b.c"}).outcome is Outcome.MISMATCH

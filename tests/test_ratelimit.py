@@ -133,3 +133,23 @@ def test_checks_fail_on_the_seed_design(ctx: CheckContext, monkeypatch: pytest.M
     monkeypatch.setattr(ratelimit_checks, "RateLimiter", SeedLimiter)
     item = next(c for c in CHECKS if c.name == "every_counter_has_ttl")
     assert not run_check(item, ctx).passed
+
+
+# --- issue 15: ids that cannot be encoded, limits that cannot be compared
+
+
+def test_an_ispb_that_cannot_be_encoded_never_uses_another_counter(client: SentinelClient, ctx: CheckContext) -> None:
+    """``6070119\\udc80`` used to be sent as ``6070119?`` and used up that ISPB's counter."""
+    limiter = RateLimiter(client, ctx.prefix, limits={"Two": 2})
+    assert limiter.check("6070119?", "Two").count == 1
+    for ispb, operation, what in (("6070119\udc80", "Two", "ispb"), ("60701190", "T\ud800", "operation")):
+        with pytest.raises(ValueError, match=f"{what} .* cannot be encoded as UTF-8"):
+            limiter.check(ispb, operation)
+    assert limiter.check("6070119?", "Two").count == 2
+
+
+def test_limits_the_script_cannot_count_exactly_are_refused(client: SentinelClient) -> None:
+    with pytest.raises(ValueError, match=r"limit for 'GetEntry' = 1000000000000000000"):
+        RateLimiter(client, limits={"GetEntry": 10**18})
+    with pytest.raises(ValueError, match="default_limit"):
+        RateLimiter(client, default_limit=True)

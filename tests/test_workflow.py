@@ -120,6 +120,40 @@ def test_checks_fail_on_the_seed_design(ctx: CheckContext, monkeypatch: pytest.M
 
 def test_version_validated(client: SentinelClient) -> None:
     cache = WorkflowCache(client, "x:")
-    for bad in (0, -1, True, 2**60):
-        with pytest.raises(ValueError):
-            cache.set("w", bad, "OPEN", metadata("w"))
+    for bad in (0, -1, True, 2**63, 1.5, "7"):
+        with pytest.raises(ValueError, match=r"version .*: an integer in \[1, 2\*\*63 - 1\]"):
+            cache.set("w", bad, "OPEN", metadata("w"))  # type: ignore[arg-type]
+
+
+# --- issue 15: versions above 2^53, ids that cannot be encoded
+
+
+def test_versions_above_2_53_keep_their_order(client: SentinelClient, ctx: CheckContext) -> None:
+    """Lua numbers are doubles (2^53 + 1 is 2^53 there): versions are compared exactly, up to
+    2^63 - 1, so nanosecond timestamps work as versions."""
+    cache = WorkflowCache(client, ctx.prefix)
+    big = 2**53
+    assert cache.set("w", big + 1, "CONFIRMED", metadata("w")).applied
+    late = cache.set("w", big, "OPEN", metadata("w"))
+    assert not late.applied and late.stored_version == big + 1
+    state = cache.get("w")
+    assert state is not None and state.version == big + 1 and state.status == "CONFIRMED"
+    ns = 1_732_000_000_123_456_789
+    assert cache.set("w", ns, "A", metadata("w")).applied
+    assert not cache.set("w", ns - 1, "B", metadata("w")).applied
+    assert cache.set("w", ns + 1, "C", metadata("w")) == SetResult(True, ns + 1)
+    # With the status expired, the metadata's copy of the version still decides, exactly.
+    client.run(lambda r: r.delete(cache.status_key("w")), idempotent=True)
+    assert cache.set("w", ns, "D", metadata("w")) == SetResult(False, ns + 1)
+    assert cache.set("w", 2**63 - 1, "E", metadata("w")) == SetResult(True, 2**63 - 1)
+
+
+def test_a_workflow_id_that_cannot_be_encoded_is_refused(client: SentinelClient, ctx: CheckContext) -> None:
+    cache = WorkflowCache(client, ctx.prefix)
+    assert cache.set("w-?", 5, "CONFIRMED", metadata("w-?")).applied
+    with pytest.raises(ValueError, match=r"workflow id 'w-\\udc80' cannot be encoded as UTF-8"):
+        cache.set("w-\udc80", 9, "OPEN", metadata("w-?"))
+    with pytest.raises(ValueError, match="workflow id"):
+        cache.get("w-\udc80")
+    state = cache.get("w-?")
+    assert state is not None and state.version == 5 and state.status == "CONFIRMED"

@@ -288,6 +288,24 @@ def stale_refill_rejected(ctx: CheckContext) -> str:
     expect(refills[0].outcome == "stored", f"(e) the refill after the invalidation was {refills[0].outcome}")
     expect(cache.get_by_id(e.id) == e, "(e) the refill after the invalidation was not cached")
     outcomes.append(f"refill-after-invalidate {refills[0].outcome}, {len(loads)} load for 3 reads")
+
+    # (f) a not-found loaded by key while the entry moves to that key and is invalidated (the
+    # writer names the entry, not its new key): the not-found is dropped, the next read loads it.
+    f1 = sample_entry(new_id(), 1, f"old.{new_id()[:8]}@example.com.br")
+    f2 = sample_entry(f1.id, 2, f"new.{new_id()[:8]}@example.com.br")
+    cache.write(f1)
+
+    def not_found_then_moved(_kt: str, _kv: str) -> None:
+        cache.invalidate(f1.id, committed_version=2)
+
+    result = cache.get_or_load_by_key(f2.key_type, f2.key_value, not_found_then_moved)
+    after = cache.get_or_load_by_key(f2.key_type, f2.key_value, lambda _kt, _kv: f2)
+    expect(
+        result.outcome == "invalidated" and after.entry == f2 and after.loaded,
+        f"(f) a not-found by key loaded before an invalidation was {result.outcome}; the next read got "
+        f"{after.outcome} {after.entry and after.entry.version}",
+    )
+    outcomes.append(f"not-found-by-key-before-invalidate {result.outcome}")
     return "; ".join(outcomes)
 
 
@@ -301,7 +319,15 @@ def reordered_writes_keep_newest(ctx: CheckContext) -> str:
     cached = cache.get_by_id(v3.id)
     expect(first == "stored" and late == "stale", f"write v3 -> {first}, late write v2 -> {late}")
     expect(cached == v3, f"cache holds v{cached and cached.version} after v3 then v2")
-    return f"v3 {first}, late v2 {late}, cache keeps v3"
+    # Versions that a double cannot tell apart (Lua numbers are doubles) keep their order too.
+    big = sample_entry(new_id(), 2**53 + 1)
+    cache.write(big)
+    late_big = cache.write(sample_entry(big.id, 2**53, big.key_value))
+    kept = cache.get_by_id(big.id)
+    expect(
+        late_big == "stale" and kept == big, f"2^53 after 2^53 + 1 -> {late_big}, cache holds {kept and kept.version}"
+    )
+    return f"v3 {first}, late v2 {late}, cache keeps v3; 2^53 after 2^53 + 1 {late_big}"
 
 
 @check("entry", "single_loader_under_concurrency")
@@ -563,11 +589,13 @@ def every_key_has_ttl(ctx: CheckContext) -> str:
     immortal = sorted(k for k, ttl in lowest.items() if ttl == -1)
     expect(not immortal, f"keys without a TTL: {immortal}")
     kinds = sorted({k[len(ctx.prefix) :].rsplit(":", 1)[0].split(":")[2] for k in lowest})
-    expect({"id", "key", "ver", "lease"} <= set(kinds), f"expected entry, pointer, marker and lease keys, saw {kinds}")
+    expected = {"id", "key", "ver", "lease", "epoch"}
+    expect(expected <= set(kinds), f"expected entry, pointer, marker, lease and epoch keys, saw {kinds}")
     # Upper bounds: entries and pointers 5 min, negative entries 30 s, markers and leases their own.
     expect(cache.ttl_ms == DEFAULT_TTL_MS == 300_000, f"entry TTL {cache.ttl_ms} ms, the contract says 5 min")
     expect(negative, "no negative entry was seen")
     bounds = {"id": cache.ttl_ms, "key": cache.ttl_ms, "ver": cache.marker_ttl_ms, "lease": cache.lease_ms}
+    bounds["epoch"] = max(cache.marker_ttl_ms, cache.lease_ms)  # outlives every lease taken before it
     for key, ttl in highest.items():
         bound = MAX_NEGATIVE_TTL_MS if key in negative else bounds[key[len(ctx.prefix) :].split(":")[2]]
         expect(ttl <= bound, f"{key} has PTTL {ttl} ms, above its bound {bound} ms")

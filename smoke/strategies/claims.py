@@ -30,6 +30,20 @@ never aborts a script after its first write (a Lua script is not rolled back). R
 undecoded (:mod:`smoke.strategies.lua`): an object or status that is not UTF-8 is a corrupt value like any
 other, a miss that is deleted and logged, and the shared connection stays usable.
 
+Ordering (a limit by design, not guarded here): a put is **last writer wins**. A claim carries
+no version, so a late put (delayed, or retried after a newer one) of an older state overwrites a
+newer one: OPEN put after CONFIRMED makes ``status`` answer OPEN until the next put, for up to
+the 1 min TTL. The application must order them: one writer per claim (the claim's workflow),
+each put after the commit it reflects, never a retry of a state that a newer put has replaced
+(after a lost reply, put the claim's *current* state again). A decision that must not act on an
+older status (completing a portability, releasing a key) reads the source of truth, not this
+cache. Should several writers ever update one claim, give it a version and guard the put as
+:mod:`smoke.strategies.workflow` does (a data-shape change of the object and status values).
+
+Ids: claim and entry ids must be UTF-8 text; one that is not (a lone surrogate from
+``json.loads``) is a ``ValueError`` naming it, raised before anything is sent. A ``claim_type`` or
+``status`` outside the contract is refused by ``put`` (the readers would delete it as corrupt).
+
 Round trips: create/update 1 (one Lua call), status 1, get 1 (a Lua ``GET`` that checks the
 key's type), list 1 (one Lua call prunes, ranges and fetches the objects), remove 1; a corrupt
 value costs 1 more to delete it. Every read goes to the master (the client only talks to
@@ -51,7 +65,7 @@ import time
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from smoke.strategies.client import SentinelClient
+from smoke.strategies.client import SentinelClient, encodable
 from smoke.strategies.corruption import CorruptionLog, json_object
 from smoke.strategies.lua import LuaScript
 
@@ -219,7 +233,13 @@ class PutResult:
 
 
 class ClaimCache:
-    """Write-through cache of claims and their per-entry index; see the module docstring."""
+    """Write-through cache of claims and their per-entry index; see the module docstring.
+
+    Last writer wins: claims carry no version, so a late put of an older state (OPEN after
+    CONFIRMED) overwrites the newer one for up to the TTL (1 min). The application must order the
+    puts of a claim (one writer, after each commit, never re-sending a replaced state) and take
+    decisions that must not see an older status from the source of truth.
+    """
 
     def __init__(
         self, client: SentinelClient, prefix: str = "", *, ttl_ms: int = DEFAULT_TTL_MS, index_slack_ms: int = 5_000
@@ -231,18 +251,29 @@ class ClaimCache:
         self.ttl_ms = ttl_ms
         self.index_slack_ms = index_slack_ms
 
+    # Every key builder refuses an id that cannot be sent as it is (not UTF-8: it would reach
+    # Redis as another id's key), with a ValueError naming it, before anything is sent.
     def object_key(self, claim_id: str) -> str:
-        return f"{self.prefix}{OBJECT_KEY}{claim_id}"
+        return f"{self.prefix}{OBJECT_KEY}{encodable('claim id', claim_id)}"
 
     def status_key(self, claim_id: str) -> str:
-        return f"{self.prefix}{STATUS_KEY}{claim_id}"
+        return f"{self.prefix}{STATUS_KEY}{encodable('claim id', claim_id)}"
 
     def index_key(self, entry_id: str) -> str:
-        return f"{self.prefix}{INDEX_KEY}{entry_id}"
+        return f"{self.prefix}{INDEX_KEY}{encodable('entry id', entry_id)}"
 
     # --- writes -------------------------------------------------------------------------------
     def put(self, claim: Claim) -> PutResult:
-        """Create or update: object, status and index entry in one Lua call (one round trip)."""
+        """Create or update: object, status and index entry in one Lua call (one round trip).
+
+        Last writer wins: there is no version, so puts of one claim must reach the cache in the
+        order of the claim's changes (see the module docstring). A claim the readers would refuse
+        (a ``claim_type`` or ``status`` outside the contract) is a ``ValueError``, not written.
+        """
+        if claim.claim_type not in CLAIM_TYPES:
+            raise ValueError(f"claim_type {claim.claim_type!r}: one of {', '.join(CLAIM_TYPES)}")
+        if claim.status not in STATUSES:
+            raise ValueError(f"status {claim.status!r}: one of {', '.join(STATUSES)}")
         keys = [self.object_key(claim.id), self.status_key(claim.id), self.index_key(claim.entry_id)]
         args = [claim.id, claim.to_json(), claim.status, self.ttl_ms, self.index_slack_ms]
         expires, size = self._run(_PUT, keys, args)

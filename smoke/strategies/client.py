@@ -12,6 +12,15 @@ This module keeps redis-py's connection handling and changes exactly those point
 * :meth:`SentinelClient.run` retries with backoff and re-discovers on connection errors,
   timeouts, ``READONLY`` and ``NOREPLICAS``; a non-idempotent operation is retried only when
   the error proves it never ran, otherwise :class:`OutcomeUnknown` is raised.
+
+Text in both directions. redis-py applies one ``encoding_errors`` to what it sends and to what it
+decodes. Replies are decoded with ``replace``: a foreign value that is not UTF-8 must not raise
+half-way through a reply (that would leave the rest of it unread on a pooled connection). What is
+*sent* is encoded strictly: with ``replace`` a lone surrogate (``json.loads('"\\udc80"')`` makes
+one) went out as ``?``, so two distinct ids shared one key. An argument that is not UTF-8 text
+raises ``UnicodeEncodeError`` (a ``ValueError``) before anything is sent, and the connection stays
+usable; the strategies check their ids first with :func:`encodable`, whose error names the
+argument.
 """
 
 from __future__ import annotations
@@ -26,6 +35,8 @@ from pathlib import Path
 from typing import TypeVar
 
 import redis
+from redis._parsers.encoders import Encoder
+from redis.connection import PythonRespSerializer
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import ResponseError, TimeoutError
 from redis.sentinel import (
@@ -131,9 +142,50 @@ class _SpecSentinel(Sentinel):
         raise MasterNotFoundError(f"no master found for {service_name!r}: {detail}")
 
 
+def encodable(what: str, value: str) -> str:
+    """``value``, if it can be sent to Redis as it is: text that encodes as UTF-8.
+
+    A ``ValueError`` naming the argument otherwise, e.g. for a lone surrogate, which
+    ``json.loads`` accepts from a request body (``"\\udc80"``) and which would otherwise reach
+    Redis as another id's key. Every public method of the strategies that takes an id or key
+    calls this before it sends anything.
+    """
+    if not isinstance(value, str):
+        raise TypeError(f"{what}: a str, not {type(value).__name__} ({value!r})")
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        raise ValueError(
+            f"{what} {value!r} cannot be encoded as UTF-8 ({exc.reason} at index {exc.start}): "
+            "refused before anything was sent to Redis"
+        ) from None
+    return value
+
+
+class _StrictArgumentsEncoder(Encoder):
+    """Encodes command arguments strictly, whatever ``encoding_errors`` says; decodes replies
+    with ``encoding_errors`` (``replace`` here). See the module docstring."""
+
+    __slots__ = ()
+
+    def encode(self, value: object) -> bytes | bytearray | memoryview:
+        if isinstance(value, str):
+            return value.encode(self.encoding, "strict")
+        return super().encode(value)  # type: ignore[no-any-return]
+
+
 class _RoleCheckedConnection(SentinelManagedConnection):
     """Confirms with ``ROLE`` that the node Sentinel named really is a master before using it
-    (a demoted master keeps accepting connections until Sentinel reconfigures it)."""
+    (a demoted master keeps accepting connections until Sentinel reconfigures it). Arguments
+    are encoded strictly, replies decoded leniently (:class:`_StrictArgumentsEncoder`)."""
+
+    def __init__(self, **kwargs: object) -> None:
+        super().__init__(**kwargs)
+        encoder = self.encoder
+        self.encoder = _StrictArgumentsEncoder(encoder.encoding, encoder.encoding_errors, encoder.decode_responses)
+        # The packer holds the encode() it was built with: rebuild it on ours (also in place of
+        # hiredis's packer, should hiredis be installed, so that one encoder decides).
+        self._command_packer = PythonRespSerializer(self._buffer_cutoff, self.encoder.encode)
 
     def connect_to(self, address: tuple[str, int]) -> None:
         super().connect_to(address)
@@ -213,8 +265,9 @@ class SentinelClient:
             max_connections=config.pool_size,
             retry=redis.retry.Retry(redis.backoff.NoBackoff(), 0),
             decode_responses=True,
-            # A foreign value that is not UTF-8 must not raise in the middle of a reply: that
-            # would return the connection to the pool with the rest of the reply unread.
+            # Replies only: a foreign value that is not UTF-8 must not raise in the middle of a
+            # reply (that would return the connection to the pool with the rest of it unread).
+            # Arguments are encoded strictly by the connection class (_StrictArgumentsEncoder).
             encoding_errors="replace",
         )
         # redis-py's pool raises at once when exhausted; go-redis waits. The semaphore waits.

@@ -26,10 +26,49 @@ Data shape (changed from the seed, all keys under ``prefix``):
   stored (so invalidating an unchanged entry does not block its refill). The marker outliving the
   entry is what rejects a late, older write-through or a fill that loaded before the
   invalidation even after the entry itself is gone.
+  Versions are stored as decimal strings and compared exactly (see *Versions* below).
 * ``dict:entry:lease:id:<id>`` / ``dict:entry:lease:key:<type>:<value>`` — a fill **lease**
   (``SET NX PX lease_ms``, value ``<token>:<server time µs>``): one loader per cold key; the
   others poll briefly and read what it stored. A fill is stored only while its lease holds and
   only if no invalidation happened after the lease was taken (Facebook's memcache leases).
+* ``dict:entry:epoch:negative-by-key`` — **new**, one per prefix: the server time (µs) of the
+  last ``invalidate`` of *any* entry, ``PX max(marker_ttl_ms, lease_ms)`` (5 min, set again by
+  every invalidation). It is what a not-found loaded *by key* is judged by (next section).
+
+What a fill is judged by. A fill of an entry (by id or by key) and a not-found by id are judged
+by the entry's marker (``inv_us`` against the lease, ``floor`` against the version). A
+**not-found by key** names no entry: the entry that owns that key value now may be one that just
+moved there, and its writer calls ``invalidate(<id>, committed_version=…)`` without knowing (or
+saying) the new key value. So a not-found by key is stored only if its lease was taken after the
+last invalidation under the prefix (the epoch): otherwise it is dropped (outcome
+``invalidated``) and the next reader loads again. Not-founds are cheap to reload, but under a
+steady stream of invalidations the share dropped is about (invalidations per second) times (the
+loader's time): at 100/s and a 5 ms query, half; the lease still keeps it to one loader at a
+time per key. A write-through needs no epoch: it stores the pointer, and a not-found never
+replaces an existing key (outcome ``exists``). Left by design, bounded by the negative TTL
+(15 s by default, at most 30 s): a not-found *already cached* under a key value before an entry
+moved there, unless the writer writes the entry through or passes ``new_key`` to ``invalidate``;
+and a not-found stored after the value a write-through just stored was evicted within the
+loader's milliseconds (LRU evicts the least recently used keys; these were just written).
+
+A limit of ``invalidate`` (by design): without ``committed_version`` an invalidation refuses
+later write-throughs only of the version it finds *cached* and older, and none at all when the
+entry is not cached (expired, evicted, never read). A late write-through of an older version
+than the one just committed (delayed, or retried) is then stored and served for up to the
+entry TTL (5 min). Writers that know the version they committed should always pass it.
+
+Versions: an entry's version (and ``committed_version``) is an integer in [0, 2^63 - 1] (a
+database BIGINT; nanosecond commit timestamps, ~1.7e18, fit until 2262) and is compared
+exactly: the scripts compare decimal strings (:data:`smoke.strategies.lua.VERSIONS_LUA`), since
+Lua numbers are doubles (2^53 + 1 and 2^53 are one number there, and so are nanosecond
+timestamps 256 apart). The version of a cached copy is read from its JSON text, where it is the
+last member. Anything else (a bool, a float, a string, a negative number, 2^63) is a
+``ValueError`` naming it, raised before anything is sent, also for an entry a loader returned.
+
+Ids and keys: entry ids and key values must be UTF-8 text and key types one of the five DICT
+types; anything else is a ``ValueError`` naming the argument, raised before anything is sent.
+(redis-py used to send a lone surrogate as ``?``, so ``e-\\udc80`` read the entry of ``e-?``;
+and a type with a ``:`` would share the pointer of another (type, value) pair.)
 
 Round trips (measured by the checks, one ``EVALSHA`` each): ``get_by_id``/``get_by_key`` 1 (hit,
 miss or negative), ``write`` 1, ``invalidate`` 1; ``get_or_load`` 1 on a hit and 2 on a cold key
@@ -51,7 +90,13 @@ Redis Cluster: the scripts touch the id key, its marker and lease (which could s
 cluster a read by key becomes two round trips (pointer, then entry) and a write two slots
 (entry + marker in one script, pointer(s) in a second call), reopening a small window in which
 a pointer may lag its entry; the read path already treats a pointer whose entry does not match
-as stale.
+as stale. The epoch is one key of its own slot: an invalidation would set it in a further call
+(before it answers), and a not-found fill by key read it first.
+
+Clocks: leases, ``inv_us`` and the epoch are the master's ``TIME``. After a failover they are
+compared with another server's clock; a new master whose clock is behind the old one by more than
+the time between a lease and an invalidation could let one in-flight fill through (bounded by
+the entry or negative TTL, like any cache entry a failover leaves stale).
 """
 
 from __future__ import annotations
@@ -64,9 +109,9 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from smoke.strategies.client import SentinelClient
+from smoke.strategies.client import SentinelClient, encodable
 from smoke.strategies.corruption import CorruptionLog, json_object
-from smoke.strategies.lua import LuaScript
+from smoke.strategies.lua import VERSIONS_LUA, LuaScript, version_text
 
 log = logging.getLogger(__name__)
 
@@ -77,6 +122,9 @@ POINTER_KEY = "dict:entry:key:"
 MARKER_KEY = "dict:entry:ver:"
 LEASE_ID_KEY = "dict:entry:lease:id:"
 LEASE_KEY_KEY = "dict:entry:lease:key:"
+# One per prefix: the server time (µs) of the last invalidation, against which a not-found
+# loaded by key is judged (see the module docstring).
+NEGATIVE_EPOCH_KEY = "dict:entry:epoch:negative-by-key"
 NONE = "__dict_none__"
 
 DEFAULT_TTL_MS = 300_000
@@ -143,8 +191,7 @@ class Entry:
             raise ValueError("a text field is not a string")
         if entry.key_type not in KEY_TYPES:
             raise ValueError(f"key_type {entry.key_type!r}")
-        if not isinstance(entry.version, int) or isinstance(entry.version, bool) or entry.version < 0:
-            raise ValueError(f"version {entry.version!r}")
+        version_text("version", entry.version)  # an integer in [0, 2^63 - 1], ValueError otherwise
         return entry
 
 
@@ -154,7 +201,9 @@ class Entry:
 # the script with WRONGTYPE, and a Lua script is not rolled back, so an abort after the first
 # write would leave a partial write behind. With every key checked before use, nothing in these
 # scripts can raise, and each runs all or nothing.
-_PRELUDE_LUA = """
+_PRELUDE_LUA = (
+    VERSIONS_LUA
+    + """
 local NONE = '__dict_none__'
 local foreign = {}
 local function usable(k, want)
@@ -178,6 +227,7 @@ local function now_us()
   return t[1] .. string.format('%06d', tonumber(t[2]))
 end
 """
+)
 
 # Shared by the write and fill scripts: store entry + pointer + marker if the version is not older
 # than the marker's floor (for a write-through also its ``inv_floor``) nor than the cached copy;
@@ -187,19 +237,21 @@ _STORE_LUA = (
     _PRELUDE_LUA
     + """
 local function store(idkey, ptrkey, mkey, ptrprefix, id, json, version, ttl, mttl, writing)
-  local floor = tonumber(hget(mkey, 'floor')) or 0
+  version = vnorm(version)
+  if not version then return 'stale' end  -- not comparable: never stored (the caller validates)
+  local floor = vnorm(hget(mkey, 'floor')) or '0'
   if writing then
-    local ifloor = tonumber(hget(mkey, 'inv_floor'))
-    if ifloor and ifloor > floor then floor = ifloor end
+    local ifloor = vnorm(hget(mkey, 'inv_floor'))
+    if ifloor and vgt(ifloor, floor) then floor = ifloor end
   end
-  if version < floor then return 'stale' end
+  if vgt(floor, version) then return 'stale' end
   local old = sget(idkey)
   local oldptr = nil
   if old and old ~= NONE then
     local ok, d = pcall(cjson.decode, old)
     if ok and type(d) == 'table' then
-      local v = tonumber(d.version)
-      if v and v > version then return 'stale' end
+      local v = json_version(old, d)
+      if v and vgt(v, version) then return 'stale' end
       if type(d.key_type) == 'string' and type(d.key_value) == 'string' then
         oldptr = ptrprefix .. d.key_type .. ':' .. d.key_value
       end
@@ -248,22 +300,28 @@ return {foreign, 'lease'}
 )
 
 # Cluster: id + marker could share {<id>}; the new and old pointers cannot (a second call each).
-# KEYS: id key, pointer key, marker key. ARGV: id, json, version, ttl ms, marker ttl ms, pointer prefix.
+# KEYS: id key, pointer key, marker key. ARGV: id, json, version (decimal), ttl ms, marker ttl ms, pointer prefix.
 _WRITE_LUA = (
     _STORE_LUA
     + """
-local outcome = store(KEYS[1], KEYS[2], KEYS[3], ARGV[6], ARGV[1], ARGV[2], tonumber(ARGV[3]), ARGV[4], ARGV[5], true)
+local outcome = store(KEYS[1], KEYS[2], KEYS[3], ARGV[6], ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5], true)
 return {foreign, outcome}
 """
 )
 
-# Cluster: as the write script, plus the lease (by-id lease shares {<id>}; by-key does not).
+# Cluster: as the write script, plus the lease (by-id lease shares {<id>}; by-key does not) and,
+# for a not-found by key, the prefix's epoch key (a slot of its own: a second call there).
 # KEYS: lease, target (id key for an entry or a negative-by-id; pointer key for a negative-by-key),
-#       pointer key (entry only), marker key (of the loaded id; '' -> none).
-# ARGV: token, json or NONE, id, version, ttl ms, negative ttl ms, marker ttl ms, pointer prefix.
+#       pointer key (entry only), marker key (of the loaded id, or of the id of a negative-by-id;
+#       '' -> none), by-key negative epoch key (negative-by-key only; '' -> none).
+# ARGV: token, json or NONE, id, version (decimal), ttl ms, negative ttl ms, marker ttl ms, pointer prefix.
 # A fill is judged by time, not by the invalidation's version floor: it is rejected if an
 # invalidation happened at or after its lease was taken (it may have read the data before the
-# invalidation), and stored if its lease (so its read) began after the last invalidation.
+# invalidation), and stored if its lease (so its read) began after the last invalidation. A
+# not-found by key has no entry whose marker could say so (an invalidation of the entry that now
+# has this key value names the entry, not the new key value): it is judged by the epoch, the
+# time of the last invalidation of any entry under this prefix. A foreign or unreadable epoch is
+# deleted and the fill dropped (a not-found is cheap to load again).
 _FILL_LUA = (
     _STORE_LUA
     + """
@@ -275,46 +333,68 @@ if KEYS[4] ~= '' then
   local inv = tonumber(hget(KEYS[4], 'inv_us'))
   if inv and (not started or inv >= started) then return {foreign, 'invalidated'} end
 end
+if KEYS[5] ~= '' then
+  local readable = usable(KEYS[5], 'string')
+  local raw = readable and redis.call('GET', KEYS[5])
+  local epoch = raw and tonumber(raw)
+  if not readable or (raw and not epoch) then
+    redis.call('DEL', KEYS[5])
+    return {foreign, 'invalidated'}
+  end
+  if epoch and (not started or epoch >= started) then return {foreign, 'invalidated'} end
+end
 if ARGV[2] == NONE then
   usable(KEYS[2], 'string')
   if redis.call('EXISTS', KEYS[2]) == 1 then return {foreign, 'exists'} end
   redis.call('SET', KEYS[2], NONE, 'PX', ARGV[6])
   return {foreign, 'stored'}
 end
-local outcome = store(KEYS[2], KEYS[3], KEYS[4], ARGV[8], ARGV[3], ARGV[2], tonumber(ARGV[4]), ARGV[5], ARGV[7], false)
+local outcome = store(KEYS[2], KEYS[3], KEYS[4], ARGV[8], ARGV[3], ARGV[2], ARGV[4], ARGV[5], ARGV[7], false)
 return {foreign, outcome}
 """
 )
 
-# Cluster: id + marker share {<id>}; the pointer (found in the entry) is a second call.
-# KEYS: id key, marker key. ARGV: id, committed version ('' = unknown), marker ttl ms, pointer prefix.
+# Cluster: id + marker share {<id>}; the pointer (found in the entry), the new key's pointer and
+# the prefix's epoch key are further calls.
+# KEYS: id key, marker key, by-key negative epoch key[, pointer key of the entry's new key].
+# ARGV: id, committed version (decimal; '' = unknown), marker ttl ms, pointer prefix, epoch ttl ms.
 # With a committed version the floor rises to it (for writes and fills). Without one, only
 # write-throughs of the cached version or older are rejected (``inv_floor``: a write-through has
 # no start time to compare), while fills are judged by ``inv_us`` against their lease, so a refill
-# that starts after the invalidation is stored even when the entry did not change.
+# that starts after the invalidation is stored even when the entry did not change. The epoch
+# (server time) rejects every not-found by key whose lease was taken before now: the entry may
+# have moved to that key value. At the new key (if the caller names it) a cached not-found, or a
+# pointer to this id, is dropped too.
 _INVALIDATE_LUA = (
     _PRELUDE_LUA
     + """
-local floor = tonumber(hget(KEYS[2], 'floor')) or 0
-local ifloor = tonumber(hget(KEYS[2], 'inv_floor')) or 0
-local committed = tonumber(ARGV[2])
+local floor = vnorm(hget(KEYS[2], 'floor')) or '0'
+local ifloor = vnorm(hget(KEYS[2], 'inv_floor')) or '0'
+local committed = vnorm(ARGV[2])
 local old = sget(KEYS[1])
 local removed = 0
 if old and old ~= NONE then
   local ok, d = pcall(cjson.decode, old)
   if ok and type(d) == 'table' then
-    local v = tonumber(d.version)
-    if v and not committed and v + 1 > ifloor then ifloor = v + 1 end
+    local v = json_version(old, d)
+    if v and not committed and vgt(vinc(v), ifloor) then ifloor = vinc(v) end
     if type(d.key_type) == 'string' and type(d.key_value) == 'string' then
       local ptr = ARGV[4] .. d.key_type .. ':' .. d.key_value
       if sget(ptr) == ARGV[1] then removed = removed + redis.call('DEL', ptr) end
     end
   end
 end
-if committed and committed > floor then floor = committed end
+if KEYS[4] then
+  local at = sget(KEYS[4])
+  if at == NONE or at == ARGV[1] then removed = removed + redis.call('DEL', KEYS[4]) end
+end
+if committed and vgt(committed, floor) then floor = committed end
 removed = removed + redis.call('DEL', KEYS[1])
-redis.call('HSET', KEYS[2], 'floor', floor, 'inv_floor', ifloor, 'inv_us', now_us())
+local now = now_us()
+redis.call('HSET', KEYS[2], 'floor', floor, 'inv_floor', ifloor, 'inv_us', now)
 redis.call('PEXPIRE', KEYS[2], ARGV[3])
+usable(KEYS[3], 'string')
+redis.call('SET', KEYS[3], now, 'PX', ARGV[5])
 return {foreign, removed, floor}
 """
 )
@@ -358,7 +438,22 @@ class FillResult:
 
 
 class EntryCache:
-    """Look-aside cache of DICT entries; see the module docstring for the keys and guarantees."""
+    """Look-aside cache of DICT entries; see the module docstring for the keys and guarantees.
+
+    In short: reads never return a version older than one a write or invalidation has
+    superseded, except within the limits below; ``write`` keeps the newest version (compared
+    exactly, integers in [0, 2^63 - 1]); a fill (``get_or_load*``) is dropped when an invalidation
+    happened while its loader ran (for a not-found by key: an invalidation of any entry); one
+    loader runs per cold key. Every key has a TTL; a failover or an eviction loses cache data,
+    never makes it older than the TTLs allow.
+
+    Limits the application must know: ``invalidate`` without ``committed_version`` refuses only
+    write-throughs of the version it found cached and older, so a late write-through of another
+    version older than the one committed is stored and served for up to the entry TTL (5 min);
+    pass the committed version. A not-found cached under a key value *before* an
+    entry moved there is served until its negative TTL (15 s) unless the writer writes the entry
+    through or passes ``new_key`` to ``invalidate``.
+    """
 
     def __init__(
         self,
@@ -385,16 +480,26 @@ class EntryCache:
         self.marker_ttl_ms = marker_ttl_ms
         self.lease_ms = lease_ms
         self.poll_ms = poll_ms
+        # The epoch must outlive every lease taken before it was set (and it is set again by
+        # every invalidation, so it lives as long as invalidations keep coming).
+        self._epoch_ttl_ms = max(marker_ttl_ms, lease_ms)
 
     # --- key names ----------------------------------------------------------------------------
+    # Every key builder refuses what would make two ids share a key, with a ValueError naming
+    # the argument, before anything is sent: text that is not UTF-8 (a lone surrogate would
+    # reach Redis as '?') and a key type other than the five DICT types (with a ':' in it,
+    # ('EMAIL:a', 'b') and ('EMAIL', 'a:b') would be one pointer).
     def id_key(self, entry_id: str) -> str:
-        return f"{self.prefix}{ID_KEY}{entry_id}"
+        return f"{self.prefix}{ID_KEY}{encodable('entry id', entry_id)}"
 
     def pointer_key(self, key_type: str, key_value: str) -> str:
-        return f"{self.prefix}{POINTER_KEY}{key_type}:{key_value}"
+        return f"{self.prefix}{POINTER_KEY}{_key_type(key_type)}:{encodable('key value', key_value)}"
 
     def marker_key(self, entry_id: str) -> str:
-        return f"{self.prefix}{MARKER_KEY}{entry_id}"
+        return f"{self.prefix}{MARKER_KEY}{encodable('entry id', entry_id)}"
+
+    def negative_epoch_key(self) -> str:
+        return f"{self.prefix}{NEGATIVE_EPOCH_KEY}"
 
     # --- reads --------------------------------------------------------------------------------
     def get_by_id(self, entry_id: str) -> Entry | None:
@@ -413,26 +518,48 @@ class EntryCache:
     def get_or_load_by_key(
         self, key_type: str, key_value: str, loader: Callable[[str, str], Entry | None]
     ) -> FillResult:
+        """Read by DICT key; on a miss run ``loader(key_type, key_value)`` under a lease on the key
+        and cache what it returns. A not-found is cached only if no invalidation (of any entry
+        under this prefix) happened after the lease was taken: the entry that now owns this key
+        value may be the one just invalidated (outcome ``invalidated``, nothing cached)."""
         return self._get_or_load("key", "", key_type, key_value, lambda: loader(key_type, key_value))
 
     # --- writes -------------------------------------------------------------------------------
     def write(self, entry: Entry) -> str:
         """Write-through after the source of truth committed ``entry``: ``stored``, or ``stale``
-        when a newer version is cached or an invalidation superseded this one (one round trip)."""
+        when a newer version is cached or an invalidation superseded this one (one round trip).
+
+        ``entry.version`` must be an integer in [0, 2^63 - 1] (compared exactly, so nanosecond
+        timestamps work); anything else is a ``ValueError`` naming it, and nothing is sent."""
         keys = [self.id_key(entry.id), self.pointer_key(entry.key_type, entry.key_value), self.marker_key(entry.id)]
-        args = [entry.id, entry.to_json(), entry.version, self.ttl_ms, self.marker_ttl_ms, self.prefix + POINTER_KEY]
+        version = version_text("entry version", entry.version)
+        args = [entry.id, entry.to_json(), version, self.ttl_ms, self.marker_ttl_ms, self.prefix + POINTER_KEY]
         (outcome,) = self._run(_WRITE, keys, args)
         return _text(outcome)
 
-    def invalidate(self, entry_id: str, committed_version: int | None = None) -> int:
+    def invalidate(
+        self, entry_id: str, committed_version: int | None = None, *, new_key: tuple[str, str] | None = None
+    ) -> int:
         """Drop the entry and its pointer atomically and leave a marker so that nothing older can
-        be stored again: no fill whose lease was taken before now, and no write-through of the
-        cached version or older (or, if the caller knows the version it just committed, of
-        anything below ``committed_version``). A fill that starts after the invalidation is
-        stored. Returns the number of keys removed (one round trip)."""
-        keys = [self.id_key(entry_id), self.marker_key(entry_id)]
-        args = [entry_id, "" if committed_version is None else committed_version, self.marker_ttl_ms]
-        args.append(self.prefix + POINTER_KEY)
+        be stored again: no fill whose lease was taken before now (by id, and any not-found by
+        key: the entry may have moved to that key value), and no write-through of the cached
+        version or older (or, if the caller knows the version it just committed, of anything
+        below ``committed_version``, an integer in [0, 2^63 - 1]). A fill that starts after the
+        invalidation is stored. Returns the number of keys removed (one round trip).
+
+        Pass ``committed_version`` whenever it is known: without it, an invalidation of an entry
+        that is not cached (expired, evicted, never read) knows no version to refuse, and a late
+        write-through of an older version is stored and served for up to the entry TTL (5 min).
+
+        ``new_key``: the (key_type, key_value) the entry has *now*, when the writer changed it. A
+        not-found cached under it before the change (the key did not exist yet) is dropped too;
+        without it, that not-found is served until its negative TTL (15 s) runs out. (A
+        ``write`` of the new entry replaces it in any case.)"""
+        keys = [self.id_key(entry_id), self.marker_key(entry_id), self.negative_epoch_key()]
+        if new_key is not None:
+            keys.append(self.pointer_key(*new_key))
+        committed = "" if committed_version is None else version_text("committed_version", committed_version)
+        args = [entry_id, committed, self.marker_ttl_ms, self.prefix + POINTER_KEY, self._epoch_ttl_ms]
         removed, _floor = self._run(_INVALIDATE, keys, args)
         return int(removed)
 
@@ -448,7 +575,7 @@ class EntryCache:
 
     def _lookup_keys(self, mode: str, entry_id: str, key_type: str, key_value: str) -> tuple[str, str]:
         if mode == "id":
-            return self.id_key(entry_id), f"{self.prefix}{LEASE_ID_KEY}{entry_id}"
+            return self.id_key(entry_id), f"{self.prefix}{LEASE_ID_KEY}{entry_id}"  # id_key validated it
         return self.pointer_key(key_type, key_value), f"{self.prefix}{LEASE_KEY_KEY}{key_type}:{key_value}"
 
     def _lookup_once(
@@ -485,6 +612,7 @@ class EntryCache:
     def _get_or_load(
         self, mode: str, entry_id: str, key_type: str, key_value: str, load: Callable[[], Entry | None]
     ) -> FillResult:
+        self._lookup_keys(mode, entry_id, key_type, key_value)  # refuses bad ids before the loader runs
         token = secrets.token_hex(8)
         deadline = time.monotonic() + self.lease_ms / 1000
         while True:
@@ -506,21 +634,30 @@ class EntryCache:
         lookup, lease = self._lookup_keys(mode, entry_id, key_type, key_value)
         try:
             entry = load()
+            if entry is None:
+                # A not-found by id is judged by the id's marker, one by key by the prefix's epoch.
+                marker = self.marker_key(entry_id) if mode == "id" else ""
+                epoch = self.negative_epoch_key() if mode == "key" else ""
+                keys = [lease, lookup, "", marker, epoch]
+                args = [token, NONE, "", "0", self.ttl_ms, self.negative_ttl_ms, self.marker_ttl_ms, ""]
+            else:  # what the loader returned is checked as a write would check it
+                keys = [lease, self.id_key(entry.id), self.pointer_key(entry.key_type, entry.key_value)]
+                keys += [self.marker_key(entry.id), ""]
+                version = version_text("entry version", entry.version)
+                args = [token, entry.to_json(), entry.id, version, self.ttl_ms, self.negative_ttl_ms]
+                args += [self.marker_ttl_ms, self.prefix + POINTER_KEY]
         except BaseException:
             # Give the lease back so the waiters do not sit out lease_ms behind a failed load.
             self.client.run(lambda r: _RELEASE(r, [lease], [token]), idempotent=True)
             raise
-        if entry is None:
-            marker = self.marker_key(entry_id) if mode == "id" else ""
-            keys = [lease, lookup, "", marker]
-            args = [token, NONE, "", 0, self.ttl_ms, self.negative_ttl_ms, self.marker_ttl_ms, ""]
-        else:
-            keys = [lease, self.id_key(entry.id), self.pointer_key(entry.key_type, entry.key_value)]
-            keys.append(self.marker_key(entry.id))
-            args = [token, entry.to_json(), entry.id, entry.version, self.ttl_ms, self.negative_ttl_ms]
-            args += [self.marker_ttl_ms, self.prefix + POINTER_KEY]
         (outcome,) = self._run(_FILL, keys, args)
         return entry, True, _text(outcome)
+
+
+def _key_type(key_type: str) -> str:
+    if key_type not in KEY_TYPES:
+        raise ValueError(f"key type {key_type!r}: one of {', '.join(KEY_TYPES)}")
+    return key_type
 
 
 def _text(value: bytes | str) -> str:

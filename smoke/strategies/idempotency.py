@@ -23,6 +23,21 @@ Data shape (changed from the seed's bare ``BridgeResponse`` JSON): the value is 
 request>, "at_ms": <server time>, "response": <the response as a JSON text, completed only>}``.
 The response is kept as text so a replay is byte-identical to what ``complete`` stored.
 
+Request fingerprint (:func:`fingerprint`, :func:`canonical_json`): RFC 8785 canonical JSON with
+numbers written from their exact decimal value, so a retry that re-serialises the payload (key
+order, ``10`` or ``10.0``, ``-0.0``) is a REPLAY and not a MISMATCH, and no two different
+payloads (2^53 and 2^53 + 1 included) share a fingerprint. Changed from the first version (plain
+``json.dumps`` with sorted keys), which gave ``10`` and ``10.0`` different fingerprints: for
+payloads of strings, integers below 10^21, booleans and nulls, with member names in the BMP, the
+two agree, so a record claimed before the change still matches its retry. One with a float
+written differently (``10.0``; ``10.5`` is written alike), an integer from 10^21 or a member
+name outside the BMP, claimed in the 24 h before the deploy, may answer MISMATCH to its retries
+until its record expires (fails safe: a 422, never a second run).
+
+Ids: the request id and the owner token must be UTF-8 text; one that is not (a lone surrogate
+from ``json.loads``) is a ``ValueError`` naming it, before anything is sent: it used to reach
+Redis as ``?`` and share the record of another request id.
+
 Corrupt or foreign record (not JSON, wrong shape, wrong Redis type): **fails closed**. Unlike the
 cache strategies it is *not* deleted, because it may be a completed request whose side effect
 already ran; deleting it would allow a silent second execution. The claim answers IN_PROGRESS
@@ -42,14 +57,16 @@ import enum
 import hashlib
 import json
 import logging
+import math
 import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass
+from decimal import Decimal
 from typing import Any
 
 import redis
 
-from smoke.strategies.client import SentinelClient
+from smoke.strategies.client import SentinelClient, encodable
 from smoke.strategies.corruption import CorruptionLog
 from smoke.strategies.lua import LuaScript
 
@@ -189,10 +206,114 @@ class ClaimResult:
 
 
 def fingerprint(payload: Any) -> str:
-    """sha256 of the canonical JSON of the request (sorted keys, no spaces, UTF-8): equal
-    requests get equal fingerprints whatever their key order."""
-    canonical = json.dumps(payload, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
-    return hashlib.sha256(canonical.encode("utf-8")).hexdigest()
+    """sha256 (hex) of :func:`canonical_json` of the request, UTF-8: equal requests get equal
+    fingerprints however the client serialised them (key order, ``10`` or ``10.0``), different
+    requests never share one."""
+    return hashlib.sha256(canonical_json(payload).encode("utf-8")).hexdigest()
+
+
+def canonical_json(payload: Any) -> str:
+    """The canonical JSON text of a request, the input of :func:`fingerprint`.
+
+    RFC 8785 (JSON Canonicalization Scheme) with one deliberate difference, numbers:
+
+    * no whitespace; object members sorted by the UTF-16 code units of their names (RFC 8785
+      §3.2.3); strings written as RFC 8785 writes them (``"``, ``\\`` and control characters
+      escaped, ``\\u00xx`` in lower case, everything else as itself); ``true``, ``false``, ``null``;
+    * a number (``int``, ``float`` or ``decimal.Decimal``) is written from its **exact decimal
+      value** in RFC 8785's (ECMAScript's) notation: ``10``, ``10.0``, ``1e1`` and
+      ``Decimal("10.00")`` are all ``10``; ``0.0`` and ``-0.0`` are ``0``; ``0.1`` is ``0.1`` (a
+      float counts as the shortest decimal that reads back as it, i.e. what the JSON text said);
+      ``1e+21`` and up, and below ``1e-6``, in exponent form. RFC 8785 would first round every
+      number to a double, making 2^53 and 2^53 + 1 one number: two different payments would pass
+      as one request, so integers and decimals keep every digit here. (For floats and for
+      integers up to 2^53 the output is RFC 8785's.) A JSON library that rounds (``json.loads``
+      reads ``10.10`` as a double) still gives equal fingerprints for equal texts; pass
+      ``parse_float=decimal.Decimal`` to keep more than 17 significant digits apart;
+    * a number and a string are different (``10`` is not ``"10"``), as are ``true`` and ``1``.
+      PIX amounts are decimals with two places: send them as numbers or as strings, consistently.
+      Strings are not Unicode-normalised (NFC and NFD forms are different requests).
+
+    Refused, naming where in the payload: NaN and infinities (``ValueError``), strings with a
+    lone surrogate (``ValueError``: not UTF-8), object member names that are not strings and
+    values of other types (``TypeError``). Lists and tuples are arrays.
+
+    Written here (about 40 lines) rather than taken from a library: the RFC 8785 packages on PyPI
+    round or refuse integers above 2^53 and take no ``Decimal``.
+    """
+    out: list[str] = []
+    _canonical(payload, "payload", out)
+    return "".join(out)
+
+
+def _canonical(value: Any, path: str, out: list[str]) -> None:
+    if value is None or isinstance(value, bool):
+        out.append({None: "null", True: "true", False: "false"}[value])
+    elif isinstance(value, (int, float, Decimal)):
+        out.append(_canonical_number(value, path))
+    elif isinstance(value, str):
+        out.append(_canonical_string(value, path))
+    elif isinstance(value, (list, tuple)):
+        out.append("[")
+        for index, item in enumerate(value):
+            if index:
+                out.append(",")
+            _canonical(item, f"{path}[{index}]", out)
+        out.append("]")
+    elif isinstance(value, Mapping):
+        for name in value:
+            if not isinstance(name, str):
+                raise TypeError(f"{path}: object member names must be strings, not {type(name).__name__} ({name!r})")
+            _canonical_string(name, f"{path} member name")
+        out.append("{")
+        for index, name in enumerate(sorted(value, key=lambda n: n.encode("utf-16-be"))):
+            if index:
+                out.append(",")
+            out.append(_canonical_string(name, path))
+            out.append(":")
+            _canonical(value[name], f"{path}.{name}", out)
+        out.append("}")
+    else:
+        raise TypeError(f"{path}: {type(value).__name__} has no JSON form ({value!r:.60})")
+
+
+def _canonical_string(text: str, path: str) -> str:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        raise ValueError(f"{path}: {text!r:.60} cannot be encoded as UTF-8 ({exc.reason})") from None
+    return json.dumps(text, ensure_ascii=False)
+
+
+def _canonical_number(number: int | float | Decimal, path: str) -> str:
+    if isinstance(number, float):
+        if not math.isfinite(number):
+            raise ValueError(f"{path}: {number!r} - NaN and infinities have no JSON form")
+        exact = Decimal(repr(number))  # the shortest decimal that reads back as this double
+    elif isinstance(number, int):
+        exact = Decimal(number)  # exact at any size
+    else:
+        if not number.is_finite():
+            raise ValueError(f"{path}: {number!r} - NaN and infinities have no JSON form")
+        exact = number
+    sign, digit_tuple, exponent = exact.as_tuple()
+    assert isinstance(exponent, int)  # finite
+    digits = "".join(map(str, digit_tuple)).rstrip("0")
+    if not digits:
+        return "0"  # 0, -0.0, 0E+7
+    exponent += len(digit_tuple) - len(digits)
+    # ECMAScript Number::toString on s x 10^(n - k): k digits, decimal point after n of them.
+    k, n = len(digits), len(digits) + exponent
+    if k <= n <= 21:
+        text = digits + "0" * (n - k)
+    elif 0 < n <= 21:
+        text = f"{digits[:n]}.{digits[n:]}"
+    elif -6 < n <= 0:
+        text = f"0.{'0' * -n}{digits}"
+    else:
+        mantissa = digits if k == 1 else f"{digits[0]}.{digits[1:]}"
+        text = f"{mantissa}e{'+' if n - 1 > 0 else '-'}{abs(n - 1)}"
+    return f"-{text}" if sign else text
 
 
 class IdempotencyStore:
@@ -223,7 +344,8 @@ class IdempotencyStore:
         self.record_ttl_s = record_ttl_s
 
     def key(self, request_id: str) -> str:
-        return f"{self.prefix}{KEY_PREFIX}{request_id}"
+        """The record's key; ``ValueError`` for an id that cannot be sent as it is (not UTF-8)."""
+        return f"{self.prefix}{KEY_PREFIX}{encodable('request id', request_id)}"
 
     def claim(self, request_id: str, payload: Any, owner: str | None = None) -> ClaimResult:
         """Claim ``request_id`` for ``payload`` before running its side effect.
@@ -231,7 +353,7 @@ class IdempotencyStore:
         Pass the ``owner`` of an earlier attempt to retry a claim whose reply was lost; a new
         token is made otherwise. Safe to retry (``idempotent=True``): a retry finds its own token.
         """
-        owner = owner or uuid.uuid4().hex
+        owner = encodable("owner", owner) if owner else uuid.uuid4().hex
         key, fp = self.key(request_id), fingerprint(payload)
         args = [owner, fp, self.lock_ttl_ms, self.record_ttl_s]
 
@@ -270,8 +392,11 @@ class IdempotencyStore:
         MISSING or NOT_OWNER mean the claim expired while the side effect ran: the caller must
         treat the request's uniqueness as uncertain (log, reconcile), not as done.
         """
-        text = json.dumps(response, sort_keys=True, separators=(",", ":"), ensure_ascii=True, allow_nan=False)
         key = self.key(request_id)
+        encodable("owner", owner)
+        # ASCII only (ensure_ascii): a lone surrogate in the response is stored escaped and
+        # replayed as it was.
+        text = json.dumps(response, sort_keys=True, separators=(",", ":"), ensure_ascii=True, allow_nan=False)
 
         def operation(r: redis.Redis) -> tuple[bytes, int]:
             # Like the claim: the stored response must reach the replicas before it counts, or a
@@ -291,5 +416,7 @@ class IdempotencyStore:
     def release(self, request_id: str, owner: str) -> ReleaseOutcome:
         """Give up a claim after a transient failure *before* the side effect, so a retry can
         run at once instead of waiting for the lock TTL. Never removes a completed record."""
-        result = self.client.run(lambda r: _RELEASE(r, [self.key(request_id)], [owner]), idempotent=True)
+        key = self.key(request_id)
+        encodable("owner", owner)
+        result = self.client.run(lambda r: _RELEASE(r, [key], [owner]), idempotent=True)
         return ReleaseOutcome(result.decode())

@@ -17,6 +17,11 @@ ISPB CreateEntry 100, CreateClaim 50, GetEntry 500, any other operation 100. Wha
   ``2006-01-02-15:04`` layout used the client's local time zone and put a ``:`` inside the window.
 * A corrupt or foreign counter (not a non-negative integer, or another Redis type) is treated as a
   miss: deleted inside the script, counted from zero, and logged once per process.
+* Limits are integers in [1, 10^15 - 1]: the script reads counters of up to 15 digits, which a
+  Lua number (a double) holds exactly, and compares ``count + 1 > limit`` there. The ISPB and the
+  operation must be UTF-8 text without ``:`` or whitespace (``ValueError`` naming the part,
+  before anything is sent): a lone surrogate used to reach Redis as ``?`` and count against
+  another ISPB (``6070119\\udc80`` used up the counter of ``6070119?``).
 
 Counting is not idempotent: a retried ``INCR`` could count twice, so the client runs it with
 ``idempotent=False`` and raises ``OutcomeUnknown`` when the outcome is unknown (the caller decides
@@ -30,7 +35,7 @@ import logging
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from smoke.strategies.client import SentinelClient
+from smoke.strategies.client import SentinelClient, encodable
 from smoke.strategies.corruption import CorruptionLog
 from smoke.strategies.lua import LuaScript
 
@@ -42,6 +47,9 @@ KEY_PREFIX = "ratelimit:"
 WINDOW_MS = 60_000
 DEFAULT_LIMITS: Mapping[str, int] = {"CreateEntry": 100, "CreateClaim": 50, "GetEntry": 500}
 DEFAULT_LIMIT = 100
+# The script reads a counter of up to 15 digits as a number (a double holds those exactly) and
+# treats a longer one as foreign: a limit must stay below that.
+MAX_LIMIT = 10**15 - 1
 
 _log_corrupt = CorruptionLog(log, "rate limit: corrupt or foreign counter deleted: %s")
 
@@ -114,15 +122,24 @@ class RateLimiter:
         self.limits = dict(DEFAULT_LIMITS if limits is None else limits)
         self.default_limit = default_limit
         self.window_ms = window_ms
-        if window_ms < 1 or default_limit < 1 or any(limit < 1 for limit in self.limits.values()):
-            raise ValueError("limits and the window must be positive")
+        if isinstance(window_ms, bool) or not isinstance(window_ms, int) or window_ms < 1:
+            raise ValueError(f"window_ms = {window_ms!r}: a positive integer")
+        named = [("default_limit", default_limit), *((f"limit for {op!r}", n) for op, n in self.limits.items())]
+        for name, limit in named:
+            if isinstance(limit, bool) or not isinstance(limit, int) or not 1 <= limit <= MAX_LIMIT:
+                raise ValueError(f"{name} = {limit!r}: an integer in [1, {MAX_LIMIT}] (counted exactly)")
+        for operation in self.limits:
+            encodable("operation", operation)
 
     def limit_for(self, operation: str) -> int:
         return self.limits.get(operation, self.default_limit)
 
     def key_base(self, ispb: str, operation: str) -> str:
-        """The key without its window; ``:`` is refused inside the parts so keys stay unambiguous."""
+        """The key without its window; ``:`` is refused inside the parts so keys stay unambiguous,
+        and so is text that cannot be sent as it is (not UTF-8: it would reach Redis as another
+        ISPB's key)."""
         for name, part in (("ispb", ispb), ("operation", operation)):
+            encodable(name, part)
             if not part or ":" in part or any(c.isspace() for c in part):
                 raise ValueError(f"{name} {part!r}: non-empty, without ':' or whitespace")
         return f"{self.prefix}{KEY_PREFIX}{ispb}:{operation}:"

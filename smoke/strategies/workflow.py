@@ -18,6 +18,13 @@ lives 30 days. What changes, and why:
   never removed. A key of another Redis type reads as nil through ``MGET`` (a miss) and is
   replaced by the next ``set``.
 
+* Versions are integers in [1, 2^63 - 1] (a database BIGINT, an event id, nanoseconds since the
+  epoch), compared **exactly**: the script compares them as decimal strings, because Lua numbers
+  are doubles and 2^53 + 1 is 2^53 there (the first version refused versions above 2^53 for that
+  reason). Anything else (0, a bool, a float, a string, 2^63) is a ``ValueError`` naming it.
+* The workflow id must be UTF-8 text: one that is not (a lone surrogate from ``json.loads``) is a
+  ``ValueError`` naming it, before anything is sent (it would reach Redis as another id's key).
+
 Redis 7.0 has no per-field ``HEXPIRE``, which is why this stays two keys and not one hash.
 
 Round trips: ``set`` 1 (``EVALSHA``; +1 ``SCRIPT LOAD`` once per process and per failover),
@@ -33,9 +40,9 @@ from typing import Any
 
 from redis.client import NEVER_DECODE
 
-from smoke.strategies.client import SentinelClient
+from smoke.strategies.client import SentinelClient, encodable
 from smoke.strategies.corruption import CorruptionLog
-from smoke.strategies.lua import LuaScript
+from smoke.strategies.lua import VERSIONS_LUA, LuaScript, version_text
 
 log = logging.getLogger(__name__)
 
@@ -46,26 +53,32 @@ METADATA_TTL_S = 30 * 24 * 3600  # 2592000
 
 _log_corrupt = CorruptionLog(log, "workflow cache: corrupt or foreign value treated as a miss: %s")
 
-# KEYS[1] status, KEYS[2] metadata. ARGV: version, status JSON, metadata JSON, status TTL s, metadata TTL s.
-# Returns {applied 0|1, stored version after the call, corrupt 0|1}.
+# KEYS[1] status, KEYS[2] metadata. ARGV: version (decimal), status JSON, metadata JSON, status TTL s,
+# metadata TTL s. Returns {applied 0|1, stored version after the call (decimal text), corrupt 0|1}.
+# Versions are compared exactly, as decimal strings (VERSIONS_LUA in smoke/strategies/lua.py): Lua
+# numbers are doubles, and 2^53 + 1 is 2^53 there. A stored version is read from the JSON text,
+# where this module always writes it last (``...,"version":<n>}``), not from cjson's double.
 # Redis Cluster: the two keys hash to different slots as named; on a cluster the contract would need
 # a hash tag (workflow:claim:{<id>}:status|metadata) so this script stays one atomic call, otherwise
 # the version guard and the two writes cannot be atomic (CROSSSLOT).
 _SET = LuaScript(
-    """
+    VERSIONS_LUA
+    + """
 local corrupt = 0
 local function version_of(key)
   local raw = redis.pcall('GET', key)
-  if raw == false then return 0 end
-  if type(raw) == 'table' then corrupt = 1 return 0 end
+  if raw == false then return '0' end
+  if type(raw) == 'table' then corrupt = 1 return '0' end
   local ok, doc = pcall(cjson.decode, raw)
-  if ok and type(doc) == 'table' and type(doc.version) == 'number' then return doc.version end
+  local v = ok and type(doc) == 'table' and type(doc.version) == 'number' and json_version(raw, doc)
+  if v then return v end
   corrupt = 1
-  return 0
+  return '0'
 end
-local stored = math.max(version_of(KEYS[1]), version_of(KEYS[2]))
-local version = tonumber(ARGV[1])
-if version <= stored then return {0, stored, corrupt} end
+local a, b = version_of(KEYS[1]), version_of(KEYS[2])
+local stored = vgt(a, b) and a or b
+local version = vnorm(ARGV[1])
+if not version or not vgt(version, stored) then return {0, stored, corrupt} end
 redis.call('SET', KEYS[1], ARGV[2], 'EX', ARGV[4])
 redis.call('SET', KEYS[2], ARGV[3], 'EX', ARGV[5])
 return {1, version, corrupt}
@@ -131,11 +144,13 @@ class WorkflowCache:
         self.status_ttl_s = status_ttl_s
         self.metadata_ttl_s = metadata_ttl_s
 
+    # The key builders refuse an id that cannot be sent as it is (not UTF-8: it would reach Redis
+    # as another id's key), with a ValueError naming it, before anything is sent.
     def status_key(self, workflow_id: str) -> str:
-        return f"{self.prefix}{KEY_PREFIX}{workflow_id}:status"
+        return f"{self.prefix}{KEY_PREFIX}{encodable('workflow id', workflow_id)}:status"
 
     def metadata_key(self, workflow_id: str) -> str:
-        return f"{self.prefix}{KEY_PREFIX}{workflow_id}:metadata"
+        return f"{self.prefix}{KEY_PREFIX}{encodable('workflow id', workflow_id)}:metadata"
 
     def set(self, workflow_id: str, version: int, status: str, metadata: WorkflowMetadata) -> SetResult:
         """Write status and metadata together if ``version`` is newer than the stored one.
@@ -143,12 +158,11 @@ class WorkflowCache:
         Idempotent (a repeated write finds its own version and changes nothing), so the client
         may retry it after a connection error.
         """
-        if isinstance(version, bool) or not isinstance(version, int) or version < 1 or version > 2**53:
-            raise ValueError(f"version {version!r}: an integer in [1, 2**53] (Lua compares doubles)")
+        version_arg = version_text("version", version, low=1)
         status_json = json.dumps({"status": status, "version": version}, separators=(",", ":"))
         metadata_json = json.dumps({**asdict(metadata), "version": version}, separators=(",", ":"))
         keys = [self.status_key(workflow_id), self.metadata_key(workflow_id)]
-        args = [version, status_json, metadata_json, self.status_ttl_s, self.metadata_ttl_s]
+        args = [version_arg, status_json, metadata_json, self.status_ttl_s, self.metadata_ttl_s]
         applied, stored, corrupt = self.client.run(lambda r: _SET(r, keys, args), idempotent=True)
         if corrupt:
             _log_corrupt(f"{workflow_id}: stored version unreadable, {'overwritten' if applied else 'kept'}")

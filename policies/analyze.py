@@ -13,7 +13,10 @@ servicer class directly (the same code without the subprocess; the tests use it 
 
 Prints the violations grouped by policy and level, writes ``build/policy-<stack>.json``
 (``{"policies": [...], "violations": [{"policy", "level", "resource", "message"}]}``) and exits 1
-when any violation is mandatory, 2 on bad input (unknown stack, invalid stack or pack config).
+when any violation is mandatory, 2 on bad input (unknown stack, invalid stack file, stack config or
+pack config, a report path that cannot be written), found before the program runs: the pack
+config's values are checked against each policy's config schema (type, minimum, maximum) as the
+engine checks them, with the pack run in-process for its schemas.
 """
 
 from __future__ import annotations
@@ -30,7 +33,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 import grpc
-from google.protobuf import empty_pb2, struct_pb2
+from google.protobuf import empty_pb2, json_format, struct_pb2
 from pulumi.runtime.proto import analyzer_pb2 as proto
 from pulumi.runtime.proto import analyzer_pb2_grpc
 
@@ -48,7 +51,8 @@ SERVER_START_SECONDS = 30
 
 
 class PackConfigError(ValueError):
-    """A pack config file that names an unknown policy or level."""
+    """A pack config file that is not JSON, names an unknown policy, level or key, or gives a value
+    its policy's config schema refuses."""
 
 
 class Analyzer(Protocol):
@@ -121,12 +125,81 @@ def load_pack_config(path: Path | None) -> dict[str, Any]:
     if path is None:
         return {}
     try:
-        data = json.loads(path.read_text())
-    except (OSError, json.JSONDecodeError) as exc:
-        raise PackConfigError(f"{path}: cannot read pack config ({exc})") from None
+        text = path.read_text()
+    except OSError as exc:
+        raise PackConfigError(f"{path}: cannot read the pack config ({exc.strerror})") from None
+    try:
+        data = json.loads(text, object_pairs_hook=_unique_keys)
+    except json.JSONDecodeError as exc:
+        raise PackConfigError(f"{path} line {exc.lineno}, column {exc.colno}: not valid JSON ({exc.msg})") from None
+    except _DuplicateKey as exc:
+        raise PackConfigError(
+            f"{path}: key {exc.args[0]!r} is given twice in the same object; JSON readers keep only one of "
+            "them: merge them into one"
+        ) from None
     if not isinstance(data, dict):
-        raise PackConfigError(f"{path}: must be a JSON object of policy names")
+        raise PackConfigError(f"{path}: must be a JSON object of policy names, not {type(data).__name__}")
     return data
+
+
+class _DuplicateKey(ValueError):
+    pass
+
+
+def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    result: dict[str, Any] = {}
+    for key, value in pairs:
+        if key in result:
+            raise _DuplicateKey(key)
+        result[key] = value
+    return result
+
+
+def _number(value: Any) -> str:
+    return str(int(value)) if isinstance(value, float) and value.is_integer() else str(value)
+
+
+def _schema_problem(value: Any, schema: Mapping[str, Any]) -> str | None:
+    """Why ``value`` does not fit a policy config property's JSON schema (the parts packs use:
+    type, minimum, maximum, enum, array items), in words; None when it fits."""
+    kind = schema.get("type")
+    is_number = isinstance(value, (int, float)) and not isinstance(value, bool)
+    described = {
+        "number": "a number",
+        "integer": "a whole number",
+        "boolean": "true or false",
+        "string": "a string",
+        "array": "a list",
+        "object": "an object",
+    }.get(str(kind), str(kind))
+    low, high = schema.get("minimum"), schema.get("maximum")
+    if low is not None and high is not None:
+        described += f" from {_number(low)} to {_number(high)}"
+    elif low is not None:
+        described += f" of at least {_number(low)}"
+    elif high is not None:
+        described += f" of at most {_number(high)}"
+    fits = {
+        "number": is_number,
+        "integer": is_number and float(value).is_integer(),
+        "boolean": isinstance(value, bool),
+        "string": isinstance(value, str),
+        "array": isinstance(value, list),
+        "object": isinstance(value, dict),
+    }.get(str(kind), True)
+    if fits and is_number and ((low is not None and value < low) or (high is not None and value > high)):
+        fits = False
+    if fits and "enum" in schema and value not in list(schema["enum"]):
+        fits, described = False, "one of " + ", ".join(json.dumps(v) for v in schema["enum"])
+    if fits and kind == "array" and isinstance(schema.get("items"), Mapping):
+        for index, item in enumerate(value):
+            problem = _schema_problem(item, schema["items"])
+            if problem:
+                return f"item {index}: {problem}"
+    if fits:
+        return None
+    about = f" ({schema['description']})" if schema.get("description") else ""
+    return f"must be {described}{about}"
 
 
 def configure_request(info: proto.AnalyzerInfo, pack_config: Mapping[str, Any]) -> proto.ConfigureAnalyzerRequest:
@@ -156,6 +229,10 @@ def configure_request(info: proto.AnalyzerInfo, pack_config: Mapping[str, Any]) 
         if unknown_keys:
             valid = ", ".join(sorted(policy.configSchema.properties)) or "none"
             raise PackConfigError(f"{name}: unknown config {', '.join(unknown_keys)}; valid keys: {valid}")
+        for key, value in props.items():
+            problem = _schema_problem(value, json_format.MessageToDict(policy.configSchema.properties[key]))
+            if problem:
+                raise PackConfigError(f"{name}.{key} = {json.dumps(value)}: {problem}")
         defaults = {k: v["default"] for k, v in policy.configSchema.properties.items() if "default" in v}
         config = proto.PolicyConfig(
             enforcementLevel=level
@@ -245,35 +322,77 @@ def print_report(stack: str, violations: list[Violation], policies: list[str], o
     )
 
 
+class _Help(argparse.RawDescriptionHelpFormatter):
+    """--help with each option's default (where it has one worth showing), the description's line
+    breaks kept."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        text = action.help or ""
+        shown = action.default not in (None, True, False, argparse.SUPPRESS)
+        if shown and action.option_strings and "%(default)" not in text:
+            text += " (default: %(default)s)"
+        return text
+
+
 def main(argv: list[str] | None = None) -> int:
     from components.settings import SettingsError
-    from smoke.local.render import run_program, stack_config
+    from smoke.local.render import run_program, stack_config, stack_name_of, unwritable
 
-    parser = argparse.ArgumentParser(prog="python -m policies.analyze", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--stack", default="dev", help="stack name: reads Pulumi.<stack>.yaml (default dev)")
-    parser.add_argument(
-        "--config", type=Path, help="pack config JSON (default policies/config/<stack>.json if present)"
+    parser = argparse.ArgumentParser(
+        prog="python -m policies.analyze", description=__doc__.split("\n\n")[0], formatter_class=_Help
     )
-    parser.add_argument("--out", type=Path, help="report path (default build/policy-<stack>.json)")
+    parser.add_argument("--stack", help="stack name: reads Pulumi.<stack>.yaml (default: dev)")
+    parser.add_argument(
+        "--stack-file",
+        type=Path,
+        metavar="PATH",
+        help="read this stack file instead (the stack's name: PATH's Pulumi.<name>.yaml, unless --stack is given)",
+    )
+    parser.add_argument(
+        "--config", type=Path, help="pack config JSON (default: policies/config/<stack>.json if it exists)"
+    )
+    parser.add_argument("--out", type=Path, help="report path (default: build/policy-<stack>.json)")
     parser.add_argument("--in-process", action="store_true", help="call the analyzer in-process instead of over gRPC")
     args = parser.parse_args(argv)
+    stack = args.stack or (stack_name_of(args.stack_file) if args.stack_file else "dev")
 
-    config_path = args.config or (CONFIG_DIR / f"{args.stack}.json")
+    config_path = args.config or (CONFIG_DIR / f"{stack}.json")
     if args.config is None and not config_path.exists():
         config_path = None
-    out = args.out or ROOT / "build" / f"policy-{args.stack}.json"
+    out = args.out or ROOT / "build" / f"policy-{stack}.json"
+
+    def failed(message: object) -> int:
+        print(f"policy check of stack {stack} failed: {message}", file=sys.stderr)
+        return 2
+
     try:
         pack_config = load_pack_config(config_path)
-        config, _, skipped = stack_config(args.stack)
-        for key in skipped:
-            print(f"note: {key} is encrypted in Pulumi.{args.stack}.yaml; analysing without it", file=sys.stderr)
-        rendered = run_program(args.stack, config)
-    except SettingsError as exc:
-        print(f"policy check of stack {args.stack} failed: {exc}", file=sys.stderr)
-        return 2
     except PackConfigError as exc:
-        print(f"policy check of stack {args.stack} failed: {exc}", file=sys.stderr)
-        return 2
+        return failed(exc)
+    try:
+        # The engine checks the pack config against the policies' schemas before it runs anything.
+        configure_request(in_process_pack().GetAnalyzerInfo(empty_pb2.Empty()), pack_config)
+    except PackConfigError as exc:
+        return failed(f"{config_path}: {exc}")
+    try:
+        config, _, skipped = stack_config(stack, path=args.stack_file)
+    except SettingsError as exc:
+        return failed(exc)
+    problem = unwritable(out)
+    if problem:
+        return failed(f"--out {out}: {problem}")
+    for key in skipped:
+        print(f"note: {key} is encrypted in the stack file; analysing without it", file=sys.stderr)
+    no_pack_config = (
+        f"stack {stack} has no pack config ({(CONFIG_DIR / f'{stack}.json').relative_to(ROOT)} does not exist): "
+        "every policy runs at the pack's default level, most of them mandatory; give one with --config FILE"
+    )
+    if config_path is None:
+        print(f"note: {no_pack_config}", file=sys.stderr)
+    try:
+        rendered = run_program(stack, config)
+    except SettingsError as exc:
+        return failed(exc)
 
     resources = analyzed(rendered.resources)
     started = time.monotonic()
@@ -284,19 +403,21 @@ def main(argv: list[str] | None = None) -> int:
             with pack_server() as stub:
                 policies, violations = run_analyzer(stub, resources, pack_config)
     except PackConfigError as exc:
-        print(f"policy check of stack {args.stack} failed: {config_path}: {exc}", file=sys.stderr)
-        return 2
+        return failed(f"{config_path}: {exc}")
     elapsed = time.monotonic() - started
 
     out.parent.mkdir(parents=True, exist_ok=True)
     body = {"policies": policies, "violations": [v.__dict__ for v in violations]}
     out.write_text(json.dumps(body, indent=2) + "\n")
     print(
-        f"analysed {len(resources)} resources of stack {args.stack} in {elapsed:.2f} s"
+        f"analysed {len(resources)} resources of stack {stack} in {elapsed:.2f} s"
         f"{f' with {config_path.relative_to(ROOT)}' if config_path and config_path.is_relative_to(ROOT) else ''}"
     )
-    print_report(args.stack, violations, policies, out)
-    return 1 if any(v.level == "mandatory" for v in violations) else 0
+    print_report(stack, violations, policies, out)
+    mandatory = any(v.level == "mandatory" for v in violations)
+    if mandatory and config_path is None:
+        print(f"note: {no_pack_config}")
+    return 1 if mandatory else 0
 
 
 if __name__ == "__main__":

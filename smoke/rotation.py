@@ -314,8 +314,8 @@ def main(argv: list[str] | None = None) -> int:
     from components.settings import SettingsError, settings_from_config
     from smoke.local.render import stack_config
 
-    config, _, _ = stack_config(args.stack)
     try:
+        config, _, _ = stack_config(args.stack)
         settings = settings_from_config(config, args.stack)
     except SettingsError as exc:
         print(f"rotation failed: the stack config of {args.stack} is invalid: {exc}", file=sys.stderr)

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 
-from smoke.drills.backup import main
+from smoke.drills.backup import ROOT, main
 from tests.support import require_redis_binaries
 
 pytestmark = pytest.mark.redis
@@ -32,3 +34,45 @@ def test_the_drill_restores_every_key_value_and_ttl_after_a_full_cluster_loss(
     assert report["backup_acl_denials"] == []  # the ACL user `backup` had every command it sent
     assert len(report["data_dirs_destroyed"]) == 6
     assert report["backup_seconds"] > 0 and report["restore_seconds"] > 0
+    # Each phase is announced on stderr as it starts, in order (stdout is the report).
+    phases = [line.split(":")[1].strip() for line in printed.err.splitlines() if line.startswith("backup drill: ")]
+    assert phases[:2] == ["start", "start"] and "dataset" in phases and phases[-1] == "restore", printed.err
+    assert phases.index("dataset") < phases.index("backup") < phases.index("restore")
+
+
+# --- the command line: bad arguments are refused before anything starts ---------------------------
+
+
+def drill(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "smoke.drills.backup", *args],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+
+@pytest.mark.parametrize(("keys", "why"), [("0", "0: must be at least 1"), ("-5", "-5: must be at least 1"),
+                                           ("many", "'many': not a whole number")])  # fmt: skip
+def test_a_key_count_below_one_is_a_usage_error(keys: str, why: str) -> None:
+    result = drill("--keys", keys)
+    assert result.returncode == 2
+    assert f"argument --keys: {why}" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_a_report_path_that_cannot_be_written_is_refused_before_the_drill(tmp_path: Path) -> None:
+    blocker = tmp_path / "a-file"
+    blocker.write_text("")
+    result = drill("--render-dir", str(tmp_path), "--report", str(blocker / "drill.json"))
+    assert result.returncode == 2
+    assert (
+        result.stderr.strip()
+        == f"backup drill: --report {blocker / 'drill.json'}: {blocker} is a file, not a directory"
+    )
+
+
+def test_help_shows_the_defaults() -> None:
+    result = drill("--help")
+    assert result.returncode == 0
+    assert "(default: 100000)" in result.stdout and "(default: " + str(ROOT / "build") in result.stdout

@@ -1016,8 +1016,25 @@ def test_make_policy_reports_bad_input(tmp_path: Path, capsys: pytest.CaptureFix
     config.write_text(json.dumps({"k8s-image-pined": "mandatory"}))
     assert analyze.main(["--stack", "dev", "--config", str(config), "--out", str(tmp_path / "r.json")]) == 2
     assert "unknown policy k8s-image-pined; policies: " in capsys.readouterr().err
-    with pytest.raises(SystemExit, match=r"unknown stack 'qa': no Pulumi\.qa\.yaml; stacks: dev, prod"):
-        analyze.main(["--stack", "qa"])
+    assert analyze.main(["--stack", "qa"]) == 2
+    assert "unknown stack 'qa': no Pulumi.qa.yaml; stacks: dev, prod" in capsys.readouterr().err
+
+
+def test_make_policy_on_a_stack_without_a_pack_config_says_so(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    stack_file = tmp_path / "Pulumi.qa.yaml"
+    stack_file.write_text((analyze.ROOT / "Pulumi.dev.yaml").read_text())
+    out = tmp_path / "policy-qa.json"
+    assert analyze.main(["--stack-file", str(stack_file), "--out", str(out), "--in-process"]) == 1
+    printed = capsys.readouterr()
+    note = (
+        "note: stack qa has no pack config (policies/config/qa.json does not exist): every policy runs at the "
+        "pack's default level, most of them mandatory; give one with --config FILE"
+    )
+    assert note in printed.err  # before the run
+    assert printed.out.rstrip().endswith(note)  # and after the failing summary
+    assert "[mandatory] redis-tls-required (2)" in printed.out
 
 
 def test_make_policy_target_runs_the_analyzer() -> None:

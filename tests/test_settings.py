@@ -4,11 +4,21 @@ that names the key, the value and what is allowed, before any resource exists.""
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 from pydantic import BaseModel
 
-from components.settings import Settings, SettingsError, memory_bytes, settings_from_config
+from components.settings import (
+    PATTERN_RULES,
+    Settings,
+    SettingsError,
+    StackFileError,
+    config_key_problems,
+    memory_bytes,
+    read_stack_file,
+    settings_from_config,
+)
 from smoke.local import render
 from smoke.local.render import ROOT, run_program, stack_config
 
@@ -108,14 +118,18 @@ def test_unknown_keys_are_refused_with_the_valid_ones_listed() -> None:
     assert "dict-redis:redis.resources.limit: unknown key; valid keys here: limits, requests" in message
 
 
-def test_wrong_types_name_the_key_and_the_value() -> None:
+def test_wrong_types_name_the_key_the_value_and_the_rule_with_its_limits() -> None:
     message = problems({"redis": {"replicas": "three"}, "sentinel": {"downAfterMilliseconds": [5000]}})
-    assert "dict-redis:redis.replicas = 'three': Input should be a valid integer" in message
-    assert "dict-redis:sentinel.downAfterMilliseconds = [5000]: Input should be a valid integer" in message
+    assert "dict-redis:redis.replicas = 'three': must be a whole number from 2 to 9" in message
+    assert "dict-redis:sentinel.downAfterMilliseconds = [5000]: must be a whole number of at least 100" in message
+    assert "Input should be" not in message
 
 
-def test_an_object_key_that_is_not_json_is_refused() -> None:
-    assert "dict-redis:redis = '{replicas: 3': not a valid object" in problems({"dict-redis:redis": "{replicas: 3"})
+def test_an_object_key_that_is_not_an_object_says_so_in_yaml_terms() -> None:
+    message = problems({"dict-redis:redis": "{replicas: 3", "dict-redis:tls": "string"})
+    assert "dict-redis:redis = '{replicas: 3': must be a block of keys (antiAffinity, " in message
+    assert "dict-redis:tls = 'string': must be a block of keys (caDurationHours, " in message
+    assert "not a single value" in message and "Expecting value" not in message
 
 
 @pytest.mark.parametrize("image", ["redis", "redis:latest", "redis:7", "redis:7.2-alpine", "redis@sha256:abc"])
@@ -222,3 +236,186 @@ def test_backup_missing_alert_follows_the_stack_schedule() -> None:
     settings = settings_from_config({"backup": {"schedule": "0 */12 * * *"}}, "dev")
     rule = next(r for r in alert_rules(settings) if r["alert"] == "RedisBackupMissing")
     assert "> 86400" in rule["expr"]  # twice 12 h
+
+
+# --- bad input: every problem at once, in words ------------------------------------------------
+
+
+def _schema_patterns(node: object) -> list[str]:
+    if isinstance(node, dict):
+        found = [node["pattern"]] if isinstance(node.get("pattern"), str) else []
+        return found + [p for value in node.values() for p in _schema_patterns(value)]
+    if isinstance(node, list):
+        return [p for value in node for p in _schema_patterns(value)]
+    return []
+
+
+def test_every_pattern_of_the_settings_has_its_rule_in_words() -> None:
+    patterns = set(_schema_patterns(Settings.model_json_schema()))
+    assert len(patterns) >= 8
+    assert patterns <= {regex for regex, _ in PATTERN_RULES}
+    assert all(rule and "^" not in rule and "$" not in rule for _, rule in PATTERN_RULES)
+
+
+@pytest.mark.parametrize(
+    ("config", "expected"),
+    [
+        ({"namespace": "Redis_Dev"}, "dict-redis:namespace = 'Redis_Dev': must be a DNS label: 1-63 lowercase"),
+        ({"masterName": "my master"}, "dict-redis:masterName = 'my master': must be 1-64 letters, digits"),
+        ({"clientNamespaces": ["ok", "Not_OK"]}, "dict-redis:clientNamespaces[1] = 'Not_OK': must be a DNS label"),
+        ({"backup": {"region": "Brazil"}}, "dict-redis:backup.region = 'Brazil': must be an AWS region name"),
+        ({"backup": {"oidcProviderArn": "arn:x"}}, "dict-redis:backup.oidcProviderArn = 'arn:x': must be an IAM OIDC"),
+        ({"monitoring": {"scrapeInterval": "30 s"}}, "monitoring.scrapeInterval = '30 s': not a Prometheus duration"),
+        ({"tls": {"issuerName": "CA!"}}, "dict-redis:tls.issuerName = 'CA!': must be a cert-manager issuer name"),
+        ({"smoke": {"runId": "Run 1"}}, "dict-redis:smoke.runId = 'Run 1': must be up to 20 lowercase letters"),
+    ],
+)
+def test_pattern_errors_say_the_rule_in_words_not_the_expression(config: dict[str, object], expected: str) -> None:
+    message = problems(config)
+    assert expected in message
+    assert "^" not in message and "String should match" not in message
+
+
+@pytest.mark.parametrize(
+    ("config", "expected"),
+    [
+        ({"redis": {"storage": {"size": "0"}}}, "dict-redis:redis.storage.size = '0': '0' is no memory at all"),
+        ({"redis": {"storage": {"className": ""}}}, "dict-redis:redis.storage.className = '': must be a StorageClass"),
+        ({"redis": {"resources": {"limits": {"cpu": "0"}}}}, "redis.resources.limits.cpu = '0': '0' is no CPU"),
+        ({"monitoring": {"scrapeInterval": "0s"}}, "dict-redis:monitoring.scrapeInterval = '0s': is no time at all"),
+        ({"masterName": None}, "dict-redis:masterName = (empty): must be 1-64 letters"),
+        ({"masterName": ""}, "leave the key out for the default 'mymaster'"),
+        ({"redis": {"replicas": None}}, "dict-redis:redis.replicas = null: empty; must be a whole number from 2 to 9"),
+        ({"clientSelector": {"team": True}}, "dict-redis:clientSelector.team = true: must be text: quote it"),
+        ({"image": '["redis"]'}, 'dict-redis:image = ["redis"]: must be text, not a list'),
+        ({"stack": "prod"}, "dict-redis:stack: unknown key"),
+    ],
+)
+def test_empty_zero_and_wrongly_shaped_values_are_refused(config: dict[str, object], expected: str) -> None:
+    assert expected in problems(config)
+
+
+@pytest.mark.parametrize(
+    ("name", "why"),
+    [
+        ("a..b", "has two adjacent periods"),
+        ("192.168.1.10", "is formatted as an IP address"),
+        ("Bad_Bucket", "has characters other than lowercase letters"),
+        ("ab", "is 2 characters long"),
+        ("x" * 64, "is 64 characters long"),
+        ("-bucket", "does not start and end with a letter or digit"),
+        ("xn--bucket", "starts with a prefix S3 reserves"),
+        ("bucket-s3alias", "ends with a suffix S3 reserves"),
+    ],
+)
+def test_bucket_names_s3_refuses_are_refused_with_the_reason(name: str, why: str) -> None:
+    message = problems({"backup": {"bucketName": name}})
+    assert f"dict-redis:backup.bucketName = {name!r}: {why}" in message
+    assert "; must be an S3 bucket name: 3-63 lowercase letters, digits, '.' or '-'" in message
+
+
+def test_a_backup_schedule_closer_than_an_hour_is_refused() -> None:
+    backup = {
+        "enabled": True,
+        "bucketName": "b-ok",
+        "oidcProviderArn": "arn:aws:iam::123456789012:oidc-provider/x",
+        "schedule": "* * * * *",
+    }
+    message = problems({"backup": backup})
+    assert (
+        "dict-redis:backup.schedule = '* * * * *': runs only 1 min apart; backups must be at least 1 h apart" in message
+    )
+    assert "at least 1 h" in problems({"backup": {**backup, "schedule": "*/30 * * * *"}})
+    hourly = settings_from_config({"backup": {**backup, "schedule": "0 * * * *"}}, "test")
+    assert hourly.backup.shortest_gap_seconds() == 3600
+    # A schedule whose first gap lies beyond the four weeks it looks at still has an interval.
+    yearly = settings_from_config({"backup": {**backup, "schedule": "@yearly"}}, "test")
+    assert yearly.backup.interval_seconds() >= 365 * 86400
+
+
+def test_a_partial_block_is_merged_with_the_defaults() -> None:
+    s = settings_from_config(
+        {
+            "redis": {"resources": {"limits": {"memory": "8Gi"}}, "probes": {"liveness": {"periodSeconds": 20}}},
+            "sentinel": {"resources": {"requests": {"cpu": "150m"}}},
+        },
+        "test",
+    )
+    assert (s.redis.resources.limits.memory, s.redis.resources.limits.cpu) == ("8Gi", "1000m")
+    assert s.redis.resources.requests.memory == "2Gi"
+    assert (s.redis.probes.liveness.period_seconds, s.redis.probes.liveness.failure_threshold) == (20, 3)
+    assert s.redis.probes.startup.failure_threshold == 60
+    assert (s.sentinel.resources.requests.cpu, s.sentinel.resources.limits.cpu) == ("150m", "200m")
+    # A default that no longer fits what was set is named as a default.
+    message = problems({"redis": {"resources": {"limits": {"memory": "1Gi"}}}})
+    assert "redis.resources.requests.memory = '2Gi' (the default: set it too): must not exceed limits.memory" in message
+
+
+def test_a_type_error_does_not_hide_the_checks_across_other_keys() -> None:
+    message = problems({"redis": {"replicas": "three", "maxmemoryFraction": 0.9}, "sentinel": {"quorum": 1}})
+    assert "dict-redis:redis.replicas = 'three': must be a whole number from 2 to 9" in message
+    assert "dict-redis:redis.maxmemoryFraction = 0.9: is 90% of the memory limit" in message
+    assert "dict-redis:sentinel.quorum = 1: must be a majority" in message
+    # A check that reads the wrong key is left out: its verdict would be about the default.
+    message = problems({"sentinel": {"replicas": "x", "quorum": 9}})
+    assert "sentinel.replicas = 'x'" in message and "sentinel.quorum" not in message
+
+
+def test_a_dotted_key_from_the_docs_says_where_it_belongs() -> None:
+    message = problems({"dict-redis:redis.replicas": "5"})
+    assert "dict-redis:redis.replicas: unknown key; valid keys here: backup," in message
+    assert "a dotted name as in docs/settings.md is a path into a block: write replicas: 5 under dict-redis:redis:" in (
+        message
+    )
+    assert "write resources: {limits: {memory: 8Gi}} under dict-redis:redis:" in problems(
+        {"redis.resources.limits.memory": "8Gi"}
+    )
+    assert "(did you mean enabled?)" in problems({"monitoring": {"enable": True}})
+
+
+def test_keys_outside_the_project_namespace_are_refused() -> None:
+    found = config_key_problems(
+        {
+            "dict-rediss:namespace": "redis-dev",
+            "namespace": "redis-dev",
+            "aws:region": "us-east-1",
+            "dict-redis:image": "redis:7.2.4-alpine",
+            "pulumi:tags": "{}",
+            "kubernetes:context": "dev",
+            "dict-redis-x:redisPassword": "not-shown-anywhere-1234",
+        }
+    )
+    text = "\n".join(found)
+    assert len(found) == 4, text
+    assert "dict-rediss:namespace = 'redis-dev': unknown config namespace 'dict-rediss' (did you mean " in text
+    assert "dict-redis:namespace?)" in text
+    assert "namespace = 'redis-dev': a key without a namespace; stack config keys are written dict-redis:<key>" in text
+    assert "aws:region = 'us-east-1': unknown config namespace 'aws'" in text
+    assert "not-shown-anywhere-1234" not in text and "(value not shown: it is a secret)" in text
+
+
+def test_keys_outside_the_namespace_fail_the_program_with_every_other_problem() -> None:
+    with pytest.raises(SettingsError) as caught:
+        run_program("test", {"dict-rediss:namespace": "redis-dev", "dict-redis:sentinel": json.dumps({"quorum": 1})})
+    assert len(caught.value.problems) == 2
+    assert "unknown config namespace 'dict-rediss'" in caught.value.problems[0]
+    assert "sentinel.quorum = 1" in caught.value.problems[1]
+
+
+def test_a_stack_file_with_a_duplicate_key_or_bad_yaml_is_one_line(tmp_path: Path) -> None:
+    duplicate = tmp_path / "Pulumi.dup.yaml"
+    duplicate.write_text("config:\n  dict-redis:redis:\n    replicas: 3\n    replicas: 5\n")
+    with pytest.raises(StackFileError) as caught:
+        read_stack_file(duplicate)
+    assert str(caught.value) == (
+        f"unusable stack file: {duplicate} line 4: key 'replicas' is given twice in the same block (first on line 3);"
+        " YAML would silently keep only the second: merge them into one"
+    )
+    # An anchor merged into a block and overridden there is not a duplicate.
+    merged = tmp_path / "Pulumi.merge.yaml"
+    merged.write_text("base: &b {replicas: 3}\nconfig:\n  dict-redis:redis:\n    <<: *b\n    replicas: 5\n")
+    assert read_stack_file(merged) == {"dict-redis:redis": {"replicas": 5}}
+    broken = tmp_path / "Pulumi.broken.yaml"
+    broken.write_text("config:\n  dict-redis:redis: {replicas: 3\n")
+    with pytest.raises(StackFileError, match=r"Pulumi\.broken\.yaml line 3, column 1: not valid YAML: "):
+        read_stack_file(broken)

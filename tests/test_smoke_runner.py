@@ -5,8 +5,11 @@ from __future__ import annotations
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
+import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -143,3 +146,99 @@ def test_the_report_can_go_to_stdout_as_its_last_line(cluster: LoopbackCluster) 
     report = json.loads(result.stdout.strip().splitlines()[-1])
     assert report["passed"] is True and report["failover"] is None
     assert report["target"].startswith("cluster:") and "PASS topology.one_master" in result.stderr
+
+
+# --- unusable targets: refused at once, before any check ----------------------------------------
+
+
+@pytest.fixture
+def silent_sentinel() -> Iterator[str]:
+    """A listening socket that accepts connections (the kernel's backlog) and never answers."""
+    with socket.socket() as server:
+        server.bind(("127.0.0.1", 0))
+        server.listen(8)
+        yield f"127.0.0.1:{server.getsockname()[1]}"
+
+
+def test_no_reachable_sentinel_exits_2_within_the_connect_timeout(silent_sentinel: str, tmp_path: Path) -> None:
+    report_path = tmp_path / "report.json"
+    started = time.monotonic()
+    result = smoke(
+        "--report",
+        str(report_path),
+        "cluster",
+        "--sentinel",
+        "127.0.0.1:1",
+        "--sentinel",
+        silent_sentinel,
+        "--connect-timeout",
+        "1",
+        timeout=60,
+    )
+    took = time.monotonic() - started
+    assert result.returncode == 2, result.stdout + result.stderr
+    message = f"cannot reach any Sentinel: 127.0.0.1:1 (connection refused), {silent_sentinel} (no answer within 1 s)"
+    assert result.stderr.strip() == f"smoke: {message}"
+    assert "not run" not in result.stdout and "Traceback" not in result.stderr
+    assert took < 15, took  # the interpreter's start-up plus one connect budget, not a whole suite
+    report = json.loads(report_path.read_text())
+    assert report["passed"] is False
+    assert report["checks"] == [
+        {"strategy": "topology", "name": "sentinel_reachable", "passed": False, "detail": message}
+    ]
+
+
+def test_the_connect_budget_has_a_default_of_a_few_seconds(silent_sentinel: str) -> None:
+    started = time.monotonic()
+    result = smoke("cluster", "--sentinel", silent_sentinel, timeout=60)
+    assert result.returncode == 2 and "(no answer within 3 s)" in result.stderr
+    assert time.monotonic() - started < 20
+
+
+def test_an_empty_password_file_is_named_as_empty(tmp_path: Path) -> None:
+    empty = tmp_path / "password"
+    empty.write_text("\n")
+    for variable in ("REDIS_PASSWORD_FILE", "SENTINEL_PASSWORD_FILE"):
+        result = smoke("cluster", "--sentinel", "127.0.0.1:1", env={variable: str(empty)})
+        assert result.returncode == 2
+        assert result.stderr.strip() == (
+            f"smoke: {variable}={empty}: the password file is empty (its first line must be the password); "
+            f"write the password into it or unset {variable}"
+        )
+
+
+def test_a_report_path_that_cannot_be_written_is_refused_before_the_run(tmp_path: Path) -> None:
+    blocker = tmp_path / "a-file"
+    blocker.write_text("")
+    for target in (["cluster", "--sentinel", "127.0.0.1:1"], ["local", "--render-dir", str(tmp_path)]):
+        result = smoke("--report", str(blocker / "report.json"), *target)
+        assert result.returncode == 2
+        assert (
+            result.stderr.strip() == f"smoke: --report {blocker / 'report.json'}: {blocker} is a file, not a directory"
+        )
+        assert result.stdout == ""
+    result = smoke("cluster", "--sentinel", "127.0.0.1:1", "--report", str(tmp_path))
+    assert result.returncode == 2 and f"{tmp_path} is a directory, not a file" in result.stderr
+
+
+def test_cluster_help_says_how_to_connect_and_shows_the_defaults() -> None:
+    result = smoke("cluster", "--help")
+    assert result.returncode == 0
+    for needed in ("REDIS_USERNAME", "REDIS_PASSWORD_FILE", "SENTINEL_PASSWORD_FILE", "REDIS_TLS_CA_FILE", "app"):
+        assert needed in result.stdout
+    assert "(default: 3.0)" in result.stdout and "(default: mymaster)" in result.stdout
+    assert "(default: 2)" in result.stdout
+    bad = smoke("cluster", "--sentinel", "127.0.0.1:1", "--connect-timeout", "0")
+    assert bad.returncode == 2 and "--connect-timeout: '0': must be at least 0.1" in bad.stderr
+
+
+def test_without_a_user_name_the_refusal_says_default_is_disabled(cluster: LoopbackCluster) -> None:
+    """The recipe that sets only the password file: the client logs in as 'default', which is off."""
+    env = {
+        "REDIS_PASSWORD_FILE": str(cluster.password_file),
+        "SENTINEL_PASSWORD_FILE": str(cluster.sentinel_password_file),
+    }
+    result = smoke("cluster", *sentinel_args(cluster), env=env)
+    assert result.returncode == 2, result.stdout + result.stderr
+    assert "REDIS_USERNAME is not set, so it logged in as 'default', which the stack disables" in result.stderr
+    assert "python -m smoke cluster --help" in result.stderr and "Traceback" not in result.stderr

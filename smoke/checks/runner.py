@@ -5,6 +5,10 @@ drill can SIGKILL the master; ``cluster`` takes Sentinel addresses of a deployed
 the failover with ``SENTINEL FAILOVER``. The password comes from ``REDIS_PASSWORD`` or the file in
 ``REDIS_PASSWORD_FILE`` (never argv). Every key is written under a run prefix and removed at the
 end, so the suite can run against production without touching application data.
+
+Before any check runs: the report path must be writable, the password files readable and not
+empty, and (``cluster``) at least one Sentinel must answer within ``--connect-timeout``; otherwise
+one line on stderr and exit 2.
 """
 
 from __future__ import annotations
@@ -17,9 +21,11 @@ import logging
 import os
 import signal
 import sys
+import tempfile
 import time
 import uuid
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
@@ -31,10 +37,12 @@ from smoke.checks.report import SmokeReport, latency_summary, summary_table
 from smoke.drills.failover import run_failover_drill
 from smoke.drills.faults import Fault, KillMaster, SentinelFailover
 from smoke.local.rehearsal import LoopbackCluster, RehearsalError, RenderedFiles
-from smoke.strategies.client import ClientConfig, SentinelClient, read_password
+from smoke.strategies.client import ClientConfig, SentinelClient, read_password, tls_options
 
 EXIT_FAILED = 1
 EXIT_UNUSABLE = 2
+# Seconds each Sentinel has to accept a connection and answer PING before the suite starts.
+CONNECT_TIMEOUT_S = 3.0
 # The modules whose import registers the checks, in the order they run.
 CHECK_MODULES = ("topology", "entry", "claim", "workflow", "idempotency", "ratelimit")
 
@@ -61,14 +69,70 @@ def parse_sentinel(text: str) -> tuple[str, int]:
     return host, int(port)
 
 
+def _number(kind: type, low: float, text: str) -> float:
+    try:
+        value = kind(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r}: not a {'whole ' if kind is int else ''}number") from None
+    if value < low:
+        raise argparse.ArgumentTypeError(f"{text!r}: must be at least {low:g}")
+    return value
+
+
+class _Help(argparse.RawDescriptionHelpFormatter):
+    """--help with each option's default (where it has one worth showing), the description's line
+    breaks kept."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        text = action.help or ""
+        shown = action.default not in (None, True, False, argparse.SUPPRESS)
+        if shown and action.option_strings and "%(default)" not in text:
+            text += " (default: %(default)s)"
+        return text
+
+
+CLUSTER_HELP = """\
+Connecting (credentials from the environment, never from the command line):
+  REDIS_USERNAME          the ACL user on the data nodes; the stack disables 'default', so set
+                          it (the smoke Job uses 'app')
+  REDIS_PASSWORD_FILE     a file whose first line is that user's password (or REDIS_PASSWORD);
+                          key <user>-password of the stack's Secret (output secretName)
+  SENTINEL_PASSWORD_FILE  a file with the Sentinels' password (or SENTINEL_PASSWORD; default: the
+                          user's password); key sentinel-requirepass of the same Secret
+  REDIS_TLS_CA_FILE       with TLS on (prod): the CA that signed the servers' certificates (ca.crt
+                          of the Secret redis-tls); every connection then uses TLS and verifies it
+
+Example, from a pod allowed by the NetworkPolicy (label dict.lbpay.com.br/redis-client=true):
+  kubectl -n redis get secret redis-auth -o jsonpath='{.data.app-password}' | base64 -d > app.pw
+  kubectl -n redis get secret redis-auth -o jsonpath='{.data.sentinel-requirepass}' | base64 -d > sentinel.pw
+  kubectl -n redis get secret redis-tls -o jsonpath='{.data.ca\\.crt}' | base64 -d > ca.crt
+  REDIS_USERNAME=app REDIS_PASSWORD_FILE=app.pw SENTINEL_PASSWORD_FILE=sentinel.pw REDIS_TLS_CA_FILE=ca.crt \\
+    python -m smoke --report report.json cluster --master-name mymaster \\
+      --sentinel redis-sentinel.redis.svc.cluster.local:26379
+
+Exit codes: 0 every check passed, 1 a check failed, 2 unusable (bad arguments or password file,
+no Sentinel reachable, password refused).
+"""
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m smoke", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(
+        prog="python -m smoke", description=__doc__.split("\n\n")[0], formatter_class=_Help
+    )
     parser.add_argument("--report", type=Path, help="write the JSON report to this file ('-': stdout)")
     sub = parser.add_subparsers(dest="target", required=True)
-    local = sub.add_parser("local", help="start the rehearsal from a render and run against it")
-    local.add_argument("--render-dir", type=Path, default=Path("build/render/dev/k8s"))
+    local = sub.add_parser("local", help="start the rehearsal from a render and run against it", formatter_class=_Help)
+    local.add_argument(
+        "--render-dir", type=Path, default=Path("build/render/dev/k8s"), help="the k8s/ directory of a render"
+    )
     local.add_argument("--no-failover", dest="failover", action="store_false", help="skip the failover drill")
-    cluster = sub.add_parser("cluster", help="run against a deployed stack through its Sentinels")
+    cluster = sub.add_parser(
+        "cluster",
+        help="run against a deployed stack through its Sentinels",
+        description="Run the smoke suite against a deployed stack through its Sentinels.",
+        epilog=CLUSTER_HELP,
+        formatter_class=_Help,
+    )
     cluster.add_argument(
         "--sentinel",
         dest="sentinels",
@@ -78,9 +142,18 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="HOST:PORT",
         help="a Sentinel address (repeat for each)",
     )
-    cluster.add_argument("--master-name", default="mymaster")
-    cluster.add_argument("--replicas", type=int, default=2, help="replicas the master must have (default 2)")
+    cluster.add_argument("--master-name", default="mymaster", help="the name the Sentinels monitor")
+    cluster.add_argument(
+        "--replicas", type=lambda t: _number(int, 0, t), default=2, help="replicas the master must have"
+    )
     cluster.add_argument("--failover", action="store_true", help="also run the drill (SENTINEL FAILOVER)")
+    cluster.add_argument(
+        "--connect-timeout",
+        type=lambda t: _number(float, 0.1, t),
+        default=CONNECT_TIMEOUT_S,
+        metavar="SECONDS",
+        help="how long each Sentinel has to answer before the run gives up (exit 2, nothing run)",
+    )
     for p in (local, cluster):
         p.add_argument("--report", type=Path, default=argparse.SUPPRESS, help="as --report above")
     return parser
@@ -102,6 +175,8 @@ def credentials_from_env() -> dict[str, str | None]:
     with ``REDIS_PASSWORD``/``REDIS_PASSWORD_FILE``, the Sentinels' password from
     ``SENTINEL_PASSWORD``/``SENTINEL_PASSWORD_FILE`` (default: the same password), and
     ``REDIS_TLS_CA_FILE`` to connect over TLS verifying the servers against that CA."""
+    for env, file_env in (("REDIS_PASSWORD", "REDIS_PASSWORD_FILE"), ("SENTINEL_PASSWORD", "SENTINEL_PASSWORD_FILE")):
+        _refuse_empty_password_file(env, file_env)
     password = read_password()
     sentinel_password = read_password("SENTINEL_PASSWORD", "SENTINEL_PASSWORD_FILE") or password
     return {
@@ -110,6 +185,78 @@ def credentials_from_env() -> dict[str, str | None]:
         "sentinel_password": sentinel_password,
         "tls_ca_file": os.environ.get("REDIS_TLS_CA_FILE") or None,
     }
+
+
+def _refuse_empty_password_file(env: str, file_env: str) -> None:
+    """A password file that is empty (or starts with an empty line) would be read as "no
+    password", and the server's answer would not say why: refuse it by name."""
+    path = os.environ.get(file_env)
+    if os.environ.get(env) or not path:
+        return
+    try:
+        lines = Path(path).read_text().splitlines()
+    except OSError:
+        return  # read_password names the file and the reason
+    if not lines or not lines[0].strip():
+        raise ValueError(
+            f"{file_env}={path}: the password file is empty (its first line must be the password); "
+            f"write the password into it or unset {file_env}"
+        )
+
+
+def unwritable(path: Path) -> str | None:
+    """Why the report file ``path`` cannot be written; None when it can. Checked before the run,
+    so a bad path does not cost a whole suite and leaves nothing behind."""
+    if path.is_dir():
+        return f"{path} is a directory, not a file"
+    if path.exists() and not os.access(path, os.W_OK):
+        return f"{path} is not writable"
+    ancestor = path.parent
+    while not ancestor.exists():
+        ancestor = ancestor.parent
+    if not ancestor.is_dir():
+        return f"{ancestor} is a file, not a directory"
+    try:
+        with tempfile.TemporaryFile(dir=ancestor):
+            pass
+    except OSError as exc:
+        return f"cannot create files in {ancestor} ({exc.strerror})"
+    return None
+
+
+def unreachable_sentinels(config: ClientConfig, timeout: float) -> list[str]:
+    """Each Sentinel that does not answer PING within ``timeout`` seconds, with the reason; all
+    are asked at once. Any reply counts as an answer (a refused password too: the run reports it
+    with its own message)."""
+
+    def probe(address: tuple[str, int]) -> str | None:
+        host, port = address
+        node = redis.Redis(
+            host=host,
+            port=port,
+            password=config.sentinel_password,
+            socket_connect_timeout=timeout,
+            socket_timeout=timeout,
+            retry=redis.retry.Retry(redis.backoff.NoBackoff(), 0),
+            driver_info=None,
+            **{k: v for k, v in tls_options(config).items() if k != "ssl"},
+            ssl=bool(config.tls_ca_file),
+        )
+        try:
+            node.ping()
+        except (redis.ResponseError, redis.AuthenticationError):  # NOAUTH, WRONGPASS: it answered
+            return None
+        except redis.TimeoutError:
+            return f"{host}:{port} (no answer within {timeout:g} s)"
+        except (redis.ConnectionError, OSError) as exc:
+            reason = "connection refused" if "refused" in str(exc).lower() else str(exc)
+            return f"{host}:{port} ({reason})"
+        finally:
+            node.close()
+        return None
+
+    with ThreadPoolExecutor(max_workers=len(config.sentinels)) as pool:
+        return [r for r in pool.map(probe, config.sentinels) if r is not None]
 
 
 def _cluster_target(args: argparse.Namespace, credentials: dict[str, str | None]) -> Target:
@@ -236,6 +383,11 @@ def main(argv: list[str] | None = None) -> int:
     to_stdout = args.report is not None and str(args.report) == "-"
     _progress = sys.stderr if to_stdout else sys.stdout
     logging.basicConfig(level=logging.WARNING, format="  log %(name)s: %(message)s", stream=_progress)
+    if args.report is not None and not to_stdout:
+        problem = unwritable(args.report)
+        if problem:
+            print(f"smoke: --report {args.report}: {problem}", file=sys.stderr)
+            return EXIT_UNUSABLE
     try:
         credentials = credentials_from_env()
     except ValueError as exc:
@@ -247,15 +399,29 @@ def main(argv: list[str] | None = None) -> int:
                 target = _local_target(stack, args.render_dir)
             else:
                 target = _cluster_target(args, credentials)
+                down = unreachable_sentinels(target.config, args.connect_timeout)
+                if len(down) == len(target.config.sentinels):
+                    message = f"cannot reach any Sentinel: {', '.join(down)}"
+                    print(f"smoke: {message}", file=sys.stderr)
+                    unusable = SmokeReport(target=target.name, down_after_ms=None)
+                    unusable.checks.append(CheckResult("topology", "sentinel_reachable", False, message))
+                    _emit(unusable, args.report, to_stdout)
+                    return EXIT_UNUSABLE
             report = run(target, args.failover)
         except (RehearsalError, redis.AuthenticationError) as exc:
             if isinstance(exc, RehearsalError):
                 message, name = f"the rehearsal did not start: {exc}", "rehearsal_started"
             else:
+                unnamed = (
+                    ""
+                    if credentials.get("username")
+                    else "REDIS_USERNAME is not set, so it logged in as 'default', which the stack disables; "
+                )
                 message, name = (
-                    f"the master refused the password ({exc}); set REDIS_USERNAME and REDIS_PASSWORD or "
+                    f"the master refused the password ({exc}); {unnamed}set REDIS_USERNAME and REDIS_PASSWORD or "
                     "REDIS_PASSWORD_FILE to an ACL user of the stack (the smoke Job uses 'app'), and "
-                    "SENTINEL_PASSWORD(_FILE) to the Sentinels' password",
+                    "SENTINEL_PASSWORD(_FILE) to the Sentinels' password ('python -m smoke cluster --help' "
+                    "shows where each comes from)",
                     "password_accepted",
                 )
             print(f"smoke: {message}", file=sys.stderr)

@@ -16,6 +16,9 @@
    remaining TTL in (0, the TTL it was written with];
 7. write ``build/drill-backup.json`` and print it; exit 1 on any mismatch.
 
+Each phase is announced on stderr as it starts (the report goes to stdout). Bad arguments (a
+``--keys`` below 1, a ``--report`` that cannot be written) exit 2 before anything starts.
+
 TTLs: the strategies' own TTLs, except that none is shorter than ``MIN_TTL_S``: a 30 s workflow
 status or a 60 s rate-limit window would expire during the drill, and expiry is not loss.
 """
@@ -28,6 +31,7 @@ import shutil
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -128,13 +132,16 @@ class BackupProcedure:
     ``restore.sh fetch`` + ``restore.sh prepare`` into redis-0's data directory, then the pods
     started as Kubernetes would. Each records its figures."""
 
-    def __init__(self, cluster: LoopbackCluster, runner: BackupRunner) -> None:
-        self.cluster, self.runner = cluster, runner
+    def __init__(
+        self, cluster: LoopbackCluster, runner: BackupRunner, say: Callable[[str], None] = lambda _: None
+    ) -> None:
+        self.cluster, self.runner, self.say = cluster, runner, say
         self.key = ""
         self.seconds: dict[str, float] = {}
         self.acl_denials: list[str] = []
 
     def take(self) -> None:
+        self.say("backup: running the rendered backup.sh all (the CronJob's script) as the ACL user backup")
         for node in self.cluster.redis_nodes:
             with self.cluster.client(node) as admin:
                 admin.execute_command("ACL", "LOG", "RESET")
@@ -147,8 +154,13 @@ class BackupProcedure:
                 log = admin.acl_log()
                 self.acl_denials += [f"{node.name}: {e['username']} {e['reason']} {e['object']}" for e in log]
         shutil.rmtree(self.runner.scratch, ignore_errors=True)
+        self.say(
+            f"backup: {self.key} uploaded in {self.seconds['backup']:.1f} s; full cluster loss: killing every "
+            "process and deleting every data directory"
+        )
 
     def restore(self) -> None:
+        self.say("restore: restore.sh fetch latest + prepare into redis-0's data directory, then starting the pods")
         started = time.monotonic()
         target = self.cluster.redis_nodes[0].workdir / "data"
         target.mkdir(parents=True)
@@ -159,6 +171,7 @@ class BackupProcedure:
         self.cluster.start(timeout=120)
         self.seconds["restore"] = time.monotonic() - started
         self.seconds["start_and_converge"] = self.seconds["restore"] - self.seconds["fetch"] - self.seconds["prepare"]
+        self.say(f"restore: the topology is back after {self.seconds['restore']:.1f} s; comparing every key")
 
 
 @dataclass
@@ -186,17 +199,23 @@ class DrillReport:
         return self.mismatches == 0 and self.keys_restored == self.keys_written and not self.backup_acl_denials
 
 
-def run_drill(files: RenderedFiles, scripts: dict[str, str], keys: int) -> DrillReport:
+def run_drill(
+    files: RenderedFiles, scripts: dict[str, str], keys: int, say: Callable[[str], None] = lambda _: None
+) -> DrillReport:
+    """The drill; ``say`` hears each phase as it starts."""
     units = -(-keys // KEYS_PER_UNIT)
+    say("start: moto's S3 and the rendered stack on loopback")
     with moto_s3() as s3, LoopbackCluster(files) as cluster:
+        say(f"start: {len(cluster.redis_nodes)} data nodes and {len(cluster.sentinels)} Sentinels up")
         with SentinelClient(cluster.client_config(min_idle=0)) as names:
             rows = list(strategy_dataset(names, units, MIN_TTL_S))
+        say(f"dataset: writing {len(rows)} keys of the five strategies, each with its TTL")
 
         def master() -> redis.Redis:
             return cluster.client(cluster.masters()[0], decode_responses=True)
 
         data = Dataset(rows, master, replicas=len(cluster.redis_nodes) - 1)
-        procedure = BackupProcedure(cluster, BackupRunner(cluster, s3, scripts))
+        procedure = BackupProcedure(cluster, BackupRunner(cluster, s3, scripts), say)
         loss = FullClusterLoss(cluster, last_act=procedure.take, recovery=procedure.restore)
         run = Drill([data], loss, [DatasetRestored(data, master)], steady_seconds=0, settle_seconds=0).run()
         if run.heal_error is not None:
@@ -233,16 +252,42 @@ def run_drill(files: RenderedFiles, scripts: dict[str, str], keys: int) -> Drill
         )
 
 
+def _keys(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r}: not a whole number") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{value}: must be at least 1 (the drill compares the keys it wrote)")
+    return value
+
+
+def _say(text: str) -> None:
+    print(f"backup drill: {text}", file=sys.stderr, flush=True)
+
+
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m smoke.drills.backup", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--render-dir", type=Path, default=ROOT / "build/render/dev/k8s", help="rendered manifests")
+    from smoke.checks.runner import unwritable
+
+    parser = argparse.ArgumentParser(
+        prog="python -m smoke.drills.backup",
+        description=__doc__.split("\n\n")[0],
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    parser.add_argument(
+        "--render-dir", type=Path, default=ROOT / "build/render/dev/k8s", help="the k8s/ directory of a render"
+    )
     parser.add_argument("--report", type=Path, default=ROOT / "build/drill-backup.json", help="JSON report path")
-    parser.add_argument("--keys", type=int, default=100_000, help="keys to write (default 100000)")
+    parser.add_argument("--keys", type=_keys, default=100_000, help="keys to write (at least 1)")
     args = parser.parse_args(argv)
+    problem = unwritable(args.report)
+    if problem:
+        print(f"backup drill: --report {args.report}: {problem}", file=sys.stderr)
+        return 2
     try:
         files = RenderedFiles.from_render_dir(args.render_dir)
         scripts = backup_scripts_from_render_dir(args.render_dir)
-        report = run_drill(files, scripts, args.keys)
+        report = run_drill(files, scripts, args.keys, _say)
     except (RehearsalError, DrillError) as exc:
         print(f"backup drill failed: {exc}", file=sys.stderr)
         return 1

@@ -1,8 +1,8 @@
 """Offline render: the real Pulumi program under the mock runtime, no CLI, no cluster.
 
 ``python -m smoke.local.render --stack dev`` runs ``__main__.py`` with the stack's config from
-``Pulumi.<stack>.yaml``, records every resource it registers (exactly the inputs Pulumi would
-send), and writes
+``Pulumi.<stack>.yaml`` (or the stack file ``--stack-file PATH`` names), records every resource it
+registers (exactly the inputs Pulumi would send), and writes
 
     build/render/<stack>/k8s/<kind>-<name>.yaml   one Kubernetes object per file
     build/render/<stack>/aws/<type>-<name>.json   every other resource: type, name, inputs
@@ -13,6 +13,10 @@ send), and writes
 
 Secret values are written as ``<redacted>``. ``REDIS_PASSWORD`` in the environment becomes the
 stack's ``redisPassword`` (a test uses it to prove the password reaches no rendered file).
+
+Bad input stops it before anything is written, with one line per problem and exit code 2: a stack
+file that is not YAML, has a key twice or has the wrong shape, config that is invalid (see
+components/settings.py), or an ``--out`` that cannot be written.
 """
 
 from __future__ import annotations
@@ -27,6 +31,7 @@ import runpy
 import secrets
 import shutil
 import sys
+import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -37,7 +42,7 @@ from pulumi.runtime import mocks as pulumi_mocks
 from pulumi.runtime import settings as pulumi_settings
 from pulumi.runtime.config import set_all_config
 
-from components.settings import PROJECT, SettingsError
+from components.settings import PROJECT, SettingsError, StackFileError, read_stack_file
 
 ROOT = Path(__file__).resolve().parents[2]
 PROGRAM = ROOT / "__main__.py"
@@ -150,29 +155,63 @@ class RecordingMonitor(pulumi_mocks.MockMonitor):
         return response
 
 
-def stack_config(stack: str, password: str | None = None) -> tuple[dict[str, str], list[str], list[str]]:
-    """``Pulumi.<stack>.yaml`` as the engine hands it to a program: strings, objects as JSON.
+STACK_NAME = re.compile(r"^[A-Za-z0-9_.-]+$")
+
+
+def stack_names() -> list[str]:
+    return sorted(p.name[len("Pulumi.") : -len(".yaml")] for p in ROOT.glob("Pulumi.*.yaml"))
+
+
+def stack_file(stack: str) -> Path:
+    """``Pulumi.<stack>.yaml`` of this project, or :class:`StackFileError` naming the stacks there are."""
+    path = ROOT / f"Pulumi.{stack}.yaml"
+    if not STACK_NAME.match(stack) or not path.is_file():
+        shown = path.name if STACK_NAME.match(stack) else "such stack file"
+        raise StackFileError([f"unknown stack {stack!r}: no {shown}; stacks: {', '.join(stack_names())}"])
+    return path
+
+
+def stack_name_of(path: Path) -> str:
+    """The stack a stack file is for: ``Pulumi.<stack>.yaml`` (any other name: its stem)."""
+    name = path.name
+    if name.startswith("Pulumi.") and name.endswith((".yaml", ".yml")) and name.count(".") >= 2:
+        return name[len("Pulumi.") :].rsplit(".", 1)[0]
+    return path.stem
+
+
+def stack_config(
+    stack: str, password: str | None = None, path: Path | None = None
+) -> tuple[dict[str, str], list[str], list[str]]:
+    """``Pulumi.<stack>.yaml`` (or the stack file at ``path``) as the engine hands it to a program:
+    strings, objects as JSON, an empty value as an empty string.
 
     Encrypted (``secure:``) values cannot be read without the stack's passphrase; they are left
-    out and named in the third element so the caller can say so.
+    out and named in the third element so the caller can say so. One outside this project's
+    namespace is passed on (as an empty secret) for the program to refuse, as the engine would.
+    Raises :class:`StackFileError` for a file that cannot be read as stack config.
     """
-    path = ROOT / f"Pulumi.{stack}.yaml"
-    if not path.exists():
-        stacks = sorted(p.name[len("Pulumi.") : -len(".yaml")] for p in ROOT.glob("Pulumi.*.yaml"))
-        raise SystemExit(f"unknown stack {stack!r}: no {path.name}; stacks: {', '.join(stacks)}")
-    raw = (yaml.safe_load(path.read_text()) or {}).get("config") or {}
+    path = stack_file(stack) if path is None else path
+    shown = path.name if path.parent == ROOT else str(path)
+    raw = read_stack_file(path, shown)
     config: dict[str, str] = {}
     skipped: list[str] = []
-    for key, value in raw.items():
+    secret_keys: list[str] = []
+    for raw_key, value in raw.items():
+        key = str(raw_key)
         if isinstance(value, dict) and set(value) == {"secure"}:
-            skipped.append(key)
+            if key.startswith(f"{PROJECT}:"):
+                skipped.append(key)
+            else:
+                config[key] = ""
+                secret_keys.append(key)
+        elif value is None:
+            config[key] = ""
         elif isinstance(value, (dict, list)):
-            config[key] = json.dumps(value)
+            config[key] = json.dumps(value, default=str)  # YAML dates and the like as text
         elif isinstance(value, bool):
             config[key] = "true" if value else "false"
         else:
             config[key] = str(value)
-    secret_keys: list[str] = []
     if password is not None:
         config[f"{PROJECT}:redisPassword"] = password
         secret_keys.append(f"{PROJECT}:redisPassword")
@@ -344,28 +383,75 @@ def write_render(rendered: Rendered, out_dir: Path) -> list[tuple[str, str, Path
     return rows
 
 
+def unwritable(path: Path, directory: bool = False) -> str | None:
+    """Why ``path`` (a file, or a directory to be replaced) cannot be written; None when it can.
+
+    Checked before any work, so a bad ``--out`` costs nothing and leaves nothing behind: the
+    nearest existing ancestor must be a directory this process can create files in."""
+    if path.exists() and path.is_dir() != directory:
+        return f"{path} is {'a file, not a directory' if directory else 'a directory, not a file'}"
+    if path.exists() and not os.access(path, os.W_OK):
+        return f"{path} is not writable"
+    ancestor = path if path.is_dir() else path.parent
+    while not ancestor.exists():
+        ancestor = ancestor.parent
+    if not ancestor.is_dir():
+        return f"{ancestor} is a file, not a directory"
+    try:
+        with tempfile.TemporaryFile(dir=ancestor):
+            pass
+    except OSError as exc:
+        return f"cannot create files in {ancestor} ({exc.strerror})"
+    return None
+
+
+class _Help(argparse.RawDescriptionHelpFormatter):
+    """--help with each option's default (where it has one worth showing), the description's line
+    breaks kept."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        text = action.help or ""
+        shown = action.default not in (None, True, False, argparse.SUPPRESS)
+        if shown and action.option_strings and "%(default)" not in text:
+            text += " (default: %(default)s)"
+        return text
+
+
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m smoke.local.render", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--stack", default="dev", help="stack name: reads Pulumi.<stack>.yaml (default dev)")
+    parser = argparse.ArgumentParser(
+        prog="python -m smoke.local.render", description=__doc__.split("\n\n")[0], formatter_class=_Help
+    )
+    parser.add_argument("--stack", help="stack name: reads Pulumi.<stack>.yaml (default: dev)")
     parser.add_argument(
-        "--out", type=Path, default=ROOT / "build" / "render", help="output root (default build/render)"
+        "--stack-file",
+        type=Path,
+        metavar="PATH",
+        help="read this stack file instead (the stack's name: PATH's Pulumi.<name>.yaml, unless --stack is given)",
+    )
+    parser.add_argument(
+        "--out", type=Path, default=ROOT / "build" / "render", help="output root: writes <out>/<stack>/"
     )
     args = parser.parse_args(argv)
+    stack = args.stack or (stack_name_of(args.stack_file) if args.stack_file else "dev")
 
-    config, secret_keys, skipped = stack_config(args.stack, os.environ.get("REDIS_PASSWORD") or None)
-    for key in skipped:
-        print(f"note: {key} is encrypted in Pulumi.{args.stack}.yaml; rendering without it", file=sys.stderr)
+    out_dir = args.out / stack
     try:
-        rendered = run_program(args.stack, config, secret_keys)
+        config, secret_keys, skipped = stack_config(stack, os.environ.get("REDIS_PASSWORD") or None, args.stack_file)
+        problem = unwritable(out_dir, directory=True)
+        if problem:
+            print(f"render of stack {stack} failed: --out {args.out}: {problem}", file=sys.stderr)
+            return 2
+        for key in skipped:
+            print(f"note: {key} is encrypted in the stack file; rendering without it", file=sys.stderr)
+        rendered = run_program(stack, config, secret_keys)
     except SettingsError as exc:
-        print(f"render of stack {args.stack} failed: {exc}", file=sys.stderr)
+        print(f"render of stack {stack} failed: {exc}", file=sys.stderr)
         return 2
-    out_dir = args.out / args.stack
     rows = write_render(rendered, out_dir)
 
     width = max(len(kind) for kind, _, _ in rows)
     shown = out_dir.relative_to(Path.cwd()) if out_dir.is_relative_to(Path.cwd()) else out_dir
-    print(f"Rendered stack {args.stack} to {shown}:")
+    print(f"Rendered stack {stack} to {shown}:")
     for kind, name, path in rows:
         print(f"  {kind:<{width}}  {name:<28} {path.parent.name}/{path.name}")
     print(f"  {len(rows)} resources; outputs: {', '.join(sorted(rendered.outputs))}")

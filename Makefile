@@ -7,9 +7,19 @@ PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 STACK ?= dev
-# Binaries the tests run for real, and the Debian packages that provide them.
+# Binaries the tests run for real, and the Debian packages that provide them. Two server lines:
+# Redis 7.0 (Debian's redis-*) and Valkey 8.0, the Redis 7.2 line production runs (valkey-*, from
+# bookworm-backports on Debian 12; in the main suite of newer releases).
 SYSTEM_BINARIES := redis-server redis-sentinel redis-cli redis-check-rdb busybox promtool prometheus-redis-exporter
 SYSTEM_PACKAGES := redis-server redis-sentinel redis-tools busybox prometheus prometheus-redis-exporter
+VALKEY_BINARIES := valkey-server valkey-sentinel valkey-cli valkey-check-rdb
+VALKEY_PACKAGES := valkey-server valkey-sentinel valkey-tools
+BACKPORTS_SOURCE := /etc/apt/sources.list.d/bookworm-backports.sources
+# The server line the rehearsal targets (local, rehearsal, drill-backup, bench) and the tests'
+# default line run: valkey (the default image's line) or redis. Tests marked both_server_lines
+# run on both whatever this says.
+SERVER ?= valkey
+export REHEARSAL_SERVER_LINE := $(SERVER)
 
 .PHONY: help deps system-deps python-deps render rehearsal local test lint clean policy drill-backup
 
@@ -19,19 +29,33 @@ help: ## this list: every target with one line
 deps: system-deps python-deps ## install everything the targets need (Debian packages, .venv)
 
 # Installs the Debian packages only when a binary is missing. The packages may start system
-# daemons; they are stopped again, since the tests start their own processes.
-system-deps: ## the Debian packages (redis, sentinel, busybox, promtool, exporter), when one is missing
-	@missing=""; \
+# daemons; they are stopped again, since the tests start their own processes. On Debian 12 the
+# Valkey packages come from bookworm-backports, added as a deb822 source the way Debian documents
+# it (https://backports.debian.org/Instructions/); `-t bookworm-backports` takes only those
+# packages from it.
+system-deps: ## the Debian packages (redis, valkey, sentinel, busybox, promtool, exporter), when one is missing
+	@missing=""; valkey_missing=""; \
 	for bin in $(SYSTEM_BINARIES); do command -v $$bin >/dev/null || missing="$$missing $$bin"; done; \
+	for bin in $(VALKEY_BINARIES); do command -v $$bin >/dev/null || valkey_missing="$$valkey_missing $$bin"; done; \
 	if ! $(PYTHON) -c 'import ensurepip, venv' 2>/dev/null; then missing="$$missing python3-venv"; fi; \
+	if [ -z "$$missing$$valkey_missing" ]; then exit 0; fi; \
+	echo "installing Debian packages for:$$missing$$valkey_missing"; \
+	codename=$$(. /etc/os-release && echo "$${VERSION_CODENAME:-}"); target=""; \
+	if [ -n "$$valkey_missing" ] && [ "$$codename" = bookworm ]; then \
+		target="-t bookworm-backports"; \
+		[ -e $(BACKPORTS_SOURCE) ] || printf '%s\n' 'Types: deb' 'URIs: http://deb.debian.org/debian' \
+			'Suites: bookworm-backports' 'Components: main' \
+			'Signed-By: /usr/share/keyrings/debian-archive-keyring.gpg' > $(BACKPORTS_SOURCE); \
+	fi; \
+	apt-get update -qq; \
 	if [ -n "$$missing" ]; then \
-		echo "installing Debian packages for:$$missing"; \
-		apt-get update -qq; \
 		DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
-			$(SYSTEM_PACKAGES) python3 python3-venv >/dev/null; \
-		for svc in redis-server redis-sentinel prometheus prometheus-redis-exporter; do \
-			service $$svc stop >/dev/null 2>&1 || true; done; \
-	fi
+			$(SYSTEM_PACKAGES) python3 python3-venv >/dev/null; fi; \
+	if [ -n "$$valkey_missing" ]; then \
+		DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$target \
+			$(VALKEY_PACKAGES) >/dev/null; fi; \
+	for svc in redis-server redis-sentinel valkey-server valkey-sentinel prometheus prometheus-redis-exporter; do \
+		service $$svc stop >/dev/null 2>&1 || true; done
 
 python-deps: $(VENV)/.installed ## the virtualenv .venv with the pinned pip requirements
 
@@ -50,7 +74,7 @@ rehearsal: deps ## the dev stack as real processes on loopback, until Ctrl-C
 
 # The main job: render dev, start it on loopback, run every smoke check and the failover drill,
 # write build/smoke-report.json, stop everything; non-zero exit on any failed check.
-local: deps ## the main job: dev on loopback, every smoke check and the failover drill
+local: deps ## the main job: dev on loopback, every smoke check and the failover drill (SERVER=valkey|redis)
 	$(PY) -m smoke.local.render --stack dev
 	$(PY) -m smoke local --render-dir build/render/dev/k8s --report build/smoke-report.json
 

@@ -9,7 +9,7 @@ noncurrent versions after ``backup.retentionDays``.
 service account (by namespace and name, through the cluster's OIDC provider) can assume, and that
 may only put/get/list under the backup prefix and use that KMS key; and the ``redis-backup``
 CronJob running the rendered ``backup.sh`` in two containers sharing a scratch volume: ``dump``
-in the Redis image (redis-cli, redis-check-rdb), then ``upload`` in the AWS CLI image. No AWS
+in the server image (its cli and check-rdb: valkey-* or redis-*), then ``upload`` in the AWS CLI image. No AWS
 access key exists anywhere: the CLI gets web-identity credentials from the token EKS mounts.
 The dump connects as the ACL user ``backup`` and sees only the two Secret keys it needs (that
 user's password and the Sentinels'), plus the CA when TLS is on; ``upload`` sees no Redis secret.

@@ -49,6 +49,8 @@ from pydantic.alias_generators import to_camel
 from pydantic.fields import FieldInfo
 from pydantic_core import PydanticCustomError
 
+from components.server_lines import DEFAULT_IMAGE
+
 PROJECT = "dict-redis"
 
 # Redis forks for RDB saves and AOF rewrites; copy-on-write can double the resident set of a
@@ -591,7 +593,8 @@ class Settings(_Model):
 
     stack: str
     namespace: DnsLabel = "redis"
-    image: str = "redis:7.2.4-alpine"
+    # The default server image is a version the rehearsal runs (components/server_lines.py).
+    image: str = DEFAULT_IMAGE
     master_name: str = _pattern(
         r"^[A-Za-z0-9._-]{1,64}$",
         "1-64 letters, digits, '.', '_' or '-' (Sentinel's name for the master)",
@@ -1119,7 +1122,7 @@ def _cross_checks(s: Settings, given: Mapping[str, Any] | None = None) -> _Found
         if not _IMAGE_PINNED.match(image) or re.search(r"\s", image):
             found.add(
                 key,
-                f"{p}{key} = {image!r}: pin the image to a full version tag (e.g. redis:7.2.4-alpine) "
+                f"{p}{key} = {image!r}: pin the image to a full version tag (e.g. valkey/valkey:8.0.1-alpine) "
                 "or a digest (name@sha256:<64 hex>); 'latest' and floating tags are not allowed",
             )
 

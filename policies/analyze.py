@@ -322,39 +322,22 @@ def print_report(stack: str, violations: list[Violation], policies: list[str], o
     )
 
 
-class _Help(argparse.RawDescriptionHelpFormatter):
-    """--help with each option's default (where it has one worth showing), the description's line
-    breaks kept."""
-
-    def _get_help_string(self, action: argparse.Action) -> str:
-        text = action.help or ""
-        shown = action.default not in (None, True, False, argparse.SUPPRESS)
-        if shown and action.option_strings and "%(default)" not in text:
-            text += " (default: %(default)s)"
-        return text
-
-
 def main(argv: list[str] | None = None) -> int:
     from components.settings import SettingsError
-    from smoke.local.render import run_program, stack_config, stack_name_of, unwritable
+    from smoke.cli import HelpWithDefaults, add_stack_arguments, stack_of, unwritable
+    from smoke.local.render import run_program, stack_config
 
     parser = argparse.ArgumentParser(
-        prog="python -m policies.analyze", description=__doc__.split("\n\n")[0], formatter_class=_Help
+        prog="python -m policies.analyze", description=__doc__.split("\n\n")[0], formatter_class=HelpWithDefaults
     )
-    parser.add_argument("--stack", help="stack name: reads Pulumi.<stack>.yaml (default: dev)")
-    parser.add_argument(
-        "--stack-file",
-        type=Path,
-        metavar="PATH",
-        help="read this stack file instead (the stack's name: PATH's Pulumi.<name>.yaml, unless --stack is given)",
-    )
+    add_stack_arguments(parser)
     parser.add_argument(
         "--config", type=Path, help="pack config JSON (default: policies/config/<stack>.json if it exists)"
     )
     parser.add_argument("--out", type=Path, help="report path (default: build/policy-<stack>.json)")
     parser.add_argument("--in-process", action="store_true", help="call the analyzer in-process instead of over gRPC")
     args = parser.parse_args(argv)
-    stack = args.stack or (stack_name_of(args.stack_file) if args.stack_file else "dev")
+    stack = stack_of(args)
 
     config_path = args.config or (CONFIG_DIR / f"{stack}.json")
     if args.config is None and not config_path.exists():

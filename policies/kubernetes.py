@@ -193,7 +193,7 @@ def _validate_images(args: ResourceValidationArgs, report: ReportViolation) -> N
         if problem:
             report(
                 f"{_where(args, container)}: image {image!r} {problem}. Pin it to a full version tag "
-                "(e.g. redis:7.2.4-alpine) or to a digest (name@sha256:<64 hex>) so every pod runs "
+                "(e.g. valkey/valkey:8.0.1-alpine) or to a digest (name@sha256:<64 hex>) so every pod runs "
                 "the same bits."
             )
 

@@ -8,11 +8,29 @@ from pathlib import Path
 
 import pytest
 
+from components import server_lines
+from components.server_lines import ServerLine
 from smoke.checks import CheckContext
-from smoke.local.rehearsal import LoopbackCluster, RenderedFiles
+from smoke.local.rehearsal import LoopbackCluster, RenderedFiles, server_line
 from smoke.local.render import Rendered, write_render
 from smoke.strategies.client import SentinelClient
 from tests.support import render_stack, require_redis_binaries
+
+BOTH_LINES = "both_server_lines"
+ONE_LINE = "default_server_line"  # a long drill in a both_server_lines module that runs once
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    """``server_line``: the line a test's topology runs. Every test runs on the default line
+    ($REHEARSAL_SERVER_LINE, else the default image's); a module or test marked
+    ``both_server_lines`` (where the server's behaviour matters) runs once per proven line, but
+    for a test marked ``default_server_line`` (a long drill whose server part the others cover)."""
+    if "server_line" not in metafunc.fixturenames:
+        return
+    both = metafunc.definition.get_closest_marker(BOTH_LINES) is not None
+    both = both and metafunc.definition.get_closest_marker(ONE_LINE) is None
+    lines = list(server_lines.LINES.values()) if both else [server_line()]
+    metafunc.parametrize("server_line", lines, ids=[line.name for line in lines], scope="module")
 
 
 @pytest.fixture(scope="session")
@@ -39,18 +57,18 @@ def dev_files(dev_render_dir: Path) -> RenderedFiles:
 
 
 @pytest.fixture
-def fresh_cluster(dev_files: RenderedFiles) -> Iterator[LoopbackCluster]:
+def fresh_cluster(dev_files: RenderedFiles, server_line: ServerLine) -> Iterator[LoopbackCluster]:
     """A topology of its own for a test that kills or restarts processes."""
-    require_redis_binaries()
-    with LoopbackCluster(dev_files) as cluster:
+    require_redis_binaries(server_line)
+    with LoopbackCluster(dev_files, server=server_line) as cluster:
         yield cluster
 
 
 @pytest.fixture(scope="module")
-def cluster(dev_files: RenderedFiles) -> Iterator[LoopbackCluster]:
+def cluster(dev_files: RenderedFiles, server_line: ServerLine) -> Iterator[LoopbackCluster]:
     """One topology shared by the read-only tests of a module."""
-    require_redis_binaries()
-    with LoopbackCluster(dev_files) as shared:
+    require_redis_binaries(server_line)
+    with LoopbackCluster(dev_files, server=server_line) as shared:
         yield shared
 
 

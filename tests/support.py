@@ -7,8 +7,9 @@ import shutil
 
 import pytest
 
+from components.server_lines import ServerLine
 from smoke.bench.measure import count_round_trips  # noqa: F401  (the tests' round-trip counter)
-from smoke.local.rehearsal import REQUIRED_BINARIES
+from smoke.local.rehearsal import required_binaries, server_line
 from smoke.local.render import Rendered, run_program, stack_config
 
 
@@ -34,6 +35,7 @@ def require_binaries(*names: str) -> None:
     pytest.skip(message)
 
 
-def require_redis_binaries() -> None:
-    """:func:`require_binaries` for what the rehearsal runs (redis-server, redis-sentinel, ...)."""
-    require_binaries(*REQUIRED_BINARIES)
+def require_redis_binaries(line: ServerLine | None = None) -> None:
+    """:func:`require_binaries` for what the rehearsal runs on ``line`` (default: the default
+    line): its server, Sentinel, cli and check-rdb, and busybox."""
+    require_binaries(*required_binaries(line or server_line()))

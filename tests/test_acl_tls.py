@@ -18,6 +18,7 @@ import pytest
 import redis
 
 from components import acl
+from components.server_lines import ServerLine
 from smoke.checks import runner
 from smoke.drills.faults import KillMaster
 from smoke.local.rehearsal import LoopbackCluster, RenderedFiles
@@ -26,7 +27,7 @@ from smoke.rotation import RehearsalTarget, rotate
 from smoke.strategies.client import SentinelClient
 from tests.support import render_with, require_redis_binaries
 
-pytestmark = pytest.mark.redis
+pytestmark = [pytest.mark.redis, pytest.mark.both_server_lines]
 
 
 @pytest.fixture(scope="module")
@@ -39,9 +40,9 @@ def tls_files(tmp_path_factory: pytest.TempPathFactory) -> RenderedFiles:
 
 
 @pytest.fixture(scope="module")
-def tls_cluster(tls_files: RenderedFiles) -> Iterator[LoopbackCluster]:
-    require_redis_binaries()
-    with LoopbackCluster(tls_files) as cluster:
+def tls_cluster(tls_files: RenderedFiles, server_line: ServerLine) -> Iterator[LoopbackCluster]:
+    require_redis_binaries(server_line)
+    with LoopbackCluster(tls_files, server=server_line) as cluster:
         yield cluster
 
 
@@ -98,9 +99,10 @@ def test_the_default_user_is_off(tls_cluster: LoopbackCluster) -> None:
     with anonymous, pytest.raises(redis.exceptions.AuthenticationError):
         anonymous.ping()
     # Only a password (AUTH <password>) means the default user: refused whatever the password.
-    with pytest.raises(redis.exceptions.AuthenticationError), redis.Redis(
-        host=node.host, port=node.port, ssl=True, ssl_ca_certs=ca, password=tls_cluster.password
-    ) as c:
+    with (
+        pytest.raises(redis.exceptions.AuthenticationError),
+        redis.Redis(host=node.host, port=node.port, ssl=True, ssl_ca_certs=ca, password=tls_cluster.password) as c,
+    ):
         c.ping()
 
 
@@ -127,15 +129,18 @@ def test_redis_cli_rdb_works_as_the_backup_user(tls_cluster: LoopbackCluster, tm
     assert tls_cluster.tls_files is not None
     dump = tmp_path / "dump.rdb"
     env = {**os.environ, "REDISCLI_AUTH": tls_cluster.read_secret("backup-password").splitlines()[0]}
-    args = ["redis-cli", "--no-auth-warning", "--tls", "--cacert", str(tls_cluster.tls_files.ca)]
+    args = [tls_cluster.server.tool("cli"), "--no-auth-warning", "--tls", "--cacert", str(tls_cluster.tls_files.ca)]
     args += ["--user", "backup", "-h", replica.host, "-p", str(replica.port), "--rdb", str(dump)]
     result = subprocess.run(args, env=env, capture_output=True, text=True, timeout=60)
     assert result.returncode == 0, result.stderr + result.stdout
     assert dump.stat().st_size > 0
-    check = subprocess.run(["redis-check-rdb", str(dump)], capture_output=True, text=True, timeout=60)
+    check = subprocess.run(
+        [tls_cluster.server.tool("check-rdb"), str(dump)], capture_output=True, text=True, timeout=60
+    )
     assert check.returncode == 0 and "RDB looks OK" in check.stdout, check.stdout
 
 
+@pytest.mark.default_server_line  # long; test_exporter_live rotates a password on both lines
 def test_a_rotation_under_continuous_traffic_fails_no_operation(tls_cluster: LoopbackCluster) -> None:
     """The application user's password changes while a writer and a reader run non-stop."""
     clients = [SentinelClient(tls_cluster.client_config(min_idle=1))]
@@ -181,14 +186,17 @@ def test_a_rotation_under_continuous_traffic_fails_no_operation(tls_cluster: Loo
     for node in tls_cluster.redis_nodes:
         with tls_cluster.client(node, user="app") as c:
             assert c.ping()
-        with pytest.raises(redis.exceptions.AuthenticationError), redis.Redis(
-            host=node.host,
-            port=node.port,
-            username="app",
-            password=old_password,
-            ssl=True,
-            ssl_ca_certs=str(tls_cluster.tls_files.ca) if tls_cluster.tls_files else None,
-        ) as c:
+        with (
+            pytest.raises(redis.exceptions.AuthenticationError),
+            redis.Redis(
+                host=node.host,
+                port=node.port,
+                username="app",
+                password=old_password,
+                ssl=True,
+                ssl_ca_certs=str(tls_cluster.tls_files.ca) if tls_cluster.tls_files else None,
+            ) as c,
+        ):
             c.ping()
     # The rotated password survives a restart: the ACL file is rendered from the Secret again.
     replica = next(n for n in tls_cluster.redis_nodes if tls_cluster.role(n) == "slave")
@@ -211,6 +219,7 @@ def test_no_password_on_any_command_line(tls_cluster: LoopbackCluster) -> None:
         assert not [s for s in secrets if s in cmdline], f"a password in argv of pid {proc.name}"
 
 
+@pytest.mark.default_server_line  # `make local SERVER=redis` runs the suite on the other line
 def test_the_smoke_suite_and_failover_drill_pass_as_the_application_user_over_tls(
     tls_cluster: LoopbackCluster,
 ) -> None:

@@ -20,6 +20,7 @@ from pathlib import Path
 import pytest
 
 from components import acl
+from components.server_lines import ServerLine
 from smoke.drills.backup import BackupRunner, backup_scripts_from_render_dir
 from smoke.local.certificates import make_certificates
 from smoke.local.moto_s3 import MotoS3, moto_s3
@@ -27,7 +28,7 @@ from smoke.local.rehearsal import LoopbackCluster, Node, RenderedFiles
 from smoke.local.render import write_render
 from tests.support import render_with, require_redis_binaries
 
-pytestmark = pytest.mark.redis
+pytestmark = [pytest.mark.redis, pytest.mark.both_server_lines]
 
 TEST_KEY = "dict:entry:id:backup-test"  # a key of the application user's, so it may read it back
 
@@ -45,11 +46,11 @@ def scripts(tls_render_dir: Path) -> dict[str, str]:
 
 
 @pytest.fixture(scope="module")
-def cluster(tls_render_dir: Path) -> Iterator[LoopbackCluster]:
-    require_redis_binaries()
+def cluster(tls_render_dir: Path, server_line: ServerLine) -> Iterator[LoopbackCluster]:
+    require_redis_binaries(server_line)
     files = RenderedFiles.from_render_dir(tls_render_dir)
     assert files.tls  # TLS comes from the render's defaults, not from the rehearsal
-    with LoopbackCluster(files) as shared:
+    with LoopbackCluster(files, server=server_line) as shared:
         yield shared
 
 
@@ -103,11 +104,12 @@ def stack_redis_on(cluster: LoopbackCluster, data_dir: Path) -> Iterator[Callabl
     up and answering PING; yields a ``redis-cli`` call that returns the reply text."""
     socket = data_dir / "check.sock"
     config = str(cluster.workdir / "etc/redis.conf")
-    command = ["redis-server", config, "--port", "0", "--unixsocket", str(socket), "--dir", str(data_dir)]
+    line = cluster.server
+    command = [line.tool("server"), config, "--port", "0", "--unixsocket", str(socket), "--dir", str(data_dir)]
     server = subprocess.Popen(command, stdout=subprocess.DEVNULL)
 
     def cli(*args: str) -> str:
-        done = subprocess.run(["redis-cli", "-s", str(socket), *args], capture_output=True, text=True)
+        done = subprocess.run([line.tool("cli"), "-s", str(socket), *args], capture_output=True, text=True)
         return done.stdout.strip()
 
     try:
@@ -121,12 +123,12 @@ def stack_redis_on(cluster: LoopbackCluster, data_dir: Path) -> Iterator[Callabl
         server.wait(10)
 
 
-def _recording_redis_cli(directory: Path) -> tuple[str, Path]:
-    """A redis-cli first on PATH that logs each call's arguments and the SHA-256 of the
-    REDISCLI_AUTH it was given (not the password itself), then runs the real one."""
-    real = shutil.which("redis-cli")
+def _recording_redis_cli(directory: Path, line: ServerLine) -> tuple[str, Path]:
+    """The line's cli (redis-cli, valkey-cli) first on PATH, logging each call's arguments and the
+    SHA-256 of the REDISCLI_AUTH it was given (not the password itself), then running the real one."""
+    real = shutil.which(line.tool("cli"))
     calls = directory / "calls.log"
-    wrapper = directory / "redis-cli"
+    wrapper = directory / line.tool("cli")
     wrapper.write_text(
         "#!/bin/sh\n"
         'auth=$(printf %s "${REDISCLI_AUTH:-}" | sha256sum | cut -c1-64)\n'
@@ -143,7 +145,7 @@ def test_backup_as_the_backup_user_over_tls_dumps_a_healthy_replica_verifies_and
     for node in cluster.redis_nodes:
         with cluster.client(node) as admin:
             admin.execute_command("ACL", "LOG", "RESET")
-    wrappers, calls = _recording_redis_cli(tmp_path)
+    wrappers, calls = _recording_redis_cli(tmp_path, runner.cluster.server)
     done = runner.run("backup.sh", "all", PATH=f"{wrappers}:{runner.env()['PATH']}")
     assert done.returncode == 0, done.stderr
     key = done.stdout.strip().splitlines()[-1]
@@ -200,12 +202,14 @@ def test_restore_lists_fetches_the_latest_and_prepares_a_data_dir_redis_loads(
     with stack_redis_on(cluster, tmp_path) as cli:
         assert cli("GET", TEST_KEY) == "value"
 
+
 def test_a_redis_with_aof_on_ignores_a_bare_dump_rdb_which_is_why_prepare_exists(
     runner: BackupRunner, cluster: LoopbackCluster, tmp_path: Path
 ) -> None:
     assert runner.run("restore.sh", "fetch", "latest", str(tmp_path)).returncode == 0
     with stack_redis_on(cluster, tmp_path) as cli:
         assert cli("DBSIZE") == "0"
+
 
 def test_redis_unreachable_fails_clearly(runner: BackupRunner) -> None:
     done = runner.run("backup.sh", "dump", SENTINEL_ADDRS="127.0.0.1:1 127.0.0.1:2")
@@ -263,10 +267,10 @@ def test_s3_refusing_the_upload_fails_clearly(runner: BackupRunner) -> None:
     failed(runner.run("restore.sh", "list", BACKUP_BUCKET="no-such-bucket"), "cannot list s3://no-such-bucket/")
 
 
-def _truncating_redis_cli(directory: Path) -> str:
-    """A redis-cli first on PATH that passes through, but cuts the file of an --rdb in half."""
-    real = shutil.which("redis-cli")
-    wrapper = directory / "redis-cli"
+def _truncating_redis_cli(directory: Path, line: ServerLine) -> str:
+    """The line's cli first on PATH, passing through, but cutting the file of an --rdb in half."""
+    real = shutil.which(line.tool("cli"))
+    wrapper = directory / line.tool("cli")
     wrapper.write_text(
         "#!/bin/sh\n"
         f'"{real}" "$@" || exit $?\n'
@@ -282,7 +286,7 @@ def test_a_truncated_dump_is_refused_by_backup_and_nothing_is_uploaded(
     runner: BackupRunner, s3: MotoS3, tmp_path: Path
 ) -> None:
     before = s3.client().list_objects_v2(Bucket=s3.bucket).get("KeyCount", 0)
-    path = f"{_truncating_redis_cli(tmp_path)}:{runner.env()['PATH']}"
+    path = f"{_truncating_redis_cli(tmp_path, runner.cluster.server)}:{runner.env()['PATH']}"
     failed(runner.run("backup.sh", "all", PATH=path), "is corrupt")
     assert s3.client().list_objects_v2(Bucket=s3.bucket).get("KeyCount", 0) == before
     failed(runner.run("backup.sh", "upload"), "no verified dump")

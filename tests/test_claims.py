@@ -17,7 +17,7 @@ from smoke.checks.entry import set_raw
 from smoke.strategies.claims import Claim, ClaimCache, sample_claim
 from smoke.strategies.client import SentinelClient
 
-pytestmark = pytest.mark.redis
+pytestmark = [pytest.mark.redis, pytest.mark.both_server_lines]
 
 
 CLAIM_CHECKS = [c for c in REGISTRY if c.strategy == "claim"]

@@ -14,7 +14,7 @@ import redis
 from smoke.local.rehearsal import LoopbackCluster
 from smoke.strategies.client import ClientConfig, OutcomeUnknown, PoolTimeout, SentinelClient, _never_ran
 
-pytestmark = pytest.mark.redis
+pytestmark = [pytest.mark.redis, pytest.mark.both_server_lines]
 
 
 def config_for(cluster: LoopbackCluster, **overrides: object) -> ClientConfig:

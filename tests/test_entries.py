@@ -22,7 +22,7 @@ from smoke.strategies.claims import ClaimCache, sample_claim
 from smoke.strategies.client import SentinelClient
 from smoke.strategies.entries import Entry, EntryCache, sample_entry
 
-pytestmark = pytest.mark.redis
+pytestmark = [pytest.mark.redis, pytest.mark.both_server_lines]
 
 
 ENTRY_CHECKS = [c for c in REGISTRY if c.strategy == "entry"]

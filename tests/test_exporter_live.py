@@ -26,13 +26,14 @@ from components import topology as t
 from components.alerts import KUBERNETES_METRICS, alert_rules, metric_names
 from components.dashboard import panel_queries
 from components.exporter import TLS_CA_FILE
+from components.server_lines import ServerLine
 from components.settings import settings_from_config
 from smoke.local.rehearsal import LoopbackCluster, Node, RenderedFiles
 from smoke.local.render import Rendered, write_render
 from smoke.rotation import RehearsalTarget, rotate
 from tests.support import render_with, require_binaries, require_redis_binaries
 
-pytestmark = pytest.mark.redis
+pytestmark = [pytest.mark.redis, pytest.mark.both_server_lines]
 
 EXPORTER = "prometheus-redis-exporter"
 # How often the wrapper looks at its password file here (10 s in a pod): keeps the rotation test short.
@@ -185,9 +186,9 @@ def tls_render(tmp_path_factory: pytest.TempPathFactory) -> tuple[Rendered, Rend
 
 
 @pytest.fixture(scope="module")
-def tls_cluster(tls_render: tuple[Rendered, RenderedFiles]) -> Iterator[LoopbackCluster]:
-    require_redis_binaries()
-    with LoopbackCluster(tls_render[1]) as cluster:
+def tls_cluster(tls_render: tuple[Rendered, RenderedFiles], server_line: ServerLine) -> Iterator[LoopbackCluster]:
+    require_redis_binaries(server_line)
+    with LoopbackCluster(tls_render[1], server=server_line) as cluster:
         assert cluster.tls
         yield cluster
 
@@ -202,8 +203,9 @@ class Scraped:
 
 
 @pytest.fixture(scope="module", params=["plaintext", "tls"])
-def exported(request: pytest.FixtureRequest, dev: Rendered) -> dict[str, Scraped]:
-    """One scrape of the master, a replica and a Sentinel, with what the exporter ran with."""
+def exported(request: pytest.FixtureRequest, dev: Rendered, server_line: ServerLine) -> dict[str, Scraped]:
+    """One scrape of the master, a replica and a Sentinel, with what the exporter ran with, on
+    each server line (``server_line`` is asked for here so the clusters below run on it)."""
     require_binaries(EXPORTER)
     if request.param == "tls":
         cluster: LoopbackCluster = request.getfixturevalue("tls_cluster")

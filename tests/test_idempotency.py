@@ -28,7 +28,7 @@ from smoke.strategies.idempotency import (
 )
 from tests.support import count_round_trips
 
-pytestmark = pytest.mark.redis
+pytestmark = [pytest.mark.redis, pytest.mark.both_server_lines]
 
 CHECKS = [c for c in REGISTRY if c.strategy == "idempotency"]
 

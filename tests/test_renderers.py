@@ -12,6 +12,7 @@ import pytest
 from components.renderers.redis_conf import render_redis_conf
 from components.renderers.scripts import SCRIPT_NAMES, render_scripts
 from components.renderers.sentinel_conf import render_sentinel_conf
+from components.server_lines import ServerLine
 from components.settings import settings_from_config
 from tests.support import render_stack, require_redis_binaries
 
@@ -32,6 +33,8 @@ def test_redis_conf_carries_the_seed_persistence_and_memory_settings() -> None:
     assert ["replica-read-only", "yes"] in lines
     # A master cut off from its replicas stops acknowledging writes it would lose.
     assert ["min-replicas-to-write", "1"] in lines and ["min-replicas-max-lag", "10"] in lines
+    # A full sync of every replica at once (first boot) starts without waiting out the delay.
+    assert ["repl-diskless-sync-delay", "5"] in lines and ["repl-diskless-sync-max-replicas", "2"] in lines
 
 
 def test_redis_conf_has_no_secret_no_address_and_no_replicaof() -> None:
@@ -80,16 +83,17 @@ def test_every_script_parses_under_busybox_sh(name: str, tmp_path: Path) -> None
     assert result.returncode == 0, result.stderr
 
 
+@pytest.mark.both_server_lines
 @pytest.mark.parametrize("stack", ["dev", "prod"])
-def test_redis_server_accepts_the_rendered_config(stack: str, tmp_path: Path) -> None:
-    """Redis exits on an unknown or malformed directive; start it on the rendered file to prove
-    every directive is valid for this Redis version."""
-    require_redis_binaries()
+def test_redis_server_accepts_the_rendered_config(stack: str, tmp_path: Path, server_line: ServerLine) -> None:
+    """The server exits on an unknown or malformed directive; start it on the rendered file to
+    prove every directive is valid for each proven server line."""
+    require_redis_binaries(server_line)
     conf = render_stack(stack).find("ConfigMap", "redis-config")["data"]["redis.conf"]
     path = tmp_path / "redis.conf"
     path.write_text(conf + f"\nport 0\nunixsocket {tmp_path}/redis.sock\ndir {tmp_path}\n")
     server = subprocess.Popen(
-        [shutil.which("redis-server") or "redis-server", str(path)],
+        [shutil.which(server_line.tool("server")) or server_line.tool("server"), str(path)],
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,
@@ -100,7 +104,7 @@ def test_redis_server_accepts_the_rendered_config(stack: str, tmp_path: Path) ->
             if server.poll() is not None:
                 break
             ping = subprocess.run(
-                ["redis-cli", "-s", f"{tmp_path}/redis.sock", "CONFIG", "GET", "maxmemory"],
+                [server_line.tool("cli"), "-s", f"{tmp_path}/redis.sock", "CONFIG", "GET", "maxmemory"],
                 capture_output=True,
                 text=True,
             )

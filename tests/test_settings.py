@@ -34,7 +34,7 @@ def problems(config: dict[str, object]) -> str:
 def test_defaults_are_the_seed_production_numbers_with_maxmemory_fixed() -> None:
     s = settings_from_config({}, "prod")
     assert s.namespace == "redis"
-    assert s.image == "redis:7.2.4-alpine"
+    assert s.image == "valkey/valkey:8.0.1-alpine"
     assert (s.redis.replicas, s.sentinel.replicas, s.sentinel.quorum) == (3, 3, 2)
     assert s.sentinel.down_after_milliseconds == 5000
     assert s.sentinel.failover_timeout_milliseconds == 10000

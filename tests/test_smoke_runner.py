@@ -146,6 +146,8 @@ def test_the_report_can_go_to_stdout_as_its_last_line(cluster: LoopbackCluster) 
     report = json.loads(result.stdout.strip().splitlines()[-1])
     assert report["passed"] is True and report["failover"] is None
     assert report["target"].startswith("cluster:") and "PASS topology.one_master" in result.stderr
+    # The report says which server the suite ran against: the rehearsal's line and version.
+    assert report["server"] == f"{cluster.server.name} {cluster.server_version}"
 
 
 # --- unusable targets: refused at once, before any check ----------------------------------------

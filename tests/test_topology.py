@@ -6,6 +6,7 @@ start; these tests prove the scripts form a replicating cluster that Sentinel ca
 
 from __future__ import annotations
 
+import json
 import re
 import signal
 import stat
@@ -18,8 +19,8 @@ import pytest
 import redis
 
 from smoke.local.rehearsal import LoopbackCluster, Node, RenderedFiles
-from smoke.local.render import ROOT
-from tests.support import require_redis_binaries
+from smoke.local.render import ROOT, stack_config, write_render
+from tests.support import render_with, require_redis_binaries
 
 pytestmark = pytest.mark.redis
 
@@ -63,6 +64,7 @@ def test_writes_on_the_master_reach_both_replicas(cluster: LoopbackCluster) -> N
                 c.set("topology:probe", "not on a replica")
 
 
+@pytest.mark.both_server_lines
 def test_probes_pass_on_every_healthy_pod(cluster: LoopbackCluster) -> None:
     for node in cluster.redis_nodes:
         for mode in ("startup", "liveness", "readiness"):
@@ -74,6 +76,7 @@ def test_probes_pass_on_every_healthy_pod(cluster: LoopbackCluster) -> None:
             assert result.returncode == 0, f"{node.name} {mode}: {result.stderr}"
 
 
+@pytest.mark.both_server_lines
 def test_probes_fail_on_a_wrong_password(cluster: LoopbackCluster, tmp_path: Path) -> None:
     wrong = tmp_path / "wrong-password"
     wrong.write_text("not-the-password-at-all")
@@ -119,6 +122,7 @@ def test_the_effective_configs_holding_the_password_are_private_to_their_user(cl
         assert stat.S_IMODE(path.stat().st_mode) == 0o600
 
 
+@pytest.mark.both_server_lines
 def test_a_killed_master_is_replaced_and_comes_back_as_a_replica(fresh_cluster: LoopbackCluster) -> None:
     cluster = fresh_cluster
     old = master_of(cluster)
@@ -161,6 +165,7 @@ def test_a_killed_master_is_replaced_and_comes_back_as_a_replica(fresh_cluster: 
         assert c.get("survives:failover") == "yes"
 
 
+@pytest.mark.both_server_lines
 def test_prestop_hands_mastership_over_before_the_master_stops(fresh_cluster: LoopbackCluster) -> None:
     cluster = fresh_cluster
     old = master_of(cluster)
@@ -223,7 +228,7 @@ def test_the_rehearsal_command_starts_reports_and_stops_the_topology(dev_render_
     )
     assert result.returncode == 0, result.stderr
     assert re.search(r"redis-0\s+127\.\d+\.\d+\.1:6379\s+master", result.stdout)
-    assert result.stdout.count("replica") == 2 and result.stdout.count("sentinel ") >= 3
+    assert len(re.findall(r"\breplica\b", result.stdout)) == 2 and result.stdout.count("sentinel ") >= 3
     workdir = Path(re.search(r" in (\S+) ", result.stdout).group(1))  # type: ignore[union-attr]
     assert not workdir.exists(), "the rehearsal left its directory behind"
 
@@ -315,3 +320,30 @@ def test_a_master_back_on_an_empty_volume_does_not_wipe_its_replicas(fresh_clust
     cluster.wait_for("converged", cluster.converged, timeout=60)
     with cluster.client(old) as c:
         assert c.get("keep:me") == "1"
+
+
+def test_the_rehearsal_starts_what_was_rendered_and_prints_a_smoke_command_that_works(
+    tmp_path: Path,
+) -> None:
+    """A stack rendered with 5 Sentinels and 4 data nodes runs as 5 Sentinels and 4 data nodes (not
+    the 3 + 3 of the dev stack), and the command the rehearsal prints for the smoke suite passes
+    as printed: user, password files and Sentinels are all in it, no password is."""
+    require_redis_binaries()
+    config, _, _ = stack_config("dev")
+    blocks = {key: json.loads(config[f"dict-redis:{key}"]) for key in ("redis", "sentinel")}
+    blocks["redis"]["replicas"] = 4
+    blocks["sentinel"].update(replicas=5, quorum=3)
+    overrides = {f"dict-redis:{key}": json.dumps(block) for key, block in blocks.items()}
+    write_render(render_with("dev", overrides), tmp_path / "dev")
+    files = RenderedFiles.from_render_dir(tmp_path / "dev" / "k8s")
+    assert (files.redis_count, files.sentinel_count) == (4, 5)
+    with LoopbackCluster(files) as cluster:
+        assert (len(cluster.redis_nodes), len(cluster.sentinels)) == (4, 5)
+        command = cluster.smoke_command()
+        assert not [secret for secret in cluster.secrets() if secret in command]
+        assert "--replicas 3" in command and command.count("--sentinel ") == 5
+        done = subprocess.run(
+            ["sh", "-c", command], cwd=ROOT, capture_output=True, text=True, timeout=240, env={"PATH": "/usr/bin:/bin"}
+        )
+        assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-2000:]
+        assert "PASSED" in done.stdout

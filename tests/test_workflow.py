@@ -16,7 +16,7 @@ from smoke.strategies.client import SentinelClient
 from smoke.strategies.workflow import SetResult, WorkflowCache, WorkflowMetadata
 from tests.support import count_round_trips
 
-pytestmark = pytest.mark.redis
+pytestmark = [pytest.mark.redis, pytest.mark.both_server_lines]
 
 CHECKS = [c for c in REGISTRY if c.strategy == "workflow"]
 

@@ -66,10 +66,13 @@ replica-lazy-flush yes
 io-threads {r.io_threads}
 io-threads-do-reads {_yes(r.io_threads_do_reads)}
 
-# Replication (replicaof is chosen at start from Sentinel's answer)
+# Replication (replicaof is chosen at start from Sentinel's answer). A full sync waits up to
+# 5 s for more replicas to share one transfer, but starts at once when every replica of the
+# StatefulSet is waiting (a first boot, all replicas resyncing after a failover).
 replica-read-only yes
 repl-diskless-sync yes
 repl-diskless-sync-delay 5
+repl-diskless-sync-max-replicas {r.replicas - 1}
 repl-disable-tcp-nodelay no
 replica-priority 100
 min-replicas-to-write {r.min_replicas_to_write}

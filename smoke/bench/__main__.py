@@ -21,6 +21,7 @@ import redis
 from smoke.bench import concurrency, failover, growth, memory, operations, report
 from smoke.bench.measure import BenchError
 from smoke.checks import SMOKE_KEY_PREFIX
+from smoke.drills.workload import server_of
 from smoke.local.rehearsal import LoopbackCluster, RehearsalError, RenderedFiles
 from smoke.strategies.client import SentinelClient, tls_options
 
@@ -71,7 +72,7 @@ def run_bench(cluster: LoopbackCluster, sizes: Sizes, say: Any = _say) -> tuple[
 
         master = master_node()
         node = cluster.masters()[0]
-        server_version = master.info("server")["redis_version"]
+        server_version = server_of(master)
         say(f"bench: operations ({sizes.samples} timed calls each, {sizes.rounds} interleaved rounds)")
         work = operations.Workload(client, prefix, replicas)
         value = work.fresh_entries(1)[0].to_json()
@@ -111,7 +112,7 @@ def run_bench(cluster: LoopbackCluster, sizes: Sizes, say: Any = _say) -> tuple[
             "platform": platform.platform(),
             "python": platform.python_version(),
             "redis_py": redis.__version__,
-            "redis_server": server_version if isinstance(server_version, str) else server_version.decode(),
+            "redis_server": server_version,  # "valkey 8.0.1" / "redis 7.0.15"
             "started_at": started_at,
             "duration_seconds": round(time.monotonic() - started, 1),
             "loadavg_before": load_before,

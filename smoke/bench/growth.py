@@ -21,6 +21,7 @@ import redis
 
 from smoke.bench.dataset import entries, fill_our_layout, fill_parallel
 from smoke.bench.measure import BenchError, percentiles_us, time_calls
+from smoke.drills.workload import wait_replicated
 from smoke.strategies.client import SentinelClient
 from smoke.strategies.entries import Entry, EntryCache
 from smoke.strategies.ratelimit import RateLimiter
@@ -85,7 +86,7 @@ def measure_growth(
     for size in sorted(sizes):
         missing = max(0, size - master.dbsize())
         fill_parallel(write, entries(seed, len(filled), -(-missing // KEYS_PER_ENTRY)), BATCH)
-        master.execute_command("WAIT", replicas, 10_000)
+        wait_replicated(master, replicas)
         persist_now(nodes)
         ids = [filled[rng.randrange(len(filled))] for _ in range(samples)]
         gets = time_calls([lambda i=i: _hit(cache, i) for i in ids])

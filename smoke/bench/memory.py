@@ -17,6 +17,7 @@ import redis
 
 from smoke.bench.dataset import entries, fill_our_layout, fill_parallel, fill_seed_layout
 from smoke.bench.measure import BenchError
+from smoke.drills.workload import wait_replicated
 from smoke.strategies.client import SentinelClient
 from smoke.strategies.entries import Entry, EntryCache
 
@@ -30,7 +31,7 @@ def counted_memory(master: redis.Redis) -> int:
 
 def settle(master: redis.Redis, replicas: int) -> None:
     """Let the replicas catch up (the replication buffer shrinks back) before reading memory."""
-    master.execute_command("WAIT", replicas, 5000)
+    wait_replicated(master, replicas)
 
 
 def load(master: redis.Redis, count: int, seed: int, write: Callable[[list[Entry]], object]) -> None:

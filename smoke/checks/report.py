@@ -32,6 +32,7 @@ def latency_summary(latencies_ms: Mapping[str, list[float]]) -> dict[str, dict[s
 class SmokeReport:
     target: str
     down_after_ms: int | None
+    server: str | None = None  # "valkey 8.0.1", "redis 7.0.15": what the master said it runs (HELLO)
     started_at: str = field(default_factory=lambda: datetime.now(UTC).isoformat(timespec="seconds"))
     checks: list[CheckResult] = field(default_factory=list)
     failover: DrillResult | None = None
@@ -59,6 +60,7 @@ class SmokeReport:
             "target": self.target,
             "started_at": self.started_at,
             "down_after_ms": self.down_after_ms,
+            "server": self.server,
             "passed": self.passed,
             "checks": [
                 {"strategy": c.strategy, "name": c.name, "passed": c.passed, "detail": c.detail} for c in self.checks

@@ -21,7 +21,6 @@ import logging
 import os
 import signal
 import sys
-import tempfile
 import time
 import uuid
 from collections.abc import Callable
@@ -34,8 +33,10 @@ import redis
 
 from smoke.checks import REGISTRY, SMOKE_KEY_PREFIX, STRATEGIES, CheckContext, CheckResult, run_check
 from smoke.checks.report import SmokeReport, latency_summary, summary_table
+from smoke.cli import HelpWithDefaults, unwritable
 from smoke.drills.failover import run_failover_drill
 from smoke.drills.faults import Fault, KillMaster, SentinelFailover
+from smoke.drills.workload import server_of
 from smoke.local.rehearsal import LoopbackCluster, RehearsalError, RenderedFiles
 from smoke.strategies.client import ClientConfig, SentinelClient, read_password, tls_options
 
@@ -79,18 +80,6 @@ def _number(kind: type, low: float, text: str) -> float:
     return value
 
 
-class _Help(argparse.RawDescriptionHelpFormatter):
-    """--help with each option's default (where it has one worth showing), the description's line
-    breaks kept."""
-
-    def _get_help_string(self, action: argparse.Action) -> str:
-        text = action.help or ""
-        shown = action.default not in (None, True, False, argparse.SUPPRESS)
-        if shown and action.option_strings and "%(default)" not in text:
-            text += " (default: %(default)s)"
-        return text
-
-
 CLUSTER_HELP = """\
 Connecting (credentials from the environment, never from the command line):
   REDIS_USERNAME          the ACL user on the data nodes; the stack disables 'default', so set
@@ -117,11 +106,13 @@ no Sentinel reachable, password refused).
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="python -m smoke", description=__doc__.split("\n\n")[0], formatter_class=_Help
+        prog="python -m smoke", description=__doc__.split("\n\n")[0], formatter_class=HelpWithDefaults
     )
     parser.add_argument("--report", type=Path, help="write the JSON report to this file ('-': stdout)")
     sub = parser.add_subparsers(dest="target", required=True)
-    local = sub.add_parser("local", help="start the rehearsal from a render and run against it", formatter_class=_Help)
+    local = sub.add_parser(
+        "local", help="start the rehearsal from a render and run against it", formatter_class=HelpWithDefaults
+    )
     local.add_argument(
         "--render-dir", type=Path, default=Path("build/render/dev/k8s"), help="the k8s/ directory of a render"
     )
@@ -131,7 +122,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="run against a deployed stack through its Sentinels",
         description="Run the smoke suite against a deployed stack through its Sentinels.",
         epilog=CLUSTER_HELP,
-        formatter_class=_Help,
+        formatter_class=HelpWithDefaults,
     )
     cluster.add_argument(
         "--sentinel",
@@ -204,26 +195,6 @@ def _refuse_empty_password_file(env: str, file_env: str) -> None:
         )
 
 
-def unwritable(path: Path) -> str | None:
-    """Why the report file ``path`` cannot be written; None when it can. Checked before the run,
-    so a bad path does not cost a whole suite and leaves nothing behind."""
-    if path.is_dir():
-        return f"{path} is a directory, not a file"
-    if path.exists() and not os.access(path, os.W_OK):
-        return f"{path} is not writable"
-    ancestor = path.parent
-    while not ancestor.exists():
-        ancestor = ancestor.parent
-    if not ancestor.is_dir():
-        return f"{ancestor} is a file, not a directory"
-    try:
-        with tempfile.TemporaryFile(dir=ancestor):
-            pass
-    except OSError as exc:
-        return f"cannot create files in {ancestor} ({exc.strerror})"
-    return None
-
-
 def unreachable_sentinels(config: ClientConfig, timeout: float) -> list[str]:
     """Each Sentinel that does not answer PING within ``timeout`` seconds, with the reason; all
     are asked at once. Any reply counts as an answer (a refused password too: the run reports it
@@ -285,8 +256,9 @@ def run(target: Target, failover: bool) -> SmokeReport:
         except (redis.RedisError, KeyError, IndexError):
             pass
         report = SmokeReport(target=target.name, down_after_ms=down_after)
-        _say(f"smoke: target {target.name}, key prefix {ctx.prefix}")
         _check_password(client)
+        report.server = _server(client)
+        _say(f"smoke: target {target.name} ({report.server or 'server unknown'}), key prefix {ctx.prefix}")
         with contextlib.suppress(redis.RedisError):
             client.warm_up()  # a failure here shows up in the topology checks
         try:
@@ -320,6 +292,14 @@ def _check_password(client: SentinelClient) -> None:
         raise
     except redis.RedisError:
         pass
+
+
+def _server(client: SentinelClient) -> str | None:
+    """What the master runs ('valkey 8.0.1'); None when it does not answer."""
+    try:
+        return client.run(server_of, idempotent=True)
+    except redis.RedisError:
+        return None
 
 
 def _master_usable(report: SmokeReport) -> bool:

@@ -42,7 +42,7 @@ from components.renderers.scripts import BACKUP_SCRIPTS
 from smoke.drills.checkers import DatasetRestored
 from smoke.drills.drill import Drill
 from smoke.drills.faults import FullClusterLoss
-from smoke.drills.workload import Dataset, strategy_dataset
+from smoke.drills.workload import Dataset, strategy_dataset, wait_replicated
 from smoke.local.moto_s3 import MotoS3, moto_s3
 from smoke.local.rehearsal import LoopbackCluster, RehearsalError, RenderedFiles
 from smoke.strategies.client import SentinelClient
@@ -97,6 +97,7 @@ class BackupRunner:
             "SENTINEL_ADDRS": common["SENTINEL_ADDRS"],
             "REDIS_ADDRS": common["REDIS_ADDRS"],
             "MASTER_NAME": common["MASTER_NAME"],
+            "SERVER_LINE": common["SERVER_LINE"],
             "AUTH_DIR": common["AUTH_DIR"],
             "REDIS_TLS": common["REDIS_TLS"],
             "TLS_DIR": common["TLS_DIR"],
@@ -188,7 +189,7 @@ class DrillReport:
     backup_source: str
     restore_steps_seconds: dict[str, float]
     write_seconds: float
-    redis_version: str
+    server: str  # what the master runs: "valkey 8.0.1", "redis 7.0.15"
     mismatch_samples: list[str]
     data_dirs_destroyed: list[str]
     # ACL log entries on the data nodes during the backup (user, reason, command): none expected.
@@ -224,7 +225,7 @@ def run_drill(
 
         master_node = cluster.masters()[0]
         with cluster.client(master_node) as node:
-            node.execute_command("WAIT", len(cluster.redis_nodes) - 1, 10_000)
+            wait_replicated(node, len(cluster.redis_nodes) - 1)
         replica_keys = []
         for node in cluster.redis_nodes:
             if node is not master_node:
@@ -245,7 +246,7 @@ def run_drill(
             backup_source=f"{head['Metadata'].get('role')} {head['Metadata'].get('source')}",
             restore_steps_seconds={k: round(seconds[k], 2) for k in ("fetch", "prepare", "start_and_converge")},
             write_seconds=round(data.write_seconds, 2),
-            redis_version=data.server_version,
+            server=data.server_version,
             mismatch_samples=restored["samples"],
             data_dirs_destroyed=loss.destroyed,
             backup_acl_denials=procedure.acl_denials,
@@ -267,7 +268,7 @@ def _say(text: str) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from smoke.checks.runner import unwritable
+    from smoke.cli import unwritable
 
     parser = argparse.ArgumentParser(
         prog="python -m smoke.drills.backup",

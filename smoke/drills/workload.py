@@ -185,6 +185,38 @@ def strategy_dataset(client: SentinelClient, units: int, min_ttl_s: int) -> Iter
         yield "ratelimit", counter_key, Expected("string", str(1 + i % 500), ttl(limiter.window_ms))
 
 
+def wait_replicated(master: redis.Redis, replicas: int, timeout_s: float = 10.0) -> None:
+    """Wait until ``replicas`` replicas have acknowledged everything the master had written when
+    this was called (their acknowledged offsets reach its ``master_repl_offset``).
+
+    Not ``WAIT``: since Redis 7.2 (and on Valkey) ``WAIT`` covers only the calling connection's
+    own last write, so from a connection that wrote nothing it returns at once. Replicas
+    acknowledge once a second; a ``TimeoutError`` after ``timeout_s``."""
+    target = int(master.info("replication")["master_repl_offset"])
+    deadline = time.monotonic() + timeout_s
+    while True:
+        info = master.info("replication")
+        links = [v for k, v in info.items() if k.startswith("slave") and isinstance(v, dict)]
+        if sum(1 for link in links if int(link.get("offset", -1)) >= target) >= replicas:
+            return
+        if time.monotonic() >= deadline:
+            raise TimeoutError(f"{replicas} replicas did not reach offset {target} within {timeout_s:g} s: {links}")
+        time.sleep(0.05)
+
+
+def server_of(node: redis.Redis) -> str:
+    """What a node runs, from HELLO (every ACL user may send it): 'valkey 8.0.1', 'redis 7.0.15'.
+    Not INFO's ``redis_version``, which Valkey sets to 7.2.4 (the Redis it is compatible with)."""
+    reply = node.execute_command("HELLO")
+    fields = dict(zip(reply[::2], reply[1::2], strict=False)) if isinstance(reply, list) else dict(reply)
+
+    def text(value: object) -> str:
+        return value.decode() if isinstance(value, bytes) else str(value)
+
+    named = {text(k): text(v) for k, v in fields.items()}
+    return f"{named.get('server', '?')} {named.get('version', '?')}"
+
+
 def expiry_times(node: redis.Redis, keys: list[str]) -> list[int]:
     """Each key's absolute expiry in ms (``PEXPIRETIME``), pipelined."""
     times: list[int] = []
@@ -231,8 +263,8 @@ class Dataset:
                 pipe.execute()
             keys = [key for _, key, _ in self.rows]
             self.expiry = dict(zip(keys, expiry_times(master, keys), strict=True))
-            master.execute_command("WAIT", self.replicas, 10_000)
-            self.server_version = str(master.info("server")["redis_version"])
+            wait_replicated(master, self.replicas)
+            self.server_version = server_of(master)
         now = time.monotonic()
         self.history.acknowledged = [Ack(key, now) for key in keys]
         self.write_seconds = now - started

@@ -1,9 +1,12 @@
 """The local rehearsal: the stack's rendered config and scripts, run as real processes on loopback.
 
-Each pod of the StatefulSets becomes one ``redis-server`` or ``redis-sentinel`` process started by
-the *same* start script the pod runs (under ``busybox sh`` with BusyBox's applets first on PATH,
-as in the Alpine image), with one 127.x.y.z address per pod and the standard ports. Only the
-environment differs from Kubernetes: addresses, directories and the password file.
+Each pod of the StatefulSets becomes one server or Sentinel process started by the *same* start
+script the pod runs (under ``busybox sh`` with BusyBox's applets first on PATH, as in the Alpine
+image), with one 127.x.y.z address per pod and the standard ports. Only the environment differs
+from Kubernetes: addresses, directories, the password file, and which server line's binaries the
+scripts start (``SERVER_LINE``: ``valkey-server``/... or ``redis-server``/...; see
+``components/server_lines.py``). The rehearsal starts as many data nodes and Sentinels as the
+render has pods.
 
 Use it as a context manager; everything it started is stopped on exit, also when a test fails.
 """
@@ -29,14 +32,19 @@ from typing import Any
 import redis
 import yaml
 
-from components import acl
+from components import acl, server_lines
 from components.renderers.scripts import SCRIPT_NAMES
+from components.server_lines import ServerLine
 from smoke.local.certificates import TlsFiles, make_certificates
 from smoke.strategies.client import ClientConfig, tls_options
 
 REDIS_PORT = 6379
 SENTINEL_PORT = 26379
-REQUIRED_BINARIES = ("redis-server", "redis-sentinel", "redis-cli", "busybox")
+# Which server line a rehearsal runs when none is given: REHEARSAL_SERVER_LINE, else the default
+# image's line.
+SERVER_LINE_ENV = "REHEARSAL_SERVER_LINE"
+# The most pods one 127.a.b.0/24 block holds: data nodes at .1-.9, Sentinels at .11-.19.
+MAX_PODS = 9
 
 
 class RehearsalError(RuntimeError):
@@ -57,6 +65,22 @@ class RenderedFiles:
     def tls(self) -> bool:
         """Whether the render turns TLS on (the scripts' REDIS_TLS default)."""
         return ': "${REDIS_TLS:=yes}"' in self.scripts.get("common.sh", "")
+
+    def _rendered_addresses(self, variable: str) -> list[str]:
+        match = re.search(rf'^: "\$\{{{variable}:=([^}}"]*)\}}"', self.scripts.get("common.sh", ""), re.MULTILINE)
+        if not match:
+            raise RehearsalError(f"the rendered common.sh has no default for {variable}")
+        return match.group(1).split()
+
+    @property
+    def redis_count(self) -> int:
+        """How many data node pods the render has (its REDIS_ADDRS)."""
+        return len(self._rendered_addresses("REDIS_ADDRS"))
+
+    @property
+    def sentinel_count(self) -> int:
+        """How many Sentinel pods the render has (its SENTINEL_ADDRS)."""
+        return len(self._rendered_addresses("SENTINEL_ADDRS"))
 
     @property
     def master_name(self) -> str:
@@ -107,8 +131,33 @@ class Node:
         return self.process is not None and self.process.poll() is None
 
 
-def missing_binaries() -> list[str]:
-    return [name for name in REQUIRED_BINARIES if shutil.which(name) is None]
+def server_line(name: str | None = None) -> ServerLine:
+    """The server line called ``name`` (default: $REHEARSAL_SERVER_LINE, else the default
+    image's line); a clear error for a name that is not one."""
+    chosen = name or os.environ.get(SERVER_LINE_ENV) or server_lines.DEFAULT_LINE.name
+    try:
+        return server_lines.LINES[chosen]
+    except KeyError:
+        where = f" (from ${SERVER_LINE_ENV})" if not name else ""
+        choices = ", ".join(server_lines.LINES)
+        raise RehearsalError(f"server line {chosen!r}{where} is not one the rehearsal runs; choose {choices}") from None
+
+
+def required_binaries(line: ServerLine) -> tuple[str, ...]:
+    return (*line.binaries, "busybox")
+
+
+def missing_binaries(line: ServerLine | None = None) -> list[str]:
+    return [name for name in required_binaries(line or server_line()) if shutil.which(name) is None]
+
+
+def server_version(line: ServerLine) -> str:
+    """The installed version of a line's server, e.g. '8.0.1' (from ``valkey-server --version``)."""
+    out = subprocess.run([line.tool("server"), "--version"], capture_output=True, text=True, check=True).stdout
+    match = re.search(r"\bv=(\d+\.\d+\.\d+)", out)
+    if not match:
+        raise RehearsalError(f"cannot read a version from {line.tool('server')} --version: {out.strip()!r}")
+    return match.group(1)
 
 
 def _address_free(host: str, port: int) -> bool:
@@ -143,21 +192,32 @@ class LoopbackCluster:
         self,
         files: RenderedFiles,
         *,
-        redis_count: int = 3,
-        sentinel_count: int = 3,
+        redis_count: int | None = None,
+        sentinel_count: int | None = None,
         workdir: Path | None = None,
         password: str | None = None,
         tls: bool | None = None,
+        server: ServerLine | str | None = None,
     ) -> None:
         """``password`` is the Sentinels' password; every ACL user gets a generated one
         (``passwords``). ``tls`` overrides the render's TLS switch; with TLS on the rehearsal
-        makes its own CA and a certificate for its loopback addresses."""
-        missing = missing_binaries()
+        makes its own CA and a certificate for its loopback addresses. ``redis_count`` and
+        ``sentinel_count`` default to the render's pods; ``server`` is the server line (default
+        :func:`server_line`)."""
+        self.server = server if isinstance(server, ServerLine) else server_line(server)
+        missing = missing_binaries(self.server)
         if missing:
             raise RehearsalError(
-                f"missing binaries: {', '.join(missing)}; install the Debian packages redis-server "
-                "redis-sentinel redis-tools busybox (make deps does)"
+                f"missing binaries for the {self.server.name} line: {', '.join(missing)}; "
+                "make deps installs them (Debian packages redis-server redis-sentinel redis-tools "
+                "valkey-server valkey-sentinel valkey-tools busybox)"
             )
+        redis_count = files.redis_count if redis_count is None else redis_count
+        sentinel_count = files.sentinel_count if sentinel_count is None else sentinel_count
+        for what, count in (("data nodes", redis_count), ("Sentinels", sentinel_count)):
+            if not 1 <= count <= MAX_PODS:
+                raise RehearsalError(f"{count} {what}: the rehearsal starts between 1 and {MAX_PODS}")
+        self.server_version = server_version(self.server)
         self.files = files
         self.master_name = files.master_name
         self._own_workdir = workdir is None
@@ -184,6 +244,7 @@ class LoopbackCluster:
             "REDIS_ADDRS": redis_addrs,
             "REDIS_SEED_HOST": f"{self.prefix}.1",
             "MASTER_NAME": self.master_name,
+            "SERVER_LINE": self.server.name,
         }
         self.redis_nodes = [self._redis_node(i, common) for i in range(redis_count)]
         self.sentinels = [self._sentinel_node(i, common) for i in range(sentinel_count)]
@@ -362,6 +423,24 @@ class LoopbackCluster:
         }
         return ClientConfig(**{**base, **overrides})
 
+    def smoke_command(self) -> str:
+        """A ready-to-paste ``python -m smoke cluster`` command for this topology: the
+        application user, its password file, the Sentinels' password file and the CA (files,
+        never the passwords themselves)."""
+        sentinels = " ".join(f"--sentinel {s.address}" for s in self.sentinels)
+        env = [
+            f"REDIS_USERNAME={acl.APPLICATION.name}",
+            f"REDIS_PASSWORD_FILE={self.password_file}",
+            f"SENTINEL_PASSWORD_FILE={self.sentinel_password_file}",
+        ]
+        if self.tls_files:
+            env.append(f"REDIS_TLS_CA_FILE={self.tls_files.ca}")
+        replicas = len(self.redis_nodes) - 1
+        return (
+            f"{' '.join(env)} .venv/bin/python -m smoke cluster {sentinels} "
+            f"--master-name {self.master_name} --replicas {replicas}"
+        )
+
     def wipe_data(self, node: Node) -> None:
         """Delete a stopped node's data directory: a pod that comes back on a new volume."""
         if node.running:
@@ -501,19 +580,30 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m smoke.local.rehearsal", description=main.__doc__)
     parser.add_argument("--render-dir", type=Path, default=Path("build/render/dev/k8s"), help="rendered manifests")
     parser.add_argument("--check", action="store_true", help="stop as soon as the topology has converged")
+    parser.add_argument(
+        "--server",
+        choices=sorted(server_lines.LINES),
+        default=None,
+        help=f"server line (default: ${SERVER_LINE_ENV}, else {server_lines.DEFAULT_LINE.name})",
+    )
     args = parser.parse_args(argv)
     try:
         files = RenderedFiles.from_render_dir(args.render_dir)
-        cluster = LoopbackCluster(files).start()
+        cluster = LoopbackCluster(files, server=args.server).start()
     except RehearsalError as exc:
         print(f"rehearsal failed: {exc}", file=sys.stderr)
         return 1
     try:
         master = cluster.masters()[0]
-        print(f"Rehearsal of {args.render_dir} in {cluster.workdir} (passwords in {cluster.auth_dir}):")
+        print(
+            f"Rehearsal of {args.render_dir} on {cluster.server.name} {cluster.server_version} "
+            f"in {cluster.workdir} (passwords in {cluster.auth_dir}):"
+        )
         for node in [*cluster.redis_nodes, *cluster.sentinels]:
             role = "master" if node is master else ("replica" if node.kind == "redis" else "sentinel")
             print(f"  {node.name:<18} {node.address:<22} {role:<9} log: {node.log_path}")
+        print("The smoke suite against it, from another shell:")
+        print(f"  {cluster.smoke_command()}")
         if not args.check:
             print("Up; press Ctrl-C to stop.")
             signal.signal(signal.SIGTERM, _interrupt)

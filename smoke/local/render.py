@@ -31,7 +31,6 @@ import runpy
 import secrets
 import shutil
 import sys
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -43,6 +42,7 @@ from pulumi.runtime import settings as pulumi_settings
 from pulumi.runtime.config import set_all_config
 
 from components.settings import PROJECT, SettingsError, StackFileError, read_stack_file
+from smoke.cli import HelpWithDefaults, add_stack_arguments, stack_of, unwritable
 
 ROOT = Path(__file__).resolve().parents[2]
 PROGRAM = ROOT / "__main__.py"
@@ -169,14 +169,6 @@ def stack_file(stack: str) -> Path:
         shown = path.name if STACK_NAME.match(stack) else "such stack file"
         raise StackFileError([f"unknown stack {stack!r}: no {shown}; stacks: {', '.join(stack_names())}"])
     return path
-
-
-def stack_name_of(path: Path) -> str:
-    """The stack a stack file is for: ``Pulumi.<stack>.yaml`` (any other name: its stem)."""
-    name = path.name
-    if name.startswith("Pulumi.") and name.endswith((".yaml", ".yml")) and name.count(".") >= 2:
-        return name[len("Pulumi.") :].rsplit(".", 1)[0]
-    return path.stem
 
 
 def stack_config(
@@ -383,56 +375,16 @@ def write_render(rendered: Rendered, out_dir: Path) -> list[tuple[str, str, Path
     return rows
 
 
-def unwritable(path: Path, directory: bool = False) -> str | None:
-    """Why ``path`` (a file, or a directory to be replaced) cannot be written; None when it can.
-
-    Checked before any work, so a bad ``--out`` costs nothing and leaves nothing behind: the
-    nearest existing ancestor must be a directory this process can create files in."""
-    if path.exists() and path.is_dir() != directory:
-        return f"{path} is {'a file, not a directory' if directory else 'a directory, not a file'}"
-    if path.exists() and not os.access(path, os.W_OK):
-        return f"{path} is not writable"
-    ancestor = path if path.is_dir() else path.parent
-    while not ancestor.exists():
-        ancestor = ancestor.parent
-    if not ancestor.is_dir():
-        return f"{ancestor} is a file, not a directory"
-    try:
-        with tempfile.TemporaryFile(dir=ancestor):
-            pass
-    except OSError as exc:
-        return f"cannot create files in {ancestor} ({exc.strerror})"
-    return None
-
-
-class _Help(argparse.RawDescriptionHelpFormatter):
-    """--help with each option's default (where it has one worth showing), the description's line
-    breaks kept."""
-
-    def _get_help_string(self, action: argparse.Action) -> str:
-        text = action.help or ""
-        shown = action.default not in (None, True, False, argparse.SUPPRESS)
-        if shown and action.option_strings and "%(default)" not in text:
-            text += " (default: %(default)s)"
-        return text
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
-        prog="python -m smoke.local.render", description=__doc__.split("\n\n")[0], formatter_class=_Help
+        prog="python -m smoke.local.render", description=__doc__.split("\n\n")[0], formatter_class=HelpWithDefaults
     )
-    parser.add_argument("--stack", help="stack name: reads Pulumi.<stack>.yaml (default: dev)")
-    parser.add_argument(
-        "--stack-file",
-        type=Path,
-        metavar="PATH",
-        help="read this stack file instead (the stack's name: PATH's Pulumi.<name>.yaml, unless --stack is given)",
-    )
+    add_stack_arguments(parser)
     parser.add_argument(
         "--out", type=Path, default=ROOT / "build" / "render", help="output root: writes <out>/<stack>/"
     )
     args = parser.parse_args(argv)
-    stack = args.stack or (stack_name_of(args.stack_file) if args.stack_file else "dev")
+    stack = stack_of(args)
 
     out_dir = args.out / stack
     try:

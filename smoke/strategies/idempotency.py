@@ -14,7 +14,9 @@ Now a request is **claimed before** its side effect:
    is UNCONFIRMED: the claim exists on the master but may be lost in a failover, so the caller
    must not run the side effect as if it were safe (release it and answer a retryable 503). The
    notes measured ``WAIT 1`` still losing claims and ``WAIT``-all losing none.
-3. ``complete`` — owner-checked Lua: stores the response, state "completed", 24 h TTL.
+3. ``complete`` — owner-checked Lua: stores the response, state "completed", 24 h TTL; the
+   ``WAIT`` pipelined behind it decides COMPLETED or UNCONFIRMED. A retried ``complete`` (the
+   record is completed already) writes the record again, unchanged, so that ``WAIT`` covers it.
    ``release`` — owner-checked delete of an in-progress claim, for a transient failure *before*
    the side effect. A crashed owner's claim expires after ``lock_ttl_ms``, then a retry can run.
 
@@ -43,6 +45,15 @@ cache strategies it is *not* deleted, because it may be a completed request whos
 already ran; deleting it would allow a silent second execution. The claim answers IN_PROGRESS
 with ``corrupt=True`` (logged once per process) until the record expires; a record found without
 a TTL gets the 24 h record TTL, so nothing blocks forever. An operator may delete it sooner.
+
+**Every confirmation covers the write it confirms, on every server line.** Since Redis 7.2 (and
+in Valkey) ``WAIT`` counts replicas that reached the *calling connection's own last write*; a
+connection that wrote nothing is "acknowledged" at once. So each path that answers CLAIMED,
+COMPLETED or ALREADY_COMPLETED has written on that connection just before its ``WAIT``: a new
+claim by its ``SET NX``, a retried claim and a retried completion by writing their record
+again. ``release`` is not confirmed (a lost release only makes a retry wait for the lock TTL);
+REPLAY, IN_PROGRESS and MISMATCH answer from the record as it is and confirm nothing.
+``tests/test_confirmation.py`` drills a killed connection mid-``WAIT`` with the replicas stopped.
 
 Round trips: first claim 2 (``EVALSHA``, then ``WAIT`` only when it claimed: a ``WAIT`` on a
 replay would stall for its timeout whenever a replica is down), replay/duplicate/mismatch 1,
@@ -138,7 +149,16 @@ _COMPLETE = LuaScript(
 local rec, kind = read_record(KEYS[1])
 if kind == 'missing' or kind == 'corrupt' then return kind end
 if rec.owner ~= ARGV[1] then return 'not_owner' end
-if kind == 'completed' then return 'already_completed' end
+if kind == 'completed' then
+  -- A retry (its first reply was lost). Write the record again, unchanged and with the TTL it
+  -- has left: on Redis >= 7.2 WAIT waits only for this connection's own last write, so a retry
+  -- that wrote nothing would be "confirmed" at once, whatever the replicas have.
+  -- (PTTL -1: a record without a TTL gets the record TTL, never forever; 0: it expires now.)
+  local pttl = redis.call('PTTL', KEYS[1])
+  if pttl == -1 then pttl = tonumber(ARGV[3]) * 1000 elseif pttl < 1 then pttl = 1 end
+  redis.call('SET', KEYS[1], redis.call('GET', KEYS[1]), 'PX', pttl)
+  return 'already_completed'
+end
 local done = cjson.encode({state = 'completed', owner = rec.owner, fp = rec.fp, at_ms = now_ms(), response = ARGV[2]})
 redis.call('SET', KEYS[1], done, 'EX', ARGV[3])
 return 'completed'

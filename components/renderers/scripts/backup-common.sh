@@ -56,7 +56,7 @@ meta_field() {
 
 # Runs redis-check-rdb on $1; on failure prints its diagnosis (the lines after the error banner).
 check_rdb() {
-    if ! _report=$(redis-check-rdb "$1" 2>&1); then
+    if ! _report=$("$CHECK_RDB_BIN" "$1" 2>&1); then
         printf '%s\n' "$_report" | sed -n '/RDB ERROR DETECTED/,$p' | grep -v '^\[info\]' | head -n 5 | tr '\n' ' '
         return 1
     fi

@@ -5,7 +5,7 @@
 #        (Sentinel flags without s_down/o_down/disconnected, and its own INFO says
 #        master_link_status:up and no sync in progress); the master only when no replica is
 #        healthy. Stream its RDB with `redis-cli --rdb`, check the exit code, verify the file
-#        with redis-check-rdb, and write dump.rdb + dump.meta (source, offset, time, sha256) to
+#        with the line's check-rdb (valkey-check-rdb, redis-check-rdb), and write dump.rdb + dump.meta (source, offset, time, sha256) to
 #        BACKUP_DIR.
 # upload (AWS CLI image) re-check the dump's sha256 against dump.meta, then PutObject to
 #        s3://BACKUP_BUCKET/BACKUP_PREFIX/YYYY/MM/DD/<time>-<source>.rdb with that SHA-256 as
@@ -145,10 +145,10 @@ dump() {
     status=0
     out=$(CLI_TIMEOUT=$DUMP_TIMEOUT cli_at "$host:$port" --rdb "$BACKUP_DIR/dump.rdb.part" 2>&1) || status=$?
     if [ "$status" != 0 ]; then
-        why=$(refusal "$role" "$host:$port" "$out") && fail "redis-cli --rdb: $why"
-        fail "redis-cli --rdb from $host:$port exited $status: $(last_line "$out")"
+        why=$(refusal "$role" "$host:$port" "$out") && fail "$CLI_BIN --rdb: $why"
+        fail "$CLI_BIN --rdb from $host:$port exited $status: $(last_line "$out")"
     fi
-    [ -s "$BACKUP_DIR/dump.rdb.part" ] || fail "redis-cli --rdb from $host:$port wrote an empty file"
+    [ -s "$BACKUP_DIR/dump.rdb.part" ] || fail "$CLI_BIN --rdb from $host:$port wrote an empty file"
     report=$(check_rdb "$BACKUP_DIR/dump.rdb.part") || fail "the dump of $host:$port is corrupt: $report"
     offset=$(printf '%s\n' "$report" | sed -n "s/.*AUX FIELD repl-offset = '\([0-9]*\)'.*/\1/p" | head -n 1)
     keys=$(printf '%s\n' "$report" | sed -n 's/^\[info\] \([0-9]*\) keys read.*/\1/p')

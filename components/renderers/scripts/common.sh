@@ -32,6 +32,21 @@ CLI_TLS=""
 if [ "$REDIS_TLS" = yes ]; then
     CLI_TLS="--tls --cacert $TLS_CA_FILE"
 fi
+# The server line (components/server_lines.py): its tools are valkey-server, valkey-cli, ... or
+# redis-server, redis-cli, ... The image decides (Valkey's names when it has them); SERVER_LINE
+# chooses explicitly (the rehearsal sets it, since a test machine has both lines).
+case "${SERVER_LINE:-}" in
+    redis | valkey) ;;
+    '') if command -v valkey-server >/dev/null 2>&1; then SERVER_LINE=valkey; else SERVER_LINE=redis; fi ;;
+    *)
+        printf 'SERVER_LINE=%s: must be redis or valkey\n' "$SERVER_LINE" >&2
+        exit 64
+        ;;
+esac
+SERVER_BIN=$SERVER_LINE-server
+SENTINEL_BIN=$SERVER_LINE-sentinel
+CLI_BIN=$SERVER_LINE-cli
+CHECK_RDB_BIN=$SERVER_LINE-check-rdb
 
 log() {
     printf '%s %s: %s\n' "$(date -u +%Y-%m-%dT%H:%M:%SZ)" "${0##*/}" "$*" >&2
@@ -63,12 +78,12 @@ load_password() {
 
 # redis-cli against a data node, as REDIS_USER.
 redis_cli() {
-    REDISCLI_AUTH=$REDIS_AUTH timeout "$CLI_TIMEOUT" redis-cli --no-auth-warning $CLI_TLS --user "$REDIS_USER" "$@"
+    REDISCLI_AUTH=$REDIS_AUTH timeout "$CLI_TIMEOUT" "$CLI_BIN" --no-auth-warning $CLI_TLS --user "$REDIS_USER" "$@"
 }
 
 # redis-cli against a Sentinel (its password, no user name).
 sentinel_cli() {
-    REDISCLI_AUTH=$SENTINEL_AUTH timeout "$CLI_TIMEOUT" redis-cli --no-auth-warning $CLI_TLS "$@"
+    REDISCLI_AUTH=$SENTINEL_AUTH timeout "$CLI_TIMEOUT" "$CLI_BIN" --no-auth-warning $CLI_TLS "$@"
 }
 
 # redis-cli against one data node given as host:port.

@@ -57,13 +57,13 @@ fetch() {
         rm -f "$part"
         fail "s3://$BACKUP_BUCKET/$key is damaged: sha256 $actual, recorded $expected"
     fi
-    if command -v redis-check-rdb >/dev/null 2>&1; then
+    if command -v "$CHECK_RDB_BIN" >/dev/null 2>&1; then
         if ! report=$(check_rdb "$part"); then
             rm -f "$part"
             fail "s3://$BACKUP_BUCKET/$key is not a valid RDB: $report"
         fi
     else
-        log "redis-check-rdb is not in this image; 'restore.sh prepare' checks the file"
+        log "$CHECK_RDB_BIN is not in this image; 'restore.sh prepare' checks the file"
     fi
     mv "$part" "$dir/dump.rdb"
     echo "$actual" >"$dir/dump.rdb.sha256"
@@ -72,7 +72,7 @@ fetch() {
 }
 
 local_cli() {
-    timeout "$CLI_TIMEOUT" redis-cli -s "$socket" "$@"
+    timeout "$CLI_TIMEOUT" "$CLI_BIN" -s "$socket" "$@"
 }
 
 prepare() {
@@ -95,13 +95,13 @@ prepare() {
     unset REDISCLI_AUTH
     tmp=$(mktemp -d)
     socket="$tmp/redis.sock"
-    redis-server "$REDIS_CONFIG_TEMPLATE" --port 0 --unixsocket "$socket" --unixsocketperm 700 \
+    "$SERVER_BIN" "$REDIS_CONFIG_TEMPLATE" --port 0 --unixsocket "$socket" --unixsocketperm 700 \
         --dir "$data" --appendonly no --save "" --logfile "$tmp/redis.log" &
     pid=$!
     trap 'kill "$pid" 2>/dev/null || true; rm -rf "$tmp"' EXIT
     waited=0
     until [ "$(local_cli PING 2>/dev/null)" = PONG ]; do
-        kill -0 "$pid" 2>/dev/null || fail "redis-server exited while loading $rdb: $(tail -n 3 "$tmp/redis.log")"
+        kill -0 "$pid" 2>/dev/null || fail "$SERVER_BIN exited while loading $rdb: $(tail -n 3 "$tmp/redis.log")"
         [ "$waited" -lt "$((PREPARE_TIMEOUT * 10))" ] || fail "$rdb not loaded after ${PREPARE_TIMEOUT}s"
         sleep 0.1
         waited=$((waited + 1))

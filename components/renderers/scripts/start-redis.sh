@@ -124,4 +124,4 @@ mv "$conf.tmp" "$conf"
 
 log "starting $POD_NAME as $role: $reason"
 unset REDIS_AUTH SENTINEL_AUTH replication_auth
-exec redis-server "$conf"
+exec "$SERVER_BIN" "$conf"

@@ -54,7 +54,7 @@ if [ -s "$conf" ] && grep -q "^sentinel monitor $MASTER_NAME " "$conf"; then
     mv "$conf.tmp" "$conf"
     log "starting $POD_NAME from its earlier config (credentials refreshed)"
     unset REDIS_AUTH SENTINEL_AUTH
-    exec redis-sentinel "$conf"
+    exec "$SENTINEL_BIN" "$conf"
 fi
 
 if master=$(ask_sentinels_for_master "$SENTINEL_ANNOUNCE_HOST:$SENTINEL_PORT"); then
@@ -93,4 +93,4 @@ mv "$conf.tmp" "$conf"
 
 log "starting $POD_NAME monitoring $MASTER_NAME at $master_host:$master_port: $reason"
 unset REDIS_AUTH SENTINEL_AUTH
-exec redis-sentinel "$conf"
+exec "$SENTINEL_BIN" "$conf"

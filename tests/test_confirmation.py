@@ -1,0 +1,150 @@
+"""A confirmation covers the write it confirms, on every server line.
+
+Redis 7.2 (and Valkey 8.0, its fork) changed ``WAIT``: it waits for the replicas to reach the
+*calling client's own last write*, not the master's offset. A retried operation whose script
+finds its work already done and writes nothing would then be "confirmed" by a ``WAIT`` that
+waited for nothing. Redis 7.0 sets every client's offset to the master's after each command,
+which hides this; the drill runs on both lines.
+
+The drill: claim (CLAIMED), stop both replicas (SIGSTOP: they stay connected and acknowledge
+nothing), call ``complete()`` and kill its connection (``CLIENT KILL ID``) while its pipelined
+``WAIT`` blocks. The client retries on a new connection; the record is completed by then.
+Without the replicas' acknowledgement that answer must be UNCONFIRMED, never a confirmation.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import threading
+import time
+import uuid
+from collections.abc import Iterator
+
+import pytest
+
+from smoke.local.rehearsal import LoopbackCluster, Node
+from smoke.strategies.client import SentinelClient
+from smoke.strategies.idempotency import CompleteOutcome, IdempotencyStore, Outcome
+
+pytestmark = [pytest.mark.redis, pytest.mark.both_server_lines]
+
+KILL_WITHIN_S = 5.0  # how long the killer looks for the blocked WAIT before it gives up
+
+
+@contextlib.contextmanager
+def replicas_stopped(cluster: LoopbackCluster) -> Iterator[list[Node]]:
+    """SIGSTOP every replica the rehearsal started, SIGCONT them again on exit (also on failure)."""
+    (master,) = cluster.masters()
+    replicas = [n for n in cluster.redis_nodes if n is not master and n.running]
+    stopped: list[Node] = []
+    try:
+        for node in replicas:
+            assert node.process is not None
+            os.killpg(node.process.pid, signal.SIGSTOP)
+            stopped.append(node)
+        yield replicas
+    finally:
+        for node in stopped:
+            assert node.process is not None
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(node.process.pid, signal.SIGCONT)
+
+
+def kill_the_blocked_wait(cluster: LoopbackCluster, master: Node, killed: list[str]) -> None:
+    """Find the application's connection blocked in WAIT on ``master`` and kill it, once."""
+    deadline = time.monotonic() + KILL_WITHIN_S
+    with cluster.client(master) as admin:
+        while time.monotonic() < deadline and not killed:
+            for entry in admin.client_list():
+                # Blocked ("b") in WAIT: an idle connection whose last command was WAIT shows cmd=wait too.
+                if entry.get("cmd") == "wait" and "b" in entry.get("flags", "") and entry.get("user") == "app":
+                    admin.client_kill_filter(_id=entry["id"])
+                    killed.append(entry["id"])
+                    return
+            time.sleep(0.005)
+
+
+def evalsha_calls(cluster: LoopbackCluster, master: Node) -> int:
+    """Scripts the master ran to the end (a NOSCRIPT answer, before the script is loaded, fails)."""
+    with cluster.client(master) as admin:
+        stats = admin.info("commandstats").get("cmdstat_evalsha", {})
+    return int(stats.get("calls", 0)) - int(stats.get("failed_calls", 0))
+
+
+def test_a_retried_complete_is_unconfirmed_while_no_replica_has_the_record(
+    fresh_cluster: LoopbackCluster,
+) -> None:
+    cluster = fresh_cluster
+    with SentinelClient(cluster.client_config()) as client:
+        store = IdempotencyStore(client, f"smoke:confirm:{uuid.uuid4().hex[:8]}:")
+        request_id = uuid.uuid4().hex
+        claim = store.claim(request_id, {"amount": "10.00"})
+        assert claim.outcome is Outcome.CLAIMED and claim.owner is not None
+        # Load the completion script first: a NOSCRIPT round would put a WAIT of its own before
+        # the completion, and the killer could catch that one instead.
+        warm = store.claim(uuid.uuid4().hex, {"amount": "1.00"})
+        assert warm.owner is not None
+        assert store.complete(warm.request_id, warm.owner, {"status": "done"}) is CompleteOutcome.COMPLETED
+        (master,) = cluster.masters()
+        killed: list[str] = []
+        scripts_before = evalsha_calls(cluster, master)
+        with replicas_stopped(cluster):
+            killer = threading.Thread(target=kill_the_blocked_wait, args=(cluster, master, killed))
+            killer.start()
+            try:
+                outcome = store.complete(request_id, claim.owner, {"status": "done"})
+            finally:
+                killer.join(timeout=KILL_WITHIN_S + 1)
+            assert killed, "the drill never saw complete()'s WAIT blocked: nothing was tested"
+            # Two runs of the completion script: the first (its connection killed in WAIT), the retry.
+            assert evalsha_calls(cluster, master) - scripts_before == 2, "complete() was not retried"
+            # The retry found the record completed; no replica has it: not confirmed.
+            assert outcome is CompleteOutcome.UNCONFIRMED, outcome
+        cluster.wait_for("the replicas caught up again", cluster.converged, timeout=60)
+        # Once the replicas have it, the same retry is a confirmation.
+        assert store.complete(request_id, claim.owner, {"status": "done"}) is CompleteOutcome.ALREADY_COMPLETED
+
+
+def test_a_retried_claim_rewrites_its_record_so_wait_covers_it(fresh_cluster: LoopbackCluster) -> None:
+    """The claim's retry path (its own owner token found) rewrites the record: with no replica
+    acknowledging, the retried claim is UNCONFIRMED, not CLAIMED."""
+    cluster = fresh_cluster
+    with SentinelClient(cluster.client_config()) as client:
+        store = IdempotencyStore(client, f"smoke:confirm:{uuid.uuid4().hex[:8]}:")
+        request_id = uuid.uuid4().hex
+        first = store.claim(request_id, {"amount": "10.00"})
+        assert first.outcome is Outcome.CLAIMED
+        with replicas_stopped(cluster):
+            # A fresh connection (the old one may hold an offset from the first claim).
+            client.master.connection_pool.disconnect()
+            retried = store.claim(request_id, {"amount": "10.00"}, owner=first.owner)
+            assert retried.outcome is Outcome.UNCONFIRMED, retried
+        cluster.wait_for("the replicas caught up again", cluster.converged, timeout=60)
+
+
+def test_the_rewrite_of_a_retried_complete_keeps_the_record_and_its_remaining_ttl(cluster: LoopbackCluster) -> None:
+    """The retry writes the completed record again: same bytes, the TTL it had left (never a
+    fresh 24 h, never forever), on the master and on the replicas."""
+    with SentinelClient(cluster.client_config()) as client:
+        store = IdempotencyStore(client, f"smoke:confirm:{uuid.uuid4().hex[:8]}:")
+        request_id = uuid.uuid4().hex
+        claim = store.claim(request_id, {"amount": "10.00"})
+        assert claim.owner is not None
+        assert store.complete(request_id, claim.owner, {"status": "done"}) is CompleteOutcome.COMPLETED
+        key = store.key(request_id)
+        (master,) = cluster.masters()
+        with cluster.client(master) as admin:
+            before = admin.get(key)
+            admin.pexpire(key, 5000)
+            assert store.complete(request_id, claim.owner, {"status": "done"}) is CompleteOutcome.ALREADY_COMPLETED
+            assert admin.get(key) == before
+            assert 0 < admin.pttl(key) <= 5000
+            expires_at = admin.pexpiretime(key)
+        for replica in (n for n in cluster.redis_nodes if n is not master):
+            with cluster.client(replica) as node:
+                deadline = time.monotonic() + 5
+                while node.pexpiretime(key) != expires_at:
+                    assert time.monotonic() < deadline, "the replica did not get the rewrite's absolute expiry"
+                    time.sleep(0.05)

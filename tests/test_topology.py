@@ -301,6 +301,47 @@ def test_ordinal_zero_restarting_while_sentinels_are_down_follows_the_real_maste
     assert master_of(cluster) is new
 
 
+def test_a_master_that_is_not_ordinal_zero_restarting_while_two_sentinels_are_down_is_master_again(
+    fresh_cluster: LoopbackCluster,
+) -> None:
+    """Two of three Sentinels down (no failover possible), the master (redis-1 or redis-2) restarts:
+    its replicas still follow it, so it must come back as their master, not follow ordinal 0, its
+    own replica (a replication loop the Sentinels never resolve: the layer stays down)."""
+    cluster = fresh_cluster
+    first = master_of(cluster)
+    with cluster.client(cluster.sentinels[0]) as sentinel:
+        sentinel.execute_command("SENTINEL", "FAILOVER", cluster.master_name)
+    cluster.wait_for("a master other than redis-0", lambda: cluster.masters() not in ([], [first]), timeout=30)
+    cluster.wait_for("converged after the failover", cluster.converged, timeout=60)
+    old = master_of(cluster)
+    assert old.name != "redis-0"
+    with cluster.client(old) as c:
+        c.set("keep:me", "1")
+        assert c.execute_command("WAIT", 2, 2000) == 2
+    down = cluster.sentinels[1:]
+    for sentinel in down:
+        cluster.kill_node(sentinel, signal.SIGKILL)
+    cluster.kill_node(old, signal.SIGKILL)
+    cluster.start_node(old)
+    replicas = [n for n in cluster.redis_nodes if n is not old]
+
+    def serving_again() -> bool:
+        if cluster.role(old) != "master":
+            return False
+        try:
+            return all(cluster.replication(n).get("master_link_status") == "up" for n in replicas)
+        except redis.RedisError:
+            return False
+
+    cluster.wait_for(f"{old.name} master again with its replicas linked", serving_again, timeout=45)
+    with cluster.client(old) as c:
+        assert c.get("keep:me") == "1"
+    for sentinel in down:
+        cluster.start_node(sentinel)
+    cluster.wait_for("converged with every Sentinel back", cluster.converged, timeout=60)
+    assert master_of(cluster) is old
+
+
 def test_a_master_back_on_an_empty_volume_does_not_wipe_its_replicas(fresh_cluster: LoopbackCluster) -> None:
     """The master's pod returns at once (before down-after) on a new, empty volume: it must not
     start as an empty master that its replicas would resync to."""

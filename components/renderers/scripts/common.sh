@@ -181,6 +181,19 @@ find_master_among_pods() {
     echo "$_found"
 }
 
+# Succeeds when a data node other than $1 (host:port, this pod) reports being a replica of $2
+# (this pod's announced host): the pods still follow this pod, so it was their master when it went
+# down, and starting it as anyone's replica would close a replication loop.
+followed_by_pods() {
+    for _addr in $REDIS_ADDRS; do
+        [ "$_addr" = "${1:-}" ] && continue
+        _info=$(cli_at "$_addr" INFO replication 2>/dev/null) || continue
+        [ "$(printf '%s\n' "$_info" | info_field role)" = slave ] || continue
+        [ "$(printf '%s\n' "$_info" | info_field master_host)" = "$2" ] && return 0
+    done
+    return 1
+}
+
 # Succeeds when any data node other than $1 (host:port) holds keys.
 pods_hold_data() {
     for _addr in $REDIS_ADDRS; do

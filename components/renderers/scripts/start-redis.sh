@@ -10,9 +10,11 @@
 #      would make its replicas resync to nothing. Wait for the Sentinels to promote a replica
 #      (this pod is not answering, so they will); if they still name it, exit and let the kubelet
 #      restart it.
-# 3. No majority answer (first boot, Sentinels down): follow a pod that reports ROLE master. Only
-#    when none does may ordinal 0 start as master; every other ordinal follows ordinal 0. Only
-#    ordinal 0 may elect itself, so pods starting in parallel cannot form two masters.
+# 3. No majority answer (first boot, Sentinels down): follow a pod that reports ROLE master. When
+#    none does, a pod that the other pods still follow as their master (it restarted while the
+#    Sentinels could not fail it over) starts as master again; following anyone would close a
+#    replication loop. Otherwise only ordinal 0 may start as master and every other ordinal
+#    follows ordinal 0, so pods starting in parallel (none following anyone) cannot form two masters.
 # The effective config (template + per-pod lines + masterauth) and the ACL file (every user with
 # the hashes of its passwords) are written to REDIS_RUN_DIR, a writable memory-backed volume,
 # readable only by this user; Sentinel's CONFIG REWRITE edits the config there. With REDIS_TLS=yes
@@ -88,6 +90,9 @@ elif master=$(find_master_among_pods "$self"); then
     master_host=$1
     master_port=$2
     reason="no Sentinel majority; $master_host:$master_port reports ROLE master"
+elif followed_by_pods "$self" "$REDIS_ANNOUNCE_HOST"; then
+    role=master
+    reason="no Sentinel majority, no pod reports ROLE master, and the other pods are replicas of this pod"
 elif [ "$ordinal" = 0 ]; then
     role=master
     reason="no Sentinel majority, no pod reports ROLE master, and this is ordinal 0"

@@ -27,7 +27,8 @@ def smoke(*args: str, env: dict[str, str] | None = None, timeout: float = 240) -
     return subprocess.run(
         [sys.executable, "-m", "smoke", *args],
         cwd=ROOT,
-        env={**clean, **(env or {})},
+        # A wide terminal: argparse wraps --help at $COLUMNS, and a long checkout path would split a line.
+        env={**clean, "COLUMNS": "1000", **(env or {})},
         capture_output=True,
         text=True,
         timeout=timeout,

@@ -1,17 +1,19 @@
-"""DICT Redis cache layer: Redis (1 master + 2 replicas) under 3 Sentinels, on Kubernetes.
+"""DICT Redis cache layer: two data tiers (1 master + 2 replicas each) under 3 Sentinels, on Kubernetes.
 
     stack config ──► settings ──► namespace
                                   ├─ auth       Secret with every ACL user's password and the Sentinels'
                                   ├─ tls        (optional) Redis and Sentinel certificates: cert-manager or a stack CA
-                                  ├─ redis      StatefulSet of data nodes (+ headless Service, PDB)
-                                  ├─ sentinel   StatefulSet of Sentinels (+ client Service, PDB)
+                                  ├─ redis      cache tier: StatefulSet of LRU data nodes (+ headless Service, PDB)
+                                  ├─ state      state tier: StatefulSet that never evicts (the decisions)
+                                  ├─ sentinel   StatefulSet of Sentinels monitoring both masters (+ client Service, PDB)
                                   ├─ network    NetworkPolicy: clients and the layer itself only
                                   ├─ monitoring (optional) PodMonitor, PrometheusRule, dashboard
                                   ├─ smoke      (optional) Job running the smoke suite once ready
                                   └─ backup     (optional) CronJob: replica RDB → S3, via IRSA
                  settings ──► aws ──► backup-bucket  KMS key + hardened, versioned, expiring bucket
 
-Applications discover the master through the Sentinel Service; nothing routes writes elsewhere.
+Applications discover each tier's master through the Sentinel Service (``masterName`` for the
+cache, ``stateMasterName`` for the state tier); nothing routes writes elsewhere.
 """
 
 import pulumi
@@ -46,6 +48,17 @@ redis = RedisDataPlane(
         namespace=ns,
         secret_name=auth.secret_name,
         tls_secret_name=certs.redis_secret_name if certs else None,
+        tier="cache",
+    ),
+)
+state = RedisDataPlane(
+    "state",
+    RedisDataPlaneArgs(
+        settings=settings,
+        namespace=ns,
+        secret_name=auth.secret_name,
+        tls_secret_name=certs.redis_secret_name if certs else None,
+        tier="state",
     ),
 )
 sentinel = Sentinel(
@@ -65,7 +78,8 @@ if settings.monitoring.enabled:
 
 pulumi.export("namespace", ns)
 pulumi.export("sentinelService", sentinel.service_address)
-pulumi.export("masterName", settings.master_name)
+pulumi.export("masterName", redis.master_name)
+pulumi.export("stateMasterName", state.master_name)
 pulumi.export("secretName", auth.secret_name)
 
 if settings.smoke.enabled:
@@ -77,7 +91,7 @@ if settings.smoke.enabled:
             secret_name=auth.secret_name,
             tls_secret_name=certs.redis_secret_name if certs else None,
         ),
-        opts=pulumi.ResourceOptions(depends_on=[redis, sentinel, network]),
+        opts=pulumi.ResourceOptions(depends_on=[redis, state, sentinel, network]),
     )
     pulumi.export("smokeJob", smoke.job_name)
 
@@ -95,7 +109,7 @@ if settings.backup.enabled:
             kms_key_arn=bucket.kms_key_arn,
             tls_secret_name=certs.redis_secret_name if certs else None,
         ),
-        opts=pulumi.ResourceOptions(providers=[aws_provider], depends_on=[redis, sentinel, network]),
+        opts=pulumi.ResourceOptions(providers=[aws_provider], depends_on=[redis, state, sentinel, network]),
     )
     pulumi.export("backupBucket", bucket.bucket_name)
     pulumi.export("backupRoleArn", backup.role_arn)

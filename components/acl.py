@@ -25,15 +25,23 @@ PASSWORDS_MARKER = "@PASSWORDS@"
 # The Sentinels' own password (``requirepass``): what clients, probes and peers send to a Sentinel.
 SENTINEL_PASSWORD_KEY = "sentinel-requirepass"
 
-# Key prefixes the application owns: the five strategies and the smoke suite's runs.
-APPLICATION_KEY_PREFIXES = (
-    entries.KEY_PREFIX,
-    claims.KEY_PREFIX,
-    workflow.KEY_PREFIX,
-    idempotency.KEY_PREFIX,
-    ratelimit.KEY_PREFIX,
-    SMOKE_KEY_PREFIX,
-)
+# Key prefixes the application owns on each data tier (components/topology.py): the cache holds
+# entries and claims, the state tier the decisions (workflows, idempotency records, rate-limit
+# counters, the entries' version markers and epoch); the smoke suite's runs write on both. On a
+# tier, the application user may touch only that tier's prefixes, so a decision cannot land on
+# the evicting cache by mistake (``dict:entry:*`` does not match the markers' ``dict:entry-ver:``).
+TIER_KEY_PREFIXES = {
+    "cache": (entries.KEY_PREFIX, claims.KEY_PREFIX, SMOKE_KEY_PREFIX),
+    "state": (
+        workflow.KEY_PREFIX,
+        idempotency.KEY_PREFIX,
+        ratelimit.KEY_PREFIX,
+        entries.MARKER_PREFIX,
+        SMOKE_KEY_PREFIX,
+    ),
+}
+# Every prefix the application owns (on one tier or the other).
+APPLICATION_KEY_PREFIXES = tuple(dict.fromkeys(p for prefixes in TIER_KEY_PREFIXES.values() for p in prefixes))
 
 # Commands of the application user, grouped by why they are needed.
 _APPLICATION_COMMANDS = (
@@ -138,8 +146,18 @@ def secret_keys() -> list[str]:
     return [u.secret_key for u in USERS] + [SENTINEL_PASSWORD_KEY]
 
 
-def render_acl_template(users: tuple[AclUser, ...] = USERS) -> str:
-    """``users.acl`` with a password marker per user; ``start-redis.sh`` fills in the hashes."""
+def application_user(tier: str) -> AclUser:
+    """The application user as one data tier's ACL has it: that tier's key prefixes only."""
+    if tier not in TIER_KEY_PREFIXES:
+        raise ValueError(f"tier {tier!r}: must be one of {', '.join(TIER_KEY_PREFIXES)}")
+    keys = (*(f"{p}*" for p in TIER_KEY_PREFIXES[tier]), "")
+    return AclUser(APPLICATION.name, APPLICATION.purpose, APPLICATION.commands, keys=keys)
+
+
+def render_acl_template(users: tuple[AclUser, ...] = USERS, tier: str = "cache") -> str:
+    """``users.acl`` of one data tier with a password marker per user (the application user
+    confined to the tier's prefixes); ``start-redis.sh`` fills in the hashes."""
+    tiered = tuple(application_user(tier) if u.name == APPLICATION.name else u for u in users)
     lines = [DEFAULT_USER_LINE]
-    lines += [f"user {u.name} reset on {PASSWORDS_MARKER} {u.rules()}" for u in users]
+    lines += [f"user {u.name} reset on {PASSWORDS_MARKER} {u.rules()}" for u in tiered]
     return "\n".join(lines) + "\n"

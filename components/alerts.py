@@ -8,6 +8,14 @@ exports (proven by tests/test_exporter_live.py against real Redis and Sentinel p
 few from kube-state-metrics and cAdvisor (``KUBERNETES_METRICS``), which kube-prometheus-stack
 scrapes itself.
 
+Two data tiers (issue 13), told apart by the ``tier`` label the PodMonitor copies from the pods:
+``$cache`` and ``$state`` select one tier's Redis pods, ``$server`` both. The rules about a cache
+doing its job (evictions as a warning, hit rate, memory near maxmemory) read the cache tier only;
+the state tier, which never evicts, has its own: memory above 80 % and 90 % of maxmemory, and any
+eviction at all. The rules about availability (down, masters, replication, connections,
+persistence) cover every tier, and those that count per cluster count per tier (one master per
+tier is not two masters) or, on the Sentinels, per monitored master name.
+
 The seed's five rules are corrected here: RedisDown reads ``redis_up`` (``up`` only says the
 exporter answered), the hit rate uses ``rate()`` with a zero-traffic guard, memory is compared with
 maxmemory only where maxmemory is set, replication uses the link state, lag in seconds and
@@ -28,7 +36,9 @@ from components.settings import Settings
 # Thresholds (the seed's numbers where it had one).
 HIT_RATE_MIN = 0.7  # seed: hit rate > 70 %
 MIN_LOOKUPS_PER_SECOND = 1.0  # below this the hit rate says nothing (zero-traffic guard)
-MEMORY_USED_MAX_SHARE = 0.9  # seed: 90 % of maxmemory
+MEMORY_USED_MAX_SHARE = 0.9  # cache tier, seed: 90 % of maxmemory
+STATE_MEMORY_HIGH_SHARE = 0.8  # state tier: look at it today
+STATE_MEMORY_FULL_SHARE = 0.9  # state tier: page, it refuses writes at 100 %
 CLIENTS_MAX_SHARE = 0.8  # of maxclients
 OFFSET_LAG_MAX_BYTES = 10 * 1024 * 1024  # seed: 10 MB behind the master
 CONTAINER_MEMORY_MAX_SHARE = 0.9  # of the container memory limit, before the OOM killer
@@ -45,11 +55,19 @@ KUBERNETES_METRICS = frozenset(
     }
 )
 
+# What a full state tier does to the callers, in every description that warns of one.
+_STATE_FULL_MEANS = (
+    "At 100 % it refuses every write (noeviction): new idempotency claims fail with a retryable "
+    "error (the caller answers 503, never CLAIMED), and rate-limit checks and workflow updates fail "
+    "too, while replays of completed requests still work."
+)
+
 
 @dataclass(frozen=True)
 class Alert:
-    """One alerting rule. ``expr`` may use ``$server``, ``$sentinel``, ``$ns`` and the numbers in
-    :func:`placeholders`; ``description`` is a Prometheus template (``$labels``, ``$value``)."""
+    """One alerting rule. ``expr`` may use ``$server``, ``$cache``, ``$state``, ``$sentinel``,
+    ``$ns`` and the numbers in :func:`placeholders`; ``description`` is a Prometheus template
+    (``$labels``, ``$value``)."""
 
     name: str
     expr: str
@@ -64,6 +82,24 @@ class Alert:
         return re.sub(r"(?<=[a-z0-9])(?=[A-Z])|(?<=[A-Z])(?=[A-Z][a-z])", "-", self.name).lower() + ".md"
 
 
+def _each_tier(expr: str) -> str:
+    """``expr`` once per data tier, joined by ``or``, for rules whose threshold is the tier's own:
+    ``$tier`` becomes ``$cache`` or ``$state``, so ``{$tier}`` is the tier's selector and
+    ``$tier_max_lag`` its own setting."""
+    return " or ".join(f"({expr.replace('$tier', '$' + tier)})" for tier in t.TIERS)
+
+
+def _tier_value(name: str) -> str:
+    """A description fragment: the ``$<tier>_<name>`` of the tier the alert is about."""
+    return "".join(f'{{{{ if eq $labels.tier "{tier}" }}}}${tier}_{name}{{{{ end }}}}' for tier in t.TIERS)
+
+
+def _zero_per(label: str, values: list[str]) -> str:
+    """One 0 sample per value of ``label``: what ``or on (label)`` fills a missing group with, so a
+    tier (or a Sentinel master) that reports nothing at all still counts as none."""
+    return "(" + " or ".join(f'label_replace(vector(0), "{label}", "{v}", "", "")' for v in values) + ")"
+
+
 ALERTS: tuple[Alert, ...] = (
     Alert(
         "RedisDown",
@@ -76,20 +112,21 @@ ALERTS: tuple[Alert, ...] = (
     ),
     Alert(
         "RedisMissingMaster",
-        '(count(redis_instance_info{$server,role="master"}) or vector(0)) < 1',
+        '(count by (tier) (redis_instance_info{$server,role="master"}) or on (tier) $zero_per_tier) < 1',
         "1m",
         "critical",
-        "No Redis master in $ns",
-        "No Redis pod in $ns has reported role master for 1 minute: writes fail until Sentinel promotes one.",
+        "No Redis master in the {{ $labels.tier }} tier of $ns",
+        "No pod of the {{ $labels.tier }} tier in $ns has reported role master for 1 minute: writes to "
+        "that tier fail until Sentinel promotes one (on the state tier, new claims get a retryable error).",
     ),
     Alert(
         "RedisTooManyMasters",
-        'count(redis_instance_info{$server,role="master"}) > 1',
+        'count by (tier) (redis_instance_info{$server,role="master"}) > 1',
         "1m",
         "critical",
-        "More than one Redis master in $ns",
-        "{{ $value }} Redis pods in $ns report role master: clients may write to a master that "
-        "Sentinel will demote, and those writes are lost.",
+        "More than one Redis master in the {{ $labels.tier }} tier of $ns",
+        "{{ $value }} pods of the {{ $labels.tier }} tier in $ns report role master: clients may write to "
+        "a master that Sentinel will demote, and those writes are lost.",
     ),
     Alert(
         "RedisReplicaLinkDown",
@@ -102,21 +139,29 @@ ALERTS: tuple[Alert, ...] = (
     ),
     Alert(
         "RedisDisconnectedReplicas",
-        'max(redis_connected_slaves{$server} and on (pod) redis_instance_info{$server,role="master"}) '
-        "< $replicas_expected",
+        _each_tier(
+            'max by (tier) (redis_connected_slaves{$tier} and on (pod) redis_instance_info{$tier,role="master"}) '
+            "< $tier_replicas_expected"
+        ),
         "2m",
         "warning",
-        "The master in $ns has fewer replicas than configured",
-        "Replicas connected to the master: {{ $value }} for 2 minutes, of $replicas_expected configured.",
+        "The {{ $labels.tier }} master in $ns has fewer replicas than configured",
+        "Replicas connected to the master of the {{ $labels.tier }} tier: {{ $value }} for 2 minutes, of "
+        + _tier_value("replicas_expected")
+        + " configured.",
     ),
     Alert(
         "RedisReplicationLagHigh",
-        "max by (namespace, pod, slave_ip) (redis_connected_slave_lag_seconds{$server}) > $max_lag",
+        _each_tier(
+            "max by (namespace, tier, pod, slave_ip) (redis_connected_slave_lag_seconds{$tier}) > $tier_max_lag"
+        ),
         "1m",
         "warning",
         "Replica {{ $labels.slave_ip }} lags behind {{ $labels.pod }}",
         "The replica at {{ $labels.slave_ip }} last acknowledged the master {{ $value }} s ago; beyond "
-        "$max_lag s (min-replicas-max-lag) it no longer counts for min-replicas-to-write.",
+        + _tier_value("max_lag")
+        + " s (min-replicas-max-lag of the {{ $labels.tier }} tier) it no longer counts for "
+        "min-replicas-to-write.",
     ),
     Alert(
         "RedisReplicationOffsetLagHigh",
@@ -130,27 +175,28 @@ ALERTS: tuple[Alert, ...] = (
     ),
     Alert(
         "RedisCacheHitRateLow",
-        "(sum(rate(redis_keyspace_hits_total{$server}[5m])) / (sum(rate(redis_keyspace_hits_total{$server}[5m])) "
-        "+ sum(rate(redis_keyspace_misses_total{$server}[5m])))) < $hit_rate "
-        "and (sum(rate(redis_keyspace_hits_total{$server}[5m])) "
-        "+ sum(rate(redis_keyspace_misses_total{$server}[5m]))) > $min_lookups",
+        "(sum(rate(redis_keyspace_hits_total{$cache}[5m])) / (sum(rate(redis_keyspace_hits_total{$cache}[5m])) "
+        "+ sum(rate(redis_keyspace_misses_total{$cache}[5m])))) < $hit_rate "
+        "and (sum(rate(redis_keyspace_hits_total{$cache}[5m])) "
+        "+ sum(rate(redis_keyspace_misses_total{$cache}[5m]))) > $min_lookups",
         "10m",
         "warning",
         "Redis cache hit rate in $ns is low",
-        "The cache hit rate is {{ $value | humanizePercentage }} for 10 minutes (target above $hit_rate_human).",
+        "The cache tier's hit rate is {{ $value | humanizePercentage }} for 10 minutes (target above $hit_rate_human).",
     ),
     Alert(
         "RedisMemoryHigh",
-        "redis_memory_used_bytes{$server} / on (namespace, pod) (redis_memory_max_bytes{$server} > 0) > $memory_share",
+        "redis_memory_used_bytes{$cache} / on (namespace, tier, pod) (redis_memory_max_bytes{$cache} > 0) "
+        "> $memory_share",
         "5m",
         "warning",
         "Redis in {{ $labels.pod }} is near maxmemory",
         "{{ $labels.pod }} uses {{ $value | humanizePercentage }} of its maxmemory for 5 minutes; "
-        "beyond it the eviction policy drops keys.",
+        "beyond it the cache tier's eviction policy drops keys.",
     ),
     Alert(
         "RedisEvictions",
-        "rate(redis_evicted_keys_total{$server}[5m]) > 0",
+        "rate(redis_evicted_keys_total{$cache}[5m]) > 0",
         "15m",
         "warning",
         "Redis in {{ $labels.pod }} is evicting keys",
@@ -158,9 +204,50 @@ ALERTS: tuple[Alert, ...] = (
         "is full and drops entries before their TTL.",
     ),
     Alert(
+        "RedisStateMemoryHigh",
+        "redis_memory_used_bytes{$state} / on (namespace, tier, pod) (redis_memory_max_bytes{$state} > 0) "
+        '> $state_memory_high and on (namespace, pod) redis_instance_info{$state,role="master"}',
+        "5m",
+        "warning",
+        "The state tier in $ns is above $state_memory_high_human of its maxmemory",
+        "{{ $labels.pod }}, the state tier's master ($state_master), uses {{ $value | humanizePercentage }} "
+        "of its maxmemory for 5 minutes. " + _STATE_FULL_MEANS + " Raise state.maxmemory before it fills.",
+    ),
+    Alert(
+        "RedisStateTierFull",
+        "redis_memory_used_bytes{$state} / on (namespace, tier, pod) (redis_memory_max_bytes{$state} > 0) "
+        '> $state_memory_full and on (namespace, pod) redis_instance_info{$state,role="master"}',
+        "2m",
+        "critical",
+        "The state tier in $ns is full or about to be: claims fail",
+        "{{ $labels.pod }}, the state tier's master ($state_master), uses {{ $value | humanizePercentage }} "
+        "of its maxmemory (alert threshold $state_memory_full_human). " + _STATE_FULL_MEANS,
+    ),
+    Alert(
+        "RedisStateEvictions",
+        "increase(redis_evicted_keys_total{$state}[10m]) > 0",
+        "0m",
+        "critical",
+        "The state tier evicted keys in {{ $labels.pod }}",
+        "{{ $labels.pod }} evicted {{ $value | humanize }} keys in the last 10 minutes. The state tier must "
+        "never evict: every evicted key is a lost decision (an idempotency record whose request can run "
+        "twice, a rate-limit counter, a workflow version), so its maxmemory-policy must be noeviction.",
+    ),
+    Alert(
+        "RedisStateEvictionPolicy",
+        # Before any eviction: the policy is in INFO memory, which the exporter reports here.
+        'max by (namespace, tier, pod, maxmemory_policy) (redis_instance_info{$state,maxmemory_policy!="noeviction"})',
+        "0m",
+        "critical",
+        "The state tier's {{ $labels.pod }} runs maxmemory-policy {{ $labels.maxmemory_policy }}",
+        "{{ $labels.pod }} of the state tier runs maxmemory-policy {{ $labels.maxmemory_policy }} instead of "
+        "noeviction: once it is full it will evict decisions (idempotency records, rate-limit counters, "
+        "workflow versions) instead of refusing writes with a retryable error.",
+    ),
+    Alert(
         "RedisTooManyConnections",
         # maxclients from the settings (rendered into redis.conf): the exporter runs without CONFIG GET.
-        "redis_connected_clients{$server} / $maxclients > $clients_share",
+        _each_tier("redis_connected_clients{$tier} / $tier_maxclients > $clients_share"),
         "5m",
         "warning",
         "Redis in {{ $labels.pod }} is near maxclients",
@@ -226,21 +313,23 @@ ALERTS: tuple[Alert, ...] = (
     ),
     Alert(
         "RedisSentinelQuorumAtRisk",
-        "min(redis_sentinel_master_ok_sentinels{$sentinel}) <= $sentinels_needed",
+        "min by (master_name) (redis_sentinel_master_ok_sentinels{$sentinel}) <= $sentinels_needed",
         "2m",
         "warning",
-        "Sentinels in $ns are one loss away from blocking failover",
-        "A Sentinel sees only {{ $value }} healthy Sentinels (itself included) for 2 minutes; a failover "
-        "needs $sentinels_needed (quorum $quorum and a majority of $sentinels), so one more loss blocks it.",
+        "Sentinels in $ns are one loss away from blocking failover of {{ $labels.master_name }}",
+        "A Sentinel sees only {{ $value }} healthy Sentinels (itself included) monitoring "
+        "{{ $labels.master_name }} for 2 minutes; a failover needs $sentinels_needed (quorum $quorum and a "
+        "majority of $sentinels), so one more loss blocks it.",
     ),
     Alert(
         "RedisSentinelQuorumLost",
-        "(max(redis_sentinel_master_ckquorum_status{$sentinel}) or vector(0)) < 1",
+        "(max by (master_name) (redis_sentinel_master_ckquorum_status{$sentinel}) or on (master_name) "
+        "$zero_per_master) < 1",
         "1m",
         "critical",
-        "Sentinels in $ns cannot fail over",
-        "No Sentinel in $ns has passed SENTINEL CKQUORUM for 1 minute: if the master fails now, no "
-        "replica is promoted.",
+        "Sentinels in $ns cannot fail over {{ $labels.master_name }}",
+        "No Sentinel in $ns has passed SENTINEL CKQUORUM {{ $labels.master_name }} for 1 minute: if that "
+        "master fails now, no replica is promoted.",
     ),
     Alert(
         "RedisBackupMissing",
@@ -268,22 +357,26 @@ def placeholders(settings: Settings, backup_interval_seconds: int | None = None)
     ns = settings.namespace
     sentinels, quorum = settings.sentinel.replicas, settings.sentinel.quorum
     backup_max_age = 2 * backup_interval_seconds
-    return {
+    server = f'namespace="{ns}",component="server"'
+    values = {
         "ns": ns,
         "ns_match": f'namespace="{ns}"',
-        "server": f'namespace="{ns}",component="server"',
+        "server": server,
         "sentinel": f'namespace="{ns}",component="sentinel"',
         "containers": f"redis|sentinel|{t.EXPORTER_CONTAINER}",
-        "replicas_expected": str(settings.redis.replicas - 1),
-        "max_lag": str(settings.redis.min_replicas_max_lag),
+        "zero_per_tier": _zero_per("tier", list(t.TIERS)),
+        "zero_per_master": _zero_per("master_name", [tier.master_name for tier in topo.tiers]),
         "offset_lag": str(OFFSET_LAG_MAX_BYTES),
         "offset_lag_human": f"{OFFSET_LAG_MAX_BYTES // 2**20} MiB",
         "hit_rate": str(HIT_RATE_MIN),
         "hit_rate_human": f"{HIT_RATE_MIN:.0%}",
         "min_lookups": str(MIN_LOOKUPS_PER_SECOND),
         "memory_share": str(MEMORY_USED_MAX_SHARE),
+        "state_memory_high": str(STATE_MEMORY_HIGH_SHARE),
+        "state_memory_high_human": f"{STATE_MEMORY_HIGH_SHARE:.0%}",
+        "state_memory_full": str(STATE_MEMORY_FULL_SHARE),
+        "state_memory_full_human": f"{STATE_MEMORY_FULL_SHARE:.0%}",
         "clients_share": str(CLIENTS_MAX_SHARE),
-        "maxclients": str(settings.redis.maxclients),
         "container_share": str(CONTAINER_MEMORY_MAX_SHARE),
         # A failover needs the quorum to agree the master is down and a majority to authorise it.
         "sentinels_needed": str(max(quorum, sentinels // 2 + 1)),
@@ -293,6 +386,15 @@ def placeholders(settings: Settings, backup_interval_seconds: int | None = None)
         "backup_max_age": str(backup_max_age),
         "backup_max_age_human": _human_seconds(backup_max_age),
     }
+    # Per tier: its selector ($cache, $state), its Sentinel master name and its own settings.
+    for tier in topo.tiers:
+        block = tier.settings_of(settings)
+        values[tier.tier] = f'{server},tier="{tier.tier}"'
+        values[f"{tier.tier}_master"] = tier.master_name
+        values[f"{tier.tier}_replicas_expected"] = str(block.replicas - 1)
+        values[f"{tier.tier}_max_lag"] = str(block.min_replicas_max_lag)
+        values[f"{tier.tier}_maxclients"] = str(block.maxclients)
+    return values
 
 
 def alert_rules(settings: Settings, backup_interval_seconds: int | None = None) -> list[dict[str, Any]]:

@@ -7,12 +7,15 @@ noncurrent versions after ``backup.retentionDays``.
 
 ``BackupJob`` is the cluster side: a ServiceAccount annotated with an IAM role that only that
 service account (by namespace and name, through the cluster's OIDC provider) can assume, and that
-may only put/get/list under the backup prefix and use that KMS key; and the ``redis-backup``
-CronJob running the rendered ``backup.sh`` in two containers sharing a scratch volume: ``dump``
-in the server image (its cli and check-rdb: valkey-* or redis-*), then ``upload`` in the AWS CLI image. No AWS
-access key exists anywhere: the CLI gets web-identity credentials from the token EKS mounts.
-The dump connects as the ACL user ``backup`` and sees only the two Secret keys it needs (that
-user's password and the Sentinels'), plus the CA when TLS is on; ``upload`` sees no Redis secret.
+may only put under the tiers' prefixes, get/list under the backup prefix and use that KMS key;
+and the ``redis-backup`` CronJob running the rendered ``backup.sh`` once per data tier, state
+first (it holds the decisions a full-loss restore brings back first), then the cache: for each,
+``dump-<tier>`` in the server image (its cli and check-rdb: valkey-* or redis-*), then
+``upload-<tier>`` in the AWS CLI image, sharing one scratch volume. One CronJob, so one success
+signal (``RedisBackupMissing``) means both tiers are stored. No AWS access key exists anywhere:
+the CLI gets web-identity credentials from the token EKS mounts. The dump connects as the ACL
+user ``backup`` and sees only the two Secret keys it needs (that user's password and the
+Sentinels'), plus the CA when TLS is on; the uploads see no Redis secret.
 """
 
 from __future__ import annotations
@@ -87,17 +90,35 @@ def trust_policy(settings: Settings) -> dict[str, Any]:
     }
 
 
+# The order the CronJob's pod backs the tiers up in: the state tier first (the decisions; what a
+# full-loss restore brings back first), so its backup never waits on the cache's.
+BACKUP_ORDER: tuple[t.TierName, ...] = ("state", "cache")
+
+
+def tier_prefix(settings: Settings, tier: t.TierName) -> str:
+    """Where one tier's backups go: ``<prefix>/<tier>/YYYY/MM/DD/<time>-<source>.rdb``."""
+    return f"{settings.backup.prefix}/{tier}"
+
+
 def access_policy(settings: Settings, kms_key_arn: str) -> dict[str, Any]:
-    """Put/get under the prefix, list only the prefix, and that one key; nothing else (no delete:
-    old backups go by the lifecycle rules, not by the job)."""
+    """Put only under the tiers' prefixes (what the job writes), get and list under the backup
+    prefix (the cache's backups from before the tier split sit directly under it until they
+    expire), and that one key; nothing else (no delete: old backups go by the lifecycle rules,
+    not by the job)."""
     arn, prefix = bucket_arn(settings), settings.backup.prefix
     return {
         "Version": "2012-10-17",
         "Statement": [
             {
-                "Sid": "ReadWriteBackups",
+                "Sid": "WriteBackups",
                 "Effect": "Allow",
-                "Action": ["s3:PutObject", "s3:GetObject"],
+                "Action": "s3:PutObject",
+                "Resource": [f"{arn}/{tier_prefix(settings, tier)}/*" for tier in t.TIERS],
+            },
+            {
+                "Sid": "ReadBackups",
+                "Effect": "Allow",
+                "Action": "s3:GetObject",
                 "Resource": f"{arn}/{prefix}/*",
             },
             {
@@ -119,6 +140,7 @@ def access_policy(settings: Settings, kms_key_arn: str) -> dict[str, Any]:
 
 # Days a noncurrent (expired or deleted) backup version is kept before S3 removes it.
 NONCURRENT_DAYS = 1
+
 
 @dataclass(frozen=True)
 class BackupBucketArgs:
@@ -220,13 +242,24 @@ class BackupJobArgs:
 DUMP_SECRET_KEYS = (acl.BACKUP.secret_key, acl.SENTINEL_PASSWORD_KEY)
 
 
-def dump_env(settings: Settings) -> list[dict[str, str]]:
-    """Explicit, though the rendered scripts default to the same: the pod spec alone says who the
-    dump connects as and whether over TLS."""
+def dump_env(settings: Settings, tier: t.TierName = "cache") -> list[dict[str, str]]:
+    """Explicit, though the rendered scripts default to the cache's: the pod spec alone says which
+    tier a container backs up (its Sentinel master name and pods), who the dump connects as and
+    whether over TLS."""
+    data = t.Topology.of(settings).tier(tier)
     return [
+        {"name": "BACKUP_TIER", "value": tier},
+        {"name": "MASTER_NAME", "value": data.master_name},
+        {"name": "REDIS_ADDRS", "value": " ".join(data.addrs)},
+        {"name": "REDIS_SEED_HOST", "value": data.pod_host(0)},
         {"name": "REDIS_USER", "value": acl.BACKUP.name},
         {"name": "REDIS_TLS", "value": "yes" if settings.tls.enabled else "no"},
     ]
+
+
+def upload_env(tier: t.TierName) -> list[dict[str, str]]:
+    # HOME on the scratch tmp: the CLI writes its cache there (the root filesystem is read-only).
+    return [{"name": "BACKUP_TIER", "value": tier}, {"name": "HOME", "value": "/tmp"}]
 
 
 def backup_volumes(settings: Settings, secret_name: Any, tls_secret_name: Any) -> list[dict[str, Any]]:
@@ -261,19 +294,23 @@ def backup_volumes(settings: Settings, secret_name: Any, tls_secret_name: Any) -
 def backup_pod_spec(
     settings: Settings, secret_name: Any, service_account: Any, tls_secret_name: Any = None
 ) -> dict[str, Any]:
-    """The Job's pod: ``dump`` (init, Redis image) then ``upload`` (AWS CLI image)."""
+    """The Job's pod: per tier (``BACKUP_ORDER``: state, then cache) ``dump-<tier>`` (Redis image)
+    then ``upload-<tier>`` (AWS CLI image); all but the last run as init containers, in order, and
+    any failure fails the run. Each dump starts by clearing the scratch, so it holds one dump."""
     b = settings.backup
     script = f"{t.BACKUP_CONFIG_DIR}/backup.sh"
     scripts = {"name": "scripts", "mount_path": t.BACKUP_CONFIG_DIR, "read_only": True}
     scratch = {"name": "scratch", "mount_path": t.BACKUP_DIR}
     tmp = {"name": "tmp", "mount_path": "/tmp"}
 
-    def container(name: str, image: str, mounts: list[dict[str, Any]], env: list[dict[str, str]]) -> dict[str, Any]:
+    def container(
+        step: str, tier: t.TierName, image: str, mounts: list[dict[str, Any]], env: list[dict[str, str]]
+    ) -> dict[str, Any]:
         return {
-            "name": name,
+            "name": f"{step}-{tier}",
             "image": image,
             "image_pull_policy": "IfNotPresent",
-            "command": ["sh", script, name],
+            "command": ["sh", script, step],
             "env": env,
             "resources": pods.resources(b.resources),
             "security_context": pods.container_security_context(),
@@ -282,6 +319,11 @@ def backup_pod_spec(
 
     auth = {"name": "auth", "mount_path": t.AUTH_DIR, "read_only": True}
     tls = [{"name": "tls", "mount_path": t.TLS_DIR, "read_only": True}] if settings.tls.enabled else []
+    steps: list[dict[str, Any]] = []
+    for tier in BACKUP_ORDER:
+        dump_mounts = [scripts, auth, *tls, scratch, tmp]
+        steps.append(container("dump", tier, settings.image, dump_mounts, dump_env(settings, tier)))
+        steps.append(container("upload", tier, b.aws_cli_image, [scripts, scratch, tmp], upload_env(tier)))
     return {
         "service_account_name": service_account,
         # IRSA mounts its own projected token (aws-iam-token); the Kubernetes API token is not needed.
@@ -289,11 +331,8 @@ def backup_pod_spec(
         "enable_service_links": False,
         "restart_policy": "Never",
         "security_context": pods.pod_security_context(),
-        "init_containers": [container("dump", settings.image, [scripts, auth, *tls, scratch, tmp], dump_env(settings))],
-        # HOME on the scratch tmp: the CLI writes its cache there (the root filesystem is read-only).
-        "containers": [
-            container("upload", b.aws_cli_image, [scripts, scratch, tmp], [{"name": "HOME", "value": "/tmp"}])
-        ],
+        "init_containers": steps[:-1],
+        "containers": steps[-1:],
         "volumes": [
             {"name": "scripts", "config_map": {"name": t.Topology.of(settings).backup_config, "default_mode": 0o555}},
             *backup_volumes(settings, secret_name, tls_secret_name),

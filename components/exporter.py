@@ -42,12 +42,13 @@ def exporter_mode(redis_port: int) -> str:
     return "sentinel" if redis_port == t.SENTINEL_PORT else "redis"
 
 
-def exporter_host(settings: Settings, redis_port: int) -> str:
-    """The address the exporter dials: ``localhost`` in plaintext, its own pod's DNS name with TLS."""
+def exporter_host(settings: Settings, redis_port: int, tier: t.TierName = "cache") -> str:
+    """The address the exporter dials: ``localhost`` in plaintext, its own pod's DNS name with TLS
+    (a data pod's under its ``tier``'s headless Service)."""
     if not settings.tls.enabled:
         return "localhost"
     topo = t.Topology.of(settings)
-    headless = topo.sentinel_headless if redis_port == t.SENTINEL_PORT else topo.redis_headless
+    headless = topo.sentinel_headless if redis_port == t.SENTINEL_PORT else topo.tier(tier).headless
     return f"$(POD_NAME).{headless}.{topo.namespace}.{t.CLUSTER_DOMAIN}"
 
 
@@ -119,7 +120,9 @@ def exporter_volumes(
     return volumes
 
 
-def exporter_container(settings: Settings, redis_port: int, config_dir: str) -> dict[str, Any]:
+def exporter_container(
+    settings: Settings, redis_port: int, config_dir: str, tier: t.TierName = "cache"
+) -> dict[str, Any]:
     """The sidecar for the instance on ``redis_port`` (6379: Redis, 26379: Sentinel).
 
     ``config_dir`` is where the pod's script ConfigMap (volume ``config``) is mounted.
@@ -133,7 +136,7 @@ def exporter_container(settings: Settings, redis_port: int, config_dir: str) -> 
         "image_pull_policy": "IfNotPresent",
         # The image's /bin/sh (BusyBox in the alpine variant) runs the wrapper, which runs the exporter.
         "command": ["/bin/sh", f"{config_dir}/{SCRIPT}", exporter_mode(redis_port)],
-        "args": exporter_args(redis_port, tls=tls, host=exporter_host(settings, redis_port)),
+        "args": exporter_args(redis_port, tls=tls, host=exporter_host(settings, redis_port, tier)),
         "env": exporter_env(settings, redis_port),
         "ports": [{"name": t.METRICS_PORT_NAME, "container_port": t.EXPORTER_PORT, "protocol": "TCP"}],
         "resources": pods.resources(monitoring.exporter_resources),

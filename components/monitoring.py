@@ -5,7 +5,8 @@ A PodMonitor rather than a ServiceMonitor: the exporters are per pod, and there 
 that should carry a metrics port (a Service over the data pods would invite clients to write to
 a replica). Its selector is the layer's pod labels and its endpoint the sidecars' port name, both
 from ``components.topology``, so they match the StatefulSets by construction (and a test proves
-it on the rendered objects).
+it on the rendered objects). It selects by component (``server`` or ``sentinel``), not by name,
+so the pods of both data tiers (``redis`` and ``redis-state``) and the Sentinels are targets.
 """
 
 from __future__ import annotations
@@ -23,9 +24,12 @@ from components.settings import Settings
 
 MONITORING_API = "monitoring.coreos.com/v1"
 # Pod labels copied onto every scraped series; the rules select on them (components/alerts.py).
+# ``tier`` (cache or state) tells the two data tiers apart; Sentinel pods carry none, so their
+# series have no ``tier`` label (a relabeling from an absent pod label sets nothing).
 TARGET_LABELS = {
     "component": "app.kubernetes.io/component",
     "stack": "dict.lbpay.com.br/stack",
+    "tier": t.TIER_LABEL,
 }
 
 

@@ -1,4 +1,9 @@
-"""The Redis data plane: config, headless Service, StatefulSet (1 master + replicas) and its PDB.
+"""A Redis data tier: config, headless Service, StatefulSet (1 master + replicas) and its PDB.
+
+The stack has two (``components.topology.TIERS``): the LRU **cache** and the **state** tier that
+never evicts (the decisions: idempotency records, rate-limit counters, workflow versions). Both
+are built here from their own settings block (``redis``, ``state``) with the same hardening,
+probes, preStop and spreading; the Sentinels monitor each master under its own name.
 
 There is deliberately no Service that load-balances over the data pods: writes sent to a random
 pod hit a replica and fail with READONLY. Clients find the master through Sentinel.
@@ -28,6 +33,8 @@ class RedisDataPlaneArgs:
     secret_name: pulumi.Input[str]
     # The cert-manager Secret with this workload's certificate; required when settings.tls.enabled.
     tls_secret_name: pulumi.Input[str] | None = None
+    # Which data tier: "cache" (settings.redis) or "state" (settings.state).
+    tier: t.TierName = "cache"
 
 
 class RedisDataPlane(pulumi.ComponentResource):
@@ -35,33 +42,35 @@ class RedisDataPlane(pulumi.ComponentResource):
 
     statefulset_name: pulumi.Output[str]
     headless_service_name: pulumi.Output[str]
+    master_name: str
 
     def __init__(self, name: str, args: RedisDataPlaneArgs, opts: pulumi.ResourceOptions | None = None) -> None:
         super().__init__("dict-redis:index:RedisDataPlane", name, None, opts)
         child = pulumi.ResourceOptions(parent=self)
         s = args.settings
         topo = t.Topology.of(s)
-        selector = topo.labels(COMPONENT)
-        labels = topo.object_labels(COMPONENT)
+        tier = topo.tier(args.tier)
+        selector = tier.selector
+        labels = {**tier.pod_labels, **topo.common_labels}
 
-        scripts = render_scripts(s)
+        scripts = render_scripts(s, REDIS_SCRIPTS, args.tier)
         config_data = {
-            "redis.conf": render_redis_conf(s),
+            "redis.conf": render_redis_conf(s, args.tier),
             # Users and rules only; start-redis.sh adds the password hashes from the Secret.
-            "users.acl": acl.render_acl_template(),
+            "users.acl": acl.render_acl_template(tier=args.tier),
             **{n: scripts[n] for n in REDIS_SCRIPTS},
         }
         tls_volumes = pods.tls_volumes(s, args.tls_secret_name)
         config = k8s.core.v1.ConfigMap(
             f"{name}-config",
-            metadata={"name": topo.redis_config, "namespace": args.namespace, "labels": labels},
+            metadata={"name": tier.config, "namespace": args.namespace, "labels": labels},
             data=config_data,
             opts=child,
         )
 
         headless = k8s.core.v1.Service(
             f"{name}-headless",
-            metadata={"name": topo.redis_headless, "namespace": args.namespace, "labels": labels},
+            metadata={"name": tier.headless, "namespace": args.namespace, "labels": labels},
             spec={
                 "cluster_ip": "None",
                 # DNS names must resolve before a pod is ready: replicas and Sentinels reach a
@@ -73,7 +82,7 @@ class RedisDataPlane(pulumi.ComponentResource):
             opts=child,
         )
 
-        r = s.redis
+        r = tier.settings_of(s)
         probe = f"{t.REDIS_CONFIG_DIR}/probe-redis.sh"
         container = {
             "name": "redis",
@@ -99,15 +108,15 @@ class RedisDataPlane(pulumi.ComponentResource):
                 {"name": "data", "mount_path": t.DATA_DIR},
             ],
         }
-        sidecars = [exporter_container(s, t.REDIS_PORT, t.REDIS_CONFIG_DIR)] if s.monitoring.enabled else []
+        sidecars = [exporter_container(s, t.REDIS_PORT, t.REDIS_CONFIG_DIR, args.tier)] if s.monitoring.enabled else []
         sidecar_volumes = (
             exporter_volumes(s, t.REDIS_PORT, args.secret_name, args.tls_secret_name) if s.monitoring.enabled else []
         )
         statefulset = k8s.apps.v1.StatefulSet(
             f"{name}-statefulset",
-            metadata={"name": topo.redis, "namespace": args.namespace, "labels": labels},
+            metadata={"name": tier.statefulset, "namespace": args.namespace, "labels": labels},
             spec={
-                "service_name": topo.redis_headless,
+                "service_name": tier.headless,
                 "replicas": r.replicas,
                 # Parallel is safe because only ordinal 0 may elect itself (start-redis.sh), and it
                 # avoids OrderedReady's deadlock: after a full restart, a replica waiting for a dead
@@ -129,7 +138,7 @@ class RedisDataPlane(pulumi.ComponentResource):
                         **pods.spread(selector, r.anti_affinity),
                         "containers": [container, *sidecars],
                         "volumes": [
-                            {"name": "config", "config_map": {"name": topo.redis_config, "default_mode": 0o444}},
+                            {"name": "config", "config_map": {"name": tier.config, "default_mode": 0o444}},
                             {"name": "auth", "secret": {"secret_name": args.secret_name, "default_mode": 0o440}},
                             *tls_volumes,
                             *sidecar_volumes,
@@ -141,7 +150,8 @@ class RedisDataPlane(pulumi.ComponentResource):
                 },
                 "volume_claim_templates": [
                     {
-                        "metadata": {"name": "data", "labels": labels},
+                        # Without the tier label: a claim template cannot change on a live StatefulSet.
+                        "metadata": {"name": "data", "labels": {**selector, **topo.common_labels}},
                         "spec": {
                             "access_modes": ["ReadWriteOnce"],
                             **({"storage_class_name": r.storage.class_name} if r.storage.class_name else {}),
@@ -155,11 +165,12 @@ class RedisDataPlane(pulumi.ComponentResource):
 
         k8s.policy.v1.PodDisruptionBudget(
             f"{name}-pdb",
-            metadata={"name": topo.redis, "namespace": args.namespace, "labels": labels},
+            metadata={"name": tier.statefulset, "namespace": args.namespace, "labels": labels},
             spec={"max_unavailable": 1, "selector": {"match_labels": selector}},
             opts=child,
         )
 
+        self.master_name = tier.master_name
         self.statefulset_name = statefulset.metadata.apply(lambda m: m["name"])
         self.headless_service_name = headless.metadata.apply(lambda m: m["name"])
         self.register_outputs(

@@ -381,6 +381,27 @@ class RedisSettings(_Model):
         return int(memory_bytes(self.resources.limits.memory) * fraction)
 
 
+class StateSettings(RedisSettings):
+    """The state tier: the decisions (idempotency records, rate-limit counters, workflow status and
+    versions) on a Redis of their own that never evicts (issue 13). Same keys as ``redis``; the
+    defaults differ: ``noeviction`` (a full tier refuses writes, which the strategies turn into a
+    retryable error, instead of silently forgetting a decision), AOF ``everysec``, and sized small
+    (the decisions of a few minutes to a day, not the whole directory)."""
+
+    master_name: str = _pattern(
+        r"^[A-Za-z0-9._-]{1,64}$",
+        "1-64 letters, digits, '.', '_' or '-' (Sentinel's name for the state tier's master)",
+        default="dictstate",
+    )
+    resources: Resources = Resources(
+        requests=ResourceAmounts(cpu="250m", memory="512Mi"),
+        limits=ResourceAmounts(cpu="500m", memory="1Gi"),
+    )
+    storage: Storage = Storage(size="5Gi")
+    maxmemory_policy: EvictionPolicy = "noeviction"
+    io_threads: int = Field(default=1, ge=1, le=128)
+
+
 class SentinelSettings(_Model):
     replicas: int = Field(default=3, ge=1, description="an odd whole number of at least 3 (3, 5, 7)")
     quorum: int = Field(
@@ -605,6 +626,7 @@ class Settings(_Model):
     # Namespaces those client pods may run in; empty means any namespace.
     client_namespaces: list[DnsLabel] = []
     redis: RedisSettings = RedisSettings()
+    state: StateSettings = StateSettings()
     sentinel: SentinelSettings = SentinelSettings()
     smoke: SmokeSettings = SmokeSettings()
     monitoring: MonitoringSettings = MonitoringSettings()
@@ -617,7 +639,9 @@ class Settings(_Model):
 
 # --- loading ----------------------------------------------------------------------------------
 
-_OBJECT_KEYS = {"redis", "sentinel", "smoke", "monitoring", "backup", "tls", "clientSelector", "clientNamespaces"}
+_OBJECT_KEYS = {
+    "redis", "state", "sentinel", "smoke", "monitoring", "backup", "tls", "clientSelector", "clientNamespaces",
+}  # fmt: skip
 _SECRET_KEYS = {"redisPassword"}
 _SCALAR_KEYS = {"namespace", "image", "masterName", "redisPassword"}
 _IMAGE_PINNED = re.compile(r"^[^@]+@sha256:[0-9a-f]{64}$|^[^@]+:[^:/@]*\d+\.\d+\.\d+[^:/@]*$")
@@ -1140,34 +1164,33 @@ def _cross_checks(s: Settings, given: Mapping[str, Any] | None = None) -> _Found
             f"{p}sentinel.quorum = {q}: must be a majority of the {n} Sentinels, between {majority} and {n}",
         )
 
+    for block, r in (("redis", s.redis), ("state", s.state)):
+        found.extend(_memory_checks(block, r))
     r = s.redis
-    if r.maxmemory is not None and r.maxmemory_fraction is not None:
+    st = s.state
+    if st.maxmemory_policy != "noeviction":
         found.add(
-            ("redis.maxmemory", "redis.maxmemoryFraction"),
-            f"{p}redis.maxmemory = {r.maxmemory!r} and redis.maxmemoryFraction = {r.maxmemory_fraction}: "
-            "set only one of them",
+            "state.maxmemoryPolicy",
+            f"{p}state.maxmemoryPolicy = {st.maxmemory_policy!r}: must be 'noeviction': the state tier holds "
+            "the decisions (idempotency records, rate-limit counters, workflow versions), and an evicted decision "
+            "is a payment executed twice; a full state tier refuses writes instead (a retryable error)",
         )
-    limit = memory_bytes(r.resources.limits.memory)
-    maxmemory = r.maxmemory_bytes()
-    share = maxmemory / limit
-    key = "redis.maxmemory" if r.maxmemory is not None else "redis.maxmemoryFraction"
-    shown = repr(r.maxmemory) if r.maxmemory is not None else str(r.maxmemory_fraction or 0.5)
-    memory_keys = ("redis.maxmemory", "redis.maxmemoryFraction", "redis.resources.limits.memory")
-    if maxmemory <= 0:
-        found.add(memory_keys, f"{p}{key} = {shown}: must be above 0 (an unbounded cache grows until it is OOM-killed)")
-    elif r.persistence.enabled and share > MAX_PERSISTENT_MEMORY_SHARE:
+    if not st.persistence.appendonly:
         found.add(
-            (*memory_keys, "redis.persistence"),
-            f"{p}{key} = {shown}: is {share:.0%} of the memory limit {r.resources.limits.memory}; with "
-            f"RDB or AOF on it must be at most {MAX_PERSISTENT_MEMORY_SHARE:.0%} "
-            f"({int(limit * MAX_PERSISTENT_MEMORY_SHARE)} bytes) because a save forks and copy-on-write "
-            "can double memory",
+            "state.persistence.appendonly",
+            f"{p}state.persistence.appendonly = false: must be true: without the AOF a full restart of the state "
+            "tier loses every decision since the last RDB save",
         )
-    elif share > 1:
-        found.add(memory_keys, f"{p}{key} = {shown}: exceeds the memory limit {r.resources.limits.memory}")
+    if st.master_name == s.master_name:
+        found.add(
+            ("state.masterName", "masterName"),
+            f"{p}state.masterName = {st.master_name!r}: must differ from masterName ({s.master_name!r}): the "
+            "Sentinels monitor the cache and the state tier under one name each",
+        )
 
     all_resources = (
         ("redis.resources", r.resources),
+        ("state.resources", st.resources),
         ("sentinel.resources", s.sentinel.resources),
         ("smoke.resources", s.smoke.resources),
         ("monitoring.exporterResources", s.monitoring.exporter_resources),
@@ -1192,19 +1215,20 @@ def _cross_checks(s: Settings, given: Mapping[str, Any] | None = None) -> _Found
         )
 
     needed = s.sentinel.prestop_timeout_seconds() + SHUTDOWN_BUDGET_SECONDS
-    if r.termination_grace_period_seconds < needed:
-        found.add(
-            ("redis.terminationGracePeriodSeconds", "sentinel.failoverTimeoutMilliseconds"),
-            f"{p}redis.terminationGracePeriodSeconds = {r.termination_grace_period_seconds}: must be at "
-            f"least {needed}: the preStop handover may take {s.sentinel.prestop_timeout_seconds()} s "
-            f"(sentinel.failoverTimeoutMilliseconds + 2 s) and the shutdown {SHUTDOWN_BUDGET_SECONDS} s",
-        )
-    if r.min_replicas_to_write > r.replicas - 1:
-        found.add(
-            ("redis.minReplicasToWrite", "redis.replicas"),
-            f"{p}redis.minReplicasToWrite = {r.min_replicas_to_write}: must be at most the number of "
-            f"replicas ({r.replicas - 1}), or the master refuses every write",
-        )
+    for block, tier in (("redis", r), ("state", st)):
+        if tier.termination_grace_period_seconds < needed:
+            found.add(
+                (f"{block}.terminationGracePeriodSeconds", "sentinel.failoverTimeoutMilliseconds"),
+                f"{p}{block}.terminationGracePeriodSeconds = {tier.termination_grace_period_seconds}: must be at "
+                f"least {needed}: the preStop handover may take {s.sentinel.prestop_timeout_seconds()} s "
+                f"(sentinel.failoverTimeoutMilliseconds + 2 s) and the shutdown {SHUTDOWN_BUDGET_SECONDS} s",
+            )
+        if tier.min_replicas_to_write > tier.replicas - 1:
+            found.add(
+                (f"{block}.minReplicasToWrite", f"{block}.replicas"),
+                f"{p}{block}.minReplicasToWrite = {tier.min_replicas_to_write}: must be at most the number of "
+                f"replicas ({tier.replicas - 1}), or the master refuses every write",
+            )
 
     if s.tls.renew_before_hours >= s.tls.duration_hours:
         found.add(
@@ -1248,6 +1272,39 @@ def _cross_checks(s: Settings, given: Mapping[str, Any] | None = None) -> _Found
     if not s.client_selector:
         found.add("clientSelector", f"{p}clientSelector = {{}}: name at least one label that client pods carry")
     found.extend(_backup_checks(s))
+    return found
+
+
+def _memory_checks(block: str, r: RedisSettings) -> _Found:
+    """maxmemory of one data tier (``redis`` or ``state``): above 0, one way of setting it, and room
+    under the container limit for a save's copy-on-write."""
+    p = f"{PROJECT}:"
+    found = _Found()
+    if r.maxmemory is not None and r.maxmemory_fraction is not None:
+        found.add(
+            (f"{block}.maxmemory", f"{block}.maxmemoryFraction"),
+            f"{p}{block}.maxmemory = {r.maxmemory!r} and {block}.maxmemoryFraction = {r.maxmemory_fraction}: "
+            "set only one of them",
+        )
+    limit = memory_bytes(r.resources.limits.memory)
+    maxmemory = r.maxmemory_bytes()
+    share = maxmemory / limit
+    key = f"{block}.maxmemory" if r.maxmemory is not None else f"{block}.maxmemoryFraction"
+    shown = repr(r.maxmemory) if r.maxmemory is not None else str(r.maxmemory_fraction or 0.5)
+    memory_keys = (f"{block}.maxmemory", f"{block}.maxmemoryFraction", f"{block}.resources.limits.memory")
+    if maxmemory <= 0:
+        found.add(memory_keys, f"{p}{key} = {shown}: must be above 0 (an unbounded Redis grows until it is OOM-killed)")
+    elif r.persistence.enabled and share > MAX_PERSISTENT_MEMORY_SHARE:
+        found.add(
+            (*memory_keys, f"{block}.persistence"),
+            f"{p}{key} = {shown}: is {share:.0%} of the memory limit {r.resources.limits.memory}; with "
+            f"RDB or AOF on it must be at most {MAX_PERSISTENT_MEMORY_SHARE:.0%} "
+            f"({int(limit * MAX_PERSISTENT_MEMORY_SHARE)} bytes) because a save forks and copy-on-write "
+            "can double memory",
+        )
+    elif share > 1:
+        found.add(memory_keys, f"{p}{key} = {shown}: exceeds the memory limit {r.resources.limits.memory}")
+
     return found
 
 
@@ -1296,11 +1353,20 @@ def _backup_checks(s: Settings) -> _Found:
                 f"({b.active_deadline_seconds} s): each run dumps up to maxmemory and uploads it, and a run "
                 "still going makes the next one be skipped (e.g. '0 */6 * * *', every 6 hours)",
             )
-    maxmemory = s.redis.maxmemory_bytes()
+    # One dump at a time (the tiers are backed up one after the other): the larger tier's.
+    block, maxmemory = max(
+        (("redis", s.redis.maxmemory_bytes()), ("state", s.state.maxmemory_bytes())), key=lambda x: x[1]
+    )
     if b.enabled and memory_bytes(b.scratch_size) < maxmemory:
         found.add(
-            ("backup.scratchSize", "redis.maxmemory", "redis.maxmemoryFraction", "redis.resources.limits.memory"),
-            f"{p}scratchSize = {b.scratch_size!r}: must hold one dump, at least redis maxmemory ({maxmemory} bytes)",
+            (
+                "backup.scratchSize",
+                f"{block}.maxmemory",
+                f"{block}.maxmemoryFraction",
+                f"{block}.resources.limits.memory",
+            ),
+            f"{p}scratchSize = {b.scratch_size!r}: must hold one dump, at least {block} maxmemory ({maxmemory} bytes, "
+            "the larger tier's)",
         )
     return found
 

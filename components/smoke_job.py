@@ -25,7 +25,8 @@ def smoke_args(settings: Settings) -> list[str]:
     """The runner's command line (``python -m smoke ...``); the password comes from a file."""
     topo = t.Topology.of(settings)
     args = ["--report", "-", "cluster", "--master-name", settings.master_name]
-    args += ["--replicas", str(settings.redis.replicas - 1)]
+    args += ["--state-master-name", settings.state.master_name]
+    args += ["--replicas", str(settings.redis.replicas - 1), "--state-replicas", str(settings.state.replicas - 1)]
     for address in topo.sentinel_addrs:
         args += ["--sentinel", address]
     if settings.smoke.failover:

@@ -28,10 +28,14 @@ from components.settings import Settings
 
 
 def redis_dns_names(topo: t.Topology) -> list[str]:
-    """Every Redis pod's name (what Sentinel hands out and replicas dial) and the headless Service."""
-    domain = f"{topo.redis_headless}.{topo.namespace}"
-    pods = [topo.redis_pod_host(i) for i in range(topo.redis_replicas)]
-    return [*pods, f"{domain}.{t.CLUSTER_DOMAIN}", f"{domain}.svc", domain]
+    """Every data pod's name of both tiers (what Sentinel hands out and replicas dial) and the
+    headless Services: one certificate serves the cache and the state tier."""
+    names: list[str] = []
+    for tier in topo.tiers:
+        domain = f"{tier.headless}.{topo.namespace}"
+        pods = [tier.pod_host(i) for i in range(tier.replicas)]
+        names += [*pods, f"{domain}.{t.CLUSTER_DOMAIN}", f"{domain}.svc", domain]
+    return names
 
 
 def sentinel_dns_names(topo: t.Topology) -> list[str]:

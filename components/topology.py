@@ -8,8 +8,9 @@ agree by construction.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Literal
 
-from components.settings import Settings
+from components.settings import RedisSettings, Settings
 
 REDIS_PORT = 6379
 SENTINEL_PORT = 26379
@@ -36,6 +37,66 @@ BACKUP_DIR = "/backup"
 EXPORTER_PORT = 9121
 METRICS_PORT_NAME = "metrics"
 EXPORTER_CONTAINER = "exporter"
+
+# The two data tiers (issue 13): what losing a key costs decides where it lives.
+# cache: entry values and pointers, claim objects, status and index: evictable (allkeys-lru),
+#        reloadable from the directory.
+# state: idempotency records, rate-limit counters, workflow status and metadata: decisions,
+#        never evicted (noeviction, AOF everysec); a full state tier refuses writes.
+TierName = Literal["cache", "state"]
+TIERS: tuple[TierName, ...] = ("cache", "state")
+TIER_LABEL = "dict.lbpay.com.br/tier"
+# The state tier's objects: StatefulSet (and PDB), headless Service, ConfigMap.
+STATE_STATEFULSET = "redis-state"
+STATE_HEADLESS = f"{STATE_STATEFULSET}-headless"
+STATE_CONFIG = f"{STATE_STATEFULSET}-config"
+
+
+@dataclass(frozen=True)
+class DataTier:
+    """One data tier's objects: its StatefulSet, headless Service, ConfigMap, pods and the name
+    the Sentinels monitor its master by. ``Topology.tier(name)`` builds them."""
+
+    tier: TierName
+    namespace: str
+    master_name: str
+    replicas: int
+    # app.kubernetes.io/name of its pods: "redis" for the cache (the selector it has always had),
+    # "redis-state" for the state tier, so neither StatefulSet's selector matches the other's pods.
+    app_name: str
+    statefulset: str
+    headless: str
+    config: str
+
+    def pod_host(self, ordinal: int) -> str:
+        return f"{self.statefulset}-{ordinal}.{self.headless}.{self.namespace}.{CLUSTER_DOMAIN}"
+
+    @property
+    def addrs(self) -> list[str]:
+        """Every pod of the tier as host:port, asked for ROLE when the Sentinels cannot say."""
+        return [f"{self.pod_host(i)}:{REDIS_PORT}" for i in range(self.replicas)]
+
+    @property
+    def headless_domain(self) -> str:
+        return f"{self.headless}.{self.namespace}.{CLUSTER_DOMAIN}"
+
+    @property
+    def selector(self) -> dict[str, str]:
+        """The StatefulSet's selector: stable across updates (the cache's is what it always was)."""
+        labels = {"app.kubernetes.io/name": self.app_name, "app.kubernetes.io/part-of": "dict-redis"}
+        labels["app.kubernetes.io/component"] = "server"
+        if self.tier != "cache":
+            labels[TIER_LABEL] = self.tier
+        return labels
+
+    @property
+    def pod_labels(self) -> dict[str, str]:
+        """Selector labels plus the tier (the metrics and the policies tell the tiers apart by it)."""
+        return {**self.selector, TIER_LABEL: self.tier}
+
+    def settings_of(self, settings: Settings) -> RedisSettings:
+        """The settings block of this tier: ``redis`` for the cache, ``state`` for the state tier."""
+        return settings.redis if self.tier == "cache" else settings.state
 
 
 @dataclass(frozen=True)
@@ -71,7 +132,30 @@ class Topology:
             master_name=settings.master_name,
             redis_replicas=settings.redis.replicas,
             sentinel_replicas=settings.sentinel.replicas,
+            state_master_name=settings.state.master_name,
+            state_replicas=settings.state.replicas,
         )
+
+    # --- data tiers ---------------------------------------------------------------------------
+    state_master_name: str = "dictstate"
+    state_replicas: int = 3
+
+    def tier(self, name: TierName) -> DataTier:
+        if name == "cache":
+            return DataTier(
+                "cache", self.namespace, self.master_name, self.redis_replicas, "redis",
+                self.redis, self.redis_headless, self.redis_config,
+            )  # fmt: skip
+        if name == "state":
+            return DataTier(
+                "state", self.namespace, self.state_master_name, self.state_replicas, STATE_STATEFULSET,
+                STATE_STATEFULSET, STATE_HEADLESS, STATE_CONFIG,
+            )  # fmt: skip
+        raise ValueError(f"tier {name!r}: must be one of {', '.join(TIERS)}")
+
+    @property
+    def tiers(self) -> list[DataTier]:
+        return [self.tier(name) for name in TIERS]
 
     # --- labels -------------------------------------------------------------------------------
     def labels(self, component: str) -> dict[str, str]:

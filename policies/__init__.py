@@ -6,6 +6,7 @@ concern so tests and ``make policy`` can import them without starting anything:
 
     kubernetes.py    container, pod and namespace rules on Kubernetes objects
     redis.py         stack-level rules on the Redis and Sentinel topology, auth and TLS
+    state_tier.py    the state tier never evicts: it exists, runs noeviction + AOF, has its own master name
     aws.py           S3 backup bucket, IAM and AWS credential rules
     workloads.py     reading pod specs, labels and selectors out of Kubernetes objects
     config_text.py   finding Redis/Sentinel settings in rendered configs, scripts and command lines

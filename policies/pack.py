@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-from policies import aws, kubernetes, redis, server_line
+from policies import aws, kubernetes, redis, server_line, state_tier
 
 PACK_NAME = "dict-redis-policies"
 DESCRIPTION = (
     "Blocks unsafe DICT Redis cache stacks: Kubernetes hardening, Redis/Sentinel topology, backup bucket and IAM."
 )
 
-POLICIES = [*kubernetes.POLICIES, *redis.POLICIES, *server_line.POLICIES, *aws.POLICIES]
+POLICIES = [*kubernetes.POLICIES, *redis.POLICIES, *state_tier.POLICIES, *server_line.POLICIES, *aws.POLICIES]

@@ -17,6 +17,16 @@ from pulumi_policy import EnforcementLevel, PolicyConfigSchema
 NAME_LABEL = "app.kubernetes.io/name"
 COMPONENT_LABEL = "app.kubernetes.io/component"
 REDIS_APP = "redis"
+# The state tier's data pods (issue 13): their own name, the same ``server`` component.
+STATE_APP = "redis-state"
+SERVER_APPS = (REDIS_APP, STATE_APP)
+# Which tier a data pod serves; a server without the label is the (evicting) cache tier.
+TIER_LABEL = "dict.lbpay.com.br/tier"
+CACHE_TIER = "cache"
+STATE_TIER = "state"
+# The scripts' Sentinel master name (common.sh), and the state tier's as a client reads it.
+MASTER_NAME_VAR = "MASTER_NAME"
+STATE_MASTER_NAME_VAR = "STATE_MASTER_NAME"
 SERVER_COMPONENT = "server"
 SENTINEL_COMPONENT = "sentinel"
 MAIN_CONTAINERS = {SERVER_COMPONENT: "redis", SENTINEL_COMPONENT: "sentinel"}

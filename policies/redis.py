@@ -171,7 +171,7 @@ maxmemory_headroom = StackValidationPolicy(
 # --- an odd number of at least 3 Sentinels with a majority quorum ------------------------------
 
 _MONITOR = re.compile(
-    r"^[ \t]*sentinel[ \t]+monitor[ \t]+\S+[ \t]+\S+[ \t]+\S+[ \t]+(\S+)", re.MULTILINE | re.IGNORECASE
+    r"^[ \t]*sentinel[ \t]+monitor[ \t]+(\S+)[ \t]+\S+[ \t]+\S+[ \t]+(\S+)", re.MULTILINE | re.IGNORECASE
 )
 
 
@@ -197,7 +197,8 @@ def _validate_sentinels(args: StackValidationArgs, report: ReportViolation) -> N
             )
         main = w.main_container(sentinel.props, SENTINEL_COMPONENT)
         conf = _conf_text(_mounted_config(args, sentinel), main)
-        quorums = [whole(m.group(1)) for m in _MONITOR.finditer(conf)]
+        # One monitor line per data tier (the cache's and the state tier's master).
+        quorums = [(m.group(1), whole(m.group(2))) for m in _MONITOR.finditer(conf)]
         if not quorums:
             report(
                 f"{what}: no 'sentinel monitor <name> <host> <port> <quorum>' line found in the "
@@ -209,11 +210,11 @@ def _validate_sentinels(args: StackValidationArgs, report: ReportViolation) -> N
         if replicas is None:
             continue
         majority = replicas // 2 + 1
-        for quorum in quorums:
+        for master, quorum in quorums:
             if quorum is None or not majority <= quorum <= replicas:
                 report(
                     f"{what}: quorum {quorum} is not a majority of its {replicas} Sentinels; set it "
-                    f"between {majority} and {replicas} so no minority can declare the master down.",
+                    f"between {majority} and {replicas} so no minority can declare the master {master!r} down.",
                     sentinel.urn,
                 )
 

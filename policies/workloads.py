@@ -12,12 +12,15 @@ from dataclasses import dataclass
 from typing import Any
 
 from policies.pack_config import (
+    CACHE_TIER,
     COMPONENT_LABEL,
     MAIN_CONTAINERS,
     NAME_LABEL,
     REDIS_APP,
     SENTINEL_COMPONENT,
+    SERVER_APPS,
     SERVER_COMPONENT,
+    TIER_LABEL,
     as_list,
     as_map,
 )
@@ -88,20 +91,34 @@ def containers(props: Mapping[str, Any]) -> Iterator[Container]:
 def redis_role(props: Mapping[str, Any]) -> str | None:
     """``server`` or ``sentinel`` for the cache layer's workloads, None for anything else.
 
-    Read from the labels the program puts on both workloads; a workload without them is
-    recognised by a main container named ``redis`` or ``sentinel``.
+    Read from the labels the program puts on its workloads: the cache tier's data pods and the
+    Sentinels are ``app.kubernetes.io/name: redis``, the state tier's data pods ``redis-state``
+    (both tiers ``component: server``). A workload without them is recognised by a main container
+    named ``redis`` or ``sentinel``.
     """
     if kind(props) not in WORKLOAD_KINDS:
         return None
     labels = {**as_map(metadata(props).get("labels")), **pod_labels(props)}
-    if labels.get(NAME_LABEL) == REDIS_APP and labels.get(COMPONENT_LABEL) in MAIN_CONTAINERS:
-        return str(labels[COMPONENT_LABEL])
+    name, component = labels.get(NAME_LABEL), labels.get(COMPONENT_LABEL)
+    if name == REDIS_APP and component in MAIN_CONTAINERS:
+        return str(component)
+    if name in SERVER_APPS and component == SERVER_COMPONENT:
+        return SERVER_COMPONENT
     names = {c.name for c in containers(props) if c.field == "containers"}
     if MAIN_CONTAINERS[SENTINEL_COMPONENT] in names:
         return SENTINEL_COMPONENT
     if MAIN_CONTAINERS[SERVER_COMPONENT] in names:
         return SERVER_COMPONENT
     return None
+
+
+def tier(props: Mapping[str, Any]) -> str | None:
+    """The tier a Redis data workload serves (its pods' ``dict.lbpay.com.br/tier`` label: ``cache``
+    or ``state``), None for anything that is not a data workload. A data workload without the
+    label is the cache tier, the one that evicts."""
+    if redis_role(props) != SERVER_COMPONENT:
+        return None
+    return str(pod_labels(props).get(TIER_LABEL) or CACHE_TIER)
 
 
 def main_container(props: Mapping[str, Any], role: str) -> Container | None:

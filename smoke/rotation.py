@@ -4,7 +4,7 @@ Redis users accept several passwords, and each user's Secret file lists them one
 first being the one clients send. A rotation is three Secret edits, each followed by making the
 live cluster agree:
 
-1. ``old\\nnew``: every data node accepts both (``sync-acl.sh`` on every Redis pod);
+1. ``old\\nnew``: every data node accepts both (``sync-acl.sh`` on every Redis pod of both tiers);
 2. ``new\\nold``: every data node applies it again (``masterauth`` becomes the new replication
    password), then the clients roll and send the new one (both still accepted);
 3. once every pod's mounted Secret shows the new first line (and the exporter wrappers had time to
@@ -161,7 +161,8 @@ class KubernetesTarget:
         self.namespace = topology.namespace
         self.secret = topology.secret
         # StatefulSet pods are named <statefulset>-<ordinal>.
-        self.redis_pods = [f"{topology.redis}-{i}" for i in range(topology.redis_replicas)]
+        # Every data pod of both tiers (the cache and the state tier share the ACL users).
+        self.redis_pods = [f"{tier.statefulset}-{i}" for tier in topology.tiers for i in range(tier.replicas)]
         self.sentinel_pods = [f"{topology.sentinel}-{i}" for i in range(topology.sentinel_replicas)]
         self.roll = roll or []
         self.kubectl = kubectl
@@ -269,7 +270,7 @@ class RehearsalTarget:
         self.cluster.write_secret(key, value)
 
     def sync_nodes(self, user: str, expected: str) -> None:
-        for node in self.cluster.redis_nodes:
+        for node in self.cluster.data_nodes:
             if not node.running:
                 continue
             check = self.cluster.run_script(node, "sync-acl.sh", "--check", timeout=30)

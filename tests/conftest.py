@@ -79,7 +79,14 @@ def client(cluster: LoopbackCluster) -> Iterator[SentinelClient]:
         yield shared
 
 
+@pytest.fixture(scope="module")
+def state_client(cluster: LoopbackCluster) -> Iterator[SentinelClient]:
+    """The client of the state tier (the decisions: idempotency, rate limits, workflows)."""
+    with SentinelClient(cluster.client_config("state", min_idle=2)) as shared:
+        yield shared
+
+
 @pytest.fixture
-def ctx(client: SentinelClient) -> CheckContext:
-    """A check context with a key prefix of its own (one per test)."""
-    return CheckContext(client=client, prefix=f"smoke:{uuid.uuid4().hex[:12]}:")
+def ctx(client: SentinelClient, state_client: SentinelClient) -> CheckContext:
+    """A check context with a key prefix of its own (one per test), on both tiers."""
+    return CheckContext(client=client, prefix=f"smoke:{uuid.uuid4().hex[:12]}:", state_client=state_client)

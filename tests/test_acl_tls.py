@@ -58,7 +58,7 @@ def as_user(cluster: LoopbackCluster, node, user: str) -> redis.Redis:
 # (user, something its role needs, a representative forbidden command)
 RIGHTS = [
     ("app", ("SET", "dict:entry:id:acl-test", "1"), ("FLUSHALL",)),
-    ("app", ("EVAL", "return redis.call('GET', KEYS[1])", "1", "ratelimit:acl"), ("CONFIG", "GET", "maxmemory")),
+    ("app", ("EVAL", "return redis.call('GET', KEYS[1])", "1", "dict:entry:acl"), ("CONFIG", "GET", "maxmemory")),
     ("exporter", ("INFO", "memory"), ("GET", "dict:entry:id:acl-test")),
     # CONFIG GET would hand out masterauth, the replication user's password.
     ("exporter", ("SLOWLOG", "GET", "1"), ("CONFIG", "GET", "masterauth")),
@@ -80,10 +80,18 @@ def test_each_user_can_do_its_job_and_is_refused_the_rest(
             c.execute_command(*forbidden)
 
 
-def test_the_application_user_is_confined_to_the_strategies_key_prefixes(tls_cluster: LoopbackCluster) -> None:
+def test_the_application_user_is_confined_to_each_tiers_key_prefixes(tls_cluster: LoopbackCluster) -> None:
+    # The state tier's prefixes are refused on the cache and the other way round, so a decision
+    # cannot be written to the evicting cache by a client pointed at the wrong tier.
+    for tier in ("state", "cache"):
+        other = "cache" if tier == "state" else "state"
+        with as_user(tls_cluster, tls_cluster.masters(tier)[0], "app") as c:
+            for prefix in acl.TIER_KEY_PREFIXES[tier]:
+                assert c.set(f"{prefix}acl-probe", "1", ex=30)
+            for prefix in set(acl.TIER_KEY_PREFIXES[other]) - set(acl.TIER_KEY_PREFIXES[tier]):
+                with pytest.raises(redis.exceptions.NoPermissionError):
+                    c.set(f"{prefix}acl-probe", "1", ex=30)
     with as_user(tls_cluster, master(tls_cluster), "app") as c:
-        for prefix in acl.APPLICATION_KEY_PREFIXES:
-            assert c.set(f"{prefix}acl-probe", "1", ex=30)
         with pytest.raises(redis.exceptions.NoPermissionError):
             c.set("someone-elses:key", "1")
         forbidden = (("KEYS", "*"), ("CONFIG", "SET", "maxmemory", "1"), ("MODULE", "LIST"), ("SHUTDOWN",))

@@ -10,7 +10,7 @@ import pytest
 import yaml
 
 from components.alerts import ALERTS, alert_rules, metric_names, rule_groups
-from components.dashboard import PANELS, dashboard, panel_queries
+from components.dashboard import PANELS, ROWS, dashboard, panel_queries
 from components.settings import settings_from_config
 from smoke.local.render import ROOT, Rendered, write_render
 from tests.alert_cases import CASES, promtool_test_files, promtool_tests
@@ -114,10 +114,74 @@ def test_rules_are_scoped_to_their_stack() -> None:
     dev = alert_rules(settings_from_config({"redis": {"replicas": 5}}, "dev"))
     for rule in dev:
         assert 'namespace="redis"' in rule["expr"] and rule["labels"]["namespace"] == "redis"
-    disconnected = next(r for r in dev if r["alert"] == "RedisDisconnectedReplicas")
-    assert disconnected["expr"].endswith("< 4")  # 5 pods: the master should see 4 replicas
     other = alert_rules(settings_from_config({"namespace": "cache-b"}, "b"))
     assert all('namespace="cache-b"' in r["expr"] for r in other)
+
+
+def _rules(config: dict[str, Any] | None = None) -> dict[str, dict[str, Any]]:
+    return {r["alert"]: r for r in alert_rules(settings_from_config(config or {}, "prod"))}
+
+
+def test_each_tier_is_judged_against_its_own_settings() -> None:
+    rules = _rules(
+        {
+            "redis": {"replicas": 5, "minReplicasMaxLag": 20, "maxclients": 20000},
+            "state": {"replicas": 3, "minReplicasMaxLag": 5, "maxclients": 2000},
+        }
+    )
+    disconnected = rules["RedisDisconnectedReplicas"]["expr"]
+    assert 'tier="cache",role="master"}) < 4)' in disconnected  # 5 pods: the master should see 4 replicas
+    assert 'tier="state",role="master"}) < 2)' in disconnected
+    lag = rules["RedisReplicationLagHigh"]["expr"]
+    assert 'tier="cache"}) > 20)' in lag and 'tier="state"}) > 5)' in lag
+    connections = rules["RedisTooManyConnections"]["expr"]
+    assert 'tier="cache"} / 20000 >' in connections and 'tier="state"} / 2000 >' in connections
+    # The description quotes the number of the tier the alert is about.
+    description = rules["RedisReplicationLagHigh"]["annotations"]["description"]
+    assert '{{ if eq $labels.tier "cache" }}20{{ end }}{{ if eq $labels.tier "state" }}5{{ end }}' in description
+
+
+def test_the_cache_rules_read_only_the_cache_tier_and_the_state_rules_only_the_state_tier() -> None:
+    rules = _rules()
+    for name in ("RedisCacheHitRateLow", "RedisMemoryHigh", "RedisEvictions"):
+        assert 'tier="cache"' in rules[name]["expr"] and 'tier="state"' not in rules[name]["expr"], name
+    for name in ("RedisStateMemoryHigh", "RedisStateTierFull", "RedisStateEvictions", "RedisStateEvictionPolicy"):
+        assert 'tier="state"' in rules[name]["expr"] and 'tier="cache"' not in rules[name]["expr"], name
+
+
+def test_the_availability_rules_cover_every_tier() -> None:
+    """No availability rule is limited to one tier: either it reads both tiers' pods, or it is
+    written once per tier; the rules that count count per tier (or per Sentinel master)."""
+    rules = _rules()
+    per_pod = ("RedisDown", "RedisReplicaLinkDown", "RedisReplicationOffsetLagHigh", "RedisRejectedConnections",
+               "RedisRdbSaveFailed", "RedisAofWriteFailed")  # fmt: skip
+    for name in per_pod:
+        assert "tier=" not in rules[name]["expr"] and 'component="server"' in rules[name]["expr"], name
+    for name in ("RedisDisconnectedReplicas", "RedisReplicationLagHigh", "RedisTooManyConnections"):
+        assert 'tier="cache"' in rules[name]["expr"] and 'tier="state"' in rules[name]["expr"], name
+    for name in ("RedisMissingMaster", "RedisTooManyMasters"):
+        assert "count by (tier)" in rules[name]["expr"], name
+    assert '"tier", "cache"' in rules["RedisMissingMaster"]["expr"]  # a silent tier still counts as none
+    assert '"tier", "state"' in rules["RedisMissingMaster"]["expr"]
+    quorum_lost = rules["RedisSentinelQuorumLost"]["expr"]
+    assert "max by (master_name)" in quorum_lost
+    assert '"master_name", "mymaster"' in quorum_lost and '"master_name", "dictstate"' in quorum_lost
+    assert "min by (master_name)" in rules["RedisSentinelQuorumAtRisk"]["expr"]
+
+
+def test_the_state_tier_alerts_are_those_the_issue_asks_for() -> None:
+    rules = _rules()
+    high, full, evicted = rules["RedisStateMemoryHigh"], rules["RedisStateTierFull"], rules["RedisStateEvictions"]
+    assert (high["labels"]["severity"], full["labels"]["severity"]) == ("warning", "critical")
+    assert "> 0.8 and" in high["expr"] and "> 0.9 and" in full["expr"]
+    assert evicted["labels"]["severity"] == "critical"
+    assert (
+        evicted["expr"]
+        == 'increase(redis_evicted_keys_total{namespace="redis",component="server",tier="state"}[10m]) > 0'
+    )
+    for rule in (high, full):  # what a full state tier does to the callers
+        assert "retryable error" in rule["annotations"]["description"]
+        assert "replays of completed requests still work" in rule["annotations"]["description"]
 
 
 def test_metric_names_reads_names_not_labels_functions_or_keywords() -> None:
@@ -145,8 +209,34 @@ def test_the_dashboard_covers_what_the_issue_asks_for(prod: Rendered) -> None:
                   "replication", "sentinel", "persistence", "backup"):  # fmt: skip
         assert topic in titles, topic
     ids = [p["id"] for p in model["panels"]]
-    assert len(ids) == len(set(ids)) == len(PANELS)
-    assert all(t["datasource"]["uid"] == "${datasource}" for p in model["panels"] for t in p["targets"])
+    assert len(ids) == len(set(ids)) == len(PANELS) + len(ROWS)
+    assert all(t["datasource"]["uid"] == "${datasource}" for p in model["panels"] for t in p.get("targets", []))
+
+
+def test_the_dashboard_has_a_row_per_tier_with_its_memory_evictions_and_throughput() -> None:
+    model = dashboard(settings_from_config({}, "prod"))
+    rows: dict[str, list[dict[str, Any]]] = {}
+    for panel in model["panels"]:
+        if panel["type"] == "row":
+            current = rows.setdefault(panel["title"], [])
+        else:
+            current.append(panel)
+    cache = rows["Cache tier (Sentinel master mymaster, evictable)"]
+    state = rows["State tier (Sentinel master dictstate, noeviction)"]
+    for tier, panels in (("cache", cache), ("state", state)):
+        titles = " | ".join(p["title"] for p in panels).lower()
+        for topic in ("throughput", "memory used vs maxmemory", "evictions"):
+            assert topic in titles, (tier, topic)
+        exprs = [t["expr"] for p in panels for t in p["targets"]]
+        other = "state" if tier == "cache" else "cache"
+        assert all(f'tier="{tier}"' in e and f'tier="{other}"' not in e for e in exprs), tier
+    # The rows stack without overlapping: each starts below everything before it.
+    bottom = 0
+    for panel in model["panels"]:
+        grid = panel["gridPos"]
+        if panel["type"] == "row":
+            assert grid["y"] >= bottom
+        bottom = max(bottom, grid["y"] + grid["h"])
 
 
 def test_promtool_accepts_every_dashboard_query(tmp_path: Path) -> None:

@@ -1,4 +1,4 @@
-"""`make drill-backup` end to end: 100k keys through backup.sh, a full loss and restore.sh."""
+"""`make drill-backup` end to end: 100k keys on both tiers through backup.sh, a full loss and restore.sh."""
 
 from __future__ import annotations
 
@@ -16,7 +16,7 @@ from tests.support import require_redis_binaries
 pytestmark = pytest.mark.redis
 
 
-def test_the_drill_restores_every_key_value_and_ttl_after_a_full_cluster_loss(
+def test_the_drill_restores_every_key_value_and_ttl_of_both_tiers_after_a_full_cluster_loss(
     dev_render_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     require_redis_binaries()
@@ -29,16 +29,47 @@ def test_the_drill_restores_every_key_value_and_ttl_after_a_full_cluster_loss(
     assert report["keys_written"] >= 100_000
     assert report["keys_restored"] == report["keys_written"] and report["mismatches"] == 0
     assert report["mismatch_samples"] == []
-    assert report["replicas_keys"] == [report["keys_written"]] * 2
-    assert set(report["keys_by_strategy"]) == {"entries", "claims", "workflow", "idempotency", "ratelimit"}
-    assert report["backup_source"].startswith("replica ")
+    assert set(report["keys_by_strategy"]) == {
+        "entries",
+        "entry-markers",
+        "claims",
+        "workflow",
+        "idempotency",
+        "ratelimit",
+    }
     assert report["backup_acl_denials"] == []  # the ACL user `backup` had every command it sent
-    assert len(report["data_dirs_destroyed"]) == 6
     assert report["backup_seconds"] > 0 and report["restore_seconds"] > 0
+    # Both tiers: each with its own keys (the decisions on the state tier), backed up from a
+    # replica under its own prefix, restored (state first) and compared key by key.
+    assert report["restore_order"] == ["state", "cache"]
+    tiers = report["tiers"]
+    assert set(tiers) == {"cache", "state"}
+    by_strategy = report["keys_by_strategy"]
+    expected = {
+        "cache": by_strategy["entries"] + by_strategy["claims"],
+        "state": by_strategy["entry-markers"]
+        + by_strategy["workflow"]
+        + by_strategy["idempotency"]
+        + by_strategy["ratelimit"],
+    }
+    for tier, figures in tiers.items():
+        assert figures["keys"] == expected[tier] > 0, tier
+        assert figures["keys_restored"] == figures["keys"] and figures["mismatches"] == 0, tier
+        assert figures["replicas_keys"] == [figures["keys"]] * 2, tier
+        assert figures["backup_source"].startswith("replica "), tier
+        assert figures["backup_key"].startswith(f"redis/dev/{tier}/"), tier
+        assert figures["backup_seconds"] > 0 and figures["restore_seconds"] > 0, tier
+        assert set(figures["restore_steps_seconds"]) == {"fetch", "prepare", "start_and_link"}, tier
+    assert tiers["state"]["backup_source"].split()[1].startswith("127.")  # one of the state pods
+    assert sum(t["keys"] for t in tiers.values()) == report["keys_written"]
+    assert len(report["data_dirs_destroyed"]) == 9  # 3 cache + 3 state data nodes + 3 Sentinels
+    assert {f"redis-state-{i}" for i in range(3)} <= set(report["data_dirs_destroyed"])
     # Each phase is announced on stderr as it starts, in order (stdout is the report).
     phases = [line.split(":")[1].strip() for line in printed.err.splitlines() if line.startswith("backup drill: ")]
     assert phases[:2] == ["start", "start"] and "dataset" in phases and phases[-1] == "restore", printed.err
     assert phases.index("dataset") < phases.index("backup") < phases.index("restore")
+    restoring = [line for line in printed.err.splitlines() if line.startswith("backup drill: restore: the ")]
+    assert [line.split()[4] for line in restoring[:2]] == ["state", "cache"], printed.err
 
 
 # --- the command line: bad arguments are refused before anything starts ---------------------------

@@ -114,13 +114,18 @@ def test_the_role_trusts_only_the_backup_service_account_through_the_oidc_provid
     assert account["metadata"]["annotations"] == {"eks.amazonaws.com/role-arn": "arn:aws:mock:::backup-role"}
 
 
-def test_the_role_may_only_put_get_list_the_prefix_and_use_that_key(stack: Rendered) -> None:
+def test_the_role_may_only_put_under_the_tiers_prefixes_get_list_the_prefix_and_use_that_key(stack: Rendered) -> None:
     policy = json.loads(one(stack, ":iam/rolePolicy:RolePolicy")["policy"])
     arn, prefix = f"arn:aws:s3:::{bucket_name(stack)}", f"redis/{stack.stack}"
     grants = {s["Sid"]: s for s in policy["Statement"]}
+    assert set(grants) == {"WriteBackups", "ReadBackups", "ListBackups", "UseBackupKey"}
     assert all(s["Effect"] == "Allow" for s in grants.values())
-    assert grants["ReadWriteBackups"]["Action"] == ["s3:PutObject", "s3:GetObject"]
-    assert grants["ReadWriteBackups"]["Resource"] == f"{arn}/{prefix}/*"
+    # Writes only where the job writes: one prefix per data tier.
+    assert grants["WriteBackups"]["Action"] == "s3:PutObject"
+    assert grants["WriteBackups"]["Resource"] == [f"{arn}/{prefix}/cache/*", f"{arn}/{prefix}/state/*"]
+    # Reads under the whole prefix: the cache's backups from before the tier split sit directly under it.
+    assert grants["ReadBackups"]["Action"] == "s3:GetObject"
+    assert grants["ReadBackups"]["Resource"] == f"{arn}/{prefix}/*"
     assert grants["ListBackups"]["Action"] == "s3:ListBucket" and grants["ListBackups"]["Resource"] == arn
     assert grants["ListBackups"]["Condition"] == {"StringLike": {"s3:prefix": [f"{prefix}/", f"{prefix}/*"]}}
     assert grants["UseBackupKey"]["Action"] == ["kms:GenerateDataKey", "kms:Decrypt"]
@@ -152,14 +157,23 @@ def test_the_backup_pod_dumps_in_the_redis_image_and_uploads_in_the_pinned_aws_c
     spec = pod["spec"]
     assert pod["metadata"]["labels"]["app.kubernetes.io/part-of"] == "dict-redis"  # admitted to Redis
     assert spec["serviceAccountName"] == "redis-backup" and spec["restartPolicy"] == "Never"
-    (dump,) = spec["initContainers"]
-    (upload,) = spec["containers"]
+    # Both tiers in one run, state first: a run succeeds only once both are stored.
+    steps = [*spec["initContainers"], *spec["containers"]]
+    assert [c["name"] for c in steps] == ["dump-state", "upload-state", "dump-cache", "upload-cache"]
+    assert [c["name"] for c in spec["containers"]] == ["upload-cache"]
     redis_image = stack.find("StatefulSet", "redis")["spec"]["template"]["spec"]["containers"][0]["image"]
-    assert dump["image"] == redis_image
-    assert upload["image"] == "amazon/aws-cli:2.15.30"
-    assert dump["command"] == ["sh", "/etc/redis-backup/backup.sh", "dump"]
-    assert upload["command"] == ["sh", "/etc/redis-backup/backup.sh", "upload"]
-    for container in (dump, upload):
+    dumps = [c for c in steps if c["name"].startswith("dump-")]
+    uploads = [c for c in steps if c["name"].startswith("upload-")]
+    for dump in dumps:
+        assert dump["image"] == redis_image
+        assert dump["command"] == ["sh", "/etc/redis-backup/backup.sh", "dump"]
+        assert "/etc/redis-auth" in {m["mountPath"] for m in dump["volumeMounts"]}
+    for upload in uploads:
+        assert upload["image"] == "amazon/aws-cli:2.15.30"
+        assert upload["command"] == ["sh", "/etc/redis-backup/backup.sh", "upload"]
+        assert "/etc/redis-auth" not in {m["mountPath"] for m in upload["volumeMounts"]}
+        assert {e["name"]: e["value"] for e in upload["env"]} == {"BACKUP_TIER": upload["name"][7:], "HOME": "/tmp"}
+    for container in steps:
         sc = container["securityContext"]
         assert sc["readOnlyRootFilesystem"] is True and sc["runAsNonRoot"] is True
         assert sc["capabilities"] == {"drop": ["ALL"]} and sc["allowPrivilegeEscalation"] is False
@@ -168,17 +182,45 @@ def test_the_backup_pod_dumps_in_the_redis_image_and_uploads_in_the_pinned_aws_c
         assert {"/backup", "/tmp", "/etc/redis-backup"} <= mounts
         # The password only as the mounted Secret file; nothing AWS in the environment.
         assert all("valueFrom" not in e and not e["name"].startswith("AWS_") for e in container.get("env", []))
-    assert "/etc/redis-auth" in {m["mountPath"] for m in dump["volumeMounts"]}
-    assert "/etc/redis-auth" not in {m["mountPath"] for m in upload["volumeMounts"]}
     volumes = {v["name"]: v for v in spec["volumes"]}
     assert volumes["scratch"]["emptyDir"]["sizeLimit"] == ("1Gi" if stack.stack == "dev" else "8Gi")
     assert volumes["scripts"]["configMap"]["name"] == "redis-backup-scripts"
 
 
+def containers(stack: Rendered) -> dict[str, dict[str, Any]]:
+    spec = stack.find("CronJob", "redis-backup")["spec"]["jobTemplate"]["spec"]["template"]["spec"]
+    return {c["name"]: c for c in [*spec["initContainers"], *spec["containers"]]}
+
+
+def test_each_dump_backs_up_its_own_tier_found_by_its_master_name(stack: Rendered) -> None:
+    """The state tier's dump is wired to the state tier: its Sentinel master name and its pods,
+    the tier the upload puts it under; the cache's keeps the rendered (cache) defaults."""
+    namespace = stack.kubernetes("Namespace")[0]["metadata"]["name"]
+    expected = {
+        "state": ("dictstate", "redis-state", "redis-state-headless"),
+        "cache": ("mymaster", "redis", "redis-headless"),
+    }
+    for tier, (master, statefulset, headless) in expected.items():
+        env = {e["name"]: e["value"] for e in containers(stack)[f"dump-{tier}"]["env"]}
+        pods = [f"{statefulset}-{i}.{headless}.{namespace}.svc.cluster.local" for i in range(3)]
+        assert env["BACKUP_TIER"] == tier and env["MASTER_NAME"] == master, tier
+        assert env["REDIS_ADDRS"] == " ".join(f"{pod}:6379" for pod in pods), tier
+        assert env["REDIS_SEED_HOST"] == pods[0], tier
+        assert stack.find("StatefulSet", statefulset)["spec"]["replicas"] == 3
+    scripts = stack.find("ConfigMap", "redis-backup-scripts")["data"]
+    assert ': "${MASTER_NAME:=mymaster}"' in scripts["common.sh"]  # the rendered default: the cache
+    assert ': "${BACKUP_TIER:=cache}"' in scripts["backup.sh"]
+    # backup.sh checks MASTER_NAME against the tier's entry of the Sentinels' monitors.
+    monitors = next(line for line in scripts["common.sh"].splitlines() if line.startswith(': "${SENTINEL_MONITORS:='))
+    assert [m.split("=")[0] for m in monitors.split(":=")[1].rstrip('}"').split()] == ["mymaster", "dictstate"]
+
+
 def test_the_dump_gets_only_its_two_secret_keys_and_with_tls_only_the_ca(stack: Rendered) -> None:
     spec = stack.find("CronJob", "redis-backup")["spec"]["jobTemplate"]["spec"]["template"]["spec"]
-    (dump,) = spec["initContainers"]
-    (upload,) = spec["containers"]
+    steps = containers(stack)
+    dump, upload = steps["dump-cache"], steps["upload-cache"]
+    assert steps["dump-state"]["volumeMounts"] == dump["volumeMounts"]
+    assert steps["upload-state"]["volumeMounts"] == upload["volumeMounts"]
     volumes = {v["name"]: v for v in spec["volumes"]}
     # Not the whole Secret: the backup user's password and the Sentinels', nothing else.
     assert volumes["auth"]["secret"]["items"] == [
@@ -186,8 +228,13 @@ def test_the_dump_gets_only_its_two_secret_keys_and_with_tls_only_the_ca(stack: 
         {"key": "sentinel-requirepass", "path": "sentinel-requirepass"},
     ]
     tls = stack.stack == "prod"  # Pulumi.prod.yaml turns TLS on, dev leaves it off
-    env = {e["name"]: e["value"] for e in dump["env"]}
-    assert env == {"REDIS_USER": "backup", "REDIS_TLS": "yes" if tls else "no"}
+    for step in ("dump-state", "dump-cache"):
+        env = {e["name"]: e["value"] for e in steps[step]["env"]}
+        assert {k: env[k] for k in ("REDIS_USER", "REDIS_TLS")} == {
+            "REDIS_USER": "backup",
+            "REDIS_TLS": "yes" if tls else "no",
+        }
+        assert set(env) == {"BACKUP_TIER", "MASTER_NAME", "REDIS_ADDRS", "REDIS_SEED_HOST", "REDIS_USER", "REDIS_TLS"}
     dump_mounts = {m["name"]: m for m in dump["volumeMounts"]}
     assert dump_mounts["auth"]["readOnly"] is True
     if tls:
@@ -212,6 +259,7 @@ def test_the_backup_scripts_configmap_carries_the_stack_defaults(stack: Rendered
     assert set(data) == {"common.sh", "backup-common.sh", "backup.sh", "restore.sh"}
     assert f"BACKUP_BUCKET:=lbpay-dict-redis-backups-{stack.stack}" in data["backup-common.sh"]
     assert f"BACKUP_PREFIX:=redis/{stack.stack}" in data["backup-common.sh"]
+    assert 'BACKUP_TIERS="cache state"' in data["backup-common.sh"]  # objects under <prefix>/<tier>/
     assert "@@" not in "".join(data.values())
 
 

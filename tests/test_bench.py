@@ -50,8 +50,10 @@ def test_quick_bench_writes_the_issue_layout_with_sane_figures(fresh_cluster: Lo
         assert op["commands"] >= op["round_trips"] >= 1, (name, op)
     # Round trips are counted: one per operation, two where a WAIT confirms the write.
     trips = {name: op["round_trips"] for name, op in data["operations"].items()}
-    # One round trip each, two for a first idempotency claim (its WAIT only follows a new claim).
-    assert trips == {name: 2 if name == "idempotency.claim" else 1 for name in OPERATIONS}
+    # One round trip each; two for a first idempotency claim (its WAIT only follows a new claim)
+    # and for an entry write or invalidation (the version marker on the state tier, then the entry).
+    two = {"idempotency.claim", "entry.write", "entry.invalidate"}
+    assert trips == {name: 2 if name in two else 1 for name in OPERATIONS}
     assert data["baseline"]["get"]["commands"] == data["baseline"]["setex"]["commands"] == 1
     # A Lua operation runs more than one command on the server (the script's own calls count).
     assert data["operations"]["entry.write"]["commands"] > 3
@@ -75,6 +77,16 @@ def test_quick_bench_writes_the_issue_layout_with_sane_figures(fresh_cluster: Lo
     assert len(failover["outage_seconds"]) == 1 and 0 < failover["outage_seconds"][0] < 30
     assert failover["lost_confirmed_claims"] == 0
     assert extra["confirmed_claims"] > 0 and extra["plain_writes"] > 0
+
+    # Per tier: the failover figures (SIGKILL of that tier's master) and the memory at the end.
+    tiers = data["tiers"]
+    assert set(tiers) == {"cache", "state"} and tiers["cache"]["failover"] == failover
+    assert len(tiers["state"]["failover"]["outage_seconds"]) == 1
+    assert tiers["state"]["failover"]["lost_confirmed_claims"] == 0
+    policies = {tier: tiers[tier]["memory"]["maxmemory_policy"] for tier in tiers}
+    assert policies == {"cache": "allkeys-lru", "state": "noeviction"}
+    assert tiers["state"]["memory"]["evicted_keys"] == 0
+    assert all(0 < tiers[t]["memory"]["used_memory_bytes"] < tiers[t]["memory"]["maxmemory_bytes"] for t in tiers)
 
     # The table judges every target of the issue.
     printed = report.table(data, extra)
@@ -139,6 +151,7 @@ def test_layout_check_refuses_a_renamed_field() -> None:
             "lost_plain_writes": 0,
             "lost_confirmed_claims": 0,
         },
+        "tiers": {},
     }
     report.check_layout(good)
     renamed = {**good, "operations": {"entry.get_by_id": {**op, "p99": op["p99_us"]}}}

@@ -9,6 +9,8 @@ import signal
 import threading
 import time
 import uuid
+from collections.abc import Callable
+from typing import Any
 
 import pytest
 import redis
@@ -16,11 +18,12 @@ import redis
 import smoke.checks.entry  # registers the entry checks
 import smoke.strategies.entries
 from smoke.checks import REGISTRY, CheckContext, run_check
-from smoke.checks.entry import set_raw
+from smoke.checks.entry import entry_cache, set_raw
 from smoke.local.rehearsal import LoopbackCluster
 from smoke.strategies.claims import ClaimCache, sample_claim
 from smoke.strategies.client import SentinelClient
-from smoke.strategies.entries import Entry, EntryCache, sample_entry
+from smoke.strategies.entries import Entry, EntryCache, FillResult, sample_entry
+from smoke.strategies.tiers import StateTierFull
 
 pytestmark = [pytest.mark.redis, pytest.mark.both_server_lines]
 
@@ -44,7 +47,7 @@ def test_every_property_has_a_check() -> None:
 
 
 def test_twenty_threads_cold_read_by_key_run_the_loader_once(ctx: CheckContext) -> None:
-    cache = EntryCache(ctx.client, ctx.prefix)
+    cache = entry_cache(ctx)
     entry = sample_entry(str(uuid.uuid4()), key_type="PHONE", key_value="+5511987654321")
     calls: list[str] = []
     barrier = threading.Barrier(20)
@@ -70,7 +73,7 @@ def test_twenty_threads_cold_read_by_key_run_the_loader_once(ctx: CheckContext) 
 
 
 def test_a_failed_loader_releases_the_lease(ctx: CheckContext) -> None:
-    cache = EntryCache(ctx.client, ctx.prefix, lease_ms=5_000)
+    cache = entry_cache(ctx, lease_ms=5_000)
     entry = sample_entry(str(uuid.uuid4()))
 
     def broken(_id: str) -> Entry:
@@ -88,7 +91,7 @@ def test_corrupt_values_do_not_crash_and_are_logged_once(
     ctx: CheckContext, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setattr(smoke.strategies.entries._log_corrupt, "warned", False)
-    cache = EntryCache(ctx.client, ctx.prefix)
+    cache = entry_cache(ctx)
     ids = [str(uuid.uuid4()) for _ in range(3)]
     for entry_id in ids:
         set_raw(ctx, cache.id_key(entry_id), "\x00garbage{")
@@ -100,7 +103,7 @@ def test_corrupt_values_do_not_crash_and_are_logged_once(
 
 
 def test_a_fill_after_its_lease_expired_is_not_stored(ctx: CheckContext) -> None:
-    cache = EntryCache(ctx.client, ctx.prefix, lease_ms=100)
+    cache = entry_cache(ctx, lease_ms=100)
     entry = sample_entry(str(uuid.uuid4()))
 
     def slow(_id: str) -> Entry:
@@ -134,8 +137,8 @@ def test_entries_and_claims_work_again_after_a_failover(fresh_cluster: LoopbackC
     cache is not replicated), are reloaded on NOSCRIPT and every operation works again."""
     cluster = fresh_cluster
     config = cluster.client_config(min_idle=1)
-    with SentinelClient(config) as shared:
-        entries = EntryCache(shared, "smoke:failover:")
+    with SentinelClient(config) as shared, SentinelClient(cluster.client_config("state", min_idle=1)) as state:
+        entries = EntryCache(shared, "smoke:failover:", markers=state)
         claims = ClaimCache(shared, "smoke:failover:")
         entry = sample_entry(str(uuid.uuid4()))
         assert entries.write(entry) == "stored"
@@ -166,7 +169,7 @@ def test_entries_and_claims_work_again_after_a_failover(fresh_cluster: LoopbackC
 def test_an_invalidation_does_not_block_later_refills(ctx: CheckContext) -> None:
     """Invalidating an unchanged entry without a committed version rejects only fills that began
     before it: the next reader's refill is stored and the two after it are hits."""
-    cache = EntryCache(ctx.client, ctx.prefix)
+    cache = entry_cache(ctx)
     entry = sample_entry(str(uuid.uuid4()), 4)
     assert cache.write(entry) == "stored"
     assert cache.invalidate(entry.id) == 2
@@ -188,7 +191,7 @@ def test_an_invalidation_does_not_block_later_refills(ctx: CheckContext) -> None
 
 
 def test_a_fill_that_began_before_an_invalidation_is_rejected_even_for_the_same_version(ctx: CheckContext) -> None:
-    cache = EntryCache(ctx.client, ctx.prefix)
+    cache = entry_cache(ctx)
     entry = sample_entry(str(uuid.uuid4()))
 
     def load_then_invalidated(_id: str) -> Entry:
@@ -202,8 +205,8 @@ def test_a_fill_that_began_before_an_invalidation_is_rejected_even_for_the_same_
 
 def test_the_marker_outlives_the_entry(client: SentinelClient) -> None:
     cache = EntryCache(client)
-    assert cache.marker_ttl_ms >= cache.ttl_ms == 300_000
-    assert EntryCache(client, ttl_ms=1_000).marker_ttl_ms >= 1_000
+    assert cache.marker_ttl_ms >= cache.ttl_ms + cache.reservation_ms and cache.ttl_ms == 300_000
+    assert EntryCache(client, ttl_ms=1_000).marker_ttl_ms >= 1_000 + cache.reservation_ms
     with pytest.raises(ValueError, match="outlive"):
         EntryCache(client, marker_ttl_ms=60_000)
 
@@ -215,7 +218,7 @@ def _echo_works(client: SentinelClient) -> None:
 
 def test_non_utf8_values_are_misses_and_the_connection_survives(ctx: CheckContext) -> None:
     client = ctx.client
-    cache = EntryCache(client, ctx.prefix)
+    cache = entry_cache(ctx)
     garbage = b"\xff\xfe{"
     # At an id key.
     a = sample_entry(str(uuid.uuid4()))
@@ -263,7 +266,7 @@ def test_a_key_of_the_wrong_type_is_deleted_and_logged_never_wrongtype(
     plant: object,
 ) -> None:
     monkeypatch.setattr(smoke.strategies.entries._log_corrupt, "warned", False)
-    cache = EntryCache(ctx.client, ctx.prefix)
+    cache = entry_cache(ctx)
     entry = sample_entry(str(uuid.uuid4()))
     key = {
         "id": cache.id_key(entry.id),
@@ -272,8 +275,10 @@ def test_a_key_of_the_wrong_type_is_deleted_and_logged_never_wrongtype(
         "lease": f"{ctx.prefix}{smoke.strategies.entries.LEASE_ID_KEY}{entry.id}",
     }[where]
 
+    tier = cache.markers if where == "marker" else ctx.client  # each key on the tier it lives on
+
     def replant() -> None:
-        ctx.client.run(lambda r: (r.delete(key), plant(r, key)), idempotent=True)  # type: ignore[operator]
+        tier.run(lambda r: (r.delete(key), plant(r, key)), idempotent=True)  # type: ignore[operator]
 
     with caplog.at_level(logging.DEBUG, logger="smoke.strategies.entries"):
         replant()
@@ -301,7 +306,7 @@ def test_a_not_found_loaded_by_key_before_an_invalidation_is_not_cached(ctx: Che
     """e1 is cached under old@; a reader of new@ loads "not found"; meanwhile e1 moves to new@ at
     v2 and the writer calls invalidate("e1", committed_version=2). The not-found must not be
     cached: the next reader runs its loader and finds e1 (else new@ answers "not found" for 15 s)."""
-    cache = EntryCache(ctx.client, ctx.prefix)
+    cache = entry_cache(ctx)
     old = sample_entry(str(uuid.uuid4()), 1, "old@example.com.br")
     moved = sample_entry(old.id, 2, "new@example.com.br")
     assert cache.write(old) == "stored"
@@ -320,7 +325,7 @@ def test_a_not_found_loaded_by_key_before_an_invalidation_is_not_cached(ctx: Che
 def test_a_not_found_loaded_by_key_after_an_invalidation_is_cached(ctx: CheckContext) -> None:
     """The invalidation drops only the not-found fills that were in flight: one loaded after it is
     cached, and the next reads are served from the cache without a load."""
-    cache = EntryCache(ctx.client, ctx.prefix)
+    cache = entry_cache(ctx)
     other = sample_entry(str(uuid.uuid4()))
     cache.write(other)
     cache.invalidate(other.id)
@@ -336,7 +341,7 @@ def test_a_not_found_loaded_by_key_after_an_invalidation_is_cached(ctx: CheckCon
 def test_invalidate_naming_the_new_key_drops_a_cached_not_found(ctx: CheckContext) -> None:
     """A not-found cached under new@ *before* e1 moved there is dropped by an invalidation that
     names the entry's new key (without it, it lives out its negative TTL: documented)."""
-    cache = EntryCache(ctx.client, ctx.prefix)
+    cache = entry_cache(ctx)
     old = sample_entry(str(uuid.uuid4()), 1, "old@example.com.br")
     moved = sample_entry(old.id, 2, "new@example.com.br")
     cache.write(old)
@@ -349,14 +354,14 @@ def test_invalidate_naming_the_new_key_drops_a_cached_not_found(ctx: CheckContex
 def test_versions_above_2_53_keep_their_order(ctx: CheckContext) -> None:
     """Lua numbers are doubles: 2^53 + 1 and 2^53 are one number there. Versions are compared
     exactly, in the marker, in the cached copy (the marker evicted) and in an invalidation."""
-    cache = EntryCache(ctx.client, ctx.prefix)
+    cache = entry_cache(ctx)
     big = 2**53
     newer = sample_entry(str(uuid.uuid4()), big + 1)
     older = sample_entry(newer.id, big, newer.key_value)
     assert cache.write(newer) == "stored"
     assert cache.write(older) == "stale"
     assert cache.get_by_id(newer.id) == newer
-    ctx.client.run(lambda r: r.delete(cache.marker_key(newer.id)), idempotent=True)  # e.g. evicted
+    cache.markers.run(lambda r: r.delete(cache.marker_key(newer.id)), idempotent=True)  # e.g. lost
     assert cache.write(older) == "stale"
     assert cache.get_by_id(newer.id) == newer
     # Nanosecond commit timestamps as versions: 256 apart is still one double at 1.7e18.
@@ -375,7 +380,7 @@ def test_versions_above_2_53_keep_their_order(ctx: CheckContext) -> None:
 
 @pytest.mark.parametrize("version", [-1, 2**63, 1.5, True, "7"])
 def test_versions_that_cannot_be_compared_are_refused_naming_the_argument(ctx: CheckContext, version: object) -> None:
-    cache = EntryCache(ctx.client, ctx.prefix)
+    cache = entry_cache(ctx)
     entry = dataclasses.replace(sample_entry(str(uuid.uuid4())), version=version)  # type: ignore[arg-type]
     with pytest.raises(ValueError, match=r"entry version .*\[0, 2\*\*63 - 1\]"):
         cache.write(entry)
@@ -383,8 +388,9 @@ def test_versions_that_cannot_be_compared_are_refused_naming_the_argument(ctx: C
         cache.invalidate(entry.id, committed_version=version)  # type: ignore[arg-type]
     with pytest.raises(ValueError, match=r"entry version"):
         cache.get_or_load(entry.id, lambda _id: entry)
-    keys = ctx.client.run(lambda r: list(r.scan_iter(match=f"{ctx.prefix}*")), idempotent=True)
-    assert keys == [], keys
+    for tier in (ctx.client, cache.markers):
+        keys = tier.run(lambda r: list(r.scan_iter(match=f"{ctx.prefix}*")), idempotent=True)
+        assert keys == [], keys
     # The failed fill gave its lease back: the next reader loads at once.
     good = sample_entry(entry.id)
     assert cache.get_or_load(entry.id, lambda _id: good).outcome == "stored"
@@ -393,7 +399,7 @@ def test_versions_that_cannot_be_compared_are_refused_naming_the_argument(ctx: C
 def test_ids_and_keys_that_cannot_be_encoded_are_refused_before_anything_is_sent(ctx: CheckContext) -> None:
     """A lone surrogate (``json.loads('"\\udc80"')`` makes one) used to be sent as ``?``: the
     entry of ``e-?`` answered for ``e-\\udc80``. Now it is a ValueError naming the argument."""
-    cache = EntryCache(ctx.client, ctx.prefix)
+    cache = entry_cache(ctx)
     lookalike = sample_entry("e-?", key_value="a?@example.com.br")
     cache.write(lookalike)
     lone, loads = "e-\udc80", []
@@ -427,7 +433,7 @@ def test_ids_and_keys_that_cannot_be_encoded_are_refused_before_anything_is_sent
 def test_key_types_outside_the_dict_types_are_refused(ctx: CheckContext) -> None:
     """``dict:entry:key:<type>:<value>``: a type with a ``:`` would share the key of another
     (type, value) pair (``EMAIL:a`` + ``b`` = ``EMAIL`` + ``a:b``); only the five DICT types pass."""
-    cache = EntryCache(ctx.client, ctx.prefix)
+    cache = entry_cache(ctx)
     cache.write(sample_entry(str(uuid.uuid4()), key_value="a:b"))
     with pytest.raises(ValueError, match="key type 'EMAIL:a'"):
         cache.get_by_key("EMAIL:a", "b")
@@ -439,15 +445,255 @@ def test_a_foreign_value_at_the_epoch_key_never_lets_a_not_found_through_nor_blo
     """The epoch is judged like every other key: a value of another type or that is not a time is
     deleted (logged as foreign), the not-found in flight is dropped (it cannot be judged), and
     the next one is stored; an invalidation over a foreign epoch replaces it."""
-    cache = EntryCache(ctx.client, ctx.prefix)
-    epoch = cache.negative_epoch_key()
-    for plant in (lambda r: r.hset(epoch, "x", "y"), lambda r: r.set(epoch, "not a time")):
-        ctx.client.run(lambda r, p=plant: (r.delete(epoch), p(r)), idempotent=True)  # type: ignore[misc]
+    cache = entry_cache(ctx)
+    epoch, state = cache.negative_epoch_key(), cache.markers
+    for plant in (lambda r: r.hset(epoch, "x", "y"), lambda r: r.set(epoch, "not a counter")):
+        state.run(lambda r, p=plant: (r.delete(epoch), p(r)), idempotent=True)  # type: ignore[misc]
         value = f"x{uuid.uuid4().hex[:8]}@example.com.br"
         assert cache.get_or_load_by_key("EMAIL", value, lambda _t, _v: None).outcome == "invalidated"
-        assert ctx.client.run(lambda r: r.exists(epoch), idempotent=True) == 0
+        assert state.run(lambda r: r.exists(epoch), idempotent=True) == 0
         assert cache.get_or_load_by_key("EMAIL", value, lambda _t, _v: None).outcome == "stored"
-    ctx.client.run(lambda r: r.hset(epoch, "x", "y"), idempotent=True)
+    state.run(lambda r: r.hset(epoch, "x", "y"), idempotent=True)
     cache.invalidate(str(uuid.uuid4()))
-    kind, ttl = ctx.client.run(lambda r: (r.type(epoch), r.pttl(epoch)), idempotent=True)
+    kind, ttl = state.run(lambda r: (r.type(epoch), r.pttl(epoch)), idempotent=True)
     assert kind == "string" and 0 < ttl <= cache.marker_ttl_ms, (kind, ttl)
+
+
+# --- issue 13: the version markers on the state tier, where nothing is evicted -------------------
+#
+# Eviction is simulated the way LRU does it on the cache tier: every key of the test's prefix on
+# the cache tier's master is deleted (through the admin connection), between the steps of a race.
+# Each race runs with the markers where they live now (the state tier: it must hold) and, as the
+# reproduction, with the markers on the cache tier itself (``markers=None`` on one instance, the
+# layout before issue 13): there the same eviction takes the markers too and the race is lost, so
+# those runs are strict xfails, proving each test can tell the two layouts apart.
+
+MARKERS_ON = [
+    pytest.param("state", id="markers-on-state"),
+    pytest.param(
+        "cache", id="markers-on-cache", marks=pytest.mark.xfail(strict=True, reason="the layout before issue 13")
+    ),
+]
+
+
+def _cache_for(ctx: CheckContext, placement: str, **options: object) -> EntryCache:
+    if placement == "cache":
+        return EntryCache(ctx.client, ctx.prefix, markers=None, **options)  # type: ignore[arg-type]
+    return entry_cache(ctx, **options)
+
+
+def _evict_cache_tier(cluster: LoopbackCluster, prefix: str, keep: tuple[str, ...] = ()) -> int:
+    """What LRU may do to the cache tier between two steps: every key under ``prefix`` on the
+    cache tier's master deleted, but for ``keep``. Returns the number of keys deleted."""
+    with cluster.client(cluster.masters("cache")[0]) as node:
+        doomed = [k for k in node.scan_iter(match=f"{prefix}*", count=1000) if k not in keep]
+        return int(node.delete(*doomed)) if doomed else 0
+
+
+@pytest.mark.parametrize("placement", MARKERS_ON)
+def test_a_late_write_after_an_invalidation_and_an_eviction_is_refused(
+    ctx: CheckContext, cluster: LoopbackCluster, placement: str
+) -> None:
+    """(a) v5 cached; the writer commits v6 and invalidates with committed_version=6; the cache
+    tier loses everything; a late write-through of v4 must not be stored: the next read misses
+    and loads v6 fresh."""
+    cache = _cache_for(ctx, placement)
+    v5 = sample_entry(str(uuid.uuid4()), 5)
+    assert cache.write(v5) == "stored"
+    cache.invalidate(v5.id, committed_version=6)
+    assert _evict_cache_tier(cluster, ctx.prefix) >= 1  # the tombstone (and, on one instance, the marker)
+    late = cache.write(sample_entry(v5.id, 4, v5.key_value))
+    assert cache.get_by_id(v5.id) is None, f"a late v4 after invalidate(committed 6) was {late} and served"
+    assert late == "stale"
+    v6 = sample_entry(v5.id, 6, v5.key_value)
+    assert cache.get_or_load(v5.id, lambda _id: v6) == FillResult(v6, True, "stored")
+
+
+@pytest.mark.parametrize("placement", MARKERS_ON)
+def test_a_late_older_write_after_an_eviction_is_refused(
+    ctx: CheckContext, cluster: LoopbackCluster, placement: str
+) -> None:
+    """(b) v5 written; the cache tier loses the entry (and whatever else it holds); a late write
+    of v3 is refused (stale), nothing is cached, and v5 written again is stored."""
+    cache = _cache_for(ctx, placement)
+    v5 = sample_entry(str(uuid.uuid4()), 5)
+    assert cache.write(v5) == "stored"
+    assert _evict_cache_tier(cluster, ctx.prefix) >= 2
+    late = cache.write(sample_entry(v5.id, 3, v5.key_value))
+    assert late == "stale" and cache.get_by_id(v5.id) is None, f"a late v3 after v5 was {late}"
+    assert cache.write(v5) == "stored" and cache.get_by_id(v5.id) == v5
+
+
+@pytest.mark.parametrize("placement", MARKERS_ON)
+@pytest.mark.parametrize("mode", ["id", "key"])
+def test_a_fill_that_loaded_before_an_invalidation_is_not_stored_after_an_eviction(
+    ctx: CheckContext, cluster: LoopbackCluster, placement: str, mode: str
+) -> None:
+    """(c) a reader takes the lease and loads v1; meanwhile the row changes and the writer
+    invalidates (without a committed version), and the cache tier loses everything but the
+    reader's lease (the newest key there). The fill must not be stored."""
+    cache = _cache_for(ctx, placement)
+    entry = sample_entry(str(uuid.uuid4()), 1)
+    lease_prefix = smoke.strategies.entries.LEASE_ID_KEY if mode == "id" else smoke.strategies.entries.LEASE_KEY_KEY
+    lease = ctx.prefix + lease_prefix + (entry.id if mode == "id" else f"{entry.key_type}:{entry.key_value}")
+
+    def load_then_invalidated(*_args: str) -> Entry:
+        cache.invalidate(entry.id)
+        assert _evict_cache_tier(cluster, ctx.prefix, keep=(lease,)) >= 1
+        return entry
+
+    if mode == "id":
+        result = cache.get_or_load(entry.id, load_then_invalidated)
+    else:
+        result = cache.get_or_load_by_key(entry.key_type, entry.key_value, load_then_invalidated)
+    assert cache.get_by_id(entry.id) is None, f"a fill that loaded before the invalidation was {result.outcome}"
+    assert result.outcome == "invalidated" and result.entry == entry
+    # The lease was given back: the next reader loads at once, and its fill is stored.
+    assert cache.get_or_load(entry.id, lambda _id: entry).outcome == "stored"
+
+
+def test_markers_live_on_the_state_tier_with_a_ttl(ctx: CheckContext) -> None:
+    """The marker and the epoch are on the state tier, each with a TTL (marker: at most
+    marker_ttl_ms, at least the entry's remaining TTL); the cache tier holds no marker, and a
+    fill creates none (its entry is guarded by its own version while cached)."""
+    cache = entry_cache(ctx)
+    assert cache.markers is ctx.state_client is not None
+    written = sample_entry(str(uuid.uuid4()), 3)
+    assert cache.write(written) == "stored"
+    filled = sample_entry(str(uuid.uuid4()), 3)
+    assert cache.get_or_load(filled.id, lambda _id: filled).outcome == "stored"
+    cache.invalidate(str(uuid.uuid4()), committed_version=1)
+    marker, epoch = cache.marker_key(written.id), cache.negative_epoch_key()
+    state = ctx.state_client
+    kinds = state.run(lambda r: (r.type(marker), r.type(epoch), r.exists(cache.marker_key(filled.id))), idempotent=True)
+    assert kinds == ("hash", "string", 0), kinds
+    ttls = state.run(lambda r: (r.pttl(marker), r.pttl(epoch)), idempotent=True)
+    entry_ttl = ctx.client.run(lambda r: r.pttl(cache.id_key(written.id)), idempotent=True)
+    assert entry_ttl < ttls[0] <= cache.marker_ttl_ms and 0 < ttls[1] <= max(cache.marker_ttl_ms, cache.lease_ms)
+    fields = state.run(lambda r: [r.hget(marker, f) for f in ("floor", "inv_floor", "inv_seq")], idempotent=True)
+    assert fields == ["3", None, None], fields
+    on_cache = ctx.client.run(lambda r: r.exists(marker, epoch), idempotent=True)
+    assert on_cache == 0, "a marker or the epoch was written to the cache tier"
+
+
+def test_the_cache_tiers_application_user_cannot_write_a_marker(client: SentinelClient) -> None:
+    """The cache tier's ACL does not grant the markers' prefix: a cache pointed at one tier for
+    both (no ``markers``) is refused there, not silently given evictable markers."""
+    cache = EntryCache(client)  # markers on the cache tier, outside the smoke prefix
+    entry = sample_entry(str(uuid.uuid4()))
+    with pytest.raises(redis.exceptions.NoPermissionError):
+        client.run(lambda r: r.hset(cache.marker_key(entry.id), "floor", "1"), idempotent=True)
+    with pytest.raises(redis.exceptions.NoPermissionError):
+        cache.write(entry)
+    assert cache.get_by_id(entry.id) is None  # reads never touch the markers
+
+
+def test_the_state_tiers_application_user_writes_markers(client: SentinelClient, state_client: SentinelClient) -> None:
+    cache = EntryCache(client, markers=state_client)  # the production key names, no test prefix
+    entry = sample_entry(str(uuid.uuid4()))
+    try:
+        assert cache.write(entry) == "stored" and cache.get_by_id(entry.id) == entry
+        assert state_client.run(lambda r: r.hget(cache.marker_key(entry.id), "floor"), idempotent=True) == "1"
+    finally:
+        cache.invalidate(entry.id)
+
+
+class _Paused(EntryCache):
+    """An entry cache whose step 2 on the cache tier runs ``between()`` first and may be told it
+    was sent ``late_s`` seconds after its step 1: a writer or filler paused between the tiers."""
+
+    between: Callable[[], object] = staticmethod(lambda: None)
+    late_s: float = 0.0
+
+    def _run_within(self, since: float, *args: Any) -> list[Any]:
+        self.between()
+        return super()._run_within(since - self.late_s, *args)
+
+
+def test_a_write_paused_between_its_steps_loses_to_the_invalidation_in_between(ctx: CheckContext) -> None:
+    """The reservation of v5 is made; the writer of v6 invalidates (committed 6) before v5's
+    store reaches the cache: the tombstone refuses it. Without a committed version too (the
+    tombstone's write floor covers what the marker knew)."""
+    for committed in (6, None):
+        paused = _Paused(ctx.client, ctx.prefix, markers=ctx.state)
+        entry = sample_entry(str(uuid.uuid4()), 5)
+        paused.between = lambda e=entry, c=committed: entry_cache(ctx).invalidate(e.id, committed_version=c)
+        assert paused.write(entry) == "stale"
+        assert paused.get_by_id(entry.id) is None
+
+
+def test_a_fill_paused_between_its_check_and_its_store_loses_to_the_invalidation_in_between(
+    ctx: CheckContext,
+) -> None:
+    paused = _Paused(ctx.client, ctx.prefix, markers=ctx.state)
+    entry = sample_entry(str(uuid.uuid4()), 2)
+    paused.between = lambda: entry_cache(ctx).invalidate(entry.id)
+    assert paused.get_or_load(entry.id, lambda _id: entry).outcome == "invalidated"
+    assert paused.get_by_id(entry.id) is None
+    paused.between = lambda: None
+    assert paused.get_or_load(entry.id, lambda _id: entry).outcome == "stored"
+
+
+def test_a_step_two_later_than_the_reservation_window_is_not_sent(ctx: CheckContext) -> None:
+    """A writer (or filler) paused for longer than ``reservation_ms`` between the tiers stores
+    nothing (``expired``): a newer version may have been stored and expired meanwhile. The next
+    read misses and loads fresh; the lease of a fill is given back."""
+    paused = _Paused(ctx.client, ctx.prefix, markers=ctx.state)
+    paused.late_s = paused.reservation_ms / 1000 + 1
+    entry = sample_entry(str(uuid.uuid4()), 4)
+    assert paused.write(entry) == "expired"
+    result = paused.get_or_load(entry.id, lambda _id: entry)
+    assert (result.outcome, result.entry) == ("expired", entry)
+    assert paused.get_by_id(entry.id) is None
+    started = time.monotonic()
+    assert entry_cache(ctx).get_or_load(entry.id, lambda _id: entry).outcome == "stored"
+    assert time.monotonic() - started < 1.0, "the expired fill kept its lease"
+
+
+def test_a_full_state_tier_refuses_writes_and_invalidations_and_reads_keep_working(
+    ctx: CheckContext, cluster: LoopbackCluster
+) -> None:
+    """The state tier at its maxmemory under noeviction: write and invalidate raise
+    StateTierFull and change nothing; reads are served; a cold fill returns its load uncached; a
+    write of a version already reserved still answers."""
+    cache = entry_cache(ctx)
+    kept = sample_entry(str(uuid.uuid4()), 2)
+    assert cache.write(kept) == "stored"
+    with cluster.client(cluster.masters("state")[0]) as node:
+        original = node.config_get("maxmemory")["maxmemory"]
+        try:
+            node.config_set("maxmemory", max(1, int(node.info("memory")["used_memory"]) - 2**20))
+            with pytest.raises(StateTierFull, match="entry write"):
+                cache.write(sample_entry(str(uuid.uuid4()), 1))
+            with pytest.raises(StateTierFull, match="entry write"):
+                cache.write(sample_entry(kept.id, 3, kept.key_value))
+            with pytest.raises(StateTierFull, match="entry invalidation"):
+                cache.invalidate(kept.id, committed_version=3)
+            assert cache.write(kept) == "stored"  # its floor is there already: nothing to record
+            assert cache.get_by_id(kept.id) == kept
+            assert cache.get_by_key(kept.key_type, kept.key_value) == kept
+            cold = sample_entry(str(uuid.uuid4()))  # no marker to raise: the check only reads
+            assert cache.get_or_load(cold.id, lambda _id: cold) == FillResult(cold, True, "stored")
+        finally:
+            node.config_set("maxmemory", original)
+    floor = ctx.state.run(lambda r: r.hget(cache.marker_key(kept.id), "floor"), idempotent=True)
+    assert floor == "2" and cache.get_by_id(kept.id) == kept, "a refused write or invalidation changed something"
+
+
+def test_an_invalidation_without_a_version_refuses_the_filled_version_after_an_eviction(
+    ctx: CheckContext, cluster: LoopbackCluster
+) -> None:
+    """A fill creates no marker; an invalidation without a committed version then learns the
+    cached version on the cache tier (its second step) and raises the marker's inv_floor past
+    it (a third round trip): a late write-through of that version is refused even once the
+    cache tier has lost the tombstone."""
+    cache = entry_cache(ctx)
+    entry = sample_entry(str(uuid.uuid4()), 4)
+    assert cache.get_or_load(entry.id, lambda _id: entry).outcome == "stored"
+    assert ctx.state.run(lambda r: r.exists(cache.marker_key(entry.id)), idempotent=True) == 0
+    assert cache.invalidate(entry.id) == 2
+    inv_floor = ctx.state.run(lambda r: r.hget(cache.marker_key(entry.id), "inv_floor"), idempotent=True)
+    assert inv_floor == "5", inv_floor
+    _evict_cache_tier(cluster, ctx.prefix)
+    assert cache.write(entry) == "stale" and cache.get_by_id(entry.id) is None
+    assert cache.write(sample_entry(entry.id, 5, entry.key_value)) == "stored"

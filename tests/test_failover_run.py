@@ -1,4 +1,5 @@
-"""All five strategies in one running workload while the master is killed under them."""
+"""All five strategies in one running workload, each on its tier, while both tiers' masters are
+killed under them."""
 
 from __future__ import annotations
 
@@ -22,14 +23,13 @@ from smoke.strategies.workflow import WorkflowCache, WorkflowMetadata
 pytestmark = [pytest.mark.redis, pytest.mark.both_server_lines]
 
 
-def test_every_strategy_survives_a_master_failure_mid_run(fresh_cluster: LoopbackCluster) -> None:
+def test_every_strategy_survives_a_master_failure_on_each_tier_mid_run(fresh_cluster: LoopbackCluster) -> None:
     cluster = fresh_cluster
-    config = cluster.client_config()
     prefix = f"smoke:{uuid.uuid4().hex[:8]}:"
-    with SentinelClient(config) as client:
-        entries, claims = EntryCache(client, prefix), ClaimCache(client, prefix)
-        workflow, limiter = WorkflowCache(client, prefix), RateLimiter(client, prefix, default_limit=100_000)
-        store = IdempotencyStore(client, prefix, replicas=1)
+    with SentinelClient(cluster.client_config()) as client, SentinelClient(cluster.client_config("state")) as state:
+        entries, claims = EntryCache(client, prefix, markers=state), ClaimCache(client, prefix)
+        workflow, limiter = WorkflowCache(state, prefix), RateLimiter(state, prefix, default_limit=100_000)
+        store = IdempotencyStore(state, prefix, replicas=1)
         stop = threading.Event()
         errors: Counter[str] = Counter()
         done: list[tuple[float, str]] = []
@@ -68,10 +68,11 @@ def test_every_strategy_survives_a_master_failure_mid_run(fresh_cluster: Loopbac
         worker.start()
         try:
             time.sleep(1.0)
-            old = cluster.masters()[0]
-            cluster.kill_node(old, signal.SIGKILL)
+            for tier in cluster.tiers:
+                cluster.kill_node(cluster.masters(tier)[0], signal.SIGKILL)
             killed_at = time.monotonic()
-            cluster.wait_for("a new master", lambda: len(cluster.masters()) == 1, timeout=30)
+            for tier in cluster.tiers:
+                cluster.wait_for(f"a new {tier} master", lambda t=tier: len(cluster.masters(t)) == 1, timeout=30)
             time.sleep(3.0)
         finally:
             stop.set()
@@ -86,9 +87,9 @@ def test_every_strategy_survives_a_master_failure_mid_run(fresh_cluster: Loopbac
         assert set(errors) <= expected | {"ResponseError:NOREPLICAS"}, errors
         # The status never went backwards, across the failover included.
         assert versions_seen == sorted(versions_seen) and versions_seen
-        # Nothing written through the failover lacks a TTL.
-        master = cluster.masters()[0]
-        with cluster.client(master) as c:
-            keys = list(c.scan_iter(match=f"{prefix}*", count=1000))
-            assert keys
-            assert [k for k in keys if c.ttl(k) == -1] == []
+        # Nothing written through the failover lacks a TTL, on either tier.
+        for tier in cluster.tiers:
+            with cluster.client(cluster.masters(tier)[0]) as c:
+                keys = list(c.scan_iter(match=f"{prefix}*", count=1000))
+                assert keys, tier
+                assert [k for k in keys if c.ttl(k) == -1] == [], tier

@@ -40,10 +40,11 @@ def test_render_writes_one_file_per_object_and_prints_a_table(cli_render: tuple[
     out, printed = cli_render
     k8s = sorted(p.name for p in (out / "k8s").iterdir())
     assert "statefulset-redis.yaml" in k8s and "statefulset-redis-sentinel.yaml" in k8s
-    # 13 objects of the cache layer, 3 of monitoring (PodMonitor, PrometheusRule, dashboard), 4 of
+    # 17 objects of the cache layer (4 of them the state tier: ConfigMap, headless Service,
+    # StatefulSet, PDB), 3 of monitoring (PodMonitor, PrometheusRule, dashboard), 4 of
     # backups (CronJob, ServiceAccount, ConfigMap, NetworkPolicy), and in prod (TLS on) the two
     # cert-manager Certificates.
-    objects = 22 if out.name == "prod" else 20
+    objects = 26 if out.name == "prod" else 24
     assert len(k8s) == objects
     # REDIS_PASSWORD is the Sentinels' password; one password is generated per ACL user.
     generated = list((out / "aws").glob("randompassword-*"))

@@ -17,7 +17,9 @@ from smoke.local.render import Rendered
 from tests.support import render_with
 
 SCHEMAS = Path(__file__).parent / "schemas"
-WORKLOADS = ("redis", "redis-sentinel")
+# The cache tier, the state tier (issue 13) and the Sentinels: every one is scraped.
+WORKLOADS = ("redis", "redis-state", "redis-sentinel")
+TIER_OF = {"redis": "cache", "redis-state": "state"}  # Sentinel pods carry no tier
 
 
 @pytest.fixture(params=["dev", "prod"])
@@ -54,7 +56,7 @@ def validator(kind: str) -> jsonschema.Draft202012Validator:
 # --- exporters ---------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("name, port", [("redis", 6379), ("redis-sentinel", 26379)])
+@pytest.mark.parametrize("name, port", [("redis", 6379), ("redis-state", 6379), ("redis-sentinel", 26379)])
 def test_every_pod_carries_an_exporter_sidecar_for_its_own_instance(stack: Rendered, name: str, port: int) -> None:
     template = pod_template(stack, name)
     spec = template["spec"]
@@ -63,8 +65,8 @@ def test_every_pod_carries_an_exporter_sidecar_for_its_own_instance(stack: Rende
     assert exporter["image"] == "oliver006/redis_exporter:v1.45.0-alpine"
     # The wrapper from the pod's own script ConfigMap runs the exporter (tests/test_exporter_live.py
     # runs this very command line against real processes).
-    config_dir = "/etc/redis" if name == "redis" else "/etc/redis-sentinel"
-    mode = "redis" if name == "redis" else "sentinel"
+    config_dir = "/etc/redis-sentinel" if name == "redis-sentinel" else "/etc/redis"
+    mode = "sentinel" if name == "redis-sentinel" else "redis"
     assert exporter["command"] == ["/bin/sh", f"{config_dir}/start-exporter.sh", mode]
     config = stack.find("ConfigMap", template["spec"]["volumes"][0]["configMap"]["name"])
     assert "@@" not in config["data"]["start-exporter.sh"]  # shipped, placeholders filled
@@ -80,11 +82,12 @@ def test_every_pod_carries_an_exporter_sidecar_for_its_own_instance(stack: Rende
     assert "readinessProbe" not in exporter  # pod readiness stays Redis' alone
 
 
-@pytest.mark.parametrize("name, port", [("redis", 6379), ("redis-sentinel", 26379)])
+@pytest.mark.parametrize("name, port", [("redis", 6379), ("redis-state", 6379), ("redis-sentinel", 26379)])
 def test_the_exporter_dials_localhost_in_plaintext_and_its_own_pod_name_over_verified_tls(
     stack: Rendered, name: str, port: int
 ) -> None:
-    exporter = pod_template(stack, name)["spec"]["containers"][1]
+    spec = pod_template(stack, name)["spec"]
+    exporter = spec["containers"][1]
     env = {e["name"]: e for e in exporter["env"]}
     if stack.stack == "dev":  # tls.enabled: false
         assert f"-redis.addr=redis://localhost:{port}" in exporter["args"]
@@ -96,12 +99,18 @@ def test_the_exporter_dials_localhost_in_plaintext_and_its_own_pod_name_over_ver
     assert "-tls-ca-cert-file=/etc/redis-tls/ca.crt" in exporter["args"]
     assert not any("skip-tls" in a for a in exporter["args"])
     assert env["POD_NAME"]["valueFrom"] == {"fieldRef": {"fieldPath": "metadata.name"}}
-    certificate = next(c for c in stack.kubernetes("Certificate") if c["spec"]["secretName"] == f"{name}-tls")
+    # The certificate behind the Secret the exporter's CA comes from names this pod (the state tier
+    # may share the cache's).
+    secret = {v["name"]: v for v in spec["volumes"]}["exporter-tls"]["secret"]["secretName"]
+    certificate = next(c for c in stack.kubernetes("Certificate") if c["spec"]["secretName"] == secret)
     assert f"{name}-0.{name}-headless.redis.svc.cluster.local" in certificate["spec"]["dnsNames"]
     assert {"name": "exporter-tls", "mountPath": "/etc/redis-tls", "readOnly": True} in exporter["volumeMounts"]
 
 
-@pytest.mark.parametrize("name, key", [("redis", "exporter-password"), ("redis-sentinel", "sentinel-requirepass")])
+@pytest.mark.parametrize(
+    "name, key",
+    [("redis", "exporter-password"), ("redis-state", "exporter-password"), ("redis-sentinel", "sentinel-requirepass")],
+)
 def test_the_exporter_reads_only_its_own_password_file_and_never_gets_a_password_by_env_or_argv(
     stack: Rendered, name: str, key: str
 ) -> None:
@@ -111,7 +120,7 @@ def test_the_exporter_reads_only_its_own_password_file_and_never_gets_a_password
     # No secretKeyRef: a rotation puts two lines in the Secret value; the wrapper sends the first.
     assert not any("secretKeyRef" in e.get("valueFrom", {}) for e in exporter["env"])
     assert env["EXPORTER_BIN"]["value"] == "/redis_exporter"
-    assert env.get("REDIS_USER", {}).get("value") == ("exporter" if name == "redis" else None)
+    assert env.get("REDIS_USER", {}).get("value") == (None if name == "redis-sentinel" else "exporter")
     # The exporter would parse REDIS_PASSWORD_FILE as its JSON password map.
     assert "REDIS_PASSWORD_FILE" not in env and "REDIS_PASSWORD" not in env
     assert not any("password" in arg.lower() for arg in exporter["args"] + exporter["command"])
@@ -173,17 +182,29 @@ def test_every_endpoint_port_is_a_named_port_of_each_selected_pod(stack: Rendere
 
 
 def test_target_labels_come_from_labels_the_pods_really_carry(stack: Rendered) -> None:
-    """The rules select on component=server|sentinel: the relabelings must find those pod labels."""
+    """The rules select on component=server|sentinel and tier=cache|state: the relabelings must
+    find those pod labels (and a Sentinel's series get no tier)."""
     (endpoint,) = stack.find("PodMonitor", "redis")["spec"]["podMetricsEndpoints"]
     sources = {r["targetLabel"]: r["sourceLabels"][0] for r in endpoint["relabelings"]}
-    assert set(sources) == set(TARGET_LABELS) == {"component", "stack"}
-    for name, component in (("redis", "server"), ("redis-sentinel", "sentinel")):
+    assert set(sources) == set(TARGET_LABELS) == {"component", "stack", "tier"}
+    for name in WORKLOADS:
         labels = pod_template(stack, name)["metadata"]["labels"]
         meta = {
             "__meta_kubernetes_pod_label_" + "".join(c if c.isalnum() else "_" for c in k): v for k, v in labels.items()
         }
-        assert meta[sources["component"]] == component
+        assert meta[sources["component"]] == ("sentinel" if name == "redis-sentinel" else "server")
         assert meta[sources["stack"]] == stack.stack
+        assert meta.get(sources["tier"]) == TIER_OF.get(name), name
+
+
+def test_the_tiers_series_can_be_told_apart_by_the_tier_label_alone(stack: Rendered) -> None:
+    """Each data tier's pods carry their own tier value, so ``tier="cache"`` never matches a
+    state-tier series and the other way round."""
+    (endpoint,) = stack.find("PodMonitor", "redis")["spec"]["podMetricsEndpoints"]
+    tier_source = next(r for r in endpoint["relabelings"] if r["targetLabel"] == "tier")
+    assert tier_source["sourceLabels"] == ["__meta_kubernetes_pod_label_dict_lbpay_com_br_tier"]
+    values = {name: pod_template(stack, name)["metadata"]["labels"].get("dict.lbpay.com.br/tier") for name in WORKLOADS}
+    assert values == {"redis": "cache", "redis-state": "state", "redis-sentinel": None}
 
 
 def test_monitor_and_rule_carry_the_release_label_from_settings(prod: Rendered) -> None:

@@ -28,6 +28,7 @@ from pulumi_policy.proxy import UNKNOWN_STRING_VALUE, unknown_checking_proxy
 from components import topology
 from components.settings import settings_from_config
 from policies import analyze, aws, pack, pack_config
+from policies import workloads as w
 from smoke.local.render import Registered, Rendered
 from tests.support import render_with
 
@@ -263,6 +264,7 @@ def test_dev_passes_every_policy_but_tls_which_its_pack_config_makes_advisory(de
     assert sorted(v.message.split(" does not serve TLS only")[0] for v in violations) == [
         "StatefulSet redis-dev/redis",
         "StatefulSet redis-dev/redis-sentinel",
+        "StatefulSet redis-dev/redis-state",
     ]
     assert all("REDIS_TLS defaults to 'no' in the scripts it runs" in v.message for v in violations)
     # Without the pack config (the pack's default level) dev's plain text would block.
@@ -280,7 +282,7 @@ def test_a_complete_backup_setup_passes(dev_tls: Rendered) -> None:
 def test_pack_has_every_policy_with_its_default_level() -> None:
     info = analyze.in_process_pack().GetAnalyzerInfo(analyze.empty_pb2.Empty())
     levels = {p.name: analyze.LEVEL_NAMES[p.enforcementLevel] for p in info.policies}
-    assert len(levels) == len(pack.POLICIES) == 24
+    assert len(levels) == len(pack.POLICIES) == 25
     assert levels.pop("aws-s3-noncurrent-version-expiration") == "advisory"
     assert levels.pop("redis-server-line-rehearsed") == "advisory"  # mandatory in prod's pack config
     assert set(levels.values()) == {"mandatory"}
@@ -295,6 +297,13 @@ def test_pack_shares_labels_and_container_names_with_the_program(dev: Rendered) 
         sts = dev.find("StatefulSet", name)
         # The main container comes first; sidecars (the exporter) follow it.
         assert sts["spec"]["template"]["spec"]["containers"][0]["name"] == main
+    # The tiers: the state tier's pods are told apart by their name and tier labels.
+    assert topology.TIER_LABEL == pack_config.TIER_LABEL
+    cache, state = topo.tier("cache").pod_labels, topo.tier("state").pod_labels
+    assert (cache[pack_config.NAME_LABEL], cache[pack_config.TIER_LABEL]) == (pack_config.REDIS_APP, "cache")
+    assert (state[pack_config.NAME_LABEL], state[pack_config.TIER_LABEL]) == (pack_config.STATE_APP, "state")
+    assert cache[pack_config.COMPONENT_LABEL] == state[pack_config.COMPONENT_LABEL] == pack_config.SERVER_COMPONENT
+    assert (pack_config.CACHE_TIER, pack_config.STATE_TIER) == topology.TIERS
 
 
 # --- Kubernetes ---------------------------------------------------------------------------------
@@ -475,7 +484,7 @@ def test_namespace_without_network_policy_fires(dev_tls: Rendered) -> None:
     resources = drop(stack(dev_tls, with_backup=False), "NetworkPolicy", "redis")
     resources = drop(resources, "NetworkPolicy", "redis-backup")
     violations = only(check(resources), "k8s-namespace-network-policy")
-    assert len(violations) == 3  # both StatefulSets and the smoke Job
+    assert len(violations) == 4  # the three StatefulSets (cache, state, Sentinel) and the smoke Job
     assert all("namespace 'redis-dev' has no NetworkPolicy" in v.message for v in violations)
 
 
@@ -544,21 +553,27 @@ def test_missing_maxmemory_with_persistence_fires(dev_tls: Rendered) -> None:
 def test_even_or_too_few_sentinels_and_a_minority_quorum_fire(dev_tls: Rendered) -> None:
     resources = stack(dev_tls)
     find(resources, "StatefulSet", "redis-sentinel")["spec"]["replicas"] = 4.0
-    even, quorum = only(check(resources), "redis-sentinel-quorum")
+    even, *quorums = only(check(resources), "redis-sentinel-quorum")
     assert "StatefulSet redis-dev/redis-sentinel runs 4 Sentinels: use an odd number of at least 3" in even.message
-    assert "quorum 2 is not a majority of its 4 Sentinels; set it between 3 and 4" in quorum.message
+    # One monitor line per tier, each judged.
+    assert [q.message.rsplit("the master ", 1)[1] for q in quorums] == ["'mymaster' down.", "'dictstate' down."]
+    assert all("quorum 2 is not a majority of its 4 Sentinels; set it between 3 and 4" in q.message for q in quorums)
     resources = stack(dev_tls)
-    data = find(resources, "ConfigMap", "redis-sentinel-config")["data"]
-    data["sentinel.conf"] = data["sentinel.conf"].replace("@MASTER_PORT@ 2", "@MASTER_PORT@ 1")
+    _replace(
+        resources, "redis-sentinel-config", "sentinel.conf", "@MASTER_PORT:dictstate@ 2", "@MASTER_PORT:dictstate@ 1"
+    )
     [violation] = only(check(resources), "redis-sentinel-quorum")
     assert "quorum 1 is not a majority of its 3 Sentinels; set it between 2 and 3" in violation.message
+    assert violation.message.endswith("declare the master 'dictstate' down.")
 
 
 def test_redis_without_sentinels_fires(dev_tls: Rendered) -> None:
     resources = drop(stack(dev_tls), "StatefulSet", "redis-sentinel")
     violations = check(resources)
-    quorum = [v for v in violations if v.policy == "redis-sentinel-quorum"]
-    assert len(quorum) == 1 and "StatefulSet redis-dev/redis has no Sentinels in the stack" in quorum[0].message
+    quorum = sorted(v.message for v in violations if v.policy == "redis-sentinel-quorum")
+    assert len(quorum) == 2  # each tier's StatefulSet
+    assert quorum[0].startswith("StatefulSet redis-dev/redis has no Sentinels in the stack")
+    assert quorum[1].startswith("StatefulSet redis-dev/redis-state has no Sentinels in the stack")
 
 
 def _replace(resources: list[Registered], config_map: str, key: str, old: str, new: str) -> None:
@@ -608,7 +623,7 @@ def test_sentinels_without_auth_user_or_a_password_file_fire(dev_tls: Rendered) 
         resources,
         "redis-sentinel-config",
         "start-sentinel.sh",
-        'printf \'sentinel auth-user %s %s\\n\' "$MASTER_NAME" "$SENTINEL_ACL_USER"\n',
+        '        printf \'sentinel auth-user %s %s\\n\' "${_monitor%%=*}" "$SENTINEL_ACL_USER"\n',
         "",
     )
     [violation] = only(check(resources), "redis-replica-auth")
@@ -684,11 +699,12 @@ def test_tls_settings_missing_from_the_start_script_fire(
 
 def test_tls_without_a_certificate_fires(dev_tls: Rendered) -> None:
     resources = drop(stack(dev_tls), "Certificate", "redis-tls")
-    [violation] = only(check(resources), "redis-tls-required")
-    assert (
-        'StatefulSet redis-dev/redis does not serve TLS only: its container "redis" mounts no certificate'
-        in violation.message
-    )
+    violations = only(check(resources), "redis-tls-required")  # both tiers' data pods use it
+    assert sorted(v.message.split(" does not serve TLS only: ")[0] for v in violations) == [
+        "StatefulSet redis-dev/redis",
+        "StatefulSet redis-dev/redis-state",
+    ]
+    assert all('its container "redis" mounts no certificate' in v.message for v in violations)
     resources = stack(dev_tls)
     _unmount(resources, "redis-sentinel", "sentinel", "tls")
     [violation] = only(check(resources), "redis-tls-required")
@@ -748,6 +764,283 @@ def test_acl_rules_apply_left_to_right() -> None:
     assert acl_user_enabled("on reset", enabled=False) is False
     assert acl_user_enabled("reset on", enabled=False) is True
     assert acl_user_enabled("+@all", enabled=True) is True
+
+
+# --- the state tier never evicts ----------------------------------------------------------------
+
+STATE = "redis-state"
+STATE_CONFIG = "redis-state-config"
+TIER = pack_config.TIER_LABEL
+
+
+@pytest.fixture(scope="module")
+def tiers(dev_tls: Rendered) -> list[Registered]:
+    """dev with TLS on, its cache and state tiers: clean under every policy (copy it to break it)."""
+    return stack(dev_tls)
+
+
+def _state_conf(resources: list[Registered], key: str, old: str, new: str) -> None:
+    _replace(resources, STATE_CONFIG, key, old, new)
+
+
+def test_the_pack_tells_the_tiers_apart(tiers: list[Registered]) -> None:
+    state, cache = find(tiers, "StatefulSet", STATE), find(tiers, "StatefulSet", "redis")
+    assert w.redis_role(state) == w.redis_role(cache) == "server"
+    assert (w.tier(state), w.tier(cache)) == ("state", "cache")
+    unlabelled = copy.deepcopy(state)
+    del unlabelled["spec"]["template"]["metadata"]["labels"][TIER]
+    assert w.tier(unlabelled) == "cache"  # a data workload without the label is the evicting cache
+    assert w.tier(find(tiers, "StatefulSet", "redis-sentinel")) is None
+
+
+def _state_violation(resources: list[Registered]) -> analyze.Violation:
+    [violation] = only(check(resources), "redis-state-tier-never-evicts")
+    assert violation.level == "mandatory"
+    return violation
+
+
+def test_a_stack_without_a_state_tier_fires(tiers: list[Registered]) -> None:
+    resources = drop(copy.deepcopy(tiers), "StatefulSet", STATE)
+    violation = _state_violation(resources)
+    assert violation.resource.endswith("::redis-statefulset")
+    assert violation.message.startswith(
+        f"StatefulSet redis-dev/redis is a cache-tier Redis (its pods' {TIER} label is 'cache') and the stack "
+        "has no state tier"
+    )
+    assert "decisions (completed idempotency records, rate-limit counters" in violation.message
+    assert f"Add the state tier: a Redis StatefulSet of its own whose pods are labelled {TIER}: state" in (
+        violation.message
+    )
+
+
+def _untier(value: Any) -> None:
+    """Every ``tier: state`` label and selector term removed, in place."""
+    if isinstance(value, dict):
+        if value.get(TIER) == pack_config.STATE_TIER:
+            del value[TIER]
+        for item in value.values():
+            _untier(item)
+    elif isinstance(value, list):
+        for item in value:
+            _untier(item)
+
+
+def test_state_pods_without_the_tier_label_count_as_cache(tiers: list[Registered]) -> None:
+    resources = copy.deepcopy(tiers)
+    for r in resources:
+        _untier(r.inputs)
+    *stateless, smoke = sorted(only(check(resources), "redis-state-tier-never-evicts"), key=lambda v: v.resource)
+    assert [v.message.split(" and the stack has no state tier")[0] for v in stateless] == [
+        f"StatefulSet redis-dev/redis is a cache-tier Redis (its pods' {TIER} label is 'cache')",
+        f"StatefulSet redis-dev/redis-state is a cache-tier Redis (its pods carry no {TIER} label)",
+    ]
+    # And the smoke Job's state master name now names an evicting workload.
+    assert smoke.resource.endswith("::smoke-job")
+    assert (
+        "--state-master-name dictstate is the cache tier's Sentinel master name (StatefulSet redis-dev/redis-state"
+        in (smoke.message)
+    )
+
+
+@pytest.mark.parametrize(
+    ("key", "old", "new", "where"),
+    [
+        ("redis.conf", "maxmemory-policy noeviction", "maxmemory-policy allkeys-lru", "redis.conf sets"),
+        ("redis.conf", "maxmemory-policy noeviction", "maxmemory-policy volatile-ttl", "redis.conf sets"),
+        # noeviction in the file, an evicting policy printed into the running copy at start.
+        (
+            "start-redis.sh",
+            "    printf 'bind %s\\ndir %s\\n'",
+            "    printf 'maxmemory-policy allkeys-lfu\\n'\n    printf 'bind %s\\ndir %s\\n'",
+            "start-redis.sh sets",
+        ),
+    ],
+)
+def test_an_evicting_policy_on_the_state_tier_fires(
+    tiers: list[Registered], key: str, old: str, new: str, where: str
+) -> None:
+    resources = copy.deepcopy(tiers)
+    _state_conf(resources, key, old, new)
+    violation = _state_violation(resources)
+    assert violation.resource.endswith("::state-statefulset")
+    policy = new.split("maxmemory-policy ")[1].split("\\n")[0]
+    assert violation.message.startswith(
+        f"StatefulSet redis-dev/redis-state is the state tier, but {STATE_CONFIG}/{where} maxmemory-policy {policy!r}, "
+        "so once it is full Redis deletes decisions"
+    )
+    assert "Set 'maxmemory-policy noeviction' in its redis.conf (stack setting state.maxmemoryPolicy)" in (
+        violation.message
+    )
+
+
+def test_an_evicting_policy_on_the_command_line_fires(tiers: list[Registered]) -> None:
+    resources = copy.deepcopy(tiers)
+    container(find(resources, "StatefulSet", STATE), "redis")["args"] = ["--maxmemory-policy", "allkeys-random"]
+    violation = _state_violation(resources)
+    assert "but its command line sets maxmemory-policy 'allkeys-random'" in violation.message
+
+
+def test_the_state_tier_on_the_caches_config_fires(tiers: list[Registered]) -> None:
+    """State pods mounting the cache's ConfigMap: its LRU policy, its master name and its pods."""
+    resources = copy.deepcopy(tiers)
+    for volume in find(resources, "StatefulSet", STATE)["spec"]["template"]["spec"]["volumes"]:
+        if volume.get("configMap", {}).get("name") == STATE_CONFIG:
+            volume["configMap"]["name"] = "redis-config"
+    violations = check(resources)
+    # The cache's maxmemory does not fit the state tier's smaller memory limit either.
+    [headroom] = [v for v in violations if v.policy == "redis-maxmemory-headroom"]
+    assert headroom.message.startswith("StatefulSet redis-dev/redis-state: maxmemory")
+    violations.remove(headroom)
+    evicting, shared, pods = only(violations, "redis-state-tier-never-evicts")
+    assert all(v.resource.endswith("::state-statefulset") for v in (evicting, shared, pods))
+    assert "but redis-config/redis.conf sets maxmemory-policy 'allkeys-lru'" in evicting.message
+    assert (
+        "it registers with the Sentinels as 'mymaster' (the MASTER_NAME default in the scripts it runs), the "
+        "master name of the cache tier's StatefulSet redis-dev/redis" in shared.message
+    )
+    assert (
+        "but the REDIS_ADDRS default in the scripts it runs names redis-0.redis-headless.redis-dev.svc.cluster.local"
+        ":6379; the REDIS_SEED_HOST default in the scripts it runs names redis-0.redis-headless" in pods.message
+    )
+    assert "pods of the cache tier's StatefulSet redis-dev/redis. A state pod" in pods.message
+    assert "Point REDIS_ADDRS and REDIS_SEED_HOST at the state tier's own pods" in pods.message
+
+
+def test_state_pods_seeded_from_the_cache_fire(tiers: list[Registered]) -> None:
+    resources = copy.deepcopy(tiers)
+    seed = "REDIS_SEED_HOST:=redis-state-0.redis-state-headless."
+    _state_conf(resources, "common.sh", seed, "REDIS_SEED_HOST:=redis-0.redis-headless.")
+    violation = _state_violation(resources)
+    assert violation.message.startswith(
+        "StatefulSet redis-dev/redis-state is the state tier, but the REDIS_SEED_HOST default in the scripts it "
+        "runs names redis-0.redis-headless.redis-dev.svc.cluster.local: pods of the cache tier's StatefulSet "
+        "redis-dev/redis."
+    )
+    # The same through the container's env, a short name (same namespace) this time.
+    resources = copy.deepcopy(tiers)
+    env = container(find(resources, "StatefulSet", STATE), "redis")["env"]
+    env.append({"name": "REDIS_ADDRS", "value": "redis-state-0.redis-state-headless:6379 redis-1.redis-headless:6379"})
+    violation = _state_violation(resources)
+    assert "but env REDIS_ADDRS on its container names redis-1.redis-headless:6379" in violation.message
+
+
+def test_sentinels_monitoring_the_cache_as_the_state_tier_fire(tiers: list[Registered]) -> None:
+    resources = copy.deepcopy(tiers)
+    _replace(
+        resources,
+        "redis-sentinel-config",
+        "common.sh",
+        "dictstate=redis-state-0.redis-state-headless.",
+        "dictstate=redis-0.redis-headless.",
+    )
+    violation = _state_violation(resources)
+    assert violation.resource.endswith("::sentinel-statefulset")
+    assert violation.message.startswith(
+        "StatefulSet redis-dev/redis-sentinel: the SENTINEL_MONITORS default in the scripts it runs lists "
+        "redis-0.redis-headless.redis-dev.svc.cluster.local:6379, a pod of the cache tier's StatefulSet "
+        "redis-dev/redis, under the state tier's master name 'dictstate', so the Sentinels can monitor the "
+        "evicting cache's master as the state tier"
+    )
+    assert "List only the state tier's own pods under 'dictstate'." in violation.message
+
+
+def test_an_unset_policy_is_redis_default_noeviction(tiers: list[Registered]) -> None:
+    resources = copy.deepcopy(tiers)
+    _state_conf(resources, "redis.conf", "maxmemory-policy noeviction\n", "")
+    assert check(resources) == []
+
+
+@pytest.mark.parametrize(
+    ("old", "new", "problem"),
+    [
+        ("appendonly yes", "appendonly no", "redis-state-config/redis.conf sets appendonly 'no'"),
+        ("appendonly yes", "", "nothing in its config sets appendonly, so the AOF is off"),
+        ("appendfsync everysec", "appendfsync no", "redis-state-config/redis.conf sets appendfsync 'no'"),
+    ],
+)
+def test_a_state_tier_without_the_aof_fires(tiers: list[Registered], old: str, new: str, problem: str) -> None:
+    resources = copy.deepcopy(tiers)
+    _state_conf(resources, "redis.conf", old + "\n", new + "\n")
+    violation = _state_violation(resources)
+    assert violation.message.startswith(f"StatefulSet redis-dev/redis-state is the state tier, but {problem}")
+    assert "Set 'appendonly yes' and 'appendfsync everysec'" in violation.message
+
+
+@pytest.mark.parametrize("how", ["env", "script default"])
+def test_the_state_tier_under_the_caches_master_name_fires(tiers: list[Registered], how: str) -> None:
+    resources = copy.deepcopy(tiers)
+    if how == "env":
+        env = container(find(resources, "StatefulSet", STATE), "redis")["env"]
+        env.append({"name": "MASTER_NAME", "value": "mymaster"})
+        source = "env MASTER_NAME on its container"
+    else:
+        _state_conf(resources, "common.sh", "MASTER_NAME:=dictstate", "MASTER_NAME:=mymaster")
+        source = "the MASTER_NAME default in the scripts it runs"
+    violation = _state_violation(resources)
+    assert violation.resource.endswith("::state-statefulset")
+    assert violation.message.startswith(
+        f"StatefulSet redis-dev/redis-state is the state tier, but it registers with the Sentinels as 'mymaster' "
+        f"({source}), the master name of the cache tier's StatefulSet redis-dev/redis (the MASTER_NAME default in "
+        "the scripts it runs): a client asking the Sentinels for the state tier's master"
+    )
+    assert "Give the state tier a master name of its own (stack setting state.masterName" in violation.message
+
+
+@pytest.mark.parametrize("how", ["flag", "env"])
+def test_a_smoke_job_routing_state_keys_to_the_cache_fires(tiers: list[Registered], how: str) -> None:
+    resources = copy.deepcopy(tiers)
+    job = next(r.inputs for r in resources if r.inputs.get("kind") == "Job")
+    smoke = job["spec"]["template"]["spec"]["containers"][0]
+    assert smoke["args"][smoke["args"].index("--state-master-name") + 1] == "dictstate"
+    if how == "flag":
+        smoke["args"][smoke["args"].index("--state-master-name") + 1] = "mymaster"
+        given = "--state-master-name mymaster"
+    else:
+        smoke["env"].append({"name": pack_config.STATE_MASTER_NAME_VAR, "value": "mymaster"})
+        given = "STATE_MASTER_NAME='mymaster'"
+    violation = _state_violation(resources)
+    assert violation.resource.endswith("::smoke-job")
+    assert re.match(
+        rf'Job redis-dev/redis-smoke-\w+, container "smoke": {re.escape(given)} is the cache tier\'s Sentinel '
+        r"master name \(StatefulSet redis-dev/redis \(the MASTER_NAME default in the scripts it runs\)\), so it "
+        r"reads and writes the state tier's keys on the evicting cache\.",
+        violation.message,
+    )
+    assert "Give it the state tier's master name (stack setting state.masterName)" in violation.message
+
+
+@pytest.mark.parametrize(
+    ("policy", "break_it", "expected"),
+    [
+        (
+            "redis-maxmemory-headroom",
+            lambda r: _state_conf(r, "redis.conf", f"maxmemory {128 * 2**20}\n", f"maxmemory {240 * 2**20}\n"),
+            f"StatefulSet redis-dev/redis-state: maxmemory {240 * 2**20} is 94% of the container memory limit",
+        ),
+        (
+            "redis-default-user-disabled",
+            lambda r: _state_conf(r, "users.acl", DEFAULT_OFF, "user default on resetpass"),
+            "StatefulSet redis-dev/redis-state: the ACL it renders leaves the default user on",
+        ),
+        (
+            "redis-replica-auth",
+            lambda r: _state_conf(r, "start-redis.sh", REDIS_AUTH_LINE, "printf 'aclfile %s\\n' \"$acl\""),
+            "StatefulSet redis-dev/redis-state: nothing in the config it starts from",
+        ),
+        (
+            "k8s-redis-probes",
+            lambda r: container(find(r, "StatefulSet", STATE), "redis").pop("readinessProbe"),
+            'StatefulSet redis-dev/redis-state, container "redis" has no readinessProbe',
+        ),
+    ],
+)
+def test_the_server_policies_judge_the_state_tier_too(
+    tiers: list[Registered], policy: str, break_it: Any, expected: str
+) -> None:
+    resources = copy.deepcopy(tiers)
+    break_it(resources)
+    [violation] = only(check(resources), policy)
+    assert violation.level == "mandatory" and violation.message.startswith(expected)
 
 
 # --- AWS ----------------------------------------------------------------------------------------
@@ -987,14 +1280,15 @@ def test_make_policy_runs_the_real_pack_over_grpc(tmp_path: Path, capsys: pytest
     report = json.loads(out.read_text())
     assert report["policies"] == [p.name for p in pack.POLICIES]
     # Dev runs without TLS by design: reported, not blocking.
-    assert [(v["policy"], v["level"], v["resource"].rsplit("::", 1)[1]) for v in report["violations"]] == [
+    assert sorted((v["policy"], v["level"], v["resource"].rsplit("::", 1)[1]) for v in report["violations"]) == [
         ("redis-tls-required", "advisory", "redis-statefulset"),
         ("redis-tls-required", "advisory", "sentinel-statefulset"),
+        ("redis-tls-required", "advisory", "state-statefulset"),
     ]
     printed = capsys.readouterr().out
     assert "with policies/config/dev.json" in printed
-    assert "[advisory] redis-tls-required (2)" in printed
-    assert "stack dev: 24 policies, 0 mandatory and 2 advisory violations" in printed
+    assert "[advisory] redis-tls-required (3)" in printed
+    assert "stack dev: 25 policies, 0 mandatory and 3 advisory violations" in printed
 
 
 def test_make_policy_fails_on_a_mandatory_violation(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -1003,17 +1297,20 @@ def test_make_policy_fails_on_a_mandatory_violation(tmp_path: Path, capsys: pyte
     out = tmp_path / "policy-prod.json"
     assert analyze.main(["--stack", "prod", "--config", str(config), "--out", str(out)]) == 1
     violations = json.loads(out.read_text())["violations"]
-    assert len(violations) == 7  # Redis, Sentinel (each with its exporter), the smoke Job, the backup's 2
+    # both tiers and Sentinel (each with its exporter), the smoke Job, the backup's 4 (dump and
+    # upload per tier)
+    assert len(violations) == 11
     assert all(set(v) == {"policy", "level", "resource", "message"} for v in violations)
     assert {(v["policy"], v["level"]) for v in violations} == {("k8s-image-pinned", "mandatory")}
     assert {v["resource"].rsplit("::", 1)[1] for v in violations} == {
         "redis-statefulset",
+        "state-statefulset",
         "sentinel-statefulset",
         "smoke-job",
         "backup-cronjob",
     }
     printed = capsys.readouterr().out
-    assert "[mandatory] k8s-image-pinned (7)" in printed
+    assert "[mandatory] k8s-image-pinned (11)" in printed
     assert (
         "    - StatefulSet redis/redis, container \"redis\": image 'valkey/valkey:8.0.1-alpine' has no @sha256: digest"
         in printed
@@ -1043,7 +1340,7 @@ def test_make_policy_on_a_stack_without_a_pack_config_says_so(
     )
     assert note in printed.err  # before the run
     assert printed.out.rstrip().endswith(note)  # and after the failing summary
-    assert "[mandatory] redis-tls-required (2)" in printed.out
+    assert "[mandatory] redis-tls-required (3)" in printed.out
 
 
 def test_make_policy_target_runs_the_analyzer() -> None:

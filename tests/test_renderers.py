@@ -47,11 +47,13 @@ def test_redis_conf_turns_rdb_off_with_an_empty_save_list() -> None:
     assert ["save", '""'] in directives(render_redis_conf(s))
 
 
-def test_sentinel_template_monitors_a_placeholder_with_the_quorum_and_timings() -> None:
+def test_sentinel_template_monitors_both_tiers_with_the_quorum_and_timings() -> None:
     lines = directives(render_sentinel_conf(PROD))
-    assert ["sentinel", "monitor", "mymaster", "@MASTER_HOST@", "@MASTER_PORT@", "2"] in lines
-    assert ["sentinel", "down-after-milliseconds", "mymaster", "5000"] in lines
-    assert ["sentinel", "failover-timeout", "mymaster", "10000"] in lines
+    for name in ("mymaster", "dictstate"):
+        assert ["sentinel", "monitor", name, f"@MASTER_HOST:{name}@", f"@MASTER_PORT:{name}@", "2"] in lines
+        assert ["sentinel", "down-after-milliseconds", name, "5000"] in lines
+        assert ["sentinel", "failover-timeout", name, "10000"] in lines
+    assert len([line for line in lines if line[:2] == ["sentinel", "monitor"]]) == 2
     assert ["sentinel", "resolve-hostnames", "yes"] in lines
     assert ["sentinel", "announce-hostnames", "yes"] in lines
     assert not any(line[:2] == ["sentinel", "auth-pass"] for line in lines)

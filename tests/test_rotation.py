@@ -121,7 +121,9 @@ def test_kubernetes_target_runs_the_steps_in_order_with_no_password_on_any_argv(
         "digest",  # every pod reads the new first line
         "patch", "check", "sync",  # step 3: only new
     ]  # fmt: skip
-    redis_pods = [f"{topo.redis}-{i}" for i in range(topo.redis_replicas)]
+    # Every data pod of both tiers: the cache and the state tier share the ACL users.
+    redis_pods = [f"{tier.statefulset}-{i}" for tier in topo.tiers for i in range(tier.replicas)]
+    assert "redis-state-0" in redis_pods and "redis-0" in redis_pods
     sentinel_pods = [f"{topo.sentinel}-{i}" for i in range(topo.sentinel_replicas)]
     syncs = [c[3] for c in calls if _step(c) == "sync"]
     assert syncs == redis_pods * 3

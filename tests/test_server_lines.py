@@ -82,7 +82,7 @@ def test_the_default_image_passes_the_server_line_policy() -> None:
 def test_an_unrehearsed_minor_is_reported_with_what_is_rehearsed() -> None:
     found = _violations(_with_image("dev", "redis:7.2.4-alpine"))
     assert {v.level for v in found} == {"advisory"}
-    assert len(found) == 2  # the data nodes and the Sentinels
+    assert len(found) == 3  # the data nodes of both tiers and the Sentinels
     message = found[0].message
     assert "'redis:7.2.4-alpine' runs redis 7.2" in message and "valkey 8.0" in message
     assert "acknowledgedImages" in message

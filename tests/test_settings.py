@@ -107,6 +107,31 @@ def test_maxmemory_may_use_more_of_the_limit_when_persistence_is_off() -> None:
     assert s.redis.maxmemory_bytes() == int(4 * GiB * 0.8)
 
 
+def test_the_state_tier_defaults_never_evict_keep_an_aof_and_are_sized_small() -> None:
+    s = settings_from_config({}, "prod")
+    assert (s.state.master_name, s.state.maxmemory_policy) == ("dictstate", "noeviction")
+    assert s.state.persistence.appendonly and s.state.persistence.appendfsync == "everysec"
+    assert s.state.maxmemory_bytes() == GiB // 2 < s.redis.maxmemory_bytes()
+
+
+def test_a_state_tier_that_could_evict_or_forget_is_refused_naming_the_key() -> None:
+    message = problems({"state": {"maxmemoryPolicy": "allkeys-lru"}})
+    assert "dict-redis:state.maxmemoryPolicy = 'allkeys-lru': must be 'noeviction'" in message
+    assert "an evicted decision is a payment executed twice" in message
+    message = problems({"state": {"persistence": {"appendonly": False}}})
+    assert "dict-redis:state.persistence.appendonly = false: must be true" in message
+    assert "must differ from masterName" in problems({"state": {"masterName": "mymaster"}})
+
+
+def test_the_state_tier_maxmemory_must_leave_the_persistence_headroom_under_its_limit() -> None:
+    message = problems({"state": {"maxmemory": "900Mi"}})
+    assert "dict-redis:state.maxmemory = '900Mi': is 88% of the memory limit 1Gi" in message
+    assert "at most 60%" in message
+    assert "dict-redis:state.maxmemory = '0'" in problems({"state": {"maxmemory": "0"}})
+    message = problems({"state": {"resources": {"limits": {"memory": "64Mi"}}}})
+    assert "dict-redis:state.resources.requests.memory = '512Mi' (the default: set it too)" in message
+
+
 def test_maxmemory_and_its_fraction_are_mutually_exclusive() -> None:
     assert "set only one of them" in problems({"redis": {"maxmemory": "1Gi", "maxmemoryFraction": 0.25}})
 

@@ -55,11 +55,21 @@ def test_the_local_run_passes_every_check_and_the_failover_drill(dev_render_dir:
     strategies = {c["strategy"] for c in report["checks"]}
     assert strategies == set(STRATEGIES)
     assert all(c["passed"] for c in report["checks"]), [c for c in report["checks"] if not c["passed"]]
-    failover = report["failover"]
-    assert failover["acknowledged_writes"] > 0
-    assert failover["lost_acknowledged_writes"] == 0
-    assert 0 < failover["rto_seconds"] <= report["down_after_ms"] / 1000 + 1.5
-    assert isinstance(failover["lost_plain_writes"], int)
+    # The eviction drill: the cache tier flooded ten times over, not one decision lost.
+    eviction = report["eviction"]
+    assert eviction["decisions_lost"] == 0 and eviction["decisions_checked"] > 0, eviction
+    assert eviction["evicted_on_state"] == 0, eviction
+    assert eviction["evicted_on_cache"] >= 10 * eviction["cache_capacity_keys"] > 0, eviction
+    assert report["failover"] == report["failover_by_tier"]["cache"]
+    # The drill runs on each tier: SIGKILL of the cache master, then of the state tier's master.
+    assert set(report["failover_by_tier"]) == {"cache", "state"}
+    for tier, failover in report["failover_by_tier"].items():
+        assert failover["acknowledged_writes"] > 0, tier
+        assert failover["lost_acknowledged_writes"] == 0, tier
+        assert 0 < failover["rto_seconds"] <= report["down_after_ms"] / 1000 + 1.5, tier
+        assert isinstance(failover["lost_plain_writes"], int)
+    by_tier = report["failover_by_tier"]
+    assert by_tier["state"]["old_master"] not in (by_tier["cache"]["old_master"], by_tier["cache"]["new_master"])
     for op in ("entry.get_by_id", "claim.create", "workflow.set", "idempotency.claim", "ratelimit.check"):
         assert set(report["latency_ms"][op]) == {"p50", "p95", "p99"}, op
     # Everything the run wrote was removed again.

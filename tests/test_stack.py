@@ -14,13 +14,17 @@ EXPECTED = {
     ("Namespace", None),
     ("Secret", "redis-auth"),
     ("ConfigMap", "redis-config"),
+    ("ConfigMap", "redis-state-config"),
     ("ConfigMap", "redis-sentinel-config"),
     ("Service", "redis-headless"),
+    ("Service", "redis-state-headless"),
     ("Service", "redis-sentinel-headless"),
     ("Service", "redis-sentinel"),
     ("StatefulSet", "redis"),
+    ("StatefulSet", "redis-state"),
     ("StatefulSet", "redis-sentinel"),
     ("PodDisruptionBudget", "redis"),
+    ("PodDisruptionBudget", "redis-state"),
     ("PodDisruptionBudget", "redis-sentinel"),
     ("NetworkPolicy", "redis"),
     ("Job", None),
@@ -60,6 +64,8 @@ def test_children_are_parented_to_their_components(stack: Rendered) -> None:
     parents = {r.name: r.parent_type for r in stack.resources if r.custom}
     assert parents["redis-statefulset"] == "dict-redis:index:RedisDataPlane"
     assert parents["redis-config"] == "dict-redis:index:RedisDataPlane"
+    assert parents["state-statefulset"] == "dict-redis:index:RedisDataPlane"
+    assert parents["state-config"] == "dict-redis:index:RedisDataPlane"
     assert parents["sentinel-statefulset"] == "dict-redis:index:Sentinel"
     assert parents["sentinel-service"] == "dict-redis:index:Sentinel"
     assert parents["auth-secret"] == "dict-redis:index:RedisAuth"
@@ -70,8 +76,8 @@ def test_children_are_parented_to_their_components(stack: Rendered) -> None:
     components = {r.name: r.type for r in stack.resources if not r.custom}
     for child, parent_type in parents.items():
         if parent_type:
-            owner = next(n for n, t in components.items() if t == parent_type)
-            assert child.startswith(f"{owner}-")
+            owners = [n for n, t in components.items() if t == parent_type]
+            assert any(child.startswith(f"{owner}-") for owner in owners), child
 
 
 def test_stack_outputs_name_the_namespace_sentinel_service_master_and_secret(dev: Rendered, prod: Rendered) -> None:
@@ -80,6 +86,7 @@ def test_stack_outputs_name_the_namespace_sentinel_service_master_and_secret(dev
         "namespace": "redis-dev",
         "sentinelService": "redis-sentinel.redis-dev.svc.cluster.local:26379",
         "masterName": "mymaster",
+        "stateMasterName": "dictstate",
         "secretName": "redis-auth",
         "smokeJob": job,
         "backupBucket": "lbpay-dict-redis-backups-dev",
@@ -90,18 +97,19 @@ def test_stack_outputs_name_the_namespace_sentinel_service_master_and_secret(dev
 
 
 def test_no_service_routes_to_the_data_pods_except_the_headless_one(stack: Rendered) -> None:
-    server = stack.find("StatefulSet", "redis")["spec"]["selector"]["matchLabels"]
-    routing = [
-        s["metadata"]["name"] for s in stack.kubernetes("Service") if server.items() <= s["spec"]["selector"].items()
-    ]
-    assert routing == ["redis-headless"]
+    for name in ("redis", "redis-state"):
+        pods = stack.find("StatefulSet", name)["spec"]["template"]["metadata"]["labels"]
+        routing = [
+            s["metadata"]["name"] for s in stack.kubernetes("Service") if s["spec"]["selector"].items() <= pods.items()
+        ]
+        assert routing == [f"{name}-headless"]
     headless = stack.find("Service", "redis-headless")["spec"]
     assert headless["clusterIP"] == "None" and headless["publishNotReadyAddresses"] is True
     client = stack.find("Service", "redis-sentinel")["spec"]
     assert [p["port"] for p in client["ports"]] == [26379]
 
 
-@pytest.mark.parametrize("name", ["redis", "redis-sentinel"])
+@pytest.mark.parametrize("name", ["redis", "redis-state", "redis-sentinel"])
 def test_pods_run_hardened_as_a_high_non_root_uid(stack: Rendered, name: str) -> None:
     spec = pod_spec(stack, name)
     assert spec["automountServiceAccountToken"] is False
@@ -332,3 +340,52 @@ def test_certificates_carry_no_common_name_a_long_namespace_would_overflow() -> 
         spec = rendered.find("Certificate", name)["spec"]
         assert "commonName" not in spec
         assert all(len(n) <= 253 for n in spec["dnsNames"]) and any(len(n) > 64 for n in spec["dnsNames"])
+
+
+def test_the_state_tier_is_a_statefulset_of_its_own_that_never_evicts(stack: Rendered) -> None:
+    cache, state = stack.find("StatefulSet", "redis"), stack.find("StatefulSet", "redis-state")
+    # Neither selector matches the other's pods (a StatefulSet adopting the other's pods would
+    # fight over them), and the cache keeps the selector it always had.
+    cache_pods = cache["spec"]["template"]["metadata"]["labels"]
+    state_pods = state["spec"]["template"]["metadata"]["labels"]
+    assert not state["spec"]["selector"]["matchLabels"].items() <= cache_pods.items()
+    assert not cache["spec"]["selector"]["matchLabels"].items() <= state_pods.items()
+    assert cache["spec"]["selector"]["matchLabels"] == {
+        "app.kubernetes.io/name": "redis",
+        "app.kubernetes.io/part-of": "dict-redis",
+        "app.kubernetes.io/component": "server",
+    }
+    assert (cache_pods["dict.lbpay.com.br/tier"], state_pods["dict.lbpay.com.br/tier"]) == ("cache", "state")
+    conf = stack.find("ConfigMap", "redis-state-config")["data"]
+    assert "maxmemory-policy noeviction" in conf["redis.conf"] and "appendonly yes" in conf["redis.conf"]
+    assert "maxmemory-policy allkeys-lru" in stack.find("ConfigMap", "redis-config")["data"]["redis.conf"]
+    # The state pods' scripts act on the state tier: its master name, its pods, its ordinal 0.
+    common = conf["common.sh"]
+    assert ': "${MASTER_NAME:=dictstate}"' in common
+    assert "redis-state-0.redis-state-headless." in common and "redis-0.redis-headless." not in common.split(
+        "SENTINEL_MONITORS"
+    )[0]
+    # The same hardening, probes, preStop and PDB as the cache.
+    spec, cache_spec = state["spec"]["template"]["spec"], cache["spec"]["template"]["spec"]
+    main, cache_main = spec["containers"][0], cache_spec["containers"][0]
+    for key in ("securityContext", "startupProbe", "livenessProbe", "readinessProbe", "lifecycle", "command"):
+        assert main[key] == cache_main[key], key
+    assert spec["securityContext"] == cache_spec["securityContext"]
+    assert state["spec"]["volumeClaimTemplates"][0]["spec"]["resources"]["requests"]["storage"] == (
+        "5Gi" if stack.stack == "prod" else "1Gi"
+    )
+    assert stack.find("PodDisruptionBudget", "redis-state")["spec"]["maxUnavailable"] == 1
+
+
+def test_the_sentinels_monitor_both_tiers_and_the_app_user_is_confined_per_tier(stack: Rendered) -> None:
+    sentinel = stack.find("ConfigMap", "redis-sentinel-config")["data"]
+    assert "sentinel monitor mymaster @MASTER_HOST:mymaster@" in sentinel["sentinel.conf"]
+    assert "sentinel monitor dictstate @MASTER_HOST:dictstate@" in sentinel["sentinel.conf"]
+    assert "mymaster=redis-0.redis-headless." in sentinel["common.sh"]
+    assert "dictstate=redis-state-0.redis-state-headless." in sentinel["common.sh"]
+    cache_acl = stack.find("ConfigMap", "redis-config")["data"]["users.acl"]
+    state_acl = stack.find("ConfigMap", "redis-state-config")["data"]["users.acl"]
+    app = {name: next(line for line in text.splitlines() if line.startswith("user app ")) for name, text in (
+        ("cache", cache_acl), ("state", state_acl))}  # fmt: skip
+    assert "~bridge:idempotency:*" not in app["cache"] and "~bridge:idempotency:*" in app["state"]
+    assert "~dict:entry:*" in app["cache"] and "~dict:entry:*" not in app["state"]

@@ -199,7 +199,8 @@ def test_redis_tls_required_needs_the_secret_to_be_a_tls_secret(stack_ca: Render
         opaque.append(r)
     violations = _violations(opaque)
     assert {v.policy for v in violations} == {"redis-tls-required"}
-    assert len(violations) == 2 and all("mounts no certificate" in v.message for v in violations)
+    # The cache tier, the state tier and the Sentinels.
+    assert len(violations) == 3 and all("mounts no certificate" in v.message for v in violations)
 
 
 # --- bad settings --------------------------------------------------------------------------------

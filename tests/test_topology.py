@@ -31,25 +31,41 @@ def master_of(cluster: LoopbackCluster) -> Node:
     return masters[0]
 
 
-def test_first_boot_forms_one_master_two_linked_replicas_and_three_agreeing_sentinels(
+def test_first_boot_forms_one_master_two_linked_replicas_and_three_agreeing_sentinels_per_tier(
     cluster: LoopbackCluster,
 ) -> None:
-    master = master_of(cluster)
-    assert master.name == "redis-0", "with no Sentinel yet, ordinal 0 must start as master"
-    for replica in cluster.redis_nodes[1:]:
-        info = cluster.replication(replica)
-        assert info["role"] == "slave"
-        assert info["master_link_status"] == "up"
-        assert f"{info['master_host']}:{info['master_port']}" == master.address
-    for sentinel in cluster.sentinels:
-        assert cluster.sentinel_view(sentinel) == {
-            "master": master.address,
-            "num_slaves": 2,
-            "num_other_sentinels": 2,
-            "flags": "master",
-        }
-        with cluster.client(sentinel) as c:
-            assert str(c.execute_command("SENTINEL", "CKQUORUM", cluster.master_name)).startswith("OK 3 usable")
+    assert cluster.tiers == ["cache", "state"]
+    for tier in cluster.tiers:
+        nodes = cluster.tier_nodes(tier)
+        masters = cluster.masters(tier)
+        assert [m.name for m in masters] == [nodes[0].name], "with no Sentinel yet, ordinal 0 must start as master"
+        master = masters[0]
+        for replica in nodes[1:]:
+            info = cluster.replication(replica)
+            assert info["role"] == "slave"
+            assert info["master_link_status"] == "up"
+            assert f"{info['master_host']}:{info['master_port']}" == master.address
+        for sentinel in cluster.sentinels:
+            assert cluster.sentinel_view(sentinel, tier) == {
+                "master": master.address,
+                "num_slaves": 2,
+                "num_other_sentinels": 2,
+                "flags": "master",
+            }
+            with cluster.client(sentinel) as c:
+                quorum = c.execute_command("SENTINEL", "CKQUORUM", cluster.tier_master_name(tier))
+                assert str(quorum).startswith("OK 3 usable")
+    assert [n.name for n in cluster.state_nodes] == ["redis-state-0", "redis-state-1", "redis-state-2"]
+    assert cluster.state_master_name == "dictstate"
+
+
+def test_the_state_tier_never_evicts_and_keeps_an_aof_while_the_cache_evicts_lru(cluster: LoopbackCluster) -> None:
+    policies = {}
+    for tier in cluster.tiers:
+        with cluster.client(cluster.masters(tier)[0]) as c:
+            config = c.config_get("maxmemory-policy") | c.config_get("appendonly") | c.config_get("appendfsync")
+            policies[tier] = (config["maxmemory-policy"], config["appendonly"], config["appendfsync"])
+    assert policies == {"cache": ("allkeys-lru", "yes", "everysec"), "state": ("noeviction", "yes", "everysec")}
 
 
 def test_writes_on_the_master_reach_both_replicas(cluster: LoopbackCluster) -> None:
@@ -66,7 +82,7 @@ def test_writes_on_the_master_reach_both_replicas(cluster: LoopbackCluster) -> N
 
 @pytest.mark.both_server_lines
 def test_probes_pass_on_every_healthy_pod(cluster: LoopbackCluster) -> None:
-    for node in cluster.redis_nodes:
+    for node in cluster.data_nodes:
         for mode in ("startup", "liveness", "readiness"):
             result = cluster.run_script(node, "probe-redis.sh", mode, "2")
             assert result.returncode == 0, f"{node.name} {mode}: {result.stderr}"
@@ -227,8 +243,10 @@ def test_the_rehearsal_command_starts_reports_and_stops_the_topology(dev_render_
         timeout=120,
     )
     assert result.returncode == 0, result.stderr
-    assert re.search(r"redis-0\s+127\.\d+\.\d+\.1:6379\s+master", result.stdout)
-    assert len(re.findall(r"\breplica\b", result.stdout)) == 2 and result.stdout.count("sentinel ") >= 3
+    assert re.search(r"redis-0\s+127\.\d+\.\d+\.1:6379\s+cache master", result.stdout)
+    assert re.search(r"redis-state-0\s+127\.\d+\.\d+\.21:6379\s+state master", result.stdout)
+    assert len(re.findall(r"\b(cache|state) replica\b", result.stdout)) == 4 and result.stdout.count("sentinel ") >= 3
+    assert "--state-master-name dictstate --state-replicas 2" in result.stdout
     workdir = Path(re.search(r" in (\S+) ", result.stdout).group(1))  # type: ignore[union-attr]
     assert not workdir.exists(), "the rehearsal left its directory behind"
 

@@ -8,18 +8,20 @@ writable, memory-backed volume; Sentinel's ``CONFIG REWRITE`` edits that copy, n
 from __future__ import annotations
 
 from components.settings import Settings
+from components.topology import TierName, Topology
 
 
 def _yes(flag: bool) -> str:
     return "yes" if flag else "no"
 
 
-def render_redis_conf(settings: Settings) -> str:
-    r = settings.redis
+def render_redis_conf(settings: Settings, tier: TierName = "cache") -> str:
+    """One data tier's redis.conf: the cache (``redis`` settings) or the state tier (``state``)."""
+    r = Topology.of(settings).tier(tier).settings_of(settings)
     p = r.persistence
     save = "\n".join(f"save {seconds} {changes}" for seconds, changes in p.save_points) or 'save ""'
     return f"""\
-# redis.conf for stack {settings.stack} (rendered by components/renderers/redis_conf.py; do not edit).
+# redis.conf of the {tier} tier of stack {settings.stack} (rendered by components/renderers/redis_conf.py; do not edit).
 # start-redis.sh appends: bind, port, dir, replica-announce-ip/port, replicaof, and requirepass +
 # masterauth read from the mounted Secret (into a copy on a memory volume, never into this file).
 

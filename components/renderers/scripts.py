@@ -30,15 +30,19 @@ BACKUP_SCRIPTS = ("common.sh", "backup-common.sh", "backup.sh", "restore.sh")
 _PLACEHOLDER = re.compile(r"@@([A-Z_]+)@@")
 
 
-def script_defaults(settings: Settings) -> dict[str, str]:
+def script_defaults(settings: Settings, tier: t.TierName = "cache") -> dict[str, str]:
+    """The placeholders' values; the data-tier ones (master name, pods) are those of ``tier``."""
     topo = t.Topology.of(settings)
+    data = topo.tier(tier)
     return {
-        "MASTER_NAME": settings.master_name,
+        "MASTER_NAME": data.master_name,
         "REDIS_PORT": str(t.REDIS_PORT),
         "SENTINEL_PORT": str(t.SENTINEL_PORT),
         "SENTINEL_ADDRS": " ".join(topo.sentinel_addrs),
-        "REDIS_ADDRS": " ".join(topo.redis_addrs),
-        "REDIS_SEED_HOST": topo.redis_pod_host(0),
+        "REDIS_ADDRS": " ".join(data.addrs),
+        "REDIS_SEED_HOST": data.pod_host(0),
+        # What the Sentinels monitor: one name=<pod>,<pod>,... per tier (the first pod is ordinal 0).
+        "SENTINEL_MONITORS": " ".join(f"{d.master_name}={','.join(d.addrs)}" for d in topo.tiers),
         "AUTH_DIR": t.AUTH_DIR,
         "SCRIPT_USER": acl.PROBE.name,
         "BACKUP_USER": acl.BACKUP.name,
@@ -49,7 +53,7 @@ def script_defaults(settings: Settings) -> dict[str, str]:
         "SENTINEL_PASSWORD_KEY": acl.SENTINEL_PASSWORD_KEY,
         "TLS": "yes" if settings.tls.enabled else "no",
         "TLS_DIR": t.TLS_DIR,
-        "REDIS_HEADLESS_DOMAIN": f"{topo.redis_headless}.{topo.namespace}.{t.CLUSTER_DOMAIN}",
+        "REDIS_HEADLESS_DOMAIN": data.headless_domain,
         "SENTINEL_HEADLESS_DOMAIN": f"{topo.sentinel_headless}.{topo.namespace}.{t.CLUSTER_DOMAIN}",
         "REDIS_CONFIG_DIR": t.REDIS_CONFIG_DIR,
         "SENTINEL_CONFIG_DIR": t.SENTINEL_CONFIG_DIR,
@@ -65,9 +69,12 @@ def script_defaults(settings: Settings) -> dict[str, str]:
     }
 
 
-def render_scripts(settings: Settings, names: tuple[str, ...] = SCRIPT_NAMES) -> dict[str, str]:
-    """The named scripts (by default the Redis and Sentinel ones) by file name, for a ConfigMap."""
-    defaults = script_defaults(settings)
+def render_scripts(
+    settings: Settings, names: tuple[str, ...] = SCRIPT_NAMES, tier: t.TierName = "cache"
+) -> dict[str, str]:
+    """The named scripts (by default the Redis and Sentinel ones) by file name, for a ConfigMap;
+    a data tier's pods get theirs rendered for their ``tier``."""
+    defaults = script_defaults(settings, tier)
 
     def fill(match: re.Match[str]) -> str:
         name = match.group(1)

@@ -64,8 +64,13 @@ def run_bench(cluster: LoopbackCluster, sizes: Sizes, say: Any = _say) -> tuple[
     replicas = len(cluster.redis_nodes) - 1
     # Under the smoke suite's prefix: the application ACL user may touch only its own key patterns.
     prefix = f"{SMOKE_KEY_PREFIX}bench:"
-    with SentinelClient(cluster.client_config(min_idle=2)) as client:
+    tier = "state" if "state" in cluster.tiers else "cache"
+    with (
+        SentinelClient(cluster.client_config(min_idle=2)) as client,
+        SentinelClient(cluster.client_config(tier, min_idle=2)) as state,
+    ):
         client.warm_up()
+        state.warm_up()
 
         def master_node() -> redis.Redis:
             return cluster.client(cluster.masters()[0], decode_responses=False)
@@ -74,22 +79,26 @@ def run_bench(cluster: LoopbackCluster, sizes: Sizes, say: Any = _say) -> tuple[
         node = cluster.masters()[0]
         server_version = server_of(master)
         say(f"bench: operations ({sizes.samples} timed calls each, {sizes.rounds} interleaved rounds)")
-        work = operations.Workload(client, prefix, replicas)
+        work = operations.Workload(client, prefix, replicas, state=state)
         value = work.fresh_entries(1)[0].to_json()
         # The baseline: raw redis-py with its defaults, on a connection of its own to the master,
         # as the same application user the strategies run as.
         with redis.Redis(host=node.host, port=node.port, **_app_credentials(cluster)) as raw:
             ops = operations.baselines(raw, prefix, value) + work.operations()
+            masters = [master] + (
+                [cluster.client(cluster.masters(tier)[0], decode_responses=False)] if tier != "cache" else []
+            )
             measured = operations.measure(
-                ops, master, samples=sizes.samples, rounds=sizes.rounds, counted=sizes.counted
+                ops, masters, samples=sizes.samples, rounds=sizes.rounds, counted=sizes.counted
             )
         baseline = {name: measured.pop(name) for name in ("get", "setex")}
 
         say(f"bench: concurrency (8 clients on one rate limit; {sizes.threads} threads x {sizes.throughput_seconds} s)")
         conc = concurrency.measure_concurrency(
-            cluster.client_config(),
+            cluster.client_config(tier),
             client,
             prefix,
+            state=state,
             thread_counts=list(sizes.threads),
             seconds=sizes.throughput_seconds,
             exactness_attempts=sizes.exactness_attempts,
@@ -97,6 +106,11 @@ def run_bench(cluster: LoopbackCluster, sizes: Sizes, say: Any = _say) -> tuple[
 
         say(f"bench: failover ({sizes.failover_runs} SIGKILLs of the master)")
         fail, drills = failover.measure_failover(cluster, client, sizes.failover_runs, say)
+        tiers: dict[str, Any] = {"cache": {"failover": fail}}
+        if "state" in cluster.tiers:
+            say(f"bench: failover of the state tier ({sizes.failover_runs} SIGKILLs of its master)")
+            runs = failover.measure_failover(cluster, state, sizes.failover_runs, say, "state")
+            tiers["state"] = {"failover": runs[0]}
 
         master = master_node()
         say(f"bench: memory ({sizes.memory_entries} entries per layout)")
@@ -104,7 +118,12 @@ def run_bench(cluster: LoopbackCluster, sizes: Sizes, say: Any = _say) -> tuple[
 
         say(f"bench: growth ({', '.join(map(str, sizes.growth_keys))} keys)")
         nodes = [cluster.client(node, decode_responses=False) for node in cluster.redis_nodes]
-        grow = growth.measure_growth(client, nodes, master, replicas, list(sizes.growth_keys), sizes.growth_samples)
+        grow = growth.measure_growth(
+            client, nodes, master, replicas, list(sizes.growth_keys), sizes.growth_samples, state=state
+        )
+        for name in cluster.tiers:
+            with cluster.client(cluster.masters(name)[0]) as tier_master:
+                tiers[name]["memory"] = memory.tier_memory(tier_master)
 
     document = {
         "machine": {
@@ -117,7 +136,8 @@ def run_bench(cluster: LoopbackCluster, sizes: Sizes, say: Any = _say) -> tuple[
             "duration_seconds": round(time.monotonic() - started, 1),
             "loadavg_before": load_before,
             "loadavg_after": _loadavg(),
-            "topology": f"1 master + {replicas} replicas + {len(cluster.sentinels)} Sentinels on loopback",
+            "topology": f"{len(cluster.tiers)} tiers of 1 master + {replicas} replicas, "
+            f"{len(cluster.sentinels)} Sentinels on loopback",
             "sizes": asdict(sizes),
         },
         "baseline": baseline,
@@ -126,6 +146,8 @@ def run_bench(cluster: LoopbackCluster, sizes: Sizes, say: Any = _say) -> tuple[
         "growth": grow,
         "concurrency": conc,
         "failover": fail,
+        # Per data tier: its failover figures (SIGKILL of its master) and its memory at the end.
+        "tiers": tiers,
     }
     return document, failover.summary(fail, drills)
 

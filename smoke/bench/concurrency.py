@@ -102,11 +102,15 @@ def rate_limit_exactness(
 class MixedWorkload:
     """The operations of :data:`MIX` on prepared data, shared by every thread."""
 
-    def __init__(self, client: SentinelClient, prefix: str, seed: int = 3) -> None:
-        self.entries = EntryCache(client, prefix)
+    def __init__(
+        self, client: SentinelClient, prefix: str, seed: int = 3, *, state: SentinelClient | None = None
+    ) -> None:
+        # Each strategy on its tier: entries and claims on ``client`` (the cache tier), the
+        # decisions and the entries' version markers on ``state`` (None: all on ``client``).
+        self.entries = EntryCache(client, prefix, markers=state)
         self.claims = ClaimCache(client, prefix)
-        self.workflow = WorkflowCache(client, prefix)
-        self.limiter = RateLimiter(client, prefix, limits={"GetEntry": 10**12})
+        self.workflow = WorkflowCache(state or client, prefix)
+        self.limiter = RateLimiter(state or client, prefix, limits={"GetEntry": 10**12})
         self.pool = list(entries(seed, 0, 500))
         for entry in self.pool:
             self.entries.write(entry)
@@ -196,9 +200,12 @@ def measure_concurrency(
     thread_counts: list[int],
     seconds: float,
     exactness_attempts: int,
+    state: SentinelClient | None = None,
 ) -> dict[str, Any]:
+    """``config``: the client configuration of the tier the rate limiter runs on (the state tier);
+    ``client``/``state``: the cache and the state tier's clients of the mixed workload."""
     exactness = rate_limit_exactness(config, prefix, clients=8, attempts=exactness_attempts, limit=100)
-    workload = MixedWorkload(client, prefix)
+    workload = MixedWorkload(client, prefix, state=state)
     return {
         "ratelimit_exactness": exactness,
         "mix": {name: weight for name, weight in MIX},

@@ -7,10 +7,14 @@ an account at one of the large ISPBs with branch, number and account type, an ow
 tax id, and two timestamps, drawn from a seeded RNG so two runs load the same data.
 
 The fill is pipelined (``batch`` writes per round trip): one write per round trip would make the
-1M-key growth step take minutes. Our layout is written by the entry cache's own write script
-with the same keys and arguments as :meth:`smoke.strategies.entries.EntryCache.write`; the seed's layout is
+1M-key growth step take minutes. Our layout is written by the entry cache's own scripts with the
+same keys and arguments as :meth:`smoke.strategies.entries.EntryCache.write`: its reservation
+step on the markers' tier (the state tier since issue 13; by default the same node, as an
+``EntryCache`` without ``markers``), then its store step (entry + pointer) on the cache tier; the
+memory and growth benchmarks load the cache tier's half alone; the seed's layout is
 the seed's two ``SETEX`` of the full JSON (TSP-003 §3.1, ``SetByID`` + ``SetByKey``). The
-test suite checks that a bulk-filled entry is stored exactly as ``EntryCache.write`` stores it.
+test suite checks that a bulk-filled entry is stored on the cache tier exactly as
+``EntryCache.write`` stores it.
 """
 
 from __future__ import annotations
@@ -21,10 +25,12 @@ import random
 import threading
 import uuid
 from collections.abc import Callable, Iterator
+from typing import Any
 
 import redis
 
-from smoke.strategies.entries import _WRITE as ENTRY_WRITE_SCRIPT  # the strategy's own script, not a copy
+from smoke.strategies.entries import _RESERVE as ENTRY_RESERVE_SCRIPT  # the strategy's own scripts, not copies
+from smoke.strategies.entries import _WRITE as ENTRY_WRITE_SCRIPT
 from smoke.strategies.entries import ID_KEY, KEY_TYPES, POINTER_KEY, Account, Entry, EntryCache, Owner
 
 # Large Brazilian ISPBs (Banco do Brasil, Itaú, Caixa, Bradesco, Santander, Nubank, Inter).
@@ -141,20 +147,60 @@ def fill_parallel(
     return written[0]
 
 
-def fill_our_layout(master: redis.Redis, cache: EntryCache, batch: list[Entry]) -> list[str]:
-    """Write ``batch`` as ``EntryCache.write`` does (entry, pointer, version marker), pipelined;
-    returns each write's outcome (``stored`` unless the data was already there)."""
-    pipe = master.pipeline(transaction=False)
+def fill_our_layout(
+    master: redis.Redis,
+    cache: EntryCache,
+    batch: list[Entry],
+    markers: redis.Redis | None = None,
+    *,
+    cache_tier_only: bool = False,
+) -> list[str]:
+    """Write ``batch`` as ``EntryCache.write`` does, pipelined: the reservations on ``markers``
+    (the markers' tier; ``None``: ``master`` itself, as an ``EntryCache`` without ``markers``),
+    then on ``master`` (the cache tier) the store of each reserved entry (entry + pointer).
+    ``cache_tier_only``: no reservations, only the layout the cache tier holds, which the memory
+    and growth benchmarks measure (a bulk load of fresh entries has no order to keep). Returns
+    each write's outcome (``stored`` unless the data was already there, ``stale`` if its
+    reservation was refused)."""
+    outcomes = {entry.id: "stored" for entry in batch}
+    if not cache_tier_only:
+        reserved = _pipelined(
+            master if markers is None else markers,
+            ENTRY_RESERVE_SCRIPT,
+            [
+                (
+                    [cache.marker_key(entry.id), cache.negative_epoch_key()],
+                    [entry.version, cache.marker_ttl_ms, max(cache.marker_ttl_ms, cache.lease_ms)],
+                )
+                for entry in batch
+            ],
+        )
+        outcomes.update({e.id: "stale" for e, ok in zip(batch, reserved, strict=True) if ok != "ok"})
     prefix = cache.prefix + POINTER_KEY
-    for entry in batch:
-        keys = [cache.id_key(entry.id), cache.pointer_key(entry.key_type, entry.key_value), cache.marker_key(entry.id)]
-        args = [entry.id, entry_json(entry), entry.version, cache.ttl_ms, cache.marker_ttl_ms, prefix]
-        pipe.evalsha(ENTRY_WRITE_SCRIPT.sha, len(keys), *keys, *args)
+    todo = [entry for entry in batch if outcomes[entry.id] == "stored"]
+    calls = [
+        (
+            [cache.id_key(entry.id), cache.pointer_key(entry.key_type, entry.key_value)],
+            [entry.id, entry_json(entry), entry.version, cache.ttl_ms, prefix],
+        )
+        for entry in todo
+    ]
+    outcomes.update(zip((e.id for e in todo), _pipelined(master, ENTRY_WRITE_SCRIPT, calls), strict=True))
+    return [outcomes[entry.id] for entry in batch]
+
+
+def _pipelined(node: redis.Redis, script: Any, calls: list[tuple[list[str], list[object]]]) -> list[str]:
+    """Run ``script`` once per (keys, args) in one pipeline on ``node``; each reply's outcome."""
+    if not calls:
+        return []
+    pipe = node.pipeline(transaction=False)
+    for keys, args in calls:
+        pipe.evalsha(script.sha, len(keys), *keys, *args)
     try:
         replies = pipe.execute()
     except redis.exceptions.NoScriptError:
-        master.script_load(ENTRY_WRITE_SCRIPT.source)
-        return fill_our_layout(master, cache, batch)
+        node.script_load(script.source)
+        return _pipelined(node, script, calls)
     return [_text(reply[1]) for reply in replies]
 
 

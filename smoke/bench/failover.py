@@ -25,22 +25,27 @@ from smoke.strategies.client import SentinelClient
 
 
 def measure_failover(
-    cluster: LoopbackCluster, client: SentinelClient, runs: int, say: Callable[[str], None] = print
+    cluster: LoopbackCluster,
+    client: SentinelClient,
+    runs: int,
+    say: Callable[[str], None] = print,
+    tier: str = "cache",
 ) -> tuple[dict[str, Any], list[DrillResult]]:
     """``{"down_after_ms", "outage_seconds", "lost_plain_writes", "lost_confirmed_claims"}`` and
-    the per-run drill results."""
-    replicas = len(cluster.redis_nodes) - 1
+    the per-run drill results, SIGKILLing the master of ``tier`` (``client`` is that tier's)."""
+    replicas = len(cluster.tier_nodes(tier)) - 1
     results: list[DrillResult] = []
     for run in range(runs):
         prefix = f"{SMOKE_KEY_PREFIX}bench:failover:{uuid.uuid4().hex[:8]}:"
-        result = run_failover_drill(client, prefix, replicas, KillMaster(cluster, signal.SIGKILL))
+        result = run_failover_drill(client, prefix, replicas, KillMaster(cluster, signal.SIGKILL, tier=tier))
         if result.heal_error is not None:
             raise BenchError(f"failover {run + 1}: the killed master did not rejoin: {result.heal_error}")
         results.append(result)
         outage = "none" if result.rto_seconds is None else f"{result.rto_seconds:.2f} s"
         say(
-            f"  failover {run + 1}/{runs}: outage {outage}; lost {result.lost_plain_writes}/{result.plain_writes} "
-            f"plain, {result.lost_acknowledged_writes}/{result.acknowledged_writes} confirmed claims; "
+            f"  failover {run + 1}/{runs} ({tier} tier): outage {outage}; "
+            f"lost {result.lost_plain_writes}/{result.plain_writes} plain, "
+            f"{result.lost_acknowledged_writes}/{result.acknowledged_writes} confirmed claims; "
             f"{result.old_master} -> {result.new_master}"
         )
     return (

@@ -1,11 +1,12 @@
 """Growth: latency of entry get-by-id and of a rate-limit check as the keyspace grows.
 
-The keyspace is filled with realistic entries in our layout (three keys each: entry, pointer,
-version marker) up to each size, and at each size both operations are timed on random keys, so a
-lookup touches a cold part of the hash table as it would in production. A Redis lookup is a hash
-table probe, so the curve should be flat; what could bend it is the table's incremental
-rehashing while it grows, and the forks of RDB saves and AOF rewrites that a bulk load triggers
-(each size waits until none is running before it is timed).
+The keyspace is filled with realistic entries in our cache-tier layout (two keys each: entry and
+pointer; the version markers live on the state tier) up to each size, and at each size both
+operations are timed on random keys, so a lookup touches a cold part of the hash table as it
+would in production. A Redis lookup is a hash table probe, so the curve should be flat; what
+could bend it is the table's incremental rehashing while it grows, and the forks of RDB saves
+and AOF rewrites that a bulk load triggers (each size waits until none is running before it is
+timed).
 
 The dev stack's ``maxmemory`` (256 MiB, ``allkeys-lru``) holds about 270k of these entries (~1 KB each), so
 1M keys would measure evictions rather than lookups: for this step every data node gets the prod
@@ -27,7 +28,7 @@ from smoke.strategies.entries import Entry, EntryCache
 from smoke.strategies.ratelimit import RateLimiter
 
 BATCH = 1000
-KEYS_PER_ENTRY = 3
+KEYS_PER_ENTRY = 2  # entry + pointer on the cache tier (the markers are on the state tier)
 GROWTH_MAXMEMORY = 2 * 1024**3  # the prod stack's maxmemory (4 GiB limit x 0.5)
 ENTRY_TTL_MS = 3_600_000  # the fill must outlive the run; the TTL does not change an entry's size
 
@@ -66,12 +67,14 @@ def measure_growth(
     sizes: list[int],
     samples: int,
     seed: int = 11,
+    state: SentinelClient | None = None,
 ) -> dict:
-    """Fill up to each size in ``sizes`` (keys) and time both operations there."""
+    """Fill up to each size in ``sizes`` (keys) and time both operations there: the entry read on
+    the growing cache tier, the rate-limit check on ``state`` (its tier; None: on ``client``)."""
     for node in nodes:
         node.config_set("maxmemory", GROWTH_MAXMEMORY)
     cache = EntryCache(client, ttl_ms=ENTRY_TTL_MS)
-    limiter = RateLimiter(client, limits={"GetEntry": 10**12})
+    limiter = RateLimiter(state or client, limits={"GetEntry": 10**12})
     ispbs = [f"{i:08d}" for i in range(1000)]
     filled: list[str] = []  # ids of the entries loaded so far
     points = []
@@ -80,7 +83,7 @@ def measure_growth(
     started = time.monotonic()
 
     def write(batch: list[Entry]) -> None:
-        client.run(lambda r: fill_our_layout(r, cache, batch), idempotent=True)
+        client.run(lambda r: fill_our_layout(r, cache, batch, cache_tier_only=True), idempotent=True)
         filled.extend(entry.id for entry in batch)  # one list.extend: atomic under the GIL
 
     for size in sorted(sizes):

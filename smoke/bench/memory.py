@@ -1,5 +1,6 @@
-"""Bytes per cached entry: our layout (entry + pointer + version marker) against the seed's (the
-full JSON under both keys), same entries, same run.
+"""Bytes per cached entry on the cache tier: our layout (entry + pointer; the version marker
+lives on the state tier since issue 13, see :mod:`smoke.strategies.entries` for its size) against
+the seed's (the full JSON under both keys), same entries, same run.
 
 Each layout is loaded into an empty database and measured by the growth of the memory that
 counts against ``maxmemory`` (``INFO memory``: ``used_memory`` minus ``mem_not_counted_for_evict``,
@@ -12,6 +13,7 @@ fails if anything was evicted or a key is missing, since the figure would then b
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Any
 
 import redis
 
@@ -64,16 +66,32 @@ def measure_memory(client: SentinelClient, master: redis.Redis, replicas: int, c
     cache = EntryCache(client)
 
     def ours(batch: list[Entry]) -> None:
-        client.run(lambda r: fill_our_layout(r, cache, batch), idempotent=True)
+        client.run(lambda r: fill_our_layout(r, cache, batch, cache_tier_only=True), idempotent=True)
 
     def seeds(batch: list[Entry]) -> None:
         client.run(lambda r: fill_seed_layout(r, "", batch), idempotent=True)
 
-    our_bytes = bytes_per_entry(master, replicas, count, ours, 3, seed)
+    our_bytes = bytes_per_entry(master, replicas, count, ours, 2, seed)
     seed_bytes = bytes_per_entry(master, replicas, count, seeds, 2, seed)
     master.flushall(asynchronous=False)
     return {
         "entries": count,
         "bytes_per_entry": round(our_bytes, 1),
         "seed_layout_bytes_per_entry": round(seed_bytes, 1),
+    }
+
+
+def tier_memory(master: redis.Redis) -> dict[str, Any]:
+    """One tier's memory as its master reports it: used bytes, maxmemory and its share, the
+    eviction policy, keys and evicted keys (a state tier must show 0 evicted)."""
+    info = {**master.info("memory"), **master.info("stats"), **master.info("keyspace")}
+    maxmemory = int(info.get("maxmemory", 0))
+    used = int(info["used_memory"])
+    return {
+        "used_memory_bytes": used,
+        "maxmemory_bytes": maxmemory,
+        "used_share": round(used / maxmemory, 4) if maxmemory else None,
+        "maxmemory_policy": info.get("maxmemory_policy"),
+        "keys": int(info.get("db0", {}).get("keys", 0)) if isinstance(info.get("db0"), dict) else 0,
+        "evicted_keys": int(info.get("evicted_keys", 0)),
     }

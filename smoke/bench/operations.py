@@ -55,15 +55,26 @@ class Operation:
 class Workload:
     """The five strategies on one client and key prefix, and the data each operation needs."""
 
-    def __init__(self, client: SentinelClient, prefix: str, replicas: int, seed: int = 1) -> None:
+    def __init__(
+        self,
+        client: SentinelClient,
+        prefix: str,
+        replicas: int,
+        seed: int = 1,
+        *,
+        state: SentinelClient | None = None,
+    ) -> None:
         self.client = client
         self.prefix = prefix
-        self.entries = EntryCache(client, prefix)
+        # Each strategy on its tier: entries and claims on ``client`` (the cache tier), the
+        # decisions and the entries' version markers on ``state`` (None: all on ``client``).
+        decisions = state or client
+        self.entries = EntryCache(client, prefix, markers=state)
         self.claims = ClaimCache(client, prefix)
-        self.workflow = WorkflowCache(client, prefix)
-        self.idempotency = IdempotencyStore(client, prefix, replicas=replicas)
+        self.workflow = WorkflowCache(decisions, prefix)
+        self.idempotency = IdempotencyStore(decisions, prefix, replicas=replicas)
         # A limit no benchmark reaches: the measured path is the counting one (INCR), not a rejection.
-        self.limiter = RateLimiter(client, prefix, limits={"GetEntry": 10**12})
+        self.limiter = RateLimiter(decisions, prefix, limits={"GetEntry": 10**12})
         self.seed = seed
         self._next = itertools.count()
         self._sequence = itertools.count(1)
@@ -94,8 +105,11 @@ class Workload:
 
     def invalidate(self, n: int) -> list[Callable[[], Any]]:
         batch = self.fresh_entries(n)
-        self.client.run(lambda r: fill_our_layout(r, self.entries, batch), idempotent=True)
-        return [partial(self.entries.invalidate, entry.id) for entry in batch]
+        # Entries to invalidate: the cache tier's half is all an invalidation needs to find.
+        self.client.run(lambda r: fill_our_layout(r, self.entries, batch, cache_tier_only=True), idempotent=True)
+        # As a writer invalidates after its commit: with the version it committed (the recommended
+        # form: 2 round trips; without it, an entry only ever filled costs a third).
+        return [partial(self.entries.invalidate, entry.id, committed_version=entry.version + 1) for entry in batch]
 
     def claim_create(self, n: int) -> list[Callable[[], Any]]:
         entry_ids = [self.unique("entry") for _ in range(POOL)]
@@ -179,8 +193,9 @@ class Workload:
         return [
             Operation("entry.get_by_id", "get", 1, self.get_by_id, lambda e: e is not None),
             Operation("entry.get_by_key", "get", 1, self.get_by_key, lambda e: e is not None),
-            Operation("entry.write", "setex", 1, self.write, lambda outcome: outcome == "stored"),
-            Operation("entry.invalidate", "setex", 1, self.invalidate, lambda removed: removed == 2),
+            # Two round trips each: the markers' tier, then the cache tier (smoke.strategies.entries).
+            Operation("entry.write", "setex", 2, self.write, lambda outcome: outcome == "stored"),
+            Operation("entry.invalidate", "setex", 2, self.invalidate, lambda removed: removed == 2),
             Operation("claim.create", "setex", 1, self.claim_create, lambda put: put.index_size >= 1),
             Operation("claim.status", "get", 1, self.claim_status, lambda status: status == "OPEN"),
             Operation("claim.list", "get", 1, self.claim_list, lambda claims: len(claims) == 2),
@@ -240,23 +255,26 @@ def _keep(results: list[Any], call: Callable[[], Any]) -> None:
     results.append(call())
 
 
-def count_costs(op: Operation, master: redis.Redis, n: int) -> dict[str, float]:
-    """Round trips and commands per call of ``op``, averaged over ``n`` calls."""
+def count_costs(op: Operation, masters: list[redis.Redis], n: int) -> dict[str, float]:
+    """Round trips and commands per call of ``op``, averaged over ``n`` calls; commands summed
+    over ``masters`` (each data tier's: an operation may span both)."""
     calls = op.prepare(n)
-    before = command_calls(master)
+    before = [command_calls(master) for master in masters]
     with count_round_trips() as trips:
         run_checked(op, calls, timed=False)
-    after = command_calls(master)
-    return {"round_trips": round(trips[0] / n, 2), "commands": round(commands_between(before, after) / n, 2)}
+    after = [command_calls(master) for master in masters]
+    commands = sum(commands_between(b, a) for b, a in zip(before, after, strict=True))
+    return {"round_trips": round(trips[0] / n, 2), "commands": round(commands / n, 2)}
 
 
 def measure(
-    ops: list[Operation], master: redis.Redis, *, samples: int, rounds: int, counted: int
+    ops: list[Operation], masters: list[redis.Redis], *, samples: int, rounds: int, counted: int
 ) -> dict[str, dict[str, float]]:
-    """Round trips, commands and p50/p95/p99 for each operation (baselines included)."""
+    """Round trips, commands (on every tier's master) and p50/p95/p99 for each operation
+    (baselines included)."""
     for op in ops:  # warm-up: scripts loaded, pool connections open
         run_checked(op, op.prepare(5), timed=False)
-    costs = {op.name: count_costs(op, master, counted) for op in ops}
+    costs = {op.name: count_costs(op, masters, counted) for op in ops}
     latencies: dict[str, list[float]] = {op.name: [] for op in ops}
     per_round = max(1, samples // rounds)
     for _ in range(rounds):

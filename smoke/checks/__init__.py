@@ -15,7 +15,8 @@ from dataclasses import dataclass, field
 
 from smoke.strategies.client import SentinelClient
 
-STRATEGIES = ("topology", "entry", "claim", "workflow", "idempotency", "ratelimit", "failover")
+# "eviction" and "failover" have no registered checks: the runner adds the drills' results.
+STRATEGIES = ("topology", "entry", "claim", "workflow", "idempotency", "ratelimit", "eviction", "failover")
 
 
 class CheckFailed(AssertionError):
@@ -33,14 +34,37 @@ SMOKE_KEY_PREFIX = "smoke:"
 
 @dataclass
 class CheckContext:
-    """What a check gets: the shared client, the run's key prefix, and a latency recorder."""
+    """What a check gets: the shared clients (one per data tier), the run's key prefix, and a
+    latency recorder."""
 
+    # The cache tier's client (entries, claims).
     client: SentinelClient
     # Every key a check writes starts with this (e.g. "smoke:1a2b3c:"), so a run can be isolated
     # and cleaned up without touching application data.
     prefix: str
     replicas: int = 2
     latencies_ms: dict[str, list[float]] = field(default_factory=lambda: defaultdict(list))
+    # The state tier's client (idempotency, rate limits, workflows); None: a target without a
+    # state tier, where those checks run against the cache tier's client.
+    state_client: SentinelClient | None = None
+
+    # Replicas the state tier's master must have.
+    state_replicas: int = 2
+
+    @property
+    def state(self) -> SentinelClient:
+        """The client of the tier that holds decisions."""
+        return self.state_client or self.client
+
+    @property
+    def state_tier_replicas(self) -> int:
+        """Replicas the master of the tier that holds decisions has."""
+        return self.state_replicas if self.state_client else self.replicas
+
+    def tiers(self) -> list[tuple[str, SentinelClient, int]]:
+        """(tier, client, replicas expected) of every data tier of the target."""
+        cache = [("cache", self.client, self.replicas)]
+        return cache + ([("state", self.state_client, self.state_replicas)] if self.state_client else [])
 
     def timed(self, name: str, fn: Callable[[], object]) -> object:
         """Run ``fn`` and record its latency under ``name`` (``<strategy>.<op>``)."""

@@ -1,8 +1,13 @@
 """Entry-cache checks: each proves one property of :mod:`smoke.strategies.entries` on a live master.
 
+Every cache is built with the context's state-tier client as ``markers`` (``None`` on a target
+without a state tier: the markers then live on the cache tier's client, same protocol). Keys are
+looked for on the tier they live on: entries, pointers, leases and tombstones on the cache tier,
+markers and the epoch on ``ctx.state``.
+
 Round trips are counted with :class:`CountingClient`, which sees every command the strategy
-sends through its own client object: unlike ``INFO commandstats`` it is not disturbed by other
-checks or processes using the same server at the same time.
+sends through its own client object (one per tier): unlike ``INFO commandstats`` it is not
+disturbed by other checks or processes using the same server at the same time.
 """
 
 from __future__ import annotations
@@ -24,6 +29,7 @@ from smoke.strategies.entries import (
     LEASE_KEY_KEY,
     MAX_NEGATIVE_TTL_MS,
     NONE,
+    TOMBSTONE,
     Entry,
     EntryCache,
     sample_entry,
@@ -76,12 +82,36 @@ def isolated(ctx: CheckContext) -> CheckContext:
     return dataclasses.replace(ctx, prefix=f"{ctx.prefix}{uuid.uuid4().hex[:8]}:")
 
 
-def keys_under(ctx: CheckContext, pattern: str = "*") -> list[str]:
-    return ctx.client.run(lambda r: sorted(r.scan_iter(match=ctx.prefix + pattern, count=1000)), idempotent=True)
+def keys_under(ctx: CheckContext, pattern: str = "*", client: SentinelClient | None = None) -> list[str]:
+    """The keys under the check's prefix on ``client``'s tier (the cache tier by default)."""
+    on = ctx.client if client is None else client
+    return on.run(lambda r: sorted(r.scan_iter(match=ctx.prefix + pattern, count=1000)), idempotent=True)
 
 
-def pttl(ctx: CheckContext, key: str) -> int:
-    return int(ctx.client.run(lambda r: r.pttl(key), idempotent=True))
+def keys_on_both_tiers(ctx: CheckContext, pattern: str = "*") -> dict[str, SentinelClient]:
+    """Every key under the check's prefix, with the client of the tier it lives on."""
+    found = {key: ctx.client for key in keys_under(ctx, pattern)}
+    if ctx.state is not ctx.client:
+        found.update({key: ctx.state for key in keys_under(ctx, pattern, ctx.state)})
+    return found
+
+
+def entry_cache(ctx: CheckContext, client: SentinelClient | None = None, **options: Any) -> EntryCache:
+    """The entry cache a check runs: on the context's cache tier (or ``client``), its markers on
+    the context's state tier (``ctx.state``: the cache tier's client on a target without one)."""
+    markers = options.pop("markers", ctx.state)
+    return EntryCache(ctx.client if client is None else client, ctx.prefix, markers=markers, **options)
+
+
+def pttl(ctx: CheckContext, key: str, client: SentinelClient | None = None) -> int:
+    on = ctx.client if client is None else client
+    return int(on.run(lambda r: r.pttl(key), idempotent=True))
+
+
+def is_tombstone(ctx: CheckContext, key: str) -> bool:
+    """Whether ``key`` (on the cache tier) holds an invalidation tombstone."""
+    value = ctx.client.run(lambda r: r.get(key) if r.type(key) == "string" else None, idempotent=True)
+    return bool(value) and str(value).startswith(TOMBSTONE)
 
 
 def set_raw(ctx: CheckContext, key: str, value: str | bytes, px: int = 60_000) -> None:
@@ -101,13 +131,16 @@ FOREIGN_TYPES: dict[str, Callable[[redis.Redis, str], Any]] = {
 }
 
 
-def plant_type(ctx: CheckContext, key: str, kind: str) -> None:
-    """Replace ``key`` with a value of Redis type ``kind``."""
-    ctx.client.run(lambda r: (r.delete(key), FOREIGN_TYPES[kind](r, key)), idempotent=True)
+def plant_type(ctx: CheckContext, key: str, kind: str, client: SentinelClient | None = None) -> None:
+    """Replace ``key`` (on ``client``'s tier, the cache tier by default) with a value of Redis
+    type ``kind``."""
+    on = ctx.client if client is None else client
+    on.run(lambda r: (r.delete(key), FOREIGN_TYPES[kind](r, key)), idempotent=True)
 
 
-def exists(ctx: CheckContext, key: str) -> bool:
-    return bool(ctx.client.run(lambda r: r.exists(key), idempotent=True))
+def exists(ctx: CheckContext, key: str, client: SentinelClient | None = None) -> bool:
+    on = ctx.client if client is None else client
+    return bool(on.run(lambda r: r.exists(key), idempotent=True))
 
 
 def connection_still_works(ctx: CheckContext, times: int = 5) -> None:
@@ -137,29 +170,51 @@ def _timed_write(ctx: CheckContext, cache: EntryCache, entry: Entry) -> str:
 @check("entry", "read_by_id_and_key_one_round_trip")
 def read_by_id_and_key_one_round_trip(ctx: CheckContext) -> str:
     ctx = isolated(ctx)
-    counting = CountingClient(ctx.client)
-    cache = EntryCache(counting, ctx.prefix)
+    counting, counting_state = CountingClient(ctx.client), CountingClient(ctx.state)
+    cache = entry_cache(ctx, counting, markers=counting_state)
     entry = sample_entry(new_id())
     cache.write(entry)
-    cache.get_by_id(entry.id)  # loads the script once (NOSCRIPT -> SCRIPT LOAD), not counted below
+    cache.get_by_id(entry.id)  # loads the scripts once (NOSCRIPT -> SCRIPT LOAD), not counted below
+    cache.get_or_load(new_id(), lambda i: sample_entry(i))
     for _ in range(20):  # latency samples for the report
         _timed_get_by_id(ctx, cache, entry.id)
         _timed_get_by_key(ctx, cache, entry)
-    by_id, id_cmds = counting.count(lambda: _timed_get_by_id(ctx, cache, entry.id))
-    by_key, key_cmds = counting.count(lambda: _timed_get_by_key(ctx, cache, entry))
-    _, write_cmds = counting.count(lambda: _timed_write(ctx, cache, sample_entry(entry.id, 2, entry.key_value)))
+
+    def count(fn: Callable[[], T]) -> tuple[T, list[str], list[str]]:
+        """``fn``'s result and the commands it sent to the cache tier and to the state tier."""
+        (result, on_state), on_cache = counting.count(lambda: counting_state.count(fn))
+        return result, on_cache, on_state
+
+    by_id, id_cache, id_state = count(lambda: _timed_get_by_id(ctx, cache, entry.id))
+    by_key, key_cache, key_state = count(lambda: _timed_get_by_key(ctx, cache, entry))
+    _, write_cache, write_state = count(lambda: _timed_write(ctx, cache, sample_entry(entry.id, 2, entry.key_value)))
+    cold = sample_entry(new_id())
+    filled, fill_cache, fill_state = count(lambda: cache.get_or_load(cold.id, lambda _i: cold))
     expect(by_id == entry, f"get_by_id returned {by_id!r}, expected the written entry")
     expect(by_key == entry, f"get_by_key returned {by_key!r}, expected the written entry")
-    expect(len(id_cmds) == 1, f"get_by_id took {len(id_cmds)} round trips: {id_cmds}")
-    expect(len(key_cmds) == 1, f"get_by_key took {len(key_cmds)} round trips: {key_cmds}")
-    expect(len(write_cmds) == 1, f"write took {len(write_cmds)} round trips: {write_cmds}")
-    return f"get_by_id {len(id_cmds)} RTT ({id_cmds[0]}), get_by_key {len(key_cmds)} RTT, write {len(write_cmds)} RTT"
+    for name, on_cache, on_state, want in (
+        ("get_by_id", id_cache, id_state, (1, 0)),
+        ("get_by_key", key_cache, key_state, (1, 0)),
+        ("write", write_cache, write_state, (1, 1)),
+        ("a cold get_or_load", fill_cache, fill_state, (2, 2)),
+    ):
+        expect(
+            (len(on_cache), len(on_state)) == want,
+            f"{name} took {len(on_cache)} round trips on the cache tier {on_cache} and {len(on_state)} on the "
+            f"state tier {on_state}, expected {want[0]} + {want[1]}",
+        )
+    expect(filled.outcome == "stored", f"the counted cold fill was {filled.outcome}")
+    return (
+        f"get_by_id {len(id_cache)} RTT ({id_cache[0]}), get_by_key {len(key_cache)} RTT, on the cache tier; "
+        f"write {len(write_state)} (state) + {len(write_cache)} (cache) RTT; cold get_or_load "
+        f"{len(fill_cache)} + {len(fill_state)} RTT"
+    )
 
 
 @check("entry", "stored_once")
 def stored_once(ctx: CheckContext) -> str:
     ctx = isolated(ctx)
-    cache = EntryCache(ctx.client, ctx.prefix)
+    cache = entry_cache(ctx)
     entry = sample_entry(new_id())
     _timed_write(ctx, cache, entry)
     values = {
@@ -177,17 +232,25 @@ def stored_once(ctx: CheckContext) -> str:
 @check("entry", "invalidation_atomic")
 def invalidation_atomic(ctx: CheckContext) -> str:
     ctx = isolated(ctx)
-    counting = CountingClient(ctx.client)
-    cache = EntryCache(counting, ctx.prefix)
+    counting, counting_state = CountingClient(ctx.client), CountingClient(ctx.state)
+    cache = entry_cache(ctx, counting, markers=counting_state)
     entry = sample_entry(new_id())
     cache.write(entry)
     cache.invalidate(entry.id)
     cache.write(sample_entry(entry.id, 2, entry.key_value))
-    removed, cmds = counting.count(lambda: ctx.timed("entry.invalidate", lambda: cache.invalidate(entry.id)))
-    expect(len(cmds) == 1, f"invalidate took {len(cmds)} round trips: {cmds}")
+    (removed, state_cmds), cmds = counting.count(
+        lambda: counting_state.count(lambda: ctx.timed("entry.invalidate", lambda: cache.invalidate(entry.id)))
+    )
+    expect(
+        len(cmds) == 1 and len(state_cmds) == 1,
+        f"invalidate took {len(state_cmds)} round trips on the state tier {state_cmds} and {len(cmds)} on the "
+        f"cache tier {cmds}, expected 1 + 1",
+    )
     expect(removed == 2, f"invalidate removed {removed} keys, expected the entry and its pointer")
-    left = [k for k in keys_under(ctx, "dict:entry:[ik][de]*")]
+    # What is left at the id is a tombstone (never served); nothing else.
+    left = [k for k in keys_under(ctx, "dict:entry:[ik][de]*") if not is_tombstone(ctx, k)]
     expect(not left, f"keys left after invalidate: {left}")
+    expect(cache.get_by_id(entry.id) is None, "the tombstone an invalidation leaves was served")
     # Concurrent readers never see a half-done write or invalidation: a read by key returns
     # nothing or the whole entry for that key, never another entry's data.
     other = sample_entry(new_id(), 1, entry.key_value)
@@ -214,15 +277,18 @@ def invalidation_atomic(ctx: CheckContext) -> str:
         thread.join(5)
     expect(not wrong, f"a reader saw inconsistent entries: {wrong[:2]}")
     marker = cache.marker_key(entry.id)
-    ttl = pttl(ctx, marker)
+    ttl = pttl(ctx, marker, cache.markers)
     expect(0 < ttl <= cache.marker_ttl_ms, f"the invalidation marker has PTTL {ttl}")
-    return f"invalidate = {len(cmds)} RTT ({cmds[0]}) removing entry + pointer; {reads} concurrent reads consistent"
+    return (
+        f"invalidate = {len(state_cmds)} + {len(cmds)} RTT ({cmds[0]}, state tier then cache tier) removing entry "
+        f"+ pointer; {reads} concurrent reads consistent"
+    )
 
 
 @check("entry", "stale_refill_rejected")
 def stale_refill_rejected(ctx: CheckContext) -> str:
     ctx = isolated(ctx)
-    cache = EntryCache(ctx.client, ctx.prefix)
+    cache = entry_cache(ctx)
     outcomes = []
 
     # (a) a reader misses and loads v1; the row changes and the cache is invalidated meanwhile.
@@ -312,7 +378,7 @@ def stale_refill_rejected(ctx: CheckContext) -> str:
 @check("entry", "reordered_writes_keep_newest")
 def reordered_writes_keep_newest(ctx: CheckContext) -> str:
     ctx = isolated(ctx)
-    cache = EntryCache(ctx.client, ctx.prefix)
+    cache = entry_cache(ctx)
     v3 = sample_entry(new_id(), 3)
     first = _timed_write(ctx, cache, v3)
     late = _timed_write(ctx, cache, sample_entry(v3.id, 2, v3.key_value))
@@ -333,7 +399,7 @@ def reordered_writes_keep_newest(ctx: CheckContext) -> str:
 @check("entry", "single_loader_under_concurrency")
 def single_loader_under_concurrency(ctx: CheckContext) -> str:
     ctx = isolated(ctx)
-    cache = EntryCache(ctx.client, ctx.prefix)
+    cache = entry_cache(ctx)
     entry = sample_entry(new_id())
     readers = 20
     calls = []
@@ -373,18 +439,18 @@ def single_loader_under_concurrency(ctx: CheckContext) -> str:
 @check("entry", "negative_cache_short_lived")
 def negative_cache_short_lived(ctx: CheckContext) -> str:
     ctx = isolated(ctx)
-    default = EntryCache(ctx.client, ctx.prefix)
+    default = entry_cache(ctx)
     expect(
         0 < default.negative_ttl_ms <= MAX_NEGATIVE_TTL_MS,
         f"default negative TTL {default.negative_ttl_ms} ms",
     )
     try:
-        EntryCache(ctx.client, ctx.prefix, negative_ttl_ms=MAX_NEGATIVE_TTL_MS + 1)
+        entry_cache(ctx, negative_ttl_ms=MAX_NEGATIVE_TTL_MS + 1)
         refused = False
     except ValueError:
         refused = True
     expect(refused, f"a negative TTL above {MAX_NEGATIVE_TTL_MS} ms was accepted")
-    cache = EntryCache(ctx.client, ctx.prefix, negative_ttl_ms=400)
+    cache = entry_cache(ctx, negative_ttl_ms=400)
     missing = new_id()
     calls = []
 
@@ -411,7 +477,7 @@ def negative_cache_short_lived(ctx: CheckContext) -> str:
 @check("entry", "changed_key_value_leaves_no_stale_key")
 def changed_key_value_leaves_no_stale_key(ctx: CheckContext) -> str:
     ctx = isolated(ctx)
-    cache = EntryCache(ctx.client, ctx.prefix)
+    cache = entry_cache(ctx)
     v1 = sample_entry(new_id(), 1, key_value="old@example.com.br")
     v2 = sample_entry(v1.id, 2, key_value="new@example.com.br")
     _timed_write(ctx, cache, v1)
@@ -441,7 +507,7 @@ def changed_key_value_leaves_no_stale_key(ctx: CheckContext) -> str:
 @check("entry", "corrupt_value_is_a_miss")
 def corrupt_value_is_a_miss(ctx: CheckContext) -> str:
     ctx = isolated(ctx)
-    cache = EntryCache(ctx.client, ctx.prefix)
+    cache = entry_cache(ctx)
     seen = []
     for garbage in ("{not json", '{"foo": 1}', "[1, 2]", '"a string"', "\xff\xfe", b"\xff\xfe{", b"{\x80}"):
         entry = sample_entry(new_id())
@@ -486,13 +552,15 @@ def corrupt_value_is_a_miss(ctx: CheckContext) -> str:
 
 def wrong_types_are_misses(ctx: CheckContext, cache: EntryCache) -> int:
     """A key of the wrong Redis type at the id, pointer, marker or lease key is deleted and
-    handled as a miss by every operation, never a WRONGTYPE error and never a half-done write."""
+    handled as a miss by every operation, never a WRONGTYPE error and never a half-done write
+    (the marker planted on its own tier, ``cache.markers``)."""
     planted = 0
     for kind in ("hash", "list", "set", "zset"):
         e = sample_entry(new_id())
         id_key, pointer, marker = cache.id_key(e.id), cache.pointer_key(e.key_type, e.key_value), cache.marker_key(e.id)
         lease = f"{cache.prefix}{LEASE_ID_KEY}{e.id}"
         wrong = {id_key: kind, pointer: kind, lease: kind, marker: "string" if kind == "hash" else kind}
+        tier = {id_key: ctx.client, pointer: ctx.client, lease: ctx.client, marker: cache.markers}
         # Reads by id and by key: a miss, the key deleted.
         for key in (id_key, pointer):
             plant_type(ctx, key, kind)
@@ -507,22 +575,25 @@ def wrong_types_are_misses(ctx: CheckContext, cache: EntryCache) -> int:
         planted += 1
         # Writes and invalidations over a wrong type at each key they touch complete.
         for key in (id_key, pointer, marker):
-            plant_type(ctx, key, wrong[key])
+            # Each round writes the next version: the invalidation of the round before refuses
+            # write-throughs of the version it knew (its marker's floor) and older.
+            e = dataclasses.replace(e, version=e.version + 1)
+            plant_type(ctx, key, wrong[key], tier[key])
             outcome = cache.write(e)
             expect(outcome == "stored", f"a write over a {wrong[key]} at {key} was {outcome}")
             got = cache.get_by_key(e.key_type, e.key_value)
             expect(got == e, f"after a write over a {wrong[key]} at {key} a read by key returned {got!r}")
-            plant_type(ctx, key, wrong[key])
+            plant_type(ctx, key, wrong[key], tier[key])
             cache.invalidate(e.id)
             # (Over a foreign id key the pointer is unknown to invalidate: it dangles, is never
             # served, and the read drops it.)
             got = cache.get_by_key(e.key_type, e.key_value)
-            left = [k for k in (id_key, pointer) if exists(ctx, k)]
+            left = [k for k in (id_key, pointer) if exists(ctx, k) and not is_tombstone(ctx, k)]
             expect(got is None and not left, f"invalidate over a {wrong[key]} at {key}: read {got!r}, left {left}")
             planted += 2
         # Fills over a wrong type at the lease or the marker.
         for key in (lease, marker):
-            plant_type(ctx, key, wrong[key])
+            plant_type(ctx, key, wrong[key], tier[key])
             result = cache.get_or_load(e.id, lambda _id, e=e: e)
             expect(result.outcome == "stored", f"a fill over a {wrong[key]} at {key} was {result.outcome}")
             expect(cache.get_by_id(e.id) == e, f"a fill over a {wrong[key]} at {key} was not cached")
@@ -548,17 +619,17 @@ def wrong_types_are_misses(ctx: CheckContext, cache: EntryCache) -> int:
 @check("entry", "every_key_has_ttl")
 def every_key_has_ttl(ctx: CheckContext) -> str:
     ctx = isolated(ctx)
-    cache = EntryCache(ctx.client, ctx.prefix)
+    cache = entry_cache(ctx)
     lowest: dict[str, int] = {}
     highest: dict[str, int] = {}
     negative: set[str] = set()
 
     def record() -> None:
-        for key in keys_under(ctx):
-            ttl = pttl(ctx, key)
+        for key, on in keys_on_both_tiers(ctx).items():
+            ttl = pttl(ctx, key, on)
             lowest[key] = min(lowest.get(key, 1 << 62), ttl)
             highest[key] = max(highest.get(key, -2), ttl)
-            value = ctx.client.run(lambda r, k=key: r.get(k) if r.type(k) == "string" else None, idempotent=True)
+            value = on.run(lambda r, k=key: r.get(k) if r.type(k) == "string" else None, idempotent=True)
             if value == NONE:
                 negative.add(key)
 
@@ -572,15 +643,15 @@ def every_key_has_ttl(ctx: CheckContext) -> str:
         return b
 
     cache.get_or_load(b.id, loader)
-    record()  # b cached, with its marker
+    record()  # b cached (a fill creates no marker; a's marker is there)
     # The version marker outlives the entry it guards (else a late, older write could land after
-    # it): compared as absolute expiry times (PEXPIRETIME), both a and b cached now.
+    # it): compared as absolute expiry times (PEXPIRETIME, each on its own tier; the marker's is
+    # later by the reservation window, 2 s, more than the clocks of two nodes differ), a cached.
     expiry = {
-        entry_id: ctx.client.run(
-            lambda r, i=entry_id: (r.pexpiretime(cache.id_key(i)), r.pexpiretime(cache.marker_key(i))),
-            idempotent=True,
+        a.id: (
+            ctx.client.run(lambda r: r.pexpiretime(cache.id_key(a.id)), idempotent=True),
+            cache.markers.run(lambda r: r.pexpiretime(cache.marker_key(a.id)), idempotent=True),
         )
-        for entry_id in (a.id, b.id)
     }
     cache.get_or_load(new_id(), lambda _id: None)
     cache.get_or_load_by_key("PHONE", "+5561999990000", lambda _t, _v: None)
@@ -589,17 +660,21 @@ def every_key_has_ttl(ctx: CheckContext) -> str:
     immortal = sorted(k for k, ttl in lowest.items() if ttl == -1)
     expect(not immortal, f"keys without a TTL: {immortal}")
     kinds = sorted({k[len(ctx.prefix) :].rsplit(":", 1)[0].split(":")[2] for k in lowest})
-    expected = {"id", "key", "ver", "lease", "epoch"}
+    expected = {"id", "key", "marker", "lease", "epoch"}
     expect(expected <= set(kinds), f"expected entry, pointer, marker, lease and epoch keys, saw {kinds}")
     # Upper bounds: entries and pointers 5 min, negative entries 30 s, markers and leases their own.
     expect(cache.ttl_ms == DEFAULT_TTL_MS == 300_000, f"entry TTL {cache.ttl_ms} ms, the contract says 5 min")
     expect(negative, "no negative entry was seen")
-    bounds = {"id": cache.ttl_ms, "key": cache.ttl_ms, "ver": cache.marker_ttl_ms, "lease": cache.lease_ms}
+    bounds = {"id": cache.ttl_ms, "key": cache.ttl_ms, "marker": cache.marker_ttl_ms, "lease": cache.lease_ms}
     bounds["epoch"] = max(cache.marker_ttl_ms, cache.lease_ms)  # outlives every lease taken before it
     for key, ttl in highest.items():
         bound = MAX_NEGATIVE_TTL_MS if key in negative else bounds[key[len(ctx.prefix) :].split(":")[2]]
         expect(ttl <= bound, f"{key} has PTTL {ttl} ms, above its bound {bound} ms")
-    expect(cache.marker_ttl_ms >= cache.ttl_ms, f"marker TTL {cache.marker_ttl_ms} ms < entry TTL {cache.ttl_ms} ms")
+    expect(
+        cache.marker_ttl_ms >= cache.ttl_ms + cache.reservation_ms,
+        f"marker TTL {cache.marker_ttl_ms} ms < entry TTL {cache.ttl_ms} ms + reservation {cache.reservation_ms} ms",
+    )
+    expect(cache.tombstone_ms <= cache.ttl_ms, f"tombstone TTL {cache.tombstone_ms} ms above the entry TTL")
     for entry_id, (entry_at, marker_at) in expiry.items():
         expect(marker_at >= entry_at > 0, f"entry {entry_id} expires at {entry_at}, its marker at {marker_at}")
     longest = max(highest.values())

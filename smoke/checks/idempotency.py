@@ -25,7 +25,7 @@ STRATEGY = "idempotency"
 
 
 def _store(ctx: CheckContext, **kwargs: Any) -> IdempotencyStore:
-    return IdempotencyStore(ctx.client, ctx.prefix, replicas=kwargs.pop("replicas", ctx.replicas), **kwargs)
+    return IdempotencyStore(ctx.state, ctx.prefix, replicas=kwargs.pop("replicas", ctx.state_tier_replicas), **kwargs)
 
 
 def _payload(request_id: str, amount: str = "100.00") -> dict[str, Any]:
@@ -78,25 +78,25 @@ def claim_confirmed_by_wait(ctx: CheckContext) -> str:
     rid = uuid.uuid4().hex
     result = _claimed(ctx, store, rid)
     expect(
-        result.replicas_acked is not None and result.replicas_acked >= ctx.replicas,
-        f"WAIT acknowledged {result.replicas_acked} replicas, expected {ctx.replicas}",
+        result.replicas_acked is not None and result.replicas_acked >= ctx.state_tier_replicas,
+        f"WAIT acknowledged {result.replicas_acked} replicas, expected {ctx.state_tier_replicas}",
     )
-    pttl = ctx.client.run(lambda r: r.pttl(store.key(rid)), idempotent=True)
+    pttl = ctx.state.run(lambda r: r.pttl(store.key(rid)), idempotent=True)
     expect(0 < pttl <= store.lock_ttl_ms, f"in-progress PTTL {pttl} ms, expected in (0, {store.lock_ttl_ms}]")
     # More replicas than exist can never acknowledge: the claim must say so, not pass as safe.
-    strict = _store(ctx, replicas=ctx.replicas + 1, wait_timeout_ms=100)
+    strict = _store(ctx, replicas=ctx.state_tier_replicas + 1, wait_timeout_ms=100)
     rid2 = uuid.uuid4().hex
     # Not timed: it waits out the WAIT timeout on purpose and would skew idempotency.claim.
     unconfirmed = strict.claim(rid2, _payload(rid2))
     expect(
-        unconfirmed.outcome is Outcome.UNCONFIRMED and unconfirmed.replicas_acked == ctx.replicas,
-        f"asking WAIT for {ctx.replicas + 1} replicas: {unconfirmed}, expected UNCONFIRMED",
+        unconfirmed.outcome is Outcome.UNCONFIRMED and unconfirmed.replicas_acked == ctx.state_tier_replicas,
+        f"asking WAIT for {ctx.state_tier_replicas + 1} replicas: {unconfirmed}, expected UNCONFIRMED",
     )
     released = strict.release(rid2, cast(str, unconfirmed.owner))
     expect(released is ReleaseOutcome.RELEASED, f"releasing the unconfirmed claim: {released}")
     return (
-        f"WAIT {ctx.replicas} acked {result.replicas_acked}, lock PTTL {pttl} ms; "
-        f"WAIT {ctx.replicas + 1} → UNCONFIRMED ({unconfirmed.replicas_acked} acked), released"
+        f"WAIT {ctx.state_tier_replicas} acked {result.replicas_acked}, lock PTTL {pttl} ms; "
+        f"WAIT {ctx.state_tier_replicas + 1} → UNCONFIRMED ({unconfirmed.replicas_acked} acked), released"
     )
 
 
@@ -214,7 +214,7 @@ def completed_ttl_24h(ctx: CheckContext) -> str:
     rid = uuid.uuid4().hex
     claim = _claimed(ctx, store, rid)
     _complete(ctx, store, rid, cast(str, claim.owner), _response(rid))
-    ttl = ctx.client.run(lambda r: r.ttl(store.key(rid)), idempotent=True)
+    ttl = ctx.state.run(lambda r: r.ttl(store.key(rid)), idempotent=True)
     expect(
         RECORD_TTL_S - 5 < ttl <= RECORD_TTL_S,
         f"completed TTL {ttl} s, expected in ({RECORD_TTL_S - 5}, {RECORD_TTL_S}]",
@@ -237,13 +237,13 @@ def corrupt_record_fails_closed(ctx: CheckContext) -> str:
             "response not JSON": lambda r, k=key, v=envelope: r.set(k, json.dumps(v), ex=60),
             "a hash": lambda r, k=key: r.hset(k, "state", "completed"),
         }
-        ctx.client.run(writes[label], idempotent=True)
+        ctx.state.run(writes[label], idempotent=True)
         result = _claim(ctx, store, rid, _payload(rid))
         expect(
             result.outcome is Outcome.IN_PROGRESS and result.corrupt,
             f"{label}: {result.outcome}, expected IN_PROGRESS (corrupt) — a corrupt record must not allow a run",
         )
-        ttl = ctx.client.run(lambda r, k=key: r.ttl(k), idempotent=True)
+        ttl = ctx.state.run(lambda r, k=key: r.ttl(k), idempotent=True)
         expect(0 < ttl <= RECORD_TTL_S, f"{label}: corrupt record TTL {ttl}, expected in (0, {RECORD_TTL_S}]")
         seen.append(label)
     return f"{len(seen)} corrupt records ({', '.join(seen)}) → IN_PROGRESS, kept with a TTL, no crash"

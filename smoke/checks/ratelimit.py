@@ -39,7 +39,7 @@ def _in_one_window(run: Callable[[], tuple[list[Decision], str]]) -> str:
 
 @check(STRATEGY, "limit_exact_for_each_operation")
 def limit_exact_for_each_operation(ctx: CheckContext) -> str:
-    limiter = RateLimiter(ctx.client, ctx.prefix)
+    limiter = RateLimiter(ctx.state, ctx.prefix)
     operations = {**DEFAULT_LIMITS, "DeleteEntry": DEFAULT_LIMIT}  # DeleteEntry has no limit of its own
 
     def run() -> tuple[list[Decision], str]:
@@ -62,7 +62,7 @@ def limit_exact_for_each_operation(ctx: CheckContext) -> str:
 
 @check(STRATEGY, "exact_under_concurrency")
 def exact_under_concurrency(ctx: CheckContext) -> str:
-    limiter = RateLimiter(ctx.client, ctx.prefix)
+    limiter = RateLimiter(ctx.state, ctx.prefix)
     operation, limit, threads_n, per_thread = "CreateClaim", DEFAULT_LIMITS["CreateClaim"], 8, 25
 
     def run() -> tuple[list[Decision], str]:
@@ -95,7 +95,7 @@ def exact_under_concurrency(ctx: CheckContext) -> str:
 
 @check(STRATEGY, "every_counter_has_ttl")
 def every_counter_has_ttl(ctx: CheckContext) -> str:
-    limiter = RateLimiter(ctx.client, ctx.prefix, limits={"Tiny": 2, **DEFAULT_LIMITS})
+    limiter = RateLimiter(ctx.state, ctx.prefix, limits={"Tiny": 2, **DEFAULT_LIMITS})
     ispb = _ispb()
     for operation in ("CreateEntry", "GetEntry", "Tiny", "Other"):
         for _ in range(3):
@@ -105,10 +105,10 @@ def every_counter_has_ttl(ctx: CheckContext) -> str:
     for operation in ("CreateEntry", "Tiny"):  # allowed path, rejected path (Tiny is at its limit)
         decision = _hit(ctx, limiter, ispb, operation)
         key = f"{limiter.key_base(ispb, operation)}{decision.window}"
-        ctx.client.run(lambda r, k=key: r.persist(k), idempotent=True)
+        ctx.state.run(lambda r, k=key: r.persist(k), idempotent=True)
         again = _hit(ctx, limiter, ispb, operation)
         if again.window == decision.window:
-            pttl = ctx.client.run(lambda r, k=key: r.pttl(k), idempotent=True)
+            pttl = ctx.state.run(lambda r, k=key: r.pttl(k), idempotent=True)
             expect(0 < pttl <= WINDOW_MS, f"{operation}: a TTL-less counter kept PTTL {pttl} after the next check")
             repaired.append(f"{operation} ({'allowed' if again.allowed else 'rejected'})")
 
@@ -116,7 +116,7 @@ def every_counter_has_ttl(ctx: CheckContext) -> str:
         keys = list(r.scan_iter(match=f"{ctx.prefix}ratelimit:*", count=500))
         return {key: r.pttl(key) for key in keys}
 
-    pttls = ctx.client.run(sweep, idempotent=True)
+    pttls = ctx.state.run(sweep, idempotent=True)
     bad = {key: pttl for key, pttl in pttls.items() if not 0 < pttl <= WINDOW_MS}
     expect(bool(pttls) and not bad, f"counters outside (0, {WINDOW_MS}] ms: {bad or 'none found'}")
     return f"{len(pttls)} counters, all with 0 < PTTL ≤ {WINDOW_MS} ms; TTL repaired on {', '.join(repaired)}"
@@ -124,7 +124,7 @@ def every_counter_has_ttl(ctx: CheckContext) -> str:
 
 @check(STRATEGY, "remaining_and_reset_reported")
 def remaining_and_reset_reported(ctx: CheckContext) -> str:
-    limiter = RateLimiter(ctx.client, ctx.prefix, limits={"Small": 5})
+    limiter = RateLimiter(ctx.state, ctx.prefix, limits={"Small": 5})
 
     def run() -> tuple[list[Decision], str]:
         ispb = _ispb()
@@ -138,7 +138,7 @@ def remaining_and_reset_reported(ctx: CheckContext) -> str:
         expect(resets == sorted(resets, reverse=True), f"reset times not decreasing: {resets}")
         last = decisions[-1]
         key = f"{limiter.key_base(ispb, 'Small')}{last.window}"
-        pttl, (seconds, micros) = ctx.client.run(lambda r: (r.pttl(key), r.time()), idempotent=True)
+        pttl, (seconds, micros) = ctx.state.run(lambda r: (r.pttl(key), r.time()), idempotent=True)
         now_ms = seconds * 1000 + micros // 1000
         window_end = (last.window + 1) * WINDOW_MS
         expect(
@@ -153,7 +153,7 @@ def remaining_and_reset_reported(ctx: CheckContext) -> str:
 
 @check(STRATEGY, "isolated_per_ispb_and_operation")
 def isolated_per_ispb_and_operation(ctx: CheckContext) -> str:
-    limiter = RateLimiter(ctx.client, ctx.prefix)
+    limiter = RateLimiter(ctx.state, ctx.prefix)
     limit = DEFAULT_LIMITS["CreateClaim"]
 
     def run() -> tuple[list[Decision], str]:
@@ -174,7 +174,7 @@ def isolated_per_ispb_and_operation(ctx: CheckContext) -> str:
 
 @check(STRATEGY, "corrupt_counter_is_a_miss")
 def corrupt_counter_is_a_miss(ctx: CheckContext) -> str:
-    limiter = RateLimiter(ctx.client, ctx.prefix, limits={"Small": 5})
+    limiter = RateLimiter(ctx.state, ctx.prefix, limits={"Small": 5})
     seen = []
     for label, write in (
         ("text", lambda r, k: r.set(k, "abc")),
@@ -184,12 +184,12 @@ def corrupt_counter_is_a_miss(ctx: CheckContext) -> str:
         ispb = _ispb()
         first = _hit(ctx, limiter, ispb, "Small")
         key = f"{limiter.key_base(ispb, 'Small')}{first.window}"
-        ctx.client.run(lambda r, k=key, w=write: (r.delete(k), w(r, k)), idempotent=True)
+        ctx.state.run(lambda r, k=key, w=write: (r.delete(k), w(r, k)), idempotent=True)
         after = _hit(ctx, limiter, ispb, "Small")
         if after.window != first.window:
             continue
         expect(after.allowed and after.count == 1, f"{label}: {after}, expected counted from 1")
-        ttl = ctx.client.run(lambda r, k=key: r.pttl(k), idempotent=True)
+        ttl = ctx.state.run(lambda r, k=key: r.pttl(k), idempotent=True)
         expect(0 < ttl <= WINDOW_MS, f"{label}: PTTL {ttl} after the repair")
         seen.append(label)
     expect(bool(seen), "every case crossed a window boundary")

@@ -35,7 +35,11 @@ class SmokeReport:
     server: str | None = None  # "valkey 8.0.1", "redis 7.0.15": what the master said it runs (HELLO)
     started_at: str = field(default_factory=lambda: datetime.now(UTC).isoformat(timespec="seconds"))
     checks: list[CheckResult] = field(default_factory=list)
+    # The failover drill of the cache tier, and of each tier by name ("cache", "state").
     failover: DrillResult | None = None
+    failovers: dict[str, DrillResult] = field(default_factory=dict)
+    # The eviction drill's figures (smoke/drills/eviction.py EvictionFigures); None: not run.
+    eviction: dict[str, object] | None = None
     latency_ms: dict[str, dict[str, float]] = field(default_factory=dict)
 
     @property
@@ -43,19 +47,6 @@ class SmokeReport:
         return bool(self.checks) and all(c.passed for c in self.checks)
 
     def as_json(self) -> dict[str, object]:
-        failover = None
-        if self.failover is not None:
-            failover = {
-                "rto_seconds": self.failover.rto_seconds,
-                "acknowledged_writes": self.failover.acknowledged_writes,
-                "lost_acknowledged_writes": self.failover.lost_acknowledged_writes,
-                "lost_plain_writes": self.failover.lost_plain_writes,
-                "plain_writes": self.failover.plain_writes,
-                "unconfirmed_claims": self.failover.unconfirmed_claims,
-                "errors": self.failover.errors,
-                "old_master": self.failover.old_master,
-                "new_master": self.failover.new_master,
-            }
         return {
             "target": self.target,
             "started_at": self.started_at,
@@ -65,7 +56,9 @@ class SmokeReport:
             "checks": [
                 {"strategy": c.strategy, "name": c.name, "passed": c.passed, "detail": c.detail} for c in self.checks
             ],
-            "failover": failover,
+            "failover": _failover_json(self.failover),
+            "eviction": self.eviction,
+            "failover_by_tier": {tier: _failover_json(result) for tier, result in self.failovers.items()},
             "latency_ms": self.latency_ms,
         }
 
@@ -89,3 +82,19 @@ def summary_table(checks: Iterable[CheckResult]) -> str:
         lines.append("failed:")
         lines.extend(f"  {c.strategy}.{c.name}: {c.detail}" for c in failures)
     return "\n".join(lines)
+
+
+def _failover_json(result: DrillResult | None) -> dict[str, object] | None:
+    if result is None:
+        return None
+    return {
+        "rto_seconds": result.rto_seconds,
+        "acknowledged_writes": result.acknowledged_writes,
+        "lost_acknowledged_writes": result.lost_acknowledged_writes,
+        "lost_plain_writes": result.lost_plain_writes,
+        "plain_writes": result.plain_writes,
+        "unconfirmed_claims": result.unconfirmed_claims,
+        "errors": result.errors,
+        "old_master": result.old_master,
+        "new_master": result.new_master,
+    }

@@ -23,7 +23,7 @@ import signal
 import sys
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import ExitStack
 from dataclasses import dataclass
@@ -34,6 +34,7 @@ import redis
 from smoke.checks import REGISTRY, SMOKE_KEY_PREFIX, STRATEGIES, CheckContext, CheckResult, run_check
 from smoke.checks.report import SmokeReport, latency_summary, summary_table
 from smoke.cli import HelpWithDefaults, unwritable
+from smoke.drills.eviction import run_eviction_drill
 from smoke.drills.failover import run_failover_drill
 from smoke.drills.faults import Fault, KillMaster, SentinelFailover
 from smoke.drills.workload import server_of
@@ -54,13 +55,37 @@ def load_checks() -> None:
 
 
 @dataclass
+class TierTarget:
+    """One data tier of a target: how to reach its master, and what its failover drill does."""
+
+    tier: str  # "cache" or "state"
+    config: ClientConfig
+    fault: Fault  # what the failover drill does to the tier's master
+    # The addresses of the tier's nodes that say they are master, where the suite can ask every node.
+    masters: Callable[[], list[str]] | None = None
+
+
+@dataclass
 class Target:
     name: str
     config: ClientConfig
     replicas: int
-    fault: Fault  # what the failover drill does to the master
+    fault: Fault  # what the failover drill does to the cache tier's master
     # The addresses of the nodes that say they are master, where the suite can ask every node.
     masters: Callable[[], list[str]] | None = None
+    # The state tier (None: a target without one; its strategies then run on the cache tier).
+    state: TierTarget | None = None
+    state_replicas: int = 2
+    # The rehearsal's hands for the eviction drill: a context manager that shrinks the cache
+    # tier's maxmemory on every cache node (and restores it), and an admin connection to a tier's
+    # current master (INFO stats). None on a deployed cluster: the application user may do neither.
+    squeeze_cache: Callable[[], contextlib.AbstractContextManager[None]] | None = None
+    admin: Callable[[str], redis.Redis] | None = None
+
+    @property
+    def tiers(self) -> list[TierTarget]:
+        cache = TierTarget("cache", self.config, self.fault, self.masters)
+        return [cache, self.state] if self.state else [cache]
 
 
 def parse_sentinel(text: str) -> tuple[str, int]:
@@ -133,9 +158,15 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="HOST:PORT",
         help="a Sentinel address (repeat for each)",
     )
-    cluster.add_argument("--master-name", default="mymaster", help="the name the Sentinels monitor")
+    cluster.add_argument("--master-name", default="mymaster", help="the cache tier's name at the Sentinels")
     cluster.add_argument(
-        "--replicas", type=lambda t: _number(int, 0, t), default=2, help="replicas the master must have"
+        "--state-master-name", default="dictstate", help="the state tier's name at the Sentinels (stateMasterName)"
+    )
+    cluster.add_argument(
+        "--replicas", type=lambda t: _number(int, 0, t), default=2, help="replicas the cache master must have"
+    )
+    cluster.add_argument(
+        "--state-replicas", type=lambda t: _number(int, 0, t), default=2, help="replicas the state master must have"
     )
     cluster.add_argument("--failover", action="store_true", help="also run the drill (SENTINEL FAILOVER)")
     cluster.add_argument(
@@ -152,13 +183,49 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _local_target(stack: ExitStack, render_dir: Path) -> Target:
     cluster = stack.enter_context(LoopbackCluster(RenderedFiles.from_render_dir(render_dir)))
+    state = None
+    if "state" in cluster.tiers:
+        state = TierTarget(
+            "state",
+            cluster.client_config("state"),
+            KillMaster(cluster, signal.SIGKILL, tier="state"),
+            lambda: [node.address for node in cluster.masters("state")],
+        )
     return Target(
         "local",
         cluster.client_config(),
         len(cluster.redis_nodes) - 1,
         KillMaster(cluster, signal.SIGKILL),
         lambda: [node.address for node in cluster.masters()],
+        state,
+        max(len(cluster.state_nodes) - 1, 0),
+        lambda: _squeezed_cache(cluster),
+        lambda tier: cluster.client(cluster.masters(tier)[0]),
     )
+
+
+# The eviction drill's cache tier: small enough that flooding it ten times over takes seconds.
+# The replication backlog counts against maxmemory and cannot be evicted, so it shrinks too.
+DRILL_CACHE_MAXMEMORY = 4 * 2**20
+DRILL_REPL_BACKLOG = 2**20
+
+
+@contextlib.contextmanager
+def _squeezed_cache(cluster: LoopbackCluster) -> Iterator[None]:
+    """Every cache node at ``DRILL_CACHE_MAXMEMORY`` for the drill, then back as rendered."""
+    saved = []
+    try:
+        for node in cluster.redis_nodes:
+            with cluster.client(node) as c:
+                saved.append((node, c.config_get("maxmemory") | c.config_get("repl-backlog-size")))
+                c.config_set("repl-backlog-size", DRILL_REPL_BACKLOG)
+                c.config_set("maxmemory", DRILL_CACHE_MAXMEMORY)
+        yield
+    finally:
+        for node, config in saved:
+            with cluster.client(node) as c:
+                c.config_set("maxmemory", config["maxmemory"])
+                c.config_set("repl-backlog-size", config["repl-backlog-size"])
 
 
 def credentials_from_env() -> dict[str, str | None]:
@@ -233,7 +300,12 @@ def unreachable_sentinels(config: ClientConfig, timeout: float) -> list[str]:
 def _cluster_target(args: argparse.Namespace, credentials: dict[str, str | None]) -> Target:
     config = ClientConfig(sentinels=args.sentinels, master_name=args.master_name, **credentials)  # type: ignore[arg-type]
     addresses = ",".join(f"{h}:{p}" for h, p in args.sentinels)
-    return Target(f"cluster:{addresses}/{args.master_name}", config, args.replicas, SentinelFailover(config))
+    state_config = ClientConfig(sentinels=args.sentinels, master_name=args.state_master_name, **credentials)  # type: ignore[arg-type]
+    state = TierTarget("state", state_config, SentinelFailover(state_config))
+    name = f"cluster:{addresses}/{args.master_name},{args.state_master_name}"
+    return Target(
+        name, config, args.replicas, SentinelFailover(config), state=state, state_replicas=args.state_replicas
+    )
 
 
 # With --report - the JSON report goes to stdout, so progress goes to stderr.
@@ -246,9 +318,17 @@ def _say(text: str) -> None:
 
 def run(target: Target, failover: bool) -> SmokeReport:
     load_checks()
-    with SentinelClient(target.config) as client:
+    with contextlib.ExitStack() as clients:
+        client = clients.enter_context(SentinelClient(target.config))
+        state_client = clients.enter_context(SentinelClient(target.state.config)) if target.state else None
         prefix = f"{SMOKE_KEY_PREFIX}{uuid.uuid4().hex[:12]}:"
-        ctx = CheckContext(client=client, prefix=prefix, replicas=target.replicas)
+        ctx = CheckContext(
+            client=client,
+            prefix=prefix,
+            replicas=target.replicas,
+            state_client=state_client,
+            state_replicas=target.state_replicas,
+        )
         down_after: int | None = None
         try:
             state = client.sentinels()[0].sentinel_master(target.config.master_name)
@@ -261,6 +341,8 @@ def run(target: Target, failover: bool) -> SmokeReport:
         _say(f"smoke: target {target.name} ({report.server or 'server unknown'}), key prefix {ctx.prefix}")
         with contextlib.suppress(redis.RedisError):
             client.warm_up()  # a failure here shows up in the topology checks
+            if state_client is not None:
+                state_client.warm_up()
         try:
             for strategy in STRATEGIES:
                 for item in [c for c in REGISTRY if c.strategy == strategy]:  # "failover" has none
@@ -275,8 +357,10 @@ def run(target: Target, failover: bool) -> SmokeReport:
                             f"{result.detail}"
                         )
                     report.checks.append(result)
+            report.checks.append(_eviction(ctx, target, report))
             if failover:
-                report.checks.append(_drill(ctx, target, report))
+                for tier in target.tiers:
+                    report.checks.append(_drill(ctx, tier, report))
         finally:
             _cleanup(ctx)
         report.latency_ms = latency_summary(ctx.latencies_ms)
@@ -306,24 +390,62 @@ def _master_usable(report: SmokeReport) -> bool:
     return all(c.passed for c in report.checks if c.strategy == "topology" and c.name == "one_master")
 
 
-def _drill(ctx: CheckContext, target: Target, report: SmokeReport) -> CheckResult:
+def _drill(ctx: CheckContext, target: TierTarget, report: SmokeReport) -> CheckResult:
+    """The failover drill on one tier (SIGKILL or SENTINEL FAILOVER of its master)."""
+    name = "drill" if target.tier == "cache" else f"drill_{target.tier}"
     if not _master_usable(report):
-        return CheckResult("failover", "drill", False, "not run: the topology has no usable master")
-    _say(f"  .... failover drill: writing through a forced master failure ({target.fault.name})")
+        return CheckResult("failover", name, False, "not run: the topology has no usable master")
+    _say(f"  .... failover drill ({target.tier} tier): writing through a forced master failure ({target.fault.name})")
+    client = ctx.client if target.tier == "cache" else ctx.state
     try:
-        result = run_failover_drill(ctx.client, ctx.prefix, ctx.replicas, target.fault, masters=target.masters)
+        result = run_failover_drill(client, ctx.prefix, ctx.replicas, target.fault, masters=target.masters)
     except Exception as exc:
-        return CheckResult("failover", "drill", False, f"{type(exc).__name__}: {exc}")
-    report.failover = result
+        return CheckResult("failover", name, False, f"{type(exc).__name__}: {exc}")
+    report.failovers[target.tier] = result
+    if target.tier == "cache":
+        report.failover = result
     if result.heal_error is not None:
-        report.checks.append(CheckResult("failover", "recover", False, result.heal_error))
+        recover = "recover" if target.tier == "cache" else f"recover_{target.tier}"
+        report.checks.append(CheckResult("failover", recover, False, result.heal_error))
     detail = (
         f"{result.detail}; {result.acknowledged_writes} confirmed claims, "
         f"{result.lost_acknowledged_writes} lost; {result.plain_writes} plain writes, {result.lost_plain_writes} lost; "
         f"{result.old_master} -> {result.new_master}"
     )
-    _say(f"  {'PASS' if result.passed else 'FAIL'} failover.drill: {detail}")
-    return CheckResult("failover", "drill", result.passed, detail)
+    _say(f"  {'PASS' if result.passed else 'FAIL'} failover.{name}: {detail}")
+    return CheckResult("failover", name, result.passed, detail)
+
+
+def _eviction(ctx: CheckContext, target: Target, report: SmokeReport) -> CheckResult:
+    """The eviction drill (smoke/drills/eviction.py): the cache tier flooded to ten times its
+    capacity while decisions run on the state tier; not one decision may be lost."""
+    if not _master_usable(report):
+        return CheckResult("eviction", "drill", False, "not run: the topology has no usable master")
+    if target.squeeze_cache is None or target.admin is None or ctx.state_client is None:
+        return CheckResult(
+            "eviction",
+            "drill",
+            True,
+            "not run here: it shrinks the cache tier's maxmemory, which only the rehearsal may do (make local)",
+        )
+    admin = target.admin
+    _say("  .... eviction drill: flooding the cache tier while decisions run on the state tier")
+    try:
+        with target.squeeze_cache():
+            drill = run_eviction_drill(
+                ctx.client,
+                ctx.state_client,
+                lambda: admin("cache"),
+                lambda: admin("state"),
+                ctx.prefix,
+                replicas=ctx.state_replicas,
+            )
+    except Exception as exc:
+        return CheckResult("eviction", "drill", False, f"{type(exc).__name__}: {exc}")
+    report.eviction = drill.figures.to_dict()
+    detail = drill.run.verdict("decisions_kept").detail
+    _say(f"  {'PASS' if drill.passed else 'FAIL'} eviction.drill: {detail}")
+    return CheckResult("eviction", "drill", drill.passed, detail)
 
 
 def _cleanup(ctx: CheckContext) -> None:
@@ -341,11 +463,13 @@ def _cleanup(ctx: CheckContext) -> None:
             removed += r.unlink(*batch)
         return removed
 
-    try:
-        removed = ctx.client.run(unlink_all, idempotent=True)
-        _say(f"smoke: removed {removed} keys under {ctx.prefix}")
-    except redis.RedisError as exc:
-        _say(f"smoke: could not remove the keys under {ctx.prefix}: {exc}")
+    tiers = [("cache", ctx.client)] + ([("state", ctx.state_client)] if ctx.state_client else [])
+    for tier, client in tiers:
+        try:
+            removed = client.run(unlink_all, idempotent=True)
+            _say(f"smoke: removed {removed} keys under {ctx.prefix} on the {tier} tier")
+        except redis.RedisError as exc:
+            _say(f"smoke: could not remove the keys under {ctx.prefix} on the {tier} tier: {exc}")
 
 
 def _emit(report: SmokeReport, path: Path | None, to_stdout: bool) -> None:
@@ -411,11 +535,10 @@ def main(argv: list[str] | None = None) -> int:
             return EXIT_UNUSABLE
     _say("")
     _say(summary_table(report.checks))
-    if report.failover is not None:
-        f = report.failover
+    for tier, f in report.failovers.items():
         outage = "none measured" if f.rto_seconds is None else f"{f.rto_seconds:.2f} s"
         _say(
-            f"failover: outage {outage} at down-after {f.down_after_ms} ms; "
+            f"failover ({tier} tier): outage {outage} at down-after {f.down_after_ms} ms; "
             f"confirmed claims lost {f.lost_acknowledged_writes}/{f.acknowledged_writes}; "
             f"plain writes lost {f.lost_plain_writes}/{f.plain_writes}"
         )

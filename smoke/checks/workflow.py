@@ -43,10 +43,10 @@ def _get(ctx: CheckContext, cache: WorkflowCache, workflow_id: str) -> WorkflowS
 
 @check(STRATEGY, "status_and_metadata_ttls")
 def status_and_metadata_ttls(ctx: CheckContext) -> str:
-    cache = WorkflowCache(ctx.client, ctx.prefix)
+    cache = WorkflowCache(ctx.state, ctx.prefix)
     wid = uuid.uuid4().hex
     expect(_set(ctx, cache, wid, 1, "OPEN").applied, "the first write (version 1) was not applied")
-    status_ttl, metadata_ttl = ctx.client.run(
+    status_ttl, metadata_ttl = ctx.state.run(
         lambda r: (r.ttl(cache.status_key(wid)), r.ttl(cache.metadata_key(wid))), idempotent=True
     )
     expect(0 < status_ttl <= STATUS_TTL_S, f"status TTL {status_ttl} s, expected in (0, {STATUS_TTL_S}]")
@@ -64,7 +64,7 @@ def status_and_metadata_ttls(ctx: CheckContext) -> str:
 
 @check(STRATEGY, "late_writer_never_regresses")
 def late_writer_never_regresses(ctx: CheckContext) -> str:
-    cache = WorkflowCache(ctx.client, ctx.prefix)
+    cache = WorkflowCache(ctx.state, ctx.prefix)
     wid = uuid.uuid4().hex
     _set(ctx, cache, wid, 2, "CONFIRMED")
     late = _set(ctx, cache, wid, 1, "OPEN")
@@ -74,7 +74,7 @@ def late_writer_never_regresses(ctx: CheckContext) -> str:
     state = _get(ctx, cache, wid)
     expect(state is not None and state.status == "CONFIRMED", f"status after late writes: {state}")
     # The status expires after 30 s; the version must survive in the metadata. Expire it now.
-    ctx.client.run(lambda r: r.delete(cache.status_key(wid)), idempotent=True)
+    ctx.state.run(lambda r: r.delete(cache.status_key(wid)), idempotent=True)
     after_expiry = _set(ctx, cache, wid, 1, "OPEN")
     expect(not after_expiry.applied, "a late version 1 was applied after the status expired (version lost)")
     # Writers racing in random order: the newest version must win.
@@ -98,7 +98,7 @@ def late_writer_never_regresses(ctx: CheckContext) -> str:
 
 @check(STRATEGY, "corrupt_value_is_a_miss")
 def corrupt_value_is_a_miss(ctx: CheckContext) -> str:
-    cache = WorkflowCache(ctx.client, ctx.prefix)
+    cache = WorkflowCache(ctx.state, ctx.prefix)
     seen = []
     for label, status_raw, metadata_raw in (
         ("not JSON", b"not json", b"\xff\xfe\x00"),
@@ -107,18 +107,18 @@ def corrupt_value_is_a_miss(ctx: CheckContext) -> str:
     ):
         wid = uuid.uuid4().hex
         skey, mkey = cache.status_key(wid), cache.metadata_key(wid)
-        ctx.client.run(
+        ctx.state.run(
             lambda r, s=skey, m=mkey, a=status_raw, b=metadata_raw: (r.set(s, a, ex=60), r.set(m, b, ex=60)),
             idempotent=True,
         )
         state = _get(ctx, cache, wid)
         expect(state is None, f"{label}: read {state}, expected a miss")
-        left = ctx.client.run(lambda r, s=skey, m=mkey: r.exists(s, m), idempotent=True)
+        left = ctx.state.run(lambda r, s=skey, m=mkey: r.exists(s, m), idempotent=True)
         expect(left == 0, f"{label}: {left} corrupt key(s) left after the read, expected them deleted")
         seen.append(label)
     # A key of another Redis type: a miss on read, replaced by the next write.
     wid = uuid.uuid4().hex
-    ctx.client.run(
+    ctx.state.run(
         lambda r: r.hset(cache.status_key(wid), "x", "y") and r.expire(cache.status_key(wid), 60), idempotent=True
     )
     expect(_get(ctx, cache, wid) is None, "a hash at the status key was not read as a miss")

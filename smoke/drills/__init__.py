@@ -12,6 +12,8 @@ In the spirit of Jepsen's tests, a drill is three separate, composable parts:
 :class:`smoke.drills.drill.Drill` runs one composition: workloads start, the fault is injected
 after a steady second, the drill waits for recovery, the workloads stop, the fault is healed and
 each checker gives its verdict. The failover drill (:mod:`smoke.drills.failover`, used by the
-smoke suite and the benchmark) and the backup drill (:mod:`smoke.drills.backup`) are such
-compositions; a new drill adds a fault or a checker, not a new loop.
+smoke suite and the benchmark, on each data tier), the backup drill (:mod:`smoke.drills.backup`,
+both tiers) and the eviction drill (:mod:`smoke.drills.eviction`: the cache tier flooded while
+decisions run on the state tier) are such compositions; a new drill adds a fault or a checker,
+not a new loop.
 """

@@ -1,20 +1,26 @@
-"""The backup drill: a full cluster loss on the rehearsal, recovered from an S3 backup.
+"""The backup drill: a full cluster loss on the rehearsal, both data tiers recovered from S3 backups.
 
 ``python -m smoke.drills.backup`` (``make drill-backup``):
 
-1. start the dev stack's rendered files on loopback (:class:`smoke.local.rehearsal.LoopbackCluster`)
-   and moto's S3 with a prod-like bucket (:mod:`smoke.local.moto_s3`);
+1. start the dev stack's rendered files on loopback (:class:`smoke.local.rehearsal.LoopbackCluster`:
+   the cache tier, the state tier and the Sentinels) and moto's S3 with a prod-like bucket
+   (:mod:`smoke.local.moto_s3`);
 2. write a known dataset (>= 100k keys shaped like the five strategies, built with their own key
-   builders, every key with a TTL) and record each key's value and absolute expiry;
-3. run the rendered ``backup.sh`` (the CronJob's script) against the Sentinels and the bucket, as
-   the pod does: the ACL user ``backup`` and the Sentinels' password from the stand-in Secret;
-   the data nodes' ACL log must show nothing refused;
-4. kill every process and delete every data directory, Redis and Sentinel alike;
-5. run the rendered ``restore.sh fetch`` + ``restore.sh prepare`` (the runbook's commands) into
-   redis-0's data directory, start the pods as Kubernetes would, wait for the topology;
-6. compare every key: value, type, absolute expiry (``PEXPIRETIME``, kept exactly by RDB) and a
-   remaining TTL in (0, the TTL it was written with];
-7. write ``build/drill-backup.json`` and print it; exit 1 on any mismatch.
+   builders, every key with a TTL), each key on the tier it lives on: entries and claims on the
+   cache, workflow status/metadata, idempotency records and rate-limit counters on the state
+   tier; record each key's value and absolute expiry;
+3. run the rendered ``backup.sh`` (the CronJob's script) once per tier, state first, as the pod's
+   containers do (``BACKUP_TIER``, ``MASTER_NAME``, the tier's pods): the ACL user ``backup``
+   and the Sentinels' password from the stand-in Secret; the data nodes' ACL logs must show
+   nothing refused;
+4. kill every process and delete every data directory, both tiers and the Sentinels;
+5. restore the state tier first, then the cache (the runbook's order): per tier the rendered
+   ``restore.sh fetch <tier>`` + ``restore.sh prepare <tier>`` into its pod 0's data directory,
+   then its pods started as Kubernetes would until its replicas are linked; then the Sentinels;
+6. compare every key on both tiers: value, type, absolute expiry (``PEXPIRETIME``, kept exactly
+   by RDB) and a remaining TTL in (0, the TTL it was written with];
+7. write ``build/drill-backup.json`` (totals, and per tier under ``tiers``) and print it; exit 1
+   on any mismatch.
 
 Each phase is announced on stderr as it starts (the report goes to stdout). Bad arguments (a
 ``--keys`` below 1, a ``--report`` that cannot be written) exit 2 before anything starts.
@@ -38,19 +44,32 @@ from pathlib import Path
 import redis
 import yaml
 
+from components.backup import BACKUP_ORDER
 from components.renderers.scripts import BACKUP_SCRIPTS
 from smoke.drills.checkers import DatasetRestored
 from smoke.drills.drill import Drill
 from smoke.drills.faults import FullClusterLoss
 from smoke.drills.workload import Dataset, strategy_dataset, wait_replicated
 from smoke.local.moto_s3 import MotoS3, moto_s3
-from smoke.local.rehearsal import LoopbackCluster, RehearsalError, RenderedFiles
+from smoke.local.rehearsal import LoopbackCluster, Node, RehearsalError, RenderedFiles
 from smoke.strategies.client import SentinelClient
 
 ROOT = Path(__file__).resolve().parents[2]
 MIN_TTL_S = 900
 # Keys written per unit (one entry with its claim, workflow, idempotency record and counter).
 KEYS_PER_UNIT = 10
+# Which tier each strategy's keys live on (components/acl.py TIER_KEY_PREFIXES): the decisions on
+# the state tier, the rest on the cache.
+STRATEGY_TIER = {
+    "entries": "cache",
+    "entry-markers": "state",
+    "claims": "cache",
+    "workflow": "state",
+    "idempotency": "state",
+    "ratelimit": "state",
+}
+# Seconds the restored tiers and the Sentinels get to come back.
+RESTORE_TIMEOUT_S = 120.0
 
 
 class DrillError(RuntimeError):
@@ -85,17 +104,22 @@ class BackupRunner:
             (self.dir / name).write_text(text)
         self.scratch = self.cluster.workdir / "backup-scratch"
 
-    def env(self, **extra: str) -> dict[str, str]:
-        """The pod's environment, as the CronJob gives it: the addresses, the mounted Secret's
-        directory (the scripts' own defaults pick the ``backup`` user's and the Sentinels' files
-        in it) and TLS on or off with the CA, as the cluster runs."""
-        common = self.cluster.redis_nodes[0].env
+    def env(self, tier: str = "cache", **extra: str) -> dict[str, str]:
+        """The environment of the pod's containers for one ``tier``, as the CronJob gives it: the
+        tier (``BACKUP_TIER``), its Sentinel master name and pods, the Sentinels, the mounted
+        Secret's directory (the scripts' own defaults pick the ``backup`` user's and the
+        Sentinels' files in it), TLS on or off with the CA as the cluster runs, and the tier's
+        redis.conf for ``restore.sh prepare``."""
+        common = self.cluster.tier_nodes(tier)[0].env
         python_bin = str(Path(sys.executable).parent)  # the venv's `aws`
         return {
             "PATH": f"{common['PATH']}:{python_bin}",
             "HOME": str(self.cluster.workdir),
+            "BACKUP_TIER": tier,
             "SENTINEL_ADDRS": common["SENTINEL_ADDRS"],
+            "SENTINEL_MONITORS": common["SENTINEL_MONITORS"],
             "REDIS_ADDRS": common["REDIS_ADDRS"],
+            "REDIS_SEED_HOST": common["REDIS_SEED_HOST"],
             "MASTER_NAME": common["MASTER_NAME"],
             "SERVER_LINE": common["SERVER_LINE"],
             "AUTH_DIR": common["AUTH_DIR"],
@@ -107,18 +131,21 @@ class BackupRunner:
             **extra,
         }
 
-    def run(self, script: str, *args: str, timeout: float = 300, **extra: str) -> subprocess.CompletedProcess[str]:
+    def run(
+        self, script: str, *args: str, timeout: float = 300, tier: str = "cache", **extra: str
+    ) -> subprocess.CompletedProcess[str]:
+        """One script with ``tier``'s environment (``extra`` overrides any variable)."""
         return subprocess.run(
             ["busybox", "sh", str(self.dir / script), *args],
-            env=self.env(**extra),
+            env=self.env(tier, **extra),
             capture_output=True,
             text=True,
             timeout=timeout,
         )
 
-    def checked(self, script: str, *args: str, **extra: str) -> str:
+    def checked(self, script: str, *args: str, tier: str = "cache", **extra: str) -> str:
         """Run a script; raise :class:`DrillError` with its log when it fails; return its last line."""
-        done = self.run(script, *args, **extra)
+        done = self.run(script, *args, tier=tier, **extra)
         if done.returncode != 0:
             raise DrillError(f"{script} {' '.join(args)} exited {done.returncode}:\n{done.stderr}")
         return done.stdout.strip().splitlines()[-1] if done.stdout.strip() else ""
@@ -128,68 +155,125 @@ class BackupRunner:
 
 
 class BackupProcedure:
-    """The two halves under test, as an operator runs them: ``take()`` is the CronJob's
-    ``backup.sh all`` (ACL log checked for refusals), ``restore()`` the runbook's
-    ``restore.sh fetch`` + ``restore.sh prepare`` into redis-0's data directory, then the pods
-    started as Kubernetes would. Each records its figures."""
+    """The two halves under test, as an operator runs them: ``take()`` is the CronJob's run
+    (``backup.sh all`` per tier, state first; ACL logs checked for refusals), ``restore()`` the
+    runbook's, state tier first: per tier ``restore.sh fetch <tier>`` + ``restore.sh prepare
+    <tier>`` into its pod 0's data directory and its pods started as Kubernetes would, then the
+    Sentinels. Each records its figures, in total and per tier."""
 
     def __init__(
         self, cluster: LoopbackCluster, runner: BackupRunner, say: Callable[[str], None] = lambda _: None
     ) -> None:
         self.cluster, self.runner, self.say = cluster, runner, say
-        self.key = ""
+        self.tiers = [tier for tier in BACKUP_ORDER if tier in cluster.tiers]
+        self.keys: dict[str, str] = {}
         self.seconds: dict[str, float] = {}
+        self.tier_seconds: dict[str, dict[str, float]] = {tier: {} for tier in self.tiers}
         self.acl_denials: list[str] = []
 
     def take(self) -> None:
-        self.say("backup: running the rendered backup.sh all (the CronJob's script) as the ACL user backup")
-        for node in self.cluster.redis_nodes:
+        for node in self.cluster.data_nodes:
             with self.cluster.client(node) as admin:
                 admin.execute_command("ACL", "LOG", "RESET")
         started = time.monotonic()
-        self.key = self.runner.checked("backup.sh", "all")
+        for tier in self.tiers:
+            self.say(f"backup: running the rendered backup.sh all for the {tier} tier as the ACL user backup")
+            began = time.monotonic()
+            self.keys[tier] = self.runner.checked("backup.sh", "all", tier=tier)
+            self.tier_seconds[tier]["backup"] = time.monotonic() - began
         self.seconds["backup"] = time.monotonic() - started
-        # The dump ran as the ACL user `backup`: anything it was refused shows in the ACL log.
-        for node in self.cluster.redis_nodes:
+        # The dump ran as the ACL user `backup`: anything it was refused shows in the ACL logs.
+        for node in self.cluster.data_nodes:
             with self.cluster.client(node) as admin:
                 log = admin.acl_log()
                 self.acl_denials += [f"{node.name}: {e['username']} {e['reason']} {e['object']}" for e in log]
         shutil.rmtree(self.runner.scratch, ignore_errors=True)
+        stored = ", ".join(f"{tier} {self.keys[tier]}" for tier in self.tiers)
         self.say(
-            f"backup: {self.key} uploaded in {self.seconds['backup']:.1f} s; full cluster loss: killing every "
-            "process and deleting every data directory"
+            f"backup: {stored} uploaded in {self.seconds['backup']:.1f} s; full cluster loss: killing every "
+            "process and deleting every data directory of both tiers and the Sentinels"
         )
 
-    def restore(self) -> None:
-        self.say("restore: restore.sh fetch latest + prepare into redis-0's data directory, then starting the pods")
+    def _linked(self, tier: str) -> bool:
+        """One master on the tier and every other pod of it a replica with its link up."""
+        try:
+            masters = self.cluster.masters(tier)
+            if len(masters) != 1:
+                return False
+            replicas = [n for n in self.cluster.tier_nodes(tier) if n is not masters[0]]
+            return all(self.cluster.replication(n).get("master_link_status") == "up" for n in replicas)
+        except redis.RedisError:
+            return False
+
+    def _restore_tier(self, tier: str) -> None:
+        seconds = self.tier_seconds[tier]
+        nodes: list[Node] = self.cluster.tier_nodes(tier)
+        self.say(
+            f"restore: the {tier} tier: restore.sh fetch {tier} latest + prepare into {nodes[0].name}'s data directory"
+        )
         started = time.monotonic()
-        target = self.cluster.redis_nodes[0].workdir / "data"
+        target = nodes[0].workdir / "data"
         target.mkdir(parents=True)
-        self.runner.checked("restore.sh", "fetch", "latest", str(target))
-        self.seconds["fetch"] = time.monotonic() - started
-        self.runner.checked("restore.sh", "prepare", str(target))
-        self.seconds["prepare"] = time.monotonic() - started - self.seconds["fetch"]
-        self.cluster.start(timeout=120)
+        self.runner.checked("restore.sh", "fetch", tier, "latest", str(target), tier=tier)
+        seconds["fetch"] = time.monotonic() - started
+        self.runner.checked("restore.sh", "prepare", tier, str(target), tier=tier)
+        seconds["prepare"] = time.monotonic() - started - seconds["fetch"]
+        # Pod 0 finds no Sentinel and no master: it starts as master on the restored data, the
+        # others as its replicas (one Sentinel query each: none is up yet).
+        for node in nodes:
+            self.cluster.start_node(node, extra_env={"SENTINEL_QUERY_ATTEMPTS": "1"})
+        self.cluster.wait_for(f"the {tier} tier's replicas linked", lambda: self._linked(tier), RESTORE_TIMEOUT_S)
+        seconds["restore"] = time.monotonic() - started
+        seconds["start_and_link"] = seconds["restore"] - seconds["fetch"] - seconds["prepare"]
+
+    def restore(self) -> None:
+        """State first (the decisions: the applications may take traffic once it is back; the
+        cache may even start empty), then the cache, then the Sentinels."""
+        started = time.monotonic()
+        try:
+            for tier in self.tiers:
+                self._restore_tier(tier)
+            self.say("restore: both tiers up; starting the Sentinels")
+            for node in self.cluster.sentinels:
+                self.cluster.start_node(node)
+            self.cluster.wait_for("the Sentinels agreeing on both tiers", self.cluster.converged, RESTORE_TIMEOUT_S)
+        except BaseException:
+            self.cluster.stop()
+            raise
         self.seconds["restore"] = time.monotonic() - started
-        self.seconds["start_and_converge"] = self.seconds["restore"] - self.seconds["fetch"] - self.seconds["prepare"]
         self.say(f"restore: the topology is back after {self.seconds['restore']:.1f} s; comparing every key")
 
 
 @dataclass
-class DrillReport:
-    keys_written: int
+class TierReport:
+    """One tier's figures: its keys, its backup and its restore."""
+
+    keys: int
     keys_restored: int
     mismatches: int
     backup_seconds: float
     restore_seconds: float
     replicas_keys: list[int]
-    keys_by_strategy: dict[str, int]
     rdb_bytes: int
     backup_key: str
     backup_source: str
     restore_steps_seconds: dict[str, float]
+
+
+@dataclass
+class DrillReport:
+    # Totals over both tiers; each tier's own figures under ``tiers``.
+    keys_written: int
+    keys_restored: int
+    mismatches: int
+    backup_seconds: float
+    restore_seconds: float
+    keys_by_strategy: dict[str, int]
+    # The tiers in the order they were restored (state first).
+    restore_order: list[str]
+    tiers: dict[str, TierReport]
     write_seconds: float
-    server: str  # what the master runs: "valkey 8.0.1", "redis 7.0.15"
+    server: str  # what the masters run: "valkey 8.0.1", "redis 7.0.15"
     mismatch_samples: list[str]
     data_dirs_destroyed: list[str]
     # ACL log entries on the data nodes during the backup (user, reason, command): none expected.
@@ -207,47 +291,71 @@ def run_drill(
     units = -(-keys // KEYS_PER_UNIT)
     say("start: moto's S3 and the rendered stack on loopback")
     with moto_s3() as s3, LoopbackCluster(files) as cluster:
-        say(f"start: {len(cluster.redis_nodes)} data nodes and {len(cluster.sentinels)} Sentinels up")
+        if "state" not in cluster.tiers:
+            raise DrillError("the render has no state tier (configmap-redis-state-config.yaml): render the stack again")
+        say(
+            f"start: {len(cluster.redis_nodes)} cache and {len(cluster.state_nodes)} state data nodes, "
+            f"{len(cluster.sentinels)} Sentinels up"
+        )
         with SentinelClient(cluster.client_config(min_idle=0)) as names:
             rows = list(strategy_dataset(names, units, MIN_TTL_S))
-        say(f"dataset: writing {len(rows)} keys of the five strategies, each with its TTL")
+        say(f"dataset: writing {len(rows)} keys of the five strategies, each on its tier, with its TTL")
 
-        def master() -> redis.Redis:
-            return cluster.client(cluster.masters()[0], decode_responses=True)
+        def master_of(tier: str) -> Callable[[], redis.Redis]:
+            return lambda: cluster.client(cluster.masters(tier)[0], decode_responses=True)
 
-        data = Dataset(rows, master, replicas=len(cluster.redis_nodes) - 1)
         procedure = BackupProcedure(cluster, BackupRunner(cluster, s3, scripts), say)
+        datasets: dict[str, Dataset] = {}
+        checkers: list[DatasetRestored] = []
+        for tier in procedure.tiers:
+            tier_rows = [row for row in rows if STRATEGY_TIER[row[0]] == tier]
+            datasets[tier] = Dataset(tier_rows, master_of(tier), replicas=len(cluster.tier_nodes(tier)) - 1)
+            checker = DatasetRestored(datasets[tier], master_of(tier))
+            checker.name = f"dataset_restored_{tier}"
+            checkers.append(checker)
         loss = FullClusterLoss(cluster, last_act=procedure.take, recovery=procedure.restore)
-        run = Drill([data], loss, [DatasetRestored(data, master)], steady_seconds=0, settle_seconds=0).run()
+        run = Drill(list(datasets.values()), loss, checkers, steady_seconds=0, settle_seconds=0).run()
         if run.heal_error is not None:
             raise DrillError(f"the restore failed: {run.heal_error}")
-        restored = run.verdict("dataset_restored").figures
 
-        master_node = cluster.masters()[0]
-        with cluster.client(master_node) as node:
-            wait_replicated(node, len(cluster.redis_nodes) - 1)
-        replica_keys = []
-        for node in cluster.redis_nodes:
-            if node is not master_node:
-                with cluster.client(node) as replica:
-                    replica_keys.append(int(replica.dbsize()))
-        head = s3.client().head_object(Bucket=s3.bucket, Key=procedure.key)
-        seconds = procedure.seconds
+        tiers: dict[str, TierReport] = {}
+        for tier, data in datasets.items():
+            restored = run.verdict(f"dataset_restored_{tier}").figures
+            master_node = cluster.masters(tier)[0]
+            with cluster.client(master_node) as node:
+                wait_replicated(node, len(cluster.tier_nodes(tier)) - 1)
+            replica_keys = []
+            for node in cluster.tier_nodes(tier):
+                if node is not master_node:
+                    with cluster.client(node) as replica:
+                        replica_keys.append(int(replica.dbsize()))
+            head = s3.client().head_object(Bucket=s3.bucket, Key=procedure.keys[tier])
+            seconds = procedure.tier_seconds[tier]
+            tiers[tier] = TierReport(
+                keys=len(data.rows),
+                keys_restored=restored["restored"],
+                mismatches=restored["mismatches"],
+                backup_seconds=round(seconds["backup"], 2),
+                restore_seconds=round(seconds["restore"], 2),
+                replicas_keys=replica_keys,
+                rdb_bytes=int(head["ContentLength"]),
+                backup_key=procedure.keys[tier],
+                backup_source=f"{head['Metadata'].get('role')} {head['Metadata'].get('source')}",
+                restore_steps_seconds={k: round(seconds[k], 2) for k in ("fetch", "prepare", "start_and_link")},
+            )
+        samples = [sample for tier in datasets for sample in run.verdict(f"dataset_restored_{tier}").figures["samples"]]
         return DrillReport(
             keys_written=len(rows),
-            keys_restored=restored["restored"],
-            mismatches=restored["mismatches"],
-            backup_seconds=round(seconds["backup"], 2),
-            restore_seconds=round(seconds["restore"], 2),
-            replicas_keys=replica_keys,
-            keys_by_strategy=data.by_strategy(),
-            rdb_bytes=int(head["ContentLength"]),
-            backup_key=procedure.key,
-            backup_source=f"{head['Metadata'].get('role')} {head['Metadata'].get('source')}",
-            restore_steps_seconds={k: round(seconds[k], 2) for k in ("fetch", "prepare", "start_and_converge")},
-            write_seconds=round(data.write_seconds, 2),
-            server=data.server_version,
-            mismatch_samples=restored["samples"],
+            keys_restored=sum(t.keys_restored for t in tiers.values()),
+            mismatches=sum(t.mismatches for t in tiers.values()),
+            backup_seconds=round(procedure.seconds["backup"], 2),
+            restore_seconds=round(procedure.seconds["restore"], 2),
+            keys_by_strategy={k: v for data in datasets.values() for k, v in data.by_strategy().items()},
+            restore_order=procedure.tiers,
+            tiers=tiers,
+            write_seconds=round(sum(data.write_seconds for data in datasets.values()), 2),
+            server=" / ".join(sorted({data.server_version for data in datasets.values()})),
+            mismatch_samples=samples,
             data_dirs_destroyed=loss.destroyed,
             backup_acl_denials=procedure.acl_denials,
         )
@@ -301,7 +409,10 @@ def main(argv: list[str] | None = None) -> int:
         if report.backup_acl_denials:
             print(f"backup drill FAILED: refused by ACL: {'; '.join(report.backup_acl_denials)}", file=sys.stderr)
         return 1
-    print(f"backup drill passed: {report.keys_restored}/{report.keys_written} keys restored", file=sys.stderr)
+    per_tier = ", ".join(f"{tier} {t.keys_restored}/{t.keys}" for tier, t in report.tiers.items())
+    print(
+        f"backup drill passed: {report.keys_restored}/{report.keys_written} keys restored ({per_tier})", file=sys.stderr
+    )
     return 0
 
 

@@ -170,6 +170,8 @@ class DatasetRestored:
                 pipe.type(key)
                 if exp.kind == "zset":
                     pipe.zrange(key, 0, -1, withscores=True)
+                elif exp.kind == "hash":
+                    pipe.hgetall(key)
                 else:
                     pipe.get(key)
                 pipe.execute_command("PEXPIRETIME", key)

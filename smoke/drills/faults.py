@@ -31,16 +31,16 @@ class Fault(Protocol):
 
 
 class KillMaster:
-    """Send ``sig`` (SIGKILL by default) to the rehearsal's current master; heal restarts it
-    with its data directory, and it must rejoin as a replica."""
+    """Send ``sig`` (SIGKILL by default) to the rehearsal's current master of one data ``tier``;
+    heal restarts it with its data directory, and it must rejoin as a replica."""
 
-    def __init__(self, cluster: LoopbackCluster, sig: signal.Signals = signal.SIGKILL) -> None:
-        self.cluster, self.sig = cluster, sig
-        self.name = f"master {sig.name}"
+    def __init__(self, cluster: LoopbackCluster, sig: signal.Signals = signal.SIGKILL, tier: str = "cache") -> None:
+        self.cluster, self.sig, self.tier = cluster, sig, tier
+        self.name = f"master {sig.name}" if tier == "cache" else f"{tier} master {sig.name}"
         self.killed: Node | None = None
 
     def inject(self) -> None:
-        self.killed = self.cluster.masters()[0]
+        self.killed = self.cluster.masters(self.tier)[0]
         self.cluster.kill_node(self.killed, self.sig)
 
     def heal(self) -> None:
@@ -79,7 +79,7 @@ class SentinelFailover:
 
 
 class FullClusterLoss:
-    """Every process killed and every data directory deleted, Redis and Sentinel alike.
+    """Every process killed and every data directory deleted: both data tiers and the Sentinels.
 
     ``last_act`` runs just before the loss (the backup drill takes its backup there: the loss
     comes after the last backup); ``recovery`` is the procedure under test (the backup drill's
@@ -93,9 +93,9 @@ class FullClusterLoss:
 
     def inject(self) -> None:
         self.last_act()
-        for node in [*self.cluster.sentinels, *self.cluster.redis_nodes]:
+        for node in [*self.cluster.sentinels, *self.cluster.data_nodes]:
             self.cluster.kill_node(node, signal.SIGKILL)
-        for node in [*self.cluster.redis_nodes, *self.cluster.sentinels]:
+        for node in [*self.cluster.data_nodes, *self.cluster.sentinels]:
             self.cluster.wipe_data(node)
             self.destroyed.append(node.name)
 

@@ -167,7 +167,9 @@ def strategy_dataset(client: SentinelClient, units: int, min_ttl_s: int) -> Iter
         entry_ttl = ttl(entries.ttl_ms)
         yield "entries", entries.id_key(eid), Expected("string", entry.to_json(), entry_ttl)
         yield "entries", entries.pointer_key(entry.key_type, entry.key_value), Expected("string", eid, entry_ttl)
-        yield "entries", entries.marker_key(eid), Expected("string", str(entry.version), entry_ttl)
+        # The version marker lives on the state tier (smoke/strategies/entries.py).
+        marker = {"floor": str(entry.version), "inv_floor": "0", "inv_seq": "0"}
+        yield "entry-markers", entries.marker_key(eid), Expected("hash", marker, ttl(entries.marker_ttl_ms))
         claim = sample_claim(cid, eid)
         claim_ttl = ttl(claims.ttl_ms)
         yield "claims", claims.object_key(cid), Expected("string", claim.to_json(), claim_ttl)
@@ -257,6 +259,10 @@ class Dataset:
                     if exp.kind == "zset":
                         pipe.delete(key)
                         pipe.zadd(key, dict(exp.value))
+                        pipe.pexpire(key, exp.ttl_ms)
+                    elif exp.kind == "hash":
+                        pipe.delete(key)
+                        pipe.hset(key, mapping=exp.value)
                         pipe.pexpire(key, exp.ttl_ms)
                     else:
                         pipe.set(key, exp.value, px=exp.ttl_ms)

@@ -2,7 +2,10 @@
 
 Each pod of the StatefulSets becomes one server or Sentinel process started by the *same* start
 script the pod runs (under ``busybox sh`` with BusyBox's applets first on PATH, as in the Alpine
-image), with one 127.x.y.z address per pod and the standard ports. Only the environment differs
+image), with one 127.x.y.z address per pod and the standard ports. Both data tiers start: the
+LRU cache (``redis-<n>``, ``redis_nodes``) and the state tier that never evicts
+(``redis-state-<n>``, ``state_nodes``), each from its own rendered ``redis.conf``, under the
+same Sentinels, which monitor one master per tier. Only the environment differs
 from Kubernetes: addresses, directories, the password file, and which server line's binaries the
 scripts start (``SERVER_LINE``: ``valkey-server``/... or ``redis-server``/...; see
 ``components/server_lines.py``). The rehearsal starts as many data nodes and Sentinels as the
@@ -35,6 +38,7 @@ import yaml
 from components import acl, server_lines
 from components.renderers.scripts import SCRIPT_NAMES
 from components.server_lines import ServerLine
+from components.topology import STATE_CONFIG
 from smoke.local.certificates import TlsFiles, make_certificates
 from smoke.strategies.client import ClientConfig, tls_options
 
@@ -43,8 +47,13 @@ SENTINEL_PORT = 26379
 # Which server line a rehearsal runs when none is given: REHEARSAL_SERVER_LINE, else the default
 # image's line.
 SERVER_LINE_ENV = "REHEARSAL_SERVER_LINE"
-# The most pods one 127.a.b.0/24 block holds: data nodes at .1-.9, Sentinels at .11-.19.
+# The most pods one 127.a.b.0/24 block holds: cache data nodes at .1-.9, Sentinels at .11-.19,
+# state-tier data nodes at .21-.29.
 MAX_PODS = 9
+CACHE_BASE, SENTINEL_BASE, STATE_BASE = 1, 11, 21
+# The state tier's redis.conf and users.acl beside the cache's in the rehearsal's etc/.
+STATE_CONF = "redis-state.conf"
+STATE_ACL = "users-state.acl"
 
 
 class RehearsalError(RuntimeError):
@@ -60,6 +69,9 @@ class RenderedFiles:
     scripts: dict[str, str]
     # users.acl from the Redis ConfigMap (users and rules, no passwords).
     acl_template: str = field(default_factory=acl.render_acl_template)
+    # The state tier's redis.conf and users.acl (its own ConfigMap); None: a render without one.
+    state_redis_conf: str | None = None
+    state_acl_template: str = field(default_factory=lambda: acl.render_acl_template(tier="state"))
 
     @property
     def tls(self) -> bool:
@@ -84,17 +96,36 @@ class RenderedFiles:
 
     @property
     def master_name(self) -> str:
-        match = re.search(r"^sentinel monitor (\S+) ", self.sentinel_conf, re.MULTILINE)
-        if not match:
+        """The cache tier's master name (the first ``sentinel monitor`` line)."""
+        return self.master_names[0]
+
+    @property
+    def master_names(self) -> list[str]:
+        """Every master the Sentinels monitor, one per tier: the cache first, then the state tier."""
+        names = re.findall(r"^sentinel monitor (\S+) ", self.sentinel_conf, re.MULTILINE)
+        if not names:
             raise RehearsalError("the rendered sentinel.conf has no 'sentinel monitor' line")
-        return match.group(1)
+        return names
+
+    @property
+    def state_count(self) -> int:
+        """How many state-tier pods the render has (its SENTINEL_MONITORS entry), 0 without one."""
+        if self.state_redis_conf is None:
+            return 0
+        monitors = self._rendered_addresses("SENTINEL_MONITORS")
+        if len(monitors) < 2:
+            raise RehearsalError("the render has a state tier but SENTINEL_MONITORS names one tier only")
+        return len(monitors[1].split("=", 1)[1].split(","))
 
     @classmethod
     def from_render_dir(cls, k8s_dir: Path) -> RenderedFiles:
-        """Read the ConfigMaps that ``make render`` wrote for one stack."""
+        """Read the ConfigMaps that ``make render`` wrote for one stack (the state tier's apart:
+        its files have the same names as the cache's)."""
         data: dict[str, str] = {}
+        state: dict[str, str] = {}
         for path in sorted(k8s_dir.glob("configmap-*.yaml")):
-            data.update(yaml.safe_load(path.read_text()).get("data") or {})
+            found = yaml.safe_load(path.read_text()).get("data") or {}
+            (state if path.name == f"configmap-{STATE_CONFIG}.yaml" else data).update(found)
         missing = [name for name in ("redis.conf", "sentinel.conf", "users.acl", *SCRIPT_NAMES) if name not in data]
         if missing:
             raise RehearsalError(f"{k8s_dir} lacks {', '.join(missing)}; run 'make render STACK=dev' first")
@@ -103,6 +134,8 @@ class RenderedFiles:
             sentinel_conf=data["sentinel.conf"],
             scripts={name: data[name] for name in SCRIPT_NAMES},
             acl_template=data["users.acl"],
+            state_redis_conf=state.get("redis.conf"),
+            state_acl_template=state.get("users.acl", ""),
         )
 
 
@@ -117,6 +150,8 @@ class Node:
     workdir: Path
     env: dict[str, str]
     process: subprocess.Popen[bytes] | None = field(default=None, repr=False)
+    # A data node's tier: "cache" or "state" (a Sentinel: "").
+    tier: str = ""
 
     @property
     def address(self) -> str:
@@ -169,8 +204,9 @@ def _address_free(host: str, port: int) -> bool:
     return True
 
 
-def choose_block(redis_count: int, sentinel_count: int) -> str:
-    """A free 127.a.b.0/24 block: redis pods at .1, .2, ..., Sentinels at .11, .12, ...
+def choose_block(redis_count: int, sentinel_count: int, state_count: int = 0) -> str:
+    """A free 127.a.b.0/24 block: cache pods at .1, .2, ..., Sentinels at .11, .12, ..., state-tier
+    pods at .21, .22, ...
 
     Picked at random among ~25,000 blocks and checked by binding every address, so two
     rehearsals on one machine do not collide.
@@ -180,6 +216,7 @@ def choose_block(redis_count: int, sentinel_count: int) -> str:
         prefix = f"127.{rng.randint(100, 199)}.{rng.randint(1, 254)}"
         wanted = [(f"{prefix}.{1 + i}", REDIS_PORT) for i in range(redis_count)]
         wanted += [(f"{prefix}.{11 + i}", SENTINEL_PORT) for i in range(sentinel_count)]
+        wanted += [(f"{prefix}.{STATE_BASE + i}", REDIS_PORT) for i in range(state_count)]
         if all(_address_free(host, port) for host, port in wanted):
             return prefix
     raise RehearsalError("no free 127.x.y.0/24 block found for the rehearsal after 50 tries")
@@ -202,8 +239,8 @@ class LoopbackCluster:
         """``password`` is the Sentinels' password; every ACL user gets a generated one
         (``passwords``). ``tls`` overrides the render's TLS switch; with TLS on the rehearsal
         makes its own CA and a certificate for its loopback addresses. ``redis_count`` and
-        ``sentinel_count`` default to the render's pods; ``server`` is the server line (default
-        :func:`server_line`)."""
+        ``sentinel_count`` default to the render's pods (the state tier always has the render's
+        count); ``server`` is the server line (default :func:`server_line`)."""
         self.server = server if isinstance(server, ServerLine) else server_line(server)
         missing = missing_binaries(self.server)
         if missing:
@@ -214,26 +251,36 @@ class LoopbackCluster:
             )
         redis_count = files.redis_count if redis_count is None else redis_count
         sentinel_count = files.sentinel_count if sentinel_count is None else sentinel_count
+        state_count = files.state_count
         for what, count in (("data nodes", redis_count), ("Sentinels", sentinel_count)):
             if not 1 <= count <= MAX_PODS:
                 raise RehearsalError(f"{count} {what}: the rehearsal starts between 1 and {MAX_PODS}")
+        if state_count > MAX_PODS:
+            raise RehearsalError(f"{state_count} state-tier data nodes: the rehearsal starts at most {MAX_PODS}")
         self.server_version = server_version(self.server)
         self.files = files
         self.master_name = files.master_name
+        # The state tier's master name (None: a render without a state tier).
+        self.state_master_name: str | None = files.master_names[1] if state_count else None
         self._own_workdir = workdir is None
         self.workdir = Path(tempfile.mkdtemp(prefix="dict-redis-rehearsal-")) if workdir is None else workdir
         self.password = password or secrets.token_urlsafe(24)
         self.passwords = {u.name: secrets.token_urlsafe(24) for u in acl.USERS}
         self.tls = files.tls if tls is None else tls
-        self.prefix = choose_block(redis_count, sentinel_count)
+        self.prefix = choose_block(redis_count, sentinel_count, state_count)
         self._prepare_files()
         self.tls_files: TlsFiles | None = None
+        cache_hosts = [f"{self.prefix}.{CACHE_BASE + i}" for i in range(redis_count)]
+        state_hosts = [f"{self.prefix}.{STATE_BASE + i}" for i in range(state_count)]
+        sentinel_hosts = [f"{self.prefix}.{SENTINEL_BASE + i}" for i in range(sentinel_count)]
         if self.tls:
-            hosts = [f"{self.prefix}.{1 + i}" for i in range(redis_count)]
-            hosts += [f"{self.prefix}.{11 + i}" for i in range(sentinel_count)]
-            self.tls_files = make_certificates(self.workdir / "tls", hosts)
-        sentinel_addrs = " ".join(f"{self.prefix}.{11 + i}:{SENTINEL_PORT}" for i in range(sentinel_count))
-        redis_addrs = " ".join(f"{self.prefix}.{1 + i}:{REDIS_PORT}" for i in range(redis_count))
+            self.tls_files = make_certificates(self.workdir / "tls", [*cache_hosts, *sentinel_hosts, *state_hosts])
+        sentinel_addrs = " ".join(f"{host}:{SENTINEL_PORT}" for host in sentinel_hosts)
+        redis_addrs = " ".join(f"{host}:{REDIS_PORT}" for host in cache_hosts)
+        state_addrs = [f"{host}:{REDIS_PORT}" for host in state_hosts]
+        monitors = [f"{self.master_name}={redis_addrs.replace(' ', ',')}"]
+        if self.state_master_name:
+            monitors.append(f"{self.state_master_name}={','.join(state_addrs)}")
         common = {
             "PATH": f"{self.workdir / 'bin'}:{os.environ.get('PATH', '/usr/bin:/bin')}",
             "HOME": str(self.workdir),
@@ -244,9 +291,17 @@ class LoopbackCluster:
             "REDIS_ADDRS": redis_addrs,
             "REDIS_SEED_HOST": f"{self.prefix}.1",
             "MASTER_NAME": self.master_name,
+            "SENTINEL_MONITORS": " ".join(monitors),
             "SERVER_LINE": self.server.name,
         }
         self.redis_nodes = [self._redis_node(i, common) for i in range(redis_count)]
+        state_env = {
+            **common,
+            "REDIS_ADDRS": " ".join(state_addrs),
+            "REDIS_SEED_HOST": state_hosts[0] if state_hosts else "",
+            "MASTER_NAME": self.state_master_name or "",
+        }
+        self.state_nodes = [self._redis_node(i, state_env, tier="state") for i in range(state_count)]
         self.sentinels = [self._sentinel_node(i, common) for i in range(sentinel_count)]
 
     # --- set-up -------------------------------------------------------------------------------
@@ -256,6 +311,9 @@ class LoopbackCluster:
         for directory in (etc, scripts, self.workdir / "auth", self.workdir / "bin"):
             directory.mkdir(parents=True, exist_ok=True)
         (etc / "redis.conf").write_text(self.files.redis_conf)
+        if self.files.state_redis_conf is not None:
+            (etc / STATE_CONF).write_text(self.files.state_redis_conf)
+            (etc / STATE_ACL).write_text(self.files.state_acl_template)
         (etc / "users.acl").write_text(self.files.acl_template)
         (etc / "sentinel.conf").write_text(self.files.sentinel_conf)
         for name, text in self.files.scripts.items():
@@ -272,24 +330,25 @@ class LoopbackCluster:
         # BusyBox applets first on PATH, as in the Alpine image: a GNU-only flag fails here too.
         subprocess.run(["busybox", "--install", "-s", str(self.workdir / "bin")], check=True)
 
-    def _redis_node(self, ordinal: int, common: dict[str, str]) -> Node:
-        host = f"{self.prefix}.{1 + ordinal}"
-        workdir = self.workdir / f"redis-{ordinal}"
+    def _redis_node(self, ordinal: int, common: dict[str, str], tier: str = "cache") -> Node:
+        host = f"{self.prefix}.{(CACHE_BASE if tier == 'cache' else STATE_BASE) + ordinal}"
+        name = f"redis-{ordinal}" if tier == "cache" else f"redis-state-{ordinal}"
+        workdir = self.workdir / name
         env = {
             **common,
-            "POD_NAME": f"redis-{ordinal}",
+            "POD_NAME": name,
             "REDIS_ANNOUNCE_HOST": host,
             "REDIS_BIND": host,
             "REDIS_HOST": host,
-            "REDIS_CONFIG_TEMPLATE": str(self.workdir / "etc" / "redis.conf"),
-            "REDIS_ACL_TEMPLATE": str(self.workdir / "etc" / "users.acl"),
+            "REDIS_CONFIG_TEMPLATE": str(self.workdir / "etc" / ("redis.conf" if tier == "cache" else STATE_CONF)),
+            "REDIS_ACL_TEMPLATE": str(self.workdir / "etc" / ("users.acl" if tier == "cache" else STATE_ACL)),
             "REDIS_RUN_DIR": str(workdir / "run"),
             "REDIS_DATA_DIR": str(workdir / "data"),
         }
-        return Node(f"redis-{ordinal}", "redis", host, REDIS_PORT, workdir, env)
+        return Node(name, "redis", host, REDIS_PORT, workdir, env, tier=tier)
 
     def _sentinel_node(self, ordinal: int, common: dict[str, str]) -> Node:
-        host = f"{self.prefix}.{11 + ordinal}"
+        host = f"{self.prefix}.{SENTINEL_BASE + ordinal}"
         workdir = self.workdir / f"redis-sentinel-{ordinal}"
         env = {
             **common,
@@ -301,6 +360,28 @@ class LoopbackCluster:
             "SENTINEL_DATA_DIR": str(workdir / "data"),
         }
         return Node(f"redis-sentinel-{ordinal}", "sentinel", host, SENTINEL_PORT, workdir, env)
+
+    # --- tiers --------------------------------------------------------------------------------
+    @property
+    def data_nodes(self) -> list[Node]:
+        """Every data node of both tiers."""
+        return [*self.redis_nodes, *self.state_nodes]
+
+    @property
+    def tiers(self) -> list[str]:
+        """The data tiers this rehearsal runs: "cache", and "state" when the render has one."""
+        return ["cache", "state"] if self.state_nodes else ["cache"]
+
+    def tier_nodes(self, tier: str = "cache") -> list[Node]:
+        if tier == "cache":
+            return self.redis_nodes
+        if tier == "state" and self.state_nodes:
+            return self.state_nodes
+        raise RehearsalError(f"tier {tier!r}: this rehearsal runs {', '.join(self.tiers)}")
+
+    def tier_master_name(self, tier: str = "cache") -> str:
+        self.tier_nodes(tier)
+        return self.master_name if tier == "cache" else str(self.state_master_name)
 
     def write_secret(self, key: str, value: str) -> None:
         """Replace one key of the stand-in Secret (a password file; several lines: several
@@ -377,13 +458,15 @@ class LoopbackCluster:
         deadline = time.monotonic() + timeout
         try:
             if parallel:
-                for node in [*self.redis_nodes, *self.sentinels]:
+                for node in [*self.data_nodes, *self.sentinels]:
                     self.start_node(node)
             else:
-                for node in self.redis_nodes:
+                for node in self.data_nodes:
                     self.start_node(node, extra_env={"SENTINEL_QUERY_ATTEMPTS": "1"})
                 self._wait(deadline, "every Redis node answering PING", self._all_redis_answer)
-                self._wait(deadline, "replicas linked to the master", self._replicas_linked)
+                for tier in self.tiers:
+                    linked = lambda t=tier: self._replicas_linked(t)  # noqa: E731
+                    self._wait(deadline, f"replicas linked to the {tier} master", linked)
                 for node in self.sentinels:
                     self.start_node(node)
             self._wait(deadline, "Sentinels agreeing on the topology", self.converged)
@@ -393,7 +476,7 @@ class LoopbackCluster:
         return self
 
     def stop(self) -> None:
-        for node in [*self.sentinels, *self.redis_nodes]:
+        for node in [*self.sentinels, *self.data_nodes]:
             self.kill_node(node, signal.SIGTERM)
 
     def cleanup(self) -> None:
@@ -410,12 +493,12 @@ class LoopbackCluster:
         self.cleanup()
 
     # --- observation --------------------------------------------------------------------------
-    def client_config(self, **overrides: Any) -> ClientConfig:
-        """A Sentinel client configuration for this topology: the application ACL user, the
-        Sentinels' password, and the rehearsal's CA when TLS is on."""
+    def client_config(self, tier: str = "cache", **overrides: Any) -> ClientConfig:
+        """A Sentinel client configuration for one tier of this topology: the application ACL
+        user, the Sentinels' password, and the rehearsal's CA when TLS is on."""
         base: dict[str, Any] = {
             "sentinels": [(s.host, s.port) for s in self.sentinels],
-            "master_name": self.master_name,
+            "master_name": self.tier_master_name(tier),
             "username": acl.APPLICATION.name,
             "password": self.read_secret(acl.APPLICATION.secret_key).splitlines()[0],
             "sentinel_password": self.password,
@@ -436,9 +519,14 @@ class LoopbackCluster:
         if self.tls_files:
             env.append(f"REDIS_TLS_CA_FILE={self.tls_files.ca}")
         replicas = len(self.redis_nodes) - 1
+        state = (
+            f" --state-master-name {self.state_master_name} --state-replicas {len(self.state_nodes) - 1}"
+            if self.state_master_name
+            else ""
+        )
         return (
             f"{' '.join(env)} .venv/bin/python -m smoke cluster {sentinels} "
-            f"--master-name {self.master_name} --replicas {replicas}"
+            f"--master-name {self.master_name} --replicas {replicas}{state}"
         )
 
     def wipe_data(self, node: Node) -> None:
@@ -474,19 +562,20 @@ class LoopbackCluster:
         except redis.RedisError:
             return None
 
-    def masters(self) -> list[Node]:
-        return [n for n in self.redis_nodes if n.running and self.role(n) == "master"]
+    def masters(self, tier: str = "cache") -> list[Node]:
+        return [n for n in self.tier_nodes(tier) if n.running and self.role(n) == "master"]
 
     def replication(self, node: Node) -> dict[str, object]:
         with self.client(node) as c:
             return c.info("replication")
 
-    def sentinel_view(self, sentinel: Node) -> dict[str, object] | None:
-        """What one Sentinel believes: master address, replica and peer counts, flags."""
+    def sentinel_view(self, sentinel: Node, tier: str = "cache") -> dict[str, object] | None:
+        """What one Sentinel believes of one tier: master address, replica and peer counts, flags."""
+        name = self.tier_master_name(tier)
         try:
             with self.client(sentinel) as c:
-                addr = c.execute_command("SENTINEL", "GET-MASTER-ADDR-BY-NAME", self.master_name)
-                state = c.execute_command("SENTINEL", "MASTER", self.master_name)
+                addr = c.execute_command("SENTINEL", "GET-MASTER-ADDR-BY-NAME", name)
+                state = c.execute_command("SENTINEL", "MASTER", name)
         except redis.RedisError:
             return None
         # redis-py parses SENTINEL MASTER into a dict with its own key names.
@@ -500,30 +589,34 @@ class LoopbackCluster:
         }
 
     def _all_redis_answer(self) -> bool:
-        return all(self.role(n) is not None for n in self.redis_nodes)
+        return all(self.role(n) is not None for n in self.data_nodes)
 
-    def _replicas_linked(self) -> bool:
-        masters = self.masters()
+    def _replicas_linked(self, tier: str = "cache") -> bool:
+        masters = self.masters(tier)
         if len(masters) != 1:
             return False
-        replicas = [n for n in self.redis_nodes if n is not masters[0]]
+        replicas = [n for n in self.tier_nodes(tier) if n is not masters[0]]
         try:
             return all(self.replication(n).get("master_link_status") == "up" for n in replicas)
         except redis.RedisError:
             return False
 
-    def converged(self) -> bool:
-        """One master, every replica linked, every Sentinel naming it with all replicas and peers."""
-        if not self._replicas_linked():
+    def converged(self, tier: str | None = None) -> bool:
+        """Per tier (``None``: every tier): one master, every replica linked, every Sentinel naming
+        it with all replicas and peers."""
+        return all(self._tier_converged(t) for t in ([tier] if tier else self.tiers))
+
+    def _tier_converged(self, tier: str) -> bool:
+        if not self._replicas_linked(tier):
             return False
-        master = self.masters()[0]
+        master = self.masters(tier)[0]
         expected = {
             "master": master.address,
-            "num_slaves": len(self.redis_nodes) - 1,
+            "num_slaves": len(self.tier_nodes(tier)) - 1,
             "num_other_sentinels": len(self.sentinels) - 1,
         }
         for sentinel in self.sentinels:
-            view = self.sentinel_view(sentinel)
+            view = self.sentinel_view(sentinel, tier)
             if view is None or any(view[k] != v for k, v in expected.items()):
                 return False
             if "down" in str(view["flags"]):
@@ -536,7 +629,7 @@ class LoopbackCluster:
     def _wait(self, deadline: float, what: str, condition: object) -> None:
         assert callable(condition)
         while time.monotonic() < deadline:
-            for node in [*self.redis_nodes, *self.sentinels]:
+            for node in [*self.data_nodes, *self.sentinels]:
                 if (
                     node.process is not None
                     and node.process.poll() is not None
@@ -554,7 +647,7 @@ class LoopbackCluster:
             if condition():
                 return
             time.sleep(0.1)
-        logs = "\n".join(f"--- {n.name}\n{self.tail(n)}" for n in [*self.redis_nodes, *self.sentinels])
+        logs = "\n".join(f"--- {n.name}\n{self.tail(n)}" for n in [*self.data_nodes, *self.sentinels])
         raise RehearsalError(f"timed out waiting for {what}\n{logs}")
 
     def tail(self, node: Node, lines: int = 15) -> str:
@@ -594,14 +687,15 @@ def main(argv: list[str] | None = None) -> int:
         print(f"rehearsal failed: {exc}", file=sys.stderr)
         return 1
     try:
-        master = cluster.masters()[0]
+        masters = {cluster.masters(tier)[0].name for tier in cluster.tiers}
         print(
             f"Rehearsal of {args.render_dir} on {cluster.server.name} {cluster.server_version} "
             f"in {cluster.workdir} (passwords in {cluster.auth_dir}):"
         )
-        for node in [*cluster.redis_nodes, *cluster.sentinels]:
-            role = "master" if node is master else ("replica" if node.kind == "redis" else "sentinel")
-            print(f"  {node.name:<18} {node.address:<22} {role:<9} log: {node.log_path}")
+        for node in [*cluster.data_nodes, *cluster.sentinels]:
+            role = "master" if node.name in masters else ("replica" if node.kind == "redis" else "sentinel")
+            role = f"{node.tier} {role}" if node.tier else role
+            print(f"  {node.name:<18} {node.address:<22} {role:<13} log: {node.log_path}")
         print("The smoke suite against it, from another shell:")
         print(f"  {cluster.smoke_command()}")
         if not args.check:

@@ -7,7 +7,7 @@ invalidation, reordered write-throughs leaving an older version, an old secondar
 when ``key_value`` changes, and a stampede of loaders on a cold key. This module keeps the seed's
 key names and the 5 min TTL as the contract and fixes the mechanics.
 
-Data shape (changed from the seed, all keys under ``prefix``):
+Data shape (changed from the seed, all keys under ``prefix``). On the **cache tier**:
 
 * ``dict:entry:id:<id>`` — the entry JSON (the only copy), ``PX ttl_ms`` (5 min).
 * ``dict:entry:key:<key_type>:<key_value>`` — a **pointer**: just the entry id, same TTL. A Lua
@@ -15,32 +15,102 @@ Data shape (changed from the seed, all keys under ``prefix``):
   stored once (a pointer is ~100 B instead of a second ~440 B copy).
 * ``__dict_none__`` in either key — a **negative** entry (not found), ``PX negative_ttl_ms``
   (≤ 30 s, RFC 2308-style bounded negative caching).
-* ``dict:entry:ver:<id>`` — a **version marker** hash ``{floor, inv_floor, inv_us}``,
-  ``PX marker_ttl_ms`` (default and minimum: the entry TTL, 5 min, refreshed by every store and
-  invalidation, so it outlives the entry it guards): ``floor`` is the lowest version a write or
-  fill may still store (a write of v raises it to v, an invalidation with ``committed_version``
-  to that version); ``inv_floor`` the lowest version a *write-through* may store after an
-  invalidation without a committed version (the invalidated version + 1: a write-through has no
-  start time to judge it by); ``inv_us`` the server time of the last invalidation, against which
-  a *fill* is judged: one whose lease was taken before it is rejected, one taken after it is
-  stored (so invalidating an unchanged entry does not block its refill). The marker outliving the
-  entry is what rejects a late, older write-through or a fill that loaded before the
-  invalidation even after the entry itself is gone.
-  Versions are stored as decimal strings and compared exactly (see *Versions* below).
+* ``__dict_inv__:<seq>:<floor>:<write floor>`` at an id key — an invalidation **tombstone**,
+  ``PX tombstone_ms`` (``max(3 * reservation_ms, lease_ms)``, 6 s by default): what
+  ``invalidate`` leaves in place of the entry. Never served (a read treats it as a miss and takes
+  the lease as for one); it refuses a store whose first step came before the invalidation (next
+  sections).
 * ``dict:entry:lease:id:<id>`` / ``dict:entry:lease:key:<type>:<value>`` — a fill **lease**
-  (``SET NX PX lease_ms``, value ``<token>:<server time µs>``): one loader per cold key; the
-  others poll briefly and read what it stored. A fill is stored only while its lease holds and
-  only if no invalidation happened after the lease was taken (Facebook's memcache leases).
-* ``dict:entry:epoch:negative-by-key`` — **new**, one per prefix: the server time (µs) of the
-  last ``invalidate`` of *any* entry, ``PX max(marker_ttl_ms, lease_ms)`` (5 min, set again by
-  every invalidation). It is what a not-found loaded *by key* is judged by (next section).
+  (``SET NX PX lease_ms``, value ``<token>:<server time µs>``, the time for operators only): one
+  loader per cold key; the others poll briefly and read what it stored (Facebook's memcache
+  leases).
 
-What a fill is judged by. A fill of an entry (by id or by key) and a not-found by id are judged
-by the entry's marker (``inv_us`` against the lease, ``floor`` against the version). A
-**not-found by key** names no entry: the entry that owns that key value now may be one that just
-moved there, and its writer calls ``invalidate(<id>, committed_version=…)`` without knowing (or
-saying) the new key value. So a not-found by key is stored only if its lease was taken after the
-last invalidation under the prefix (the epoch): otherwise it is dropped (outcome
+On the **markers' tier** (the state tier, ``noeviction``; ``markers=None``: the cache tier's
+instance itself), under :data:`MARKER_PREFIX` ``dict:entry-ver:``, a prefix the cache tier's ACL
+does not grant (components/acl.py), so a marker cannot land on the evicting cache by mistake:
+
+* ``dict:entry-ver:marker:<id>`` — the entry's **version marker**, a hash ``{floor, inv_floor,
+  inv_seq}``, ``PX marker_ttl_ms`` (default and minimum ``ttl_ms + reservation_ms``, refreshed by
+  every reservation, invalidation and fill check that finds it, so it outlives every entry stored
+  under it): ``floor`` is the lowest version a write or fill may still store (a write of v
+  raises it to v, a fill of v an existing marker's, an invalidation with ``committed_version`` to
+  that version); ``inv_floor`` the lowest version a *write-through* may store after an
+  invalidation without a committed version (the highest version the marker or the cached copy
+  knew + 1: a write-through has no start to judge it by); ``inv_seq`` the value of the prefix's
+  epoch (below) at the entry's last invalidation, against which a *fill* is judged.
+* ``dict:entry-ver:epoch:negative-by-key`` — the prefix's **epoch**, a counter: every
+  ``invalidate`` of any entry under the prefix adds one (and sets the entry's ``inv_seq`` to the
+  new value). ``PX max(marker_ttl_ms, lease_ms)``, refreshed with every marker, so it outlives
+  them all. No clock is compared anywhere: sequence numbers on one tier, versions, and the
+  client's own monotonic clock for the reservation window.
+
+The protocol (each step one Lua script, atomic on its tier; *S* the state tier, *C* the cache):
+
+* ``write(entry)``: **S reserve** — ``stale`` if the version is below ``floor`` (or below
+  ``inv_floor``), else ``floor`` := version. **C store** — unless the cached copy is newer or the
+  id holds a tombstone whose write floor is above the version (``stale``), the entry and its
+  pointer are stored (and an old pointer of the entry dropped). Step C is skipped (``expired``,
+  nothing cached: a later read loads fresh) when more than ``reservation_ms`` (2 s) passed on the
+  client's monotonic clock between S's reply and sending C (checked again before a retry), so a
+  writer paused between the steps cannot store an old version after a newer one expired.
+* ``invalidate(id, committed_version)``: **S** — ``floor`` := max(floor, committed); without a
+  committed version ``inv_floor`` := floor + 1; epoch += 1 and ``inv_seq`` := epoch. **C** — the
+  entry (or a not-found) is replaced by a tombstone carrying S's ``inv_seq``, floor and write
+  floor (maxima with a tombstone already there), its pointer (and the one at ``new_key``, if
+  named and holding a not-found or this id) dropped. Without a committed version, when the cached
+  copy was newer than anything the marker knew (a fill creates no marker), the tombstone's write
+  floor covers it and a third step on S raises ``inv_floor`` to it.
+* a fill (``get_or_load*``, cold): **C read** takes the lease; **S observe** reads the epoch
+  *before* the loader runs; the loader; **S check** — ``invalidated`` if an invalidation came
+  after the observation (a not-found by key: the epoch moved, since it names no entry; otherwise
+  the loaded entry's ``inv_seq`` is above the observed epoch), ``stale`` if the version is below
+  ``floor``; else an existing marker's floor rises to the version. **C store** — only while the
+  lease is ours (``lease-lost``), never over a tombstone with a ``seq`` above the observation
+  (``invalidated``) or a floor above the version, nor over a newer cached copy (``stale``); a
+  not-found never replaces an existing value (``exists``). The same window as a write applies
+  between S check and C store (``expired``). A fill that is not stored gives its lease back.
+
+Why that is safe with every interleaving: S steps of two operations on one entry are ordered
+by the state tier, and every decision (is this version new enough, did an invalidation come
+after this load began) is taken there, on keys that are never evicted. What remains is the
+order of the C steps: a step C whose S step came *before* another operation's S step can reach
+the cache *after* that operation's C step. Each such case is caught on the cache tier by what the
+later operation left there: a newer copy (versions), or a tombstone (an invalidation). A
+tombstone lives ``tombstone_ms`` ≥ the reservation window, and every step C that stores is sent
+within the window after its step S, so a tombstone outlives every store it must refuse. (An
+invalidation's step C is never skipped: late, it only deletes; its tombstone merges by maxima.)
+
+**Residual** (what the cache tier's eviction can still do, stated with its bound): the catch
+above fails only if the key that must catch it — the newer copy a write or fill stored, or the
+tombstone an invalidation set — is evicted by LRU from the cache tier within the window between
+the late operation's step S and its step C (at most ``reservation_ms``, 2 s; in practice the
+sub-millisecond gap between two calls). A just-written key carries the newest LRU clock of the
+tier, so sampled LRU picks it only when nearly everything else is as fresh (the cache turning
+over its whole memory every couple of seconds). Then the late, older version (a write-through,
+or a fill that loaded before an invalidation) is stored and served for up to the entry TTL, as
+any stale copy the cache tier kept. Before this split the gap was unbounded and likely: the
+marker itself lived on the cache tier, reads refreshed the entry's LRU clock and never the
+marker's, so LRU evicted markers first, and then a late v4 after ``invalidate(committed_version
+=6)``, a late v3 after v5 (entry and marker both gone) and a fill whose lease began before an
+invalidation were all stored (measured; now refused, tests/test_entries.py). A write delayed by
+more than the marker TTL (5 min + 2 s) is not refused either (the marker has expired): as before.
+
+State-tier memory: one marker (~100-150 B) per entry written through or invalidated within the
+marker TTL, plus one epoch per prefix. Fills create no marker (they raise the floor of one that
+exists), so the state tier's share grows with the write rate, not with the cache's working set:
+1 000 distinct writes a second keep ~300 000 markers (~40 MB). A full state tier refuses a
+reservation or an invalidation with OOM before the script writes anything (its first write is
+the ``denyoom`` one): :class:`~smoke.strategies.tiers.StateTierFull`, nothing written, map it to
+a retryable error; a reservation whose floor is already there still answers. Reads (hit, miss,
+negative) never touch the state tier; a cold fill that cannot ask it (full or down) returns the
+loaded entry ``uncached``.
+
+What a fill is judged by, and a not-found by key. A fill of an entry (by id or by key) and a
+not-found by id are judged by the entry's marker (``inv_seq`` against the observed epoch,
+``floor`` against the version). A **not-found by key** names no entry: the entry that owns that
+key value now may be one that just moved there, and its writer calls ``invalidate(<id>,
+committed_version=…)`` without knowing (or saying) the new key value. So a not-found by key is
+stored only if the epoch did not move while it loaded: otherwise it is dropped (outcome
 ``invalidated``) and the next reader loads again. Not-founds are cheap to reload, but under a
 steady stream of invalidations the share dropped is about (invalidations per second) times (the
 loader's time): at 100/s and a 5 ms query, half; the lease still keeps it to one loader at a
@@ -52,10 +122,10 @@ and a not-found stored after the value a write-through just stored was evicted w
 loader's milliseconds (LRU evicts the least recently used keys; these were just written).
 
 A limit of ``invalidate`` (by design): without ``committed_version`` an invalidation refuses
-later write-throughs only of the version it finds *cached* and older, and none at all when the
-entry is not cached (expired, evicted, never read). A late write-through of an older version
-than the one just committed (delayed, or retried) is then stored and served for up to the
-entry TTL (5 min). Writers that know the version they committed should always pass it.
+later write-throughs only of the highest version its marker (written through or filled within
+the marker TTL) or the cached copy knew, and older. A late write-through of a version older
+than the one just committed but newer than those (delayed, or retried) is then stored and served
+for up to the entry TTL (5 min). Writers that know the version they committed should pass it.
 
 Versions: an entry's version (and ``committed_version``) is an integer in [0, 2^63 - 1] (a
 database BIGINT; nanosecond commit timestamps, ~1.7e18, fit until 2262) and is compared
@@ -70,33 +140,47 @@ types; anything else is a ``ValueError`` naming the argument, raised before anyt
 (redis-py used to send a lone surrogate as ``?``, so ``e-\\udc80`` read the entry of ``e-?``;
 and a type with a ``:`` would share the pointer of another (type, value) pair.)
 
-Round trips (measured by the checks, one ``EVALSHA`` each): ``get_by_id``/``get_by_key`` 1 (hit,
-miss or negative), ``write`` 1, ``invalidate`` 1; ``get_or_load`` 1 on a hit and 2 on a cold key
-(read + lease, then fill) around the loader, while a concurrent reader polls with 1 round trip
-every ``poll_ms`` until the fill lands. A corrupt value costs 1 more to delete it (by key: the
-entry and its pointer in one call). The first call of each script per process and per failover
-costs 2 more (``NOSCRIPT``, ``SCRIPT LOAD``), since the script cache is not replicated. Every
-script is safe to re-run after a lost reply (full-value ``SET`` guarded by versions; a lease
-already held with our own token counts as ours), so all run with ``idempotent=True``.
+**Two tiers** (:mod:`smoke.strategies.tiers`). Entries, pointers, negative entries, tombstones
+and leases live on the cache tier (``allkeys-lru``): an entry is a copy of the database row, and
+an evicted one costs a reload. Version markers and the epoch are decisions ("v5 was written, v3
+must not be stored", "this entry was invalidated after that load began"): they live on the state
+tier (``noeviction``, AOF), passed as ``markers``, and cannot vanish while the entry they guard
+is served (a marker outlives every entry stored under it and is never evicted). What is left of
+the cache tier's eviction is the residual above.
 
-Foreign values: every script checks each key's ``TYPE`` before it reads or writes it; a key of
-another type (a hash at an id key, a list at a pointer, a string at a marker) is deleted, logged
-once and treated as absent, within the same atomic call, so WRONGTYPE never escapes and never
-aborts a script half-way through its writes. Replies are read undecoded (:mod:`smoke.strategies.lua`), so a
-value that is not UTF-8 is a corrupt value like any other: a miss, deleted, logged.
+Round trips (measured by the checks, one ``EVALSHA`` each): ``get_by_id``/``get_by_key`` 1 on
+the cache tier (hit, miss or negative; unchanged); ``write`` 2 (was 1: S reserve, C store);
+``invalidate`` 2 (was 1: S, C; 3 without a committed version when the cached copy was newer than
+its marker knew); ``get_or_load`` 1 on a hit and 4 on a cold key (was 2: C read + lease, S
+observe, then the loader, then S check, C store), +1 (the lease given back) when S check refuses
+the fill or the window ran out (a refusal by C store deletes the lease in the same call), while
+a concurrent reader polls with 1 round trip every ``poll_ms`` until the fill lands. A corrupt
+value costs 1 more to delete it (by key: the entry and its pointer in one call). The first call
+of each script per process and per failover costs 2 more (``NOSCRIPT``, ``SCRIPT LOAD``), since
+the script cache is not replicated.
 
-Redis Cluster: the scripts touch the id key, its marker and lease (which could share a hash tag
+Re-running after a lost reply: every script runs with ``idempotent=True``. The reservation,
+the fill check, the inv_floor raise, the cache stores (full-value ``SET`` guarded by versions and
+tombstones), the tombstone (maxima) and the lease (a lease already held with our own token
+counts as ours) are idempotent. Two are not, and re-running them is still safe: the invalidation's
+state step moves the epoch once more (one more fill in flight is dropped, nothing older is
+stored), and a fill's store that ran but whose reply was lost answers ``lease-lost`` on the retry
+(it deleted its lease) while the entry is stored.
+
+Foreign values: every script, on both tiers, checks each key's ``TYPE`` before it reads or
+writes it; a key of another type (a hash at an id key, a list at a pointer, a string at a marker)
+is deleted, logged once and treated as absent, within the same atomic call, so WRONGTYPE never
+escapes and never aborts a script half-way through its writes; an epoch that is not a counter
+is deleted too (the fill in flight is dropped: it cannot be judged). Replies are read undecoded
+(:mod:`smoke.strategies.lua`), so a value that is not UTF-8 is a corrupt value like any other: a
+miss, deleted, logged.
+
+Redis Cluster: the cache scripts touch the id key, its lease (which could share a hash tag
 ``{<id>}``) *and* a pointer key that cannot share it (a lookup by key does not know the id). On a
-cluster a read by key becomes two round trips (pointer, then entry) and a write two slots
-(entry + marker in one script, pointer(s) in a second call), reopening a small window in which
-a pointer may lag its entry; the read path already treats a pointer whose entry does not match
-as stale. The epoch is one key of its own slot: an invalidation would set it in a further call
-(before it answers), and a not-found fill by key read it first.
-
-Clocks: leases, ``inv_us`` and the epoch are the master's ``TIME``. After a failover they are
-compared with another server's clock; a new master whose clock is behind the old one by more than
-the time between a lease and an invalidation could let one in-flight fill through (bounded by
-the entry or negative TTL, like any cache entry a failover leaves stale).
+cluster a read by key becomes two round trips (pointer, then entry) and a store two slots (entry,
+then pointer(s) in a second call), reopening a small window in which a pointer may lag its
+entry; the read path already treats a pointer whose entry does not match as stale. On the state
+tier the marker and the epoch are two slots: the epoch step would be a call of its own.
 """
 
 from __future__ import annotations
@@ -109,26 +193,34 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from typing import Any
 
+import redis
+
 from smoke.strategies.client import SentinelClient, encodable
 from smoke.strategies.corruption import CorruptionLog, json_object
 from smoke.strategies.lua import VERSIONS_LUA, LuaScript, version_text
+from smoke.strategies.tiers import refused_when_full
 
 log = logging.getLogger(__name__)
 
-# Every key of this strategy starts with KEY_PREFIX (the application ACL user is limited to it).
+# Every cache-tier key of this strategy starts with KEY_PREFIX, every markers'-tier key with
+# MARKER_PREFIX (components/acl.py grants the application user each one on its own tier only:
+# the cache tier's ``dict:entry:*`` does not match ``dict:entry-ver:``).
 KEY_PREFIX = "dict:entry:"
 ID_KEY = "dict:entry:id:"
 POINTER_KEY = "dict:entry:key:"
-MARKER_KEY = "dict:entry:ver:"
 LEASE_ID_KEY = "dict:entry:lease:id:"
 LEASE_KEY_KEY = "dict:entry:lease:key:"
-# One per prefix: the server time (µs) of the last invalidation, against which a not-found
-# loaded by key is judged (see the module docstring).
-NEGATIVE_EPOCH_KEY = "dict:entry:epoch:negative-by-key"
+MARKER_PREFIX = "dict:entry-ver:"
+MARKER_KEY = "dict:entry-ver:marker:"
+# One per prefix: the invalidation counter a fill is judged by (see the module docstring).
+NEGATIVE_EPOCH_KEY = "dict:entry-ver:epoch:negative-by-key"
 NONE = "__dict_none__"
+TOMBSTONE = "__dict_inv__:"
 
 DEFAULT_TTL_MS = 300_000
 MAX_NEGATIVE_TTL_MS = 30_000
+# Longest gap between a step on the markers' tier and the cache-tier store that follows it.
+DEFAULT_RESERVATION_MS = 2_000
 KEY_TYPES = ("CPF", "CNPJ", "PHONE", "EMAIL", "EVP")
 
 _log_corrupt = CorruptionLog(log, "corrupt cached entry at %s (%s): treated as a miss and deleted")
@@ -195,16 +287,17 @@ class Entry:
         return entry
 
 
-# The prelude of every script. A key of another type than this module writes (a foreign writer,
-# a seed-era shape) is deleted before the script reads or writes it, and reported back in the
-# reply's first element ({key, type, ...}) for the caller to log: GET or HGET on it would abort
-# the script with WRONGTYPE, and a Lua script is not rolled back, so an abort after the first
-# write would leave a partial write behind. With every key checked before use, nothing in these
-# scripts can raise, and each runs all or nothing.
+# The prelude of every script, on both tiers. A key of another type than this module writes (a
+# foreign writer, a seed-era shape) is deleted before the script reads or writes it, and reported
+# back in the reply's first element ({key, type, ...}) for the caller to log: GET or HGET on it
+# would abort the script with WRONGTYPE, and a Lua script is not rolled back, so an abort after
+# the first write would leave a partial write behind. With every key checked before use, nothing
+# in these scripts can raise, and each runs all or nothing.
 _PRELUDE_LUA = (
     VERSIONS_LUA
     + """
 local NONE = '__dict_none__'
+local TOMB = '__dict_inv__:'
 local foreign = {}
 local function usable(k, want)
   local t = redis.call('TYPE', k).ok
@@ -226,28 +319,168 @@ local function now_us()
   local t = redis.call('TIME')
   return t[1] .. string.format('%06d', tonumber(t[2]))
 end
+-- A counter (the by-key negative epoch): its canonical decimal value, or nil when absent. One
+-- that is not a decimal integer is deleted and reported as foreign (it cannot be judged).
+local function counter(k)
+  local raw = sget(k)
+  if not raw then return nil end
+  if string.match(raw, '^%d+$') then return vnorm(raw) end
+  redis.call('DEL', k)
+  foreign[#foreign + 1] = k
+  foreign[#foreign + 1] = 'string (not a counter)'
+  return nil
+end
+-- An invalidation tombstone at an id key: seq, floor, write floor (canonical), or nil.
+local function tomb(v)
+  if type(v) ~= 'string' or string.sub(v, 1, #TOMB) ~= TOMB then return nil end
+  local s, f, w = string.match(v, '^__dict_inv__:(%d+):(%d+):(%d+)$')
+  if not s then return '0', '0', '0' end  -- a damaged tombstone still hides the entry: a miss
+  return vnorm(s), vnorm(f), vnorm(w)
+end
 """
 )
 
-# Shared by the write and fill scripts: store entry + pointer + marker if the version is not older
-# than the marker's floor (for a write-through also its ``inv_floor``) nor than the cached copy;
-# drop the old pointer when key_value changed (only if it still points at this id: the old key
-# may meanwhile belong to another entry).
+# --- state tier (the version markers and the epoch: never evicted) -------------------------------
+
+# Step 1 of a write. KEYS: marker, epoch. ARGV: version (decimal), marker ttl ms, epoch ttl ms.
+# 'stale' if the version is below the floor (or, a write-through, below inv_floor); else the floor
+# rises to it. Idempotent (a max). The HSET comes first so that a full state tier refuses the
+# whole call with OOM; a retry whose floor is already there only refreshes the TTLs.
+_RESERVE_LUA = (
+    _PRELUDE_LUA
+    + """
+local version = vnorm(ARGV[1])
+if not version then return {foreign, 'stale'} end
+local floor = vnorm(hget(KEYS[1], 'floor'))
+local least = floor or '0'
+local ifloor = vnorm(hget(KEYS[1], 'inv_floor'))
+if ifloor and vgt(ifloor, least) then least = ifloor end
+if vgt(least, version) then return {foreign, 'stale'} end
+if not floor or vgt(version, floor) then redis.call('HSET', KEYS[1], 'floor', version) end
+redis.call('PEXPIRE', KEYS[1], ARGV[2])
+if usable(KEYS[2], 'string') then redis.call('PEXPIRE', KEYS[2], ARGV[3]) end
+return {foreign, 'ok'}
+"""
+)
+
+# Before a fill's loader runs. KEYS: epoch. Reply: {foreign, epoch} ('0' when absent; '' when a
+# foreign value was there and was deleted: the fill in flight cannot be judged). Read-only
+# (but for deleting a foreign value), so it answers on a full state tier too.
+_OBSERVE_LUA = (
+    _PRELUDE_LUA
+    + """
+local before = #foreign
+local e = counter(KEYS[1])
+if #foreign > before then return {foreign, ''} end
+return {foreign, e or '0'}
+"""
+)
+
+# Step 1 of a fill, after the loader. KEYS: marker of the loaded id ('' for a not-found by key),
+# epoch. ARGV: epoch observed before the load, version ('' for a not-found), marker ttl ms, epoch
+# ttl ms, 'key' for a not-found by key.
+# 'invalidated' if an invalidation happened after the observation (a not-found by key: of any
+# entry under the prefix, the epoch moved; otherwise: of this entry, its inv_seq is above the
+# observed epoch), 'stale' if the version is below the floor, else 'ok' and an existing marker's
+# floor rises to the version (a fill creates no marker: see "State-tier memory"). Idempotent.
+# Every marker's inv_seq is at most the epoch (an invalidation sets both to one value); an epoch
+# below a marker's inv_seq was lost or replaced: it is lifted back and this fill dropped, so one
+# lost epoch cannot block fills for good.
+_FILL_CHECK_LUA = (
+    _PRELUDE_LUA
+    + """
+local observed = ARGV[1]
+local cur = counter(KEYS[2]) or '0'
+if ARGV[5] == 'key' then
+  if cur ~= observed then return {foreign, 'invalidated'} end
+  return {foreign, 'ok'}
+end
+local seq = vnorm(hget(KEYS[1], 'inv_seq'))
+if seq and vgt(seq, cur) then
+  redis.call('SET', KEYS[2], seq, 'PX', ARGV[4])
+  return {foreign, 'invalidated'}
+end
+if seq and vgt(seq, observed) then return {foreign, 'invalidated'} end
+if ARGV[2] == '' then return {foreign, 'ok'} end
+local version = vnorm(ARGV[2])
+if not version then return {foreign, 'stale'} end
+local floor = vnorm(hget(KEYS[1], 'floor'))
+if floor and vgt(floor, version) then return {foreign, 'stale'} end
+if redis.call('EXISTS', KEYS[1]) == 1 then
+  if floor ~= version then redis.call('HSET', KEYS[1], 'floor', version) end
+  redis.call('PEXPIRE', KEYS[1], ARGV[3])
+  if redis.call('EXISTS', KEYS[2]) == 1 then redis.call('PEXPIRE', KEYS[2], ARGV[4]) end
+end
+return {foreign, 'ok'}
+"""
+)
+
+# Step 1 of an invalidation. KEYS: marker, epoch. ARGV: committed version (decimal; '' = unknown),
+# marker ttl ms, epoch ttl ms. Reply: {foreign, floor, write floor, seq}.
+# The epoch (one counter per prefix) goes up by one and the marker's inv_seq is set to its new
+# value; floor = max(floor, committed); without a committed version inv_floor = floor + 1 (the
+# highest version written through or filled under this marker, and older, are refused to
+# write-throughs). The SET comes first: a full state tier refuses the whole call (OOM).
+# Not idempotent in the strict sense: a retry after a lost reply moves the epoch once more, which
+# only drops one more fill in flight (the floors are maxima). Run with idempotent=True for that.
+_INVALIDATE_STATE_LUA = (
+    _PRELUDE_LUA
+    + """
+local floor = vnorm(hget(KEYS[1], 'floor'))
+local ifloor = vnorm(hget(KEYS[1], 'inv_floor')) or '0'
+local seq = vnorm(hget(KEYS[1], 'inv_seq'))
+local committed = vnorm(ARGV[1])
+local cur = counter(KEYS[2]) or '0'
+if seq and vgt(seq, cur) then cur = seq end
+local nxt = vinc(cur)
+local newfloor = floor or '0'
+if committed and vgt(committed, newfloor) then newfloor = committed end
+if not committed and floor and vgt(vinc(floor), ifloor) then ifloor = vinc(floor) end
+redis.call('SET', KEYS[2], nxt, 'PX', ARGV[3])
+if floor or committed then redis.call('HSET', KEYS[1], 'floor', newfloor) end
+redis.call('HSET', KEYS[1], 'inv_floor', ifloor, 'inv_seq', nxt)
+redis.call('PEXPIRE', KEYS[1], ARGV[2])
+local wfloor = newfloor
+if vgt(ifloor, wfloor) then wfloor = ifloor end
+return {foreign, newfloor, wfloor, nxt}
+"""
+)
+
+# Step 3 of an invalidation without a committed version, only when the cached copy it dropped was
+# newer than anything the marker knew (a fill creates no marker). KEYS: marker. ARGV: inv_floor,
+# marker ttl ms. Idempotent (a max).
+_RAISE_INV_FLOOR_LUA = (
+    _PRELUDE_LUA
+    + """
+local ifloor = vnorm(hget(KEYS[1], 'inv_floor'))
+local want = vnorm(ARGV[1])
+if want and (not ifloor or vgt(want, ifloor)) then redis.call('HSET', KEYS[1], 'inv_floor', want) end
+redis.call('PEXPIRE', KEYS[1], ARGV[2])
+return {foreign, 'ok'}
+"""
+)
+
+# --- cache tier (entries, pointers, leases, tombstones: evictable) ------------------------------
+
+# Shared by the write and fill scripts: store entry + pointer unless the cached copy is newer or a
+# tombstone refuses the version (a write-through: below its write floor; a fill: below its floor,
+# or an invalidation after the fill's observation); drop the old pointer when key_value changed
+# (only if it still points at this id: the old key may meanwhile belong to another entry).
 _STORE_LUA = (
     _PRELUDE_LUA
     + """
-local function store(idkey, ptrkey, mkey, ptrprefix, id, json, version, ttl, mttl, writing)
+local function store(idkey, ptrkey, ptrprefix, id, json, version, ttl, writing, observed)
   version = vnorm(version)
   if not version then return 'stale' end  -- not comparable: never stored (the caller validates)
-  local floor = vnorm(hget(mkey, 'floor')) or '0'
-  if writing then
-    local ifloor = vnorm(hget(mkey, 'inv_floor'))
-    if ifloor and vgt(ifloor, floor) then floor = ifloor end
-  end
-  if vgt(floor, version) then return 'stale' end
   local old = sget(idkey)
   local oldptr = nil
-  if old and old ~= NONE then
+  local s, f, w = tomb(old)
+  if s then
+    if not writing and vgt(s, observed) then return 'invalidated' end
+    local least = f
+    if writing then least = w end
+    if vgt(least, version) then return 'stale' end
+  elseif old and old ~= NONE then
     local ok, d = pcall(cjson.decode, old)
     if ok and type(d) == 'table' then
       local v = json_version(old, d)
@@ -261,8 +494,6 @@ local function store(idkey, ptrkey, mkey, ptrprefix, id, json, version, ttl, mtt
   usable(ptrkey, 'string')
   redis.call('SET', idkey, json, 'PX', ttl)
   redis.call('SET', ptrkey, id, 'PX', ttl)
-  redis.call('HSET', mkey, 'floor', version)
-  redis.call('PEXPIRE', mkey, mttl)
   return 'stored'
 end
 """
@@ -272,15 +503,16 @@ end
 # KEYS: lookup (id key or pointer key), lease key.
 # ARGV: mode ('id'|'key'), id-key prefix, key_type, key_value, lease token ('' = no lease), lease ms.
 # Reply: {foreign, 'hit', json[, id by key]} | {foreign, 'none'|'miss'|'lease'|'wait'}.
+# A tombstone is never served: a miss (by key: the pointer to it is stale and dropped).
 _READ_LUA = (
     _PRELUDE_LUA
     + """
 local v = sget(KEYS[1])
 if v == NONE then return {foreign, 'none'} end
-if v then
+if v and not tomb(v) then
   if ARGV[1] == 'id' then return {foreign, 'hit', v} end
   local e = sget(ARGV[2] .. v)
-  if e and e ~= NONE then
+  if e and e ~= NONE and not tomb(e) then
     local ok, d = pcall(cjson.decode, e)
     if not ok or type(d) ~= 'table' then return {foreign, 'hit', e, v} end
     if d.key_type == ARGV[3] and d.key_value == ARGV[4] then return {foreign, 'hit', e, v} end
@@ -299,103 +531,85 @@ return {foreign, 'lease'}
 """
 )
 
-# Cluster: id + marker could share {<id>}; the new and old pointers cannot (a second call each).
-# KEYS: id key, pointer key, marker key. ARGV: id, json, version (decimal), ttl ms, marker ttl ms, pointer prefix.
+# Step 2 of a write. Cluster: the new and old pointers are other slots (a second call each).
+# KEYS: id key, pointer key. ARGV: id, json, version (decimal), ttl ms, pointer prefix.
 _WRITE_LUA = (
     _STORE_LUA
     + """
-local outcome = store(KEYS[1], KEYS[2], KEYS[3], ARGV[6], ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5], true)
+local outcome = store(KEYS[1], KEYS[2], ARGV[5], ARGV[1], ARGV[2], ARGV[3], ARGV[4], true, '0')
 return {foreign, outcome}
 """
 )
 
-# Cluster: as the write script, plus the lease (by-id lease shares {<id>}; by-key does not) and,
-# for a not-found by key, the prefix's epoch key (a slot of its own: a second call there).
+# Step 2 of a fill. Cluster: as the write script, plus the lease (the by-id lease could share
+# {<id>}; by-key not).
 # KEYS: lease, target (id key for an entry or a negative-by-id; pointer key for a negative-by-key),
-#       pointer key (entry only), marker key (of the loaded id, or of the id of a negative-by-id;
-#       '' -> none), by-key negative epoch key (negative-by-key only; '' -> none).
-# ARGV: token, json or NONE, id, version (decimal), ttl ms, negative ttl ms, marker ttl ms, pointer prefix.
-# A fill is judged by time, not by the invalidation's version floor: it is rejected if an
-# invalidation happened at or after its lease was taken (it may have read the data before the
-# invalidation), and stored if its lease (so its read) began after the last invalidation. A
-# not-found by key has no entry whose marker could say so (an invalidation of the entry that now
-# has this key value names the entry, not the new key value): it is judged by the epoch, the
-# time of the last invalidation of any entry under this prefix. A foreign or unreadable epoch is
-# deleted and the fill dropped (a not-found is cheap to load again).
+#       pointer key (entry only; '' otherwise).
+# ARGV: token, json or NONE, id, version (decimal), ttl ms, negative ttl ms, pointer prefix,
+#       epoch observed before the load.
+# Stored only while the lease is ours, never over a tombstone of a later invalidation (seq above
+# the observed epoch) nor over a newer cached copy; a not-found never replaces an existing key
+# (outcome 'exists'), but for a tombstone the observation already covers.
 _FILL_LUA = (
     _STORE_LUA
     + """
 local lease = sget(KEYS[1])
 if not lease or string.sub(lease, 1, #ARGV[1] + 1) ~= ARGV[1] .. ':' then return {foreign, 'lease-lost'} end
 redis.call('DEL', KEYS[1])
-local started = tonumber(string.sub(lease, #ARGV[1] + 2))
-if KEYS[4] ~= '' then
-  local inv = tonumber(hget(KEYS[4], 'inv_us'))
-  if inv and (not started or inv >= started) then return {foreign, 'invalidated'} end
-end
-if KEYS[5] ~= '' then
-  local readable = usable(KEYS[5], 'string')
-  local raw = readable and redis.call('GET', KEYS[5])
-  local epoch = raw and tonumber(raw)
-  if not readable or (raw and not epoch) then
-    redis.call('DEL', KEYS[5])
-    return {foreign, 'invalidated'}
-  end
-  if epoch and (not started or epoch >= started) then return {foreign, 'invalidated'} end
-end
 if ARGV[2] == NONE then
-  usable(KEYS[2], 'string')
-  if redis.call('EXISTS', KEYS[2]) == 1 then return {foreign, 'exists'} end
+  local cur = sget(KEYS[2])
+  local s = tomb(cur)
+  if s and vgt(s, ARGV[8]) then return {foreign, 'invalidated'} end
+  if cur and not s then return {foreign, 'exists'} end
   redis.call('SET', KEYS[2], NONE, 'PX', ARGV[6])
   return {foreign, 'stored'}
 end
-local outcome = store(KEYS[2], KEYS[3], KEYS[4], ARGV[8], ARGV[3], ARGV[2], ARGV[4], ARGV[5], ARGV[7], false)
+local outcome = store(KEYS[2], KEYS[3], ARGV[7], ARGV[3], ARGV[2], ARGV[4], ARGV[5], false, ARGV[8])
 return {foreign, outcome}
 """
 )
 
-# Cluster: id + marker share {<id>}; the pointer (found in the entry), the new key's pointer and
-# the prefix's epoch key are further calls.
-# KEYS: id key, marker key, by-key negative epoch key[, pointer key of the entry's new key].
-# ARGV: id, committed version (decimal; '' = unknown), marker ttl ms, pointer prefix, epoch ttl ms.
-# With a committed version the floor rises to it (for writes and fills). Without one, only
-# write-throughs of the cached version or older are rejected (``inv_floor``: a write-through has
-# no start time to compare), while fills are judged by ``inv_us`` against their lease, so a refill
-# that starts after the invalidation is stored even when the entry did not change. The epoch
-# (server time) rejects every not-found by key whose lease was taken before now: the entry may
-# have moved to that key value. At the new key (if the caller names it) a cached not-found, or a
-# pointer to this id, is dropped too.
-_INVALIDATE_LUA = (
+# Step 2 of an invalidation. Cluster: the pointer (found in the entry) and the new key's pointer
+# are further calls.
+# KEYS: id key[, pointer key of the entry's new key].
+# ARGV: id, pointer prefix, seq, floor, write floor, tombstone ttl ms, '1' if no committed version.
+# Reply: {foreign, removed, write floor of the tombstone}.
+# The entry (or a not-found) is replaced by a tombstone carrying the invalidation's seq and floors
+# (merged with a tombstone already there: the maxima), its pointer dropped if it points at this id;
+# at the new key (if the caller names it) a cached not-found, or a pointer to this id, is dropped
+# too. Without a committed version the tombstone's write floor also covers the cached version
+# (+ 1). Idempotent (maxima; a retry may count fewer keys removed).
+_INVALIDATE_CACHE_LUA = (
     _PRELUDE_LUA
     + """
-local floor = vnorm(hget(KEYS[2], 'floor')) or '0'
-local ifloor = vnorm(hget(KEYS[2], 'inv_floor')) or '0'
-local committed = vnorm(ARGV[2])
+local seq, floor, wfloor = ARGV[3], ARGV[4], ARGV[5]
 local old = sget(KEYS[1])
 local removed = 0
-if old and old ~= NONE then
-  local ok, d = pcall(cjson.decode, old)
-  if ok and type(d) == 'table' then
-    local v = json_version(old, d)
-    if v and not committed and vgt(vinc(v), ifloor) then ifloor = vinc(v) end
-    if type(d.key_type) == 'string' and type(d.key_value) == 'string' then
-      local ptr = ARGV[4] .. d.key_type .. ':' .. d.key_value
-      if sget(ptr) == ARGV[1] then removed = removed + redis.call('DEL', ptr) end
+local s, f, w = tomb(old)
+if s then
+  if vgt(s, seq) then seq = s end
+  if vgt(f, floor) then floor = f end
+  if vgt(w, wfloor) then wfloor = w end
+elseif old then
+  removed = 1
+  if old ~= NONE then
+    local ok, d = pcall(cjson.decode, old)
+    if ok and type(d) == 'table' then
+      local v = json_version(old, d)
+      if v and ARGV[7] == '1' and vgt(vinc(v), wfloor) then wfloor = vinc(v) end
+      if type(d.key_type) == 'string' and type(d.key_value) == 'string' then
+        local ptr = ARGV[2] .. d.key_type .. ':' .. d.key_value
+        if sget(ptr) == ARGV[1] then removed = removed + redis.call('DEL', ptr) end
+      end
     end
   end
 end
-if KEYS[4] then
-  local at = sget(KEYS[4])
-  if at == NONE or at == ARGV[1] then removed = removed + redis.call('DEL', KEYS[4]) end
+if KEYS[2] then
+  local at = sget(KEYS[2])
+  if at == NONE or at == ARGV[1] then removed = removed + redis.call('DEL', KEYS[2]) end
 end
-if committed and vgt(committed, floor) then floor = committed end
-removed = removed + redis.call('DEL', KEYS[1])
-local now = now_us()
-redis.call('HSET', KEYS[2], 'floor', floor, 'inv_floor', ifloor, 'inv_us', now)
-redis.call('PEXPIRE', KEYS[2], ARGV[3])
-usable(KEYS[3], 'string')
-redis.call('SET', KEYS[3], now, 'PX', ARGV[5])
-return {foreign, removed, floor}
+redis.call('SET', KEYS[1], TOMB .. seq .. ':' .. floor .. ':' .. wfloor, 'PX', ARGV[6])
+return {foreign, removed, wfloor}
 """
 )
 
@@ -420,7 +634,12 @@ return 0
 _READ = LuaScript(_READ_LUA)
 _WRITE = LuaScript(_WRITE_LUA)
 _FILL = LuaScript(_FILL_LUA)
-_INVALIDATE = LuaScript(_INVALIDATE_LUA)
+_INVALIDATE_CACHE = LuaScript(_INVALIDATE_CACHE_LUA)
+_RESERVE = LuaScript(_RESERVE_LUA)
+_OBSERVE = LuaScript(_OBSERVE_LUA)
+_FILL_CHECK = LuaScript(_FILL_CHECK_LUA)
+_INVALIDATE_STATE = LuaScript(_INVALIDATE_STATE_LUA)
+_RAISE_INV_FLOOR = LuaScript(_RAISE_INV_FLOOR_LUA)
 _DELETE_IF = LuaScript(_DELETE_IF_LUA)
 _RELEASE = LuaScript(_RELEASE_LUA)
 
@@ -428,9 +647,10 @@ _RELEASE = LuaScript(_RELEASE_LUA)
 @dataclass(frozen=True)
 class FillResult:
     """What :meth:`EntryCache.get_or_load` did: the entry (``None``: not found), whether the
-    loader ran in this call, and the fill script's verdict (``stored``, ``stale``, ``invalidated``,
-    ``lease-lost``, ``exists``; ``hit``/``none`` when served from the cache; ``uncached`` when the
-    wait for another loader ran out)."""
+    loader ran in this call, and the verdict (``stored``; ``stale``, ``invalidated``,
+    ``lease-lost``, ``exists``, ``expired``: loaded but not cached, see the module docstring;
+    ``hit``/``none`` when served from the cache; ``uncached`` when the wait for another loader
+    ran out or the state tier could not be asked: the loaded entry, not cached)."""
 
     entry: Entry | None
     loaded: bool
@@ -440,19 +660,26 @@ class FillResult:
 class EntryCache:
     """Look-aside cache of DICT entries; see the module docstring for the keys and guarantees.
 
+    ``client`` is the cache tier's client (entries, pointers, leases, tombstones); ``markers``
+    the state tier's (version markers and the by-key negative epoch, never evicted). ``None``:
+    the markers live on ``client`` (one instance, e.g. a test or a stack without a state tier);
+    the protocol is the same either way.
+
     In short: reads never return a version older than one a write or invalidation has
     superseded, except within the limits below; ``write`` keeps the newest version (compared
     exactly, integers in [0, 2^63 - 1]); a fill (``get_or_load*``) is dropped when an invalidation
     happened while its loader ran (for a not-found by key: an invalidation of any entry); one
-    loader runs per cold key. Every key has a TTL; a failover or an eviction loses cache data,
-    never makes it older than the TTLs allow.
+    loader runs per cold key. Every key has a TTL; a failover or an eviction of the cache tier
+    loses cache data, never makes it older than the TTLs allow (but for the residual of the
+    module docstring's *Two tiers*).
 
     Limits the application must know: ``invalidate`` without ``committed_version`` refuses only
-    write-throughs of the version it found cached and older, so a late write-through of another
-    version older than the one committed is stored and served for up to the entry TTL (5 min);
-    pass the committed version. A not-found cached under a key value *before* an
-    entry moved there is served until its negative TTL (15 s) unless the writer writes the entry
-    through or passes ``new_key`` to ``invalidate``.
+    write-throughs of the highest version the marker or the cached copy knew and older, so a late
+    write-through of another version older than the one committed may be stored and served for
+    up to the entry TTL (5 min); pass the committed version. A not-found cached under a key value
+    *before* an entry moved there is served until its negative TTL (15 s) unless the writer
+    writes the entry through or passes ``new_key`` to ``invalidate``. A full state tier makes
+    ``write`` and ``invalidate`` raise :class:`~smoke.strategies.tiers.StateTierFull`.
     """
 
     def __init__(
@@ -465,23 +692,32 @@ class EntryCache:
         marker_ttl_ms: int | None = None,
         lease_ms: int = 5_000,
         poll_ms: int = 20,
+        reservation_ms: int = DEFAULT_RESERVATION_MS,
+        markers: SentinelClient | None = None,
     ) -> None:
-        marker_ttl_ms = ttl_ms if marker_ttl_ms is None else marker_ttl_ms
+        if min(ttl_ms, lease_ms, poll_ms, reservation_ms) <= 0:
+            raise ValueError("ttl_ms, marker_ttl_ms, lease_ms, poll_ms and reservation_ms must be positive")
+        marker_ttl_ms = ttl_ms + reservation_ms if marker_ttl_ms is None else marker_ttl_ms
         if not 0 < negative_ttl_ms <= MAX_NEGATIVE_TTL_MS:
             raise ValueError(f"negative_ttl_ms = {negative_ttl_ms}: must be in (0, {MAX_NEGATIVE_TTL_MS}]")
-        if min(ttl_ms, marker_ttl_ms, lease_ms, poll_ms) <= 0:
-            raise ValueError("ttl_ms, marker_ttl_ms, lease_ms and poll_ms must be positive")
-        if marker_ttl_ms < ttl_ms:
-            raise ValueError(f"marker_ttl_ms = {marker_ttl_ms}: the marker must outlive the entry (ttl_ms = {ttl_ms})")
+        if marker_ttl_ms < ttl_ms + reservation_ms:
+            raise ValueError(
+                f"marker_ttl_ms = {marker_ttl_ms}: the marker must outlive the entry it guards "
+                f"(ttl_ms = {ttl_ms} + reservation_ms = {reservation_ms})"
+            )
         self.client = client
+        self.markers = client if markers is None else markers
         self.prefix = prefix
         self.ttl_ms = ttl_ms
         self.negative_ttl_ms = negative_ttl_ms
         self.marker_ttl_ms = marker_ttl_ms
         self.lease_ms = lease_ms
         self.poll_ms = poll_ms
-        # The epoch must outlive every lease taken before it was set (and it is set again by
-        # every invalidation, so it lives as long as invalidations keep coming).
+        self.reservation_ms = reservation_ms
+        # A tombstone must outlive every step 2 whose step 1 came before the invalidation's: the
+        # reservation window, with a margin (and a lease, so a fill in flight meets it).
+        self.tombstone_ms = max(3 * reservation_ms, lease_ms)
+        # The epoch must outlive every marker (it is refreshed with each) and every lease.
         self._epoch_ttl_ms = max(marker_ttl_ms, lease_ms)
 
     # --- key names ----------------------------------------------------------------------------
@@ -496,18 +732,22 @@ class EntryCache:
         return f"{self.prefix}{POINTER_KEY}{_key_type(key_type)}:{encodable('key value', key_value)}"
 
     def marker_key(self, entry_id: str) -> str:
+        """The version marker of an entry, on the markers' tier (the state tier)."""
         return f"{self.prefix}{MARKER_KEY}{encodable('entry id', entry_id)}"
 
     def negative_epoch_key(self) -> str:
+        """The prefix's invalidation counter, on the markers' tier (the state tier)."""
         return f"{self.prefix}{NEGATIVE_EPOCH_KEY}"
 
     # --- reads --------------------------------------------------------------------------------
     def get_by_id(self, entry_id: str) -> Entry | None:
-        """The cached entry, or ``None`` on a miss or a cached not-found (one round trip)."""
+        """The cached entry, or ``None`` on a miss or a cached not-found (one round trip, on the
+        cache tier)."""
         return self._lookup_once("id", entry_id, "", "")[1]
 
     def get_by_key(self, key_type: str, key_value: str) -> Entry | None:
-        """The cached entry for a DICT key, pointer followed server-side (one round trip)."""
+        """The cached entry for a DICT key, pointer followed server-side (one round trip, on the
+        cache tier)."""
         return self._lookup_once("key", "", key_type, key_value)[1]
 
     def get_or_load(self, entry_id: str, loader: Callable[[str], Entry | None]) -> FillResult:
@@ -520,54 +760,98 @@ class EntryCache:
     ) -> FillResult:
         """Read by DICT key; on a miss run ``loader(key_type, key_value)`` under a lease on the key
         and cache what it returns. A not-found is cached only if no invalidation (of any entry
-        under this prefix) happened after the lease was taken: the entry that now owns this key
+        under this prefix) happened after the loader started: the entry that now owns this key
         value may be the one just invalidated (outcome ``invalidated``, nothing cached)."""
         return self._get_or_load("key", "", key_type, key_value, lambda: loader(key_type, key_value))
 
     # --- writes -------------------------------------------------------------------------------
     def write(self, entry: Entry) -> str:
-        """Write-through after the source of truth committed ``entry``: ``stored``, or ``stale``
-        when a newer version is cached or an invalidation superseded this one (one round trip).
+        """Write-through after the source of truth committed ``entry``: ``stored``; ``stale`` when
+        a newer version was written or an invalidation superseded this one; ``expired`` when more
+        than ``reservation_ms`` passed between the two steps (nothing cached: a later read loads
+        fresh). Two round trips: the reservation on the state tier, the store on the cache.
 
         ``entry.version`` must be an integer in [0, 2^63 - 1] (compared exactly, so nanosecond
-        timestamps work); anything else is a ``ValueError`` naming it, and nothing is sent."""
-        keys = [self.id_key(entry.id), self.pointer_key(entry.key_type, entry.key_value), self.marker_key(entry.id)]
+        timestamps work); anything else is a ``ValueError`` naming it, and nothing is sent. A full
+        state tier raises :class:`~smoke.strategies.tiers.StateTierFull` (nothing written)."""
+        keys = [self.id_key(entry.id), self.pointer_key(entry.key_type, entry.key_value)]
         version = version_text("entry version", entry.version)
-        args = [entry.id, entry.to_json(), version, self.ttl_ms, self.marker_ttl_ms, self.prefix + POINTER_KEY]
-        (outcome,) = self._run(_WRITE, keys, args)
+        marker = self.marker_key(entry.id)
+        reserve_args = [version, self.marker_ttl_ms, self._epoch_ttl_ms]
+        with refused_when_full("entry write (version reservation)", marker):
+            (reserved,) = self._run(_RESERVE, [marker, self.negative_epoch_key()], reserve_args, self.markers)
+        if _text(reserved) != "ok":
+            return "stale"
+        args = [entry.id, entry.to_json(), version, self.ttl_ms, self.prefix + POINTER_KEY]
+        (outcome,) = self._run_within(time.monotonic(), _WRITE, keys, args)
         return _text(outcome)
 
     def invalidate(
         self, entry_id: str, committed_version: int | None = None, *, new_key: tuple[str, str] | None = None
     ) -> int:
-        """Drop the entry and its pointer atomically and leave a marker so that nothing older can
-        be stored again: no fill whose lease was taken before now (by id, and any not-found by
-        key: the entry may have moved to that key value), and no write-through of the cached
-        version or older (or, if the caller knows the version it just committed, of anything
-        below ``committed_version``, an integer in [0, 2^63 - 1]). A fill that starts after the
-        invalidation is stored. Returns the number of keys removed (one round trip).
+        """Drop the entry and its pointer and leave what keeps anything older from being stored
+        again: no fill whose loader started before now (by id, and any not-found by key: the
+        entry may have moved to that key value), and no write-through of the versions this cache
+        has seen for it (or, if the caller knows the version it just committed, of anything below
+        ``committed_version``, an integer in [0, 2^63 - 1]). A fill that starts after the
+        invalidation is stored. Returns the number of keys removed (entry or not-found, pointers).
 
-        Pass ``committed_version`` whenever it is known: without it, an invalidation of an entry
-        that is not cached (expired, evicted, never read) knows no version to refuse, and a late
-        write-through of an older version is stored and served for up to the entry TTL (5 min).
+        Two round trips (state tier: marker and epoch; cache tier: the entry replaced by a
+        short-lived tombstone, the pointers dropped); a third on the state tier only without
+        ``committed_version`` when the cached copy was newer than anything its marker knew. A
+        full state tier raises :class:`~smoke.strategies.tiers.StateTierFull` (nothing changed).
+
+        Pass ``committed_version`` whenever it is known: without it, a late write-through of a
+        version older than the one committed but newer than any this cache has seen is stored.
 
         ``new_key``: the (key_type, key_value) the entry has *now*, when the writer changed it. A
         not-found cached under it before the change (the key did not exist yet) is dropped too;
         without it, that not-found is served until its negative TTL (15 s) runs out. (A
         ``write`` of the new entry replaces it in any case.)"""
-        keys = [self.id_key(entry_id), self.marker_key(entry_id), self.negative_epoch_key()]
+        keys = [self.id_key(entry_id)]
         if new_key is not None:
             keys.append(self.pointer_key(*new_key))
         committed = "" if committed_version is None else version_text("committed_version", committed_version)
-        args = [entry_id, committed, self.marker_ttl_ms, self.prefix + POINTER_KEY, self._epoch_ttl_ms]
-        removed, _floor = self._run(_INVALIDATE, keys, args)
+        marker = self.marker_key(entry_id)
+        state_args = [committed, self.marker_ttl_ms, self._epoch_ttl_ms]
+        with refused_when_full("entry invalidation", marker):
+            state_keys = [marker, self.negative_epoch_key()]
+            floor, wfloor, seq = self._run(_INVALIDATE_STATE, state_keys, state_args, self.markers)
+        args = [entry_id, self.prefix + POINTER_KEY, _text(seq), _text(floor), _text(wfloor), self.tombstone_ms]
+        args.append("1" if committed_version is None else "")
+        removed, tomb_wfloor = self._run(_INVALIDATE_CACHE, keys, args)
+        if committed_version is None and int(_text(tomb_wfloor)) > int(_text(wfloor)):
+            with refused_when_full("entry invalidation (write floor)", marker):
+                self._run(_RAISE_INV_FLOOR, [marker], [_text(tomb_wfloor), self.marker_ttl_ms], self.markers)
         return int(removed)
 
     # --- internals ----------------------------------------------------------------------------
-    def _run(self, script: LuaScript, keys: list[Any], args: list[Any]) -> list[Any]:
-        """One script call (replies undecoded: a foreign value need not be UTF-8); logs the keys
-        of a foreign type the script deleted and returns the rest of the reply."""
-        reply: list[Any] = self.client.run(lambda r: script(r, keys, args), idempotent=True)
+    def _run(
+        self, script: LuaScript, keys: list[Any], args: list[Any], client: SentinelClient | None = None
+    ) -> list[Any]:
+        """One script call on ``client`` (the cache tier's by default; replies undecoded: a
+        foreign value need not be UTF-8); logs the keys of a foreign type the script deleted and
+        returns the rest of the reply. Every script here is safe to re-run (see each one)."""
+        target = self.client if client is None else client
+        reply: list[Any] = target.run(lambda r: script(r, keys, args), idempotent=True)
+        return self._unwrap(reply)
+
+    def _run_within(self, since: float, script: LuaScript, keys: list[Any], args: list[Any]) -> list[Any]:
+        """Step 2 on the cache tier, sent only while at most ``reservation_ms`` have passed since
+        ``since`` (the monotonic time step 1 answered), checked before every attempt (a retry
+        after a failover is late too): otherwise ``['expired']`` and nothing is sent."""
+        window = self.reservation_ms / 1000
+
+        def attempt(r: redis.Redis) -> list[Any]:
+            if time.monotonic() - since > window:
+                return [[], b"expired"]
+            reply: list[Any] = script(r, keys, args)
+            return reply
+
+        return self._unwrap(self.client.run(attempt, idempotent=True))
+
+    @staticmethod
+    def _unwrap(reply: list[Any]) -> list[Any]:
         foreign = reply[0]
         for key, kind in zip(foreign[::2], foreign[1::2], strict=True):
             _log_corrupt(_text(key), f"a Redis {_text(kind)}, not this cache's type")
@@ -631,27 +915,59 @@ class EntryCache:
     def _load_and_fill(
         self, mode: str, entry_id: str, key_type: str, key_value: str, token: str, load: Callable[[], Entry | None]
     ) -> tuple[Entry | None, bool, str]:
+        """The cold path, holding the lease: observe the epoch (state tier), load, check (state
+        tier), store (cache tier). A fill that is not stored gives the lease back, so the waiters
+        load at once instead of sitting out ``lease_ms``."""
         lookup, lease = self._lookup_keys(mode, entry_id, key_type, key_value)
+        epoch = self.negative_epoch_key()
+        observed: str | None = None
         try:
+            try:
+                (seen,) = self._run(_OBSERVE, [epoch], [], self.markers)
+                observed = _text(seen)
+            except redis.RedisError:
+                log.warning("entry fill of %s: the state tier did not answer; loaded, not cached", lookup)
             entry = load()
             if entry is None:
                 # A not-found by id is judged by the id's marker, one by key by the prefix's epoch.
                 marker = self.marker_key(entry_id) if mode == "id" else ""
-                epoch = self.negative_epoch_key() if mode == "key" else ""
-                keys = [lease, lookup, "", marker, epoch]
-                args = [token, NONE, "", "0", self.ttl_ms, self.negative_ttl_ms, self.marker_ttl_ms, ""]
+                check_args = [observed, "", self.marker_ttl_ms, self._epoch_ttl_ms, mode]
+                keys = [lease, lookup, ""]
+                args = [token, NONE, "", "0", self.ttl_ms, self.negative_ttl_ms, "", observed]
             else:  # what the loader returned is checked as a write would check it
-                keys = [lease, self.id_key(entry.id), self.pointer_key(entry.key_type, entry.key_value)]
-                keys += [self.marker_key(entry.id), ""]
                 version = version_text("entry version", entry.version)
+                marker = self.marker_key(entry.id)
+                check_args = [observed, version, self.marker_ttl_ms, self._epoch_ttl_ms, "entry"]
+                keys = [lease, self.id_key(entry.id), self.pointer_key(entry.key_type, entry.key_value)]
                 args = [token, entry.to_json(), entry.id, version, self.ttl_ms, self.negative_ttl_ms]
-                args += [self.marker_ttl_ms, self.prefix + POINTER_KEY]
+                args += [self.prefix + POINTER_KEY, observed]
         except BaseException:
-            # Give the lease back so the waiters do not sit out lease_ms behind a failed load.
-            self.client.run(lambda r: _RELEASE(r, [lease], [token]), idempotent=True)
+            self._release(lease, token)
             raise
-        (outcome,) = self._run(_FILL, keys, args)
+        if observed is None:
+            self._release(lease, token)
+            return entry, True, "uncached"
+        if observed == "":  # a foreign epoch was deleted: this fill cannot be judged
+            self._release(lease, token)
+            return entry, True, "invalidated"
+        try:
+            (verdict,) = self._run(_FILL_CHECK, [marker, epoch], check_args, self.markers)
+        except redis.RedisError as exc:  # a full state tier (OOM) or one that does not answer
+            log.warning("entry fill of %s: the state tier refused the check (%s); loaded, not cached", lookup, exc)
+            self._release(lease, token)
+            return entry, True, "uncached"
+        checked = time.monotonic()
+        if _text(verdict) != "ok":
+            self._release(lease, token)
+            return entry, True, _text(verdict)
+        (outcome,) = self._run_within(checked, _FILL, keys, args)
+        if _text(outcome) == "expired":
+            self._release(lease, token)
         return entry, True, _text(outcome)
+
+    def _release(self, lease: str, token: str) -> None:
+        """Give a lease back if it is still ours (one round trip on the cache tier)."""
+        self.client.run(lambda r: _RELEASE(r, [lease], [token]), idempotent=True)
 
 
 def _key_type(key_type: str) -> str:

@@ -4,9 +4,10 @@ Contract kept from the seed: key ``bridge:idempotency:<request_id>``, completed 
 The seed wrote the response *after* the side effect, so two concurrent duplicates both executed.
 Now a request is **claimed before** its side effect:
 
-1. ``claim`` — one Lua script: ``SET key <record> NX PX <lock_ttl>``; if the key exists it decides
-   from the stored record: a different payload fingerprint → MISMATCH, completed → REPLAY (the
-   stored response), in progress under another owner → IN_PROGRESS. A claim that finds its own
+1. ``claim`` — one Lua script: it reads the record; without one it claims (``SET key <record>
+   NX PX <lock_ttl>``); otherwise it decides from the stored record and writes nothing: a
+   different payload fingerprint → MISMATCH, completed → REPLAY (the stored response), in
+   progress under another owner → IN_PROGRESS. A claim that finds its own
    owner token (a retry after a lost reply) re-writes its record and counts as claimed, which
    makes the claim safe to retry.
 2. ``WAIT <replicas> <timeout_ms>`` on the same connection, only for a new claim: the claim is
@@ -55,6 +56,22 @@ again. ``release`` is not confirmed (a lost release only makes a retry wait for 
 REPLAY, IN_PROGRESS and MISMATCH answer from the record as it is and confirm nothing.
 ``tests/test_confirmation.py`` drills a killed connection mid-``WAIT`` with the replicas stopped.
 
+**Tier: state** (:mod:`smoke.strategies.tiers`). Every key of this strategy, the record
+``bridge:idempotency:<request_id>``, is a decision: "this request ran, here is its answer". An
+evicted completed record answers CLAIMED again, i.e. a second PIX execution (issue 13 measured
+300 of 300 on an LRU cache), so the application passes the **state tier's** client
+(``noeviction``), never the cache tier's.
+
+**Full state tier** (used memory above ``maxmemory`` under ``noeviction``): the server refuses a
+script at its first write that may grow memory (``SET``), as long as the script has written
+nothing before it (see :mod:`smoke.strategies.tiers`), so a write path raises
+:class:`~smoke.strategies.tiers.StateTierFull` (a retryable 503) and wrote nothing: a new claim
+never answers CLAIMED (the side effect must not run), ``complete`` never answers COMPLETED (the
+response was not stored: retry it before the lock expires), a retried own claim or completion is
+refused the same way. What only reads keeps working: REPLAY of a completed record (the claim
+script reads first and writes only a new claim), IN_PROGRESS and MISMATCH. ``release`` deletes,
+which a full tier allows (and which frees memory).
+
 Round trips: first claim 2 (``EVALSHA``, then ``WAIT`` only when it claimed: a ``WAIT`` on a
 replay would stall for its timeout whenever a replica is down), replay/duplicate/mismatch 1,
 complete 1 (``EVALSHA`` and ``WAIT`` pipelined: an unconfirmed completion is reported as
@@ -80,6 +97,7 @@ import redis
 from smoke.strategies.client import SentinelClient, encodable
 from smoke.strategies.corruption import CorruptionLog
 from smoke.strategies.lua import LuaScript
+from smoke.strategies.tiers import refused_when_full
 
 log = logging.getLogger(__name__)
 
@@ -116,20 +134,25 @@ end
 # KEYS[1] record. ARGV: owner, fingerprint, lock TTL ms, record TTL s.
 # Returns {outcome, pttl ms, response or ''}; outcome is claimed|own|mismatch|replay|in_progress|corrupt.
 # One key: cluster-safe as is.
+# Reads first and writes only a new (or own retried) claim: on a full state tier (noeviction)
+# the server refuses a script at its first denyoom write, so a script that began with SET NX
+# was refused even for a completed record, and a replay failed. Read, then SET NX, is the same
+# decision (the script is atomic); REPLAY, IN_PROGRESS and MISMATCH now write nothing (but
+# the EXPIRE repair of a record without a TTL, which the server allows on a full tier).
 _CLAIM = LuaScript(
     _READ
     + """
 local key, owner, fp = KEYS[1], ARGV[1], ARGV[2]
-local record = cjson.encode({state = 'in_progress', owner = owner, fp = fp, at_ms = now_ms()})
-if redis.call('SET', key, record, 'NX', 'PX', ARGV[3]) then return {'claimed', tonumber(ARGV[3]), ''} end
 local rec, kind = read_record(key)
+local record = cjson.encode({state = 'in_progress', owner = owner, fp = fp, at_ms = now_ms()})
+if kind == 'missing' then
+  if redis.call('SET', key, record, 'NX', 'PX', ARGV[3]) then return {'claimed', tonumber(ARGV[3]), ''} end
+  return {'in_progress', 0, ''}  -- appeared between GET and SET NX (same script: cannot happen), be safe
+end
 local pttl = redis.call('PTTL', key)
 -- Never forever: a record found without a TTL (foreign, or an old writer) gets the 24 h record TTL.
 if pttl == -1 then redis.call('EXPIRE', key, ARGV[4]) pttl = tonumber(ARGV[4]) * 1000 end
 if kind == 'corrupt' then return {'corrupt', pttl, ''} end  -- fail closed
-if kind == 'missing' then  -- expired between SET NX and GET (same script: cannot happen), be safe
-  return {'in_progress', 0, ''}
-end
 if rec.fp ~= fp then return {'mismatch', pttl, ''} end
 if kind == 'completed' then return {'replay', pttl, rec.response} end
 if rec.owner == owner then
@@ -372,6 +395,12 @@ class IdempotencyStore:
 
         Pass the ``owner`` of an earlier attempt to retry a claim whose reply was lost; a new
         token is made otherwise. Safe to retry (``idempotent=True``): a retry finds its own token.
+
+        Raises :class:`~smoke.strategies.tiers.StateTierFull` when the state tier is full and the
+        claim would have to write (a new claim, or an own retry re-writing its record): nothing
+        was written, nothing may run, answer a retryable 503 (an earlier attempt's claim, if
+        any, stays until ``release`` or its lock TTL). REPLAY, IN_PROGRESS and MISMATCH
+        write nothing and are answered on a full tier too.
         """
         owner = encodable("owner", owner) if owner else uuid.uuid4().hex
         key, fp = self.key(request_id), fingerprint(payload)
@@ -385,7 +414,8 @@ class IdempotencyStore:
                     return reply, None
                 return reply, int(pinned.execute_command("WAIT", self.replicas, self.wait_timeout_ms))
 
-        reply, acked = self.client.run(operation, idempotent=True)
+        with refused_when_full("claim", key):
+            reply, acked = self.client.run(operation, idempotent=True)
         kind, ttl_ms, response = reply[0].decode(), int(reply[1]), reply[2]
         if kind in ("claimed", "own"):
             assert acked is not None
@@ -411,6 +441,11 @@ class IdempotencyStore:
 
         MISSING or NOT_OWNER mean the claim expired while the side effect ran: the caller must
         treat the request's uniqueness as uncertain (log, reconcile), not as done.
+
+        Raises :class:`~smoke.strategies.tiers.StateTierFull` when the state tier is full: the
+        response was **not** stored (a retried completion that would re-write its record is
+        refused too). The claim stays in progress until its lock TTL expires; retry
+        ``complete`` with backoff before then, or reconcile as for MISSING: never report done.
         """
         key = self.key(request_id)
         encodable("owner", owner)
@@ -425,7 +460,8 @@ class IdempotencyStore:
             # writes, so the WAIT is nearly always needed anyway.
             return _COMPLETE.then_wait(r, [key], [owner, text, self.record_ttl_s], self.replicas, self.wait_timeout_ms)
 
-        result, acked = self.client.run(operation, idempotent=True)
+        with refused_when_full("complete", key):
+            result, acked = self.client.run(operation, idempotent=True)
         outcome = CompleteOutcome(result.decode())
         if outcome in (CompleteOutcome.COMPLETED, CompleteOutcome.ALREADY_COMPLETED) and acked < self.replicas:
             outcome = CompleteOutcome.UNCONFIRMED
@@ -435,8 +471,13 @@ class IdempotencyStore:
 
     def release(self, request_id: str, owner: str) -> ReleaseOutcome:
         """Give up a claim after a transient failure *before* the side effect, so a retry can
-        run at once instead of waiting for the lock TTL. Never removes a completed record."""
+        run at once instead of waiting for the lock TTL. Never removes a completed record.
+
+        Works on a full state tier (its only write is ``DEL``, which ``noeviction`` allows and
+        which frees memory); should a server refuse it, that is
+        :class:`~smoke.strategies.tiers.StateTierFull` (nothing released), never RELEASED."""
         key = self.key(request_id)
         encodable("owner", owner)
-        result = self.client.run(lambda r: _RELEASE(r, [key], [owner]), idempotent=True)
+        with refused_when_full("release", key):
+            result = self.client.run(lambda r: _RELEASE(r, [key], [owner]), idempotent=True)
         return ReleaseOutcome(result.decode())

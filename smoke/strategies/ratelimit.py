@@ -23,6 +23,19 @@ ISPB CreateEntry 100, CreateClaim 50, GetEntry 500, any other operation 100. Wha
   before anything is sent): a lone surrogate used to reach Redis as ``?`` and count against
   another ISPB (``6070119\\udc80`` used up the counter of ``6070119?``).
 
+**Tier: state** (:mod:`smoke.strategies.tiers`). The counters ``ratelimit:<ispb>:<operation>:<window>``
+are decisions: an evicted counter starts its window again from zero and lets a second burst of
+``limit`` requests through. Under ``volatile-ttl`` they would even go first (the shortest TTLs).
+So the application passes the **state tier's** client (``noeviction``).
+
+**Full state tier**: a check that would count (``INCR``) raises
+:class:`~smoke.strategies.tiers.StateTierFull`: nothing was counted, the request is neither
+allowed nor refused by the limiter, the caller answers a retryable 503 (it must not let the call
+through as if allowed). A check the window already refuses writes nothing and is answered as
+usual (``allowed=False``). The one write a full tier lets through: a corrupt counter is deleted
+first, after which the server lets the script's ``INCR`` run (it never stops a script that has
+written), so that decision is counted and answered normally.
+
 Counting is not idempotent: a retried ``INCR`` could count twice, so the client runs it with
 ``idempotent=False`` and raises ``OutcomeUnknown`` when the outcome is unknown (the caller decides
 fail-open or fail-closed per operation). Round trips: ``check`` 1 (+1 ``SCRIPT LOAD`` once per
@@ -38,6 +51,7 @@ from dataclasses import dataclass
 from smoke.strategies.client import SentinelClient, encodable
 from smoke.strategies.corruption import CorruptionLog
 from smoke.strategies.lua import LuaScript
+from smoke.strategies.tiers import refused_when_full
 
 log = logging.getLogger(__name__)
 
@@ -147,13 +161,16 @@ class RateLimiter:
     def check(self, ispb: str, operation: str) -> Decision:
         """Count one request of ``operation`` by ``ispb`` if the window allows it.
 
-        Raises ``OutcomeUnknown`` when the master may or may not have counted it.
+        Raises ``OutcomeUnknown`` when the master may or may not have counted it, and
+        :class:`~smoke.strategies.tiers.StateTierFull` when the state tier is full and the
+        request would have been counted (it was not: a retryable 503, not an allowed call).
         """
         limit = self.limit_for(operation)
         args = [self.key_base(ispb, operation), limit, self.window_ms]
-        allowed, count, reset_ms, window, corrupt = self.client.run(
-            lambda r: _CHECK(r, [], args, decode=True), idempotent=False
-        )
+        with refused_when_full("rate-limit check", f"{args[0]}<window>"):
+            allowed, count, reset_ms, window, corrupt = self.client.run(
+                lambda r: _CHECK(r, [], args, decode=True), idempotent=False
+            )
         if corrupt:
             _log_corrupt(f"{args[0]}{window}")
         count = int(count)

@@ -25,6 +25,17 @@ lives 30 days. What changes, and why:
 * The workflow id must be UTF-8 text: one that is not (a lone surrogate from ``json.loads``) is a
   ``ValueError`` naming it, before anything is sent (it would reach Redis as another id's key).
 
+**Tier: state** (:mod:`smoke.strategies.tiers`). Both keys carry the version, which is a decision
+(the floor a late writer is refused by): with the status and metadata evicted, version 3 is
+applied after version 10 (issue 13 measured 200 of 200 workflows regressing on an LRU cache). So
+the application passes the **state tier's** client (``noeviction``).
+
+**Full state tier**: a ``set`` that would apply raises
+:class:`~smoke.strategies.tiers.StateTierFull` (the script's first write is refused, so neither
+key changed: a retryable 503, never ``applied=True``); a ``set`` whose version is not newer
+writes nothing and is answered as usual (``applied=False``); ``get`` (``MGET``) keeps working,
+and so does its compare-and-delete of a corrupt value (``DEL`` is allowed on a full tier).
+
 Redis 7.0 has no per-field ``HEXPIRE``, which is why this stays two keys and not one hash.
 
 Round trips: ``set`` 1 (``EVALSHA``; +1 ``SCRIPT LOAD`` once per process and per failover),
@@ -43,6 +54,7 @@ from redis.client import NEVER_DECODE
 from smoke.strategies.client import SentinelClient, encodable
 from smoke.strategies.corruption import CorruptionLog
 from smoke.strategies.lua import VERSIONS_LUA, LuaScript, version_text
+from smoke.strategies.tiers import refused_when_full
 
 log = logging.getLogger(__name__)
 
@@ -156,14 +168,17 @@ class WorkflowCache:
         """Write status and metadata together if ``version`` is newer than the stored one.
 
         Idempotent (a repeated write finds its own version and changes nothing), so the client
-        may retry it after a connection error.
+        may retry it after a connection error. Raises
+        :class:`~smoke.strategies.tiers.StateTierFull` when the state tier is full and the
+        version is newer (nothing was written); a stale version is refused without writing.
         """
         version_arg = version_text("version", version, low=1)
         status_json = json.dumps({"status": status, "version": version}, separators=(",", ":"))
         metadata_json = json.dumps({**asdict(metadata), "version": version}, separators=(",", ":"))
         keys = [self.status_key(workflow_id), self.metadata_key(workflow_id)]
         args = [version_arg, status_json, metadata_json, self.status_ttl_s, self.metadata_ttl_s]
-        applied, stored, corrupt = self.client.run(lambda r: _SET(r, keys, args), idempotent=True)
+        with refused_when_full("workflow set", keys[0]):
+            applied, stored, corrupt = self.client.run(lambda r: _SET(r, keys, args), idempotent=True)
         if corrupt:
             _log_corrupt(f"{workflow_id}: stored version unreadable, {'overwritten' if applied else 'kept'}")
         return SetResult(applied=bool(applied), stored_version=int(stored))

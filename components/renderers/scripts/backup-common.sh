@@ -7,6 +7,11 @@
 
 : "${BACKUP_BUCKET:=@@BACKUP_BUCKET@@}"
 : "${BACKUP_PREFIX:=@@BACKUP_PREFIX@@}"
+# Object layout: one prefix per data tier, BACKUP_PREFIX/<tier>/YYYY/MM/DD/<time>-<source>.rdb
+# (cache: the LRU cache; state: the decisions, what a full-loss restore brings back first). Cache
+# backups from before the tier split sit directly under BACKUP_PREFIX/YYYY/ until they expire;
+# restore.sh still finds them for the cache tier.
+BACKUP_TIERS="cache state"
 : "${AWS_REGION:=@@BACKUP_REGION@@}"
 # Scratch directory shared by the dump and upload containers (an emptyDir in the pod).
 : "${BACKUP_DIR:=@@BACKUP_DIR@@}"
@@ -61,4 +66,44 @@ check_rdb() {
         return 1
     fi
     printf '%s\n' "$_report"
+}
+
+# Fails unless $1 is a data tier; $2 says where the name came from (for the message).
+check_tier() {
+    case " $BACKUP_TIERS " in
+        *" $1 "*) [ -n "$1" ] && return 0 ;;
+    esac
+    fail "$2 '$1': must be one of: $BACKUP_TIERS"
+}
+
+# The Sentinel master name of tier $1: its entry in SENTINEL_MONITORS (one per tier, in the order
+# of BACKUP_TIERS, as components/renderers/scripts.py renders them). Empty when there is none.
+tier_master_name() {
+    _n=0
+    for _t in $BACKUP_TIERS; do
+        _n=$((_n + 1))
+        [ "$_t" = "$1" ] && break
+    done
+    # shellcheck disable=SC2086 # one entry per word
+    _entry=$(printf '%s\n' $SENTINEL_MONITORS | sed -n "${_n}p")
+    printf '%s\n' "${_entry%%=*}"
+}
+
+# The key prefix of tier $1's backups (without the trailing '/').
+tier_prefix() {
+    printf '%s/%s\n' "$BACKUP_PREFIX" "$1"
+}
+
+# Succeeds when object key $2 is a backup of tier $1: under its prefix, or (cache only) a backup
+# from before the tier split, directly under BACKUP_PREFIX/YYYY/.
+key_of_tier() {
+    case "$2" in
+        "$BACKUP_PREFIX/$1/"*.rdb) return 0 ;;
+    esac
+    [ "$1" = cache ] || return 1
+    case "$2" in
+        "$BACKUP_PREFIX/"*) ;;
+        *) return 1 ;;
+    esac
+    printf '%s\n' "${2#"$BACKUP_PREFIX/"}" | grep -q '^[0-9][0-9][0-9][0-9]/.*\.rdb$'
 }

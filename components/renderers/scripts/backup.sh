@@ -1,15 +1,21 @@
 #!/bin/sh
-# backup.sh [dump|upload|all]: one verified RDB backup of the cache layer, to S3.
+# backup.sh [dump|upload|all]: one verified RDB backup of one data tier, to S3.
+#
+# The tier is BACKUP_TIER (cache, the default, or state); MASTER_NAME (the name the Sentinels
+# monitor its master by) must be that tier's, and the CronJob's pod sets both per container: it
+# backs up the state tier first (dump-state, upload-state), then the cache (dump-cache,
+# upload-cache), so a run succeeds only when both tiers are stored.
 #
 # dump   (Redis image) pick the source through the Sentinels: the healthy replica furthest ahead
 #        (Sentinel flags without s_down/o_down/disconnected, and its own INFO says
 #        master_link_status:up and no sync in progress); the master only when no replica is
 #        healthy. Stream its RDB with `redis-cli --rdb`, check the exit code, verify the file
-#        with the line's check-rdb (valkey-check-rdb, redis-check-rdb), and write dump.rdb + dump.meta (source, offset, time, sha256) to
-#        BACKUP_DIR.
-# upload (AWS CLI image) re-check the dump's sha256 against dump.meta, then PutObject to
-#        s3://BACKUP_BUCKET/BACKUP_PREFIX/YYYY/MM/DD/<time>-<source>.rdb with that SHA-256 as
-#        x-amz-checksum-sha256 (S3 refuses the object if the bytes differ) and the metadata;
+#        with the line's check-rdb (valkey-check-rdb, redis-check-rdb), and write dump.rdb +
+#        dump.meta (tier, master name, source, offset, time, sha256) to BACKUP_DIR.
+# upload (AWS CLI image) re-check the dump's sha256 against dump.meta and its tier against
+#        BACKUP_TIER, then PutObject to
+#        s3://BACKUP_BUCKET/BACKUP_PREFIX/<tier>/YYYY/MM/DD/<time>-<source>.rdb with that SHA-256
+#        as x-amz-checksum-sha256 (S3 refuses the object if the bytes differ) and the metadata;
 #        confirm size and checksum with HeadObject.
 # all    both, in one process (the local drill; an image holding both tool sets).
 # Any failure logs "FAILED: <why>" and exits 1.
@@ -24,6 +30,8 @@ set -eu
 : "${REDIS_USER:=@@BACKUP_USER@@}"
 . "$(dirname "$0")/common.sh"
 . "$(dirname "$0")/backup-common.sh"
+: "${BACKUP_TIER:=cache}"
+check_tier "$BACKUP_TIER" BACKUP_TIER
 
 # Seconds the whole RDB transfer may take (the Job's activeDeadlineSeconds bounds the run).
 : "${DUMP_TIMEOUT:=1200}"
@@ -133,14 +141,25 @@ source_label() {
     esac
 }
 
+# Refuses a MASTER_NAME that is not BACKUP_TIER's: the other tier's data under this tier's prefix
+# would restore the wrong dataset.
+check_master_name() {
+    _expected=$(tier_master_name "$BACKUP_TIER")
+    [ -n "$_expected" ] || fail "BACKUP_TIER=$BACKUP_TIER: SENTINEL_MONITORS ('$SENTINEL_MONITORS') names no master for it"
+    [ "$MASTER_NAME" = "$_expected" ] ||
+        fail "MASTER_NAME=$MASTER_NAME is not the $BACKUP_TIER tier's master (the Sentinels monitor that" \
+            "as '$_expected'): set MASTER_NAME=$_expected with BACKUP_TIER=$BACKUP_TIER"
+}
+
 dump() {
+    check_master_name
     load_password
     mkdir -p "$BACKUP_DIR"
     rm -f "$BACKUP_DIR/dump.rdb" "$BACKUP_DIR/dump.rdb.part" "$BACKUP_DIR/dump.meta"
     chosen=$(choose_source) || exit 1
     set -- $chosen
     host=$1 port=$2 role=$3
-    log "dumping the $role $host:$port"
+    log "dumping the $BACKUP_TIER tier ($MASTER_NAME) from the $role $host:$port"
     started=$(date -u +%Y%m%dT%H%M%SZ)
     status=0
     out=$(CLI_TIMEOUT=$DUMP_TIMEOUT cli_at "$host:$port" --rdb "$BACKUP_DIR/dump.rdb.part" 2>&1) || status=$?
@@ -154,6 +173,8 @@ dump() {
     keys=$(printf '%s\n' "$report" | sed -n 's/^\[info\] \([0-9]*\) keys read.*/\1/p')
     sum=$(sha256_hex "$BACKUP_DIR/dump.rdb.part")
     {
+        echo "tier=$BACKUP_TIER"
+        echo "master=$MASTER_NAME"
         echo "source=$(source_label "$host")"
         echo "address=$host:$port"
         echo "role=$role"
@@ -172,14 +193,18 @@ upload() {
     [ -s "$file" ] && [ -s "$meta" ] || fail "no verified dump in $BACKUP_DIR (run 'backup.sh dump' first)"
     sum=$(meta_field sha256 "$meta")
     [ "$(sha256_hex "$file")" = "$sum" ] || fail "$file no longer matches the sha256 recorded at dump time"
+    dumped=$(meta_field tier "$meta")
+    [ "$dumped" = "$BACKUP_TIER" ] ||
+        fail "the dump in $BACKUP_DIR is of the ${dumped:-unknown} tier, not BACKUP_TIER=$BACKUP_TIER (run 'backup.sh dump' with the same BACKUP_TIER)"
     stamp=$(meta_field time "$meta")
     source=$(meta_field source "$meta")
     day=$(printf '%s' "$stamp" | sed 's#^\(....\)\(..\)\(..\).*#\1/\2/\3#')
-    key="$BACKUP_PREFIX/$day/$stamp-$source.rdb"
+    key="$(tier_prefix "$BACKUP_TIER")/$day/$stamp-$source.rdb"
     size=$(wc -c <"$file" | tr -d ' ')
-    metadata="source=$source,role=$(meta_field role "$meta"),offset=$(meta_field offset "$meta"),time=$stamp"
+    metadata="tier=$BACKUP_TIER,master=$(meta_field master "$meta"),source=$source"
+    metadata="$metadata,role=$(meta_field role "$meta"),offset=$(meta_field offset "$meta"),time=$stamp"
     metadata="$metadata,keys=$(meta_field keys "$meta"),sha256=$sum"
-    log "uploading $size bytes to s3://$BACKUP_BUCKET/$key"
+    log "uploading the $BACKUP_TIER tier's $size bytes to s3://$BACKUP_BUCKET/$key"
     checksum=$(hex_to_base64 "$sum")
     out=$(s3api put-object --bucket "$BACKUP_BUCKET" --key "$key" --body "$file" \
         --checksum-algorithm SHA256 --checksum-sha256 "$checksum" --content-type application/octet-stream \
@@ -190,7 +215,7 @@ upload() {
         fail "uploaded object s3://$BACKUP_BUCKET/$key cannot be read back: $(printf '%s' "$stored" | tr '\n' ' ')"
     [ "$(printf '%s' "$stored" | tr -s ' \t' '  ')" = "$size $sum $checksum" ] ||
         fail "s3://$BACKUP_BUCKET/$key reads back as '$stored', expected '$size $sum $checksum'"
-    log "backup stored: s3://$BACKUP_BUCKET/$key"
+    log "backup of the $BACKUP_TIER tier stored: s3://$BACKUP_BUCKET/$key"
     echo "$key"
 }
 

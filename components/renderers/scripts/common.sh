@@ -12,6 +12,10 @@
 : "${REDIS_ADDRS:=@@REDIS_ADDRS@@}"
 # Ordinal 0: the master of a cluster that nobody knows a master of yet.
 : "${REDIS_SEED_HOST:=@@REDIS_SEED_HOST@@}"
+# The data tiers (the LRU cache and the state tier that never evicts) are one master each: the
+# scripts of a data pod act on its own tier (MASTER_NAME, REDIS_ADDRS, REDIS_SEED_HOST above); a
+# Sentinel monitors every tier, one "name=host:port,host:port,..." per tier (ordinal 0 first).
+: "${SENTINEL_MONITORS:=@@SENTINEL_MONITORS@@}"
 # Credentials: one mounted Secret file per ACL user (components/acl.py), one password per line;
 # the first line is the one to send, every line is accepted (two during a password rotation).
 : "${AUTH_DIR:=@@AUTH_DIR@@}"
@@ -227,4 +231,14 @@ master_in_doubt() {
 # Value of one field of INFO output given on stdin (INFO lines end in CRLF).
 info_field() {
     tr -d '\r' | sed -n "s/^$1:\(.*\)\$/\1/p"
+}
+
+# Points MASTER_NAME, REDIS_ADDRS and REDIS_SEED_HOST at one entry of SENTINEL_MONITORS
+# ("name=host:port,host:port,..."), so the functions above act on that tier.
+select_monitor() {
+    MASTER_NAME=${1%%=*}
+    _pods=${1#*=}
+    REDIS_ADDRS=$(printf '%s\n' "$_pods" | tr ',' ' ')
+    _seed=${_pods%%,*}
+    REDIS_SEED_HOST=${_seed%:*}
 }

@@ -2,7 +2,8 @@
 # probe-sentinel.sh startup|liveness|readiness [timeout-seconds]
 #
 # startup, liveness: the Sentinel answers PING with PONG.
-# readiness: it also names a master for MASTER_NAME, so clients sent to it can discover one.
+# readiness: it also names a master for every tier it monitors (SENTINEL_MONITORS), so clients
+# sent to it can discover each one.
 set -u
 . "$(dirname "$0")/common.sh"
 
@@ -22,13 +23,16 @@ fi
 case "$mode" in
     startup | liveness) exit 0 ;;
     readiness)
-        master=$(sentinel_at "$addr" SENTINEL get-master-addr-by-name "$MASTER_NAME" 2>&1 | sed -n 2p)
-        case "$master" in
-            '' | *[!0-9]*)
-                log "readiness: no master known for $MASTER_NAME"
-                exit 1
-                ;;
-        esac
+        for monitor in $SENTINEL_MONITORS; do
+            name=${monitor%%=*}
+            master=$(sentinel_at "$addr" SENTINEL get-master-addr-by-name "$name" 2>&1 | sed -n 2p)
+            case "$master" in
+                '' | *[!0-9]*)
+                    log "readiness: no master known for $name"
+                    exit 1
+                    ;;
+            esac
+        done
         exit 0
         ;;
     *)

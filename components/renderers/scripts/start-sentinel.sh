@@ -4,8 +4,9 @@
 # Sentinel rewrites its config file and refuses to start on a read-only one, so it runs from a
 # copy in SENTINEL_DATA_DIR. A copy left by an earlier run of this pod (a container restart) is
 # kept: it holds what the Sentinel learned (current master, epoch, replicas, peers); only the
-# credentials are refreshed. A new copy monitors the master a majority of the peer Sentinels
-# follow; failing that, a pod reporting ROLE master; failing that, ordinal 0.
+# credentials are refreshed. A new copy monitors, for each data tier (SENTINEL_MONITORS), the
+# master a majority of the peer Sentinels follow; failing that, a pod of that tier reporting ROLE
+# master; failing that, the tier's ordinal 0.
 # `sentinel myid` is derived from the pod name: a restarted Sentinel keeps its identity, so its
 # peers never count a stale twin towards the majority.
 set -eu
@@ -27,13 +28,23 @@ umask 077
 mkdir -p "$SENTINEL_DATA_DIR"
 conf="$SENTINEL_DATA_DIR/sentinel.conf"
 
-# The Sentinel's own password (clients and peer Sentinels), and its ACL user on the data nodes.
+# The Sentinel's own password (clients and peer Sentinels), and its ACL user on every tier's
+# data nodes.
 credentials() {
     _monitor_auth=$(first_password "$AUTH_DIR/$SENTINEL_ACL_USER-password") || exit 1
     printf 'requirepass %s\n' "$SENTINEL_AUTH"
     printf 'sentinel sentinel-pass %s\n' "$SENTINEL_AUTH"
-    printf 'sentinel auth-user %s %s\n' "$MASTER_NAME" "$SENTINEL_ACL_USER"
-    printf 'sentinel auth-pass %s %s\n' "$MASTER_NAME" "$_monitor_auth"
+    for _monitor in $SENTINEL_MONITORS; do
+        printf 'sentinel auth-user %s %s\n' "${_monitor%%=*}" "$SENTINEL_ACL_USER"
+        printf 'sentinel auth-pass %s %s\n' "${_monitor%%=*}" "$_monitor_auth"
+    done
+}
+
+# Succeeds when the config file $1 monitors every tier of SENTINEL_MONITORS.
+monitors_every_tier() {
+    for _monitor in $SENTINEL_MONITORS; do
+        grep -q "^sentinel monitor ${_monitor%%=*} " "$1" || return 1
+    done
 }
 
 # TLS only, also towards the data nodes and the peer Sentinels (tls-replication).
@@ -46,7 +57,8 @@ tls_lines() {
     fi
 }
 
-if [ -s "$conf" ] && grep -q "^sentinel monitor $MASTER_NAME " "$conf"; then
+# A copy that lacks a tier (written before that tier existed) starts over from the peers.
+if [ -s "$conf" ] && monitors_every_tier "$conf"; then
     {
         grep -v -e '^requirepass ' -e '^sentinel sentinel-pass ' -e '^sentinel auth-pass ' -e '^sentinel auth-user ' "$conf"
         credentials
@@ -57,31 +69,40 @@ if [ -s "$conf" ] && grep -q "^sentinel monitor $MASTER_NAME " "$conf"; then
     exec "$SENTINEL_BIN" "$conf"
 fi
 
-if master=$(ask_sentinels_for_master "$SENTINEL_ANNOUNCE_HOST:$SENTINEL_PORT"); then
-    reason="a majority of the peer Sentinels follow it"
-elif master=$(find_master_among_pods); then
-    reason="no peer majority; it reports ROLE master"
-else
-    master="$REDIS_SEED_HOST $REDIS_PORT"
-    reason="no peer majority and no pod reports ROLE master; starting from ordinal 0"
-fi
-set -- $master
-master_host=$1
-master_port=$2
-
-waited=0
-until redis_cli -h "$master_host" -p "$master_port" PING >/dev/null 2>&1; do
-    if [ "$waited" -ge "$SENTINEL_MASTER_WAIT" ]; then
-        log "master $master_host:$master_port did not answer in ${SENTINEL_MASTER_WAIT}s; starting anyway"
-        break
+# For each tier: the master to monitor, as sed expressions filling in the template.
+fill=""
+started=""
+for monitor in $SENTINEL_MONITORS; do
+    select_monitor "$monitor"
+    if master=$(ask_sentinels_for_master "$SENTINEL_ANNOUNCE_HOST:$SENTINEL_PORT"); then
+        reason="a majority of the peer Sentinels follow it"
+    elif master=$(find_master_among_pods); then
+        reason="no peer majority; it reports ROLE master"
+    else
+        master="$REDIS_SEED_HOST $REDIS_PORT"
+        reason="no peer majority and no pod reports ROLE master; starting from ordinal 0"
     fi
-    sleep 1
-    waited=$((waited + 1))
+    set -- $master
+    master_host=$1
+    master_port=$2
+
+    waited=0
+    until redis_cli -h "$master_host" -p "$master_port" PING >/dev/null 2>&1; do
+        if [ "$waited" -ge "$SENTINEL_MASTER_WAIT" ]; then
+            log "master $master_host:$master_port of $MASTER_NAME did not answer in ${SENTINEL_MASTER_WAIT}s; starting anyway"
+            break
+        fi
+        sleep 1
+        waited=$((waited + 1))
+    done
+    fill="$fill -e s/@MASTER_HOST:$MASTER_NAME@/$master_host/ -e s/@MASTER_PORT:$MASTER_NAME@/$master_port/"
+    started="$started; $MASTER_NAME at $master_host:$master_port: $reason"
 done
 
 myid=$(printf '%s' "$POD_NAME" | sha1sum | cut -c1-40)
 {
-    sed -e "s/@MASTER_HOST@/$master_host/" -e "s/@MASTER_PORT@/$master_port/" "$SENTINEL_CONFIG_TEMPLATE"
+    # shellcheck disable=SC2086 # one word per sed expression
+    sed $fill "$SENTINEL_CONFIG_TEMPLATE"
     printf '\n# Added by start-sentinel.sh for %s\n' "$POD_NAME"
     printf 'bind %s\ndir %s\n' "$SENTINEL_BIND" "$SENTINEL_DATA_DIR"
     tls_lines
@@ -91,6 +112,6 @@ myid=$(printf '%s' "$POD_NAME" | sha1sum | cut -c1-40)
 } >"$conf.tmp"
 mv "$conf.tmp" "$conf"
 
-log "starting $POD_NAME monitoring $MASTER_NAME at $master_host:$master_port: $reason"
+log "starting $POD_NAME monitoring ${started#; }"
 unset REDIS_AUTH SENTINEL_AUTH
 exec "$SENTINEL_BIN" "$conf"

@@ -49,6 +49,46 @@ class KillMaster:
         self.cluster.wait_for("the killed master back as a replica", self.cluster.converged, CONVERGE_TIMEOUT_S)
 
 
+class HangSentinel:
+    """SIGSTOP one Sentinel (by default the first a client asks): it still accepts connections
+    but never answers, the worst a peer can do to discovery. Heal: SIGCONT."""
+
+    def __init__(self, cluster: LoopbackCluster, index: int = 0) -> None:
+        self.cluster, self.index = cluster, index
+        self.name = f"Sentinel {index} hung (SIGSTOP)"
+
+    def inject(self) -> None:
+        self.cluster.pause_node(self.cluster.sentinels[self.index])
+
+    def heal(self) -> None:
+        self.cluster.resume_node(self.cluster.sentinels[self.index])
+
+
+class Together:
+    """Several faults at once: injected in order and healed in the same order, so a fault whose
+    heal the others' heal waits on comes first (a hung Sentinel before a killed master: the
+    master's heal waits for every Sentinel to agree). Each heal runs even when an earlier one
+    failed; the first failure is raised afterwards."""
+
+    def __init__(self, *faults: Fault) -> None:
+        self.faults = faults
+        self.name = " + ".join(f.name for f in faults)
+
+    def inject(self) -> None:
+        for fault in self.faults:
+            fault.inject()
+
+    def heal(self) -> None:
+        failure: BaseException | None = None
+        for fault in self.faults:
+            try:
+                fault.heal()
+            except Exception as exc:  # every fault gets healed; the first error is raised afterwards
+                failure = failure or exc
+        if failure is not None:
+            raise failure
+
+
 class SentinelFailover:
     """``SENTINEL FAILOVER`` through the first Sentinel that accepts it: the fault a deployed
     cluster allows (the old master keeps answering until it is demoted). Nothing to heal."""

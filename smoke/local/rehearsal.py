@@ -447,6 +447,19 @@ class LoopbackCluster:
                 os.killpg(node.process.pid, signal.SIGKILL)
                 node.process.wait(timeout=10)
 
+    def pause_node(self, node: Node) -> None:
+        """SIGSTOP the node's process: a hung peer. The kernel still accepts its connections, so
+        clients connect and then wait for an answer that never comes."""
+        if node.running:
+            assert node.process is not None
+            os.killpg(node.process.pid, signal.SIGSTOP)
+
+    def resume_node(self, node: Node) -> None:
+        """SIGCONT a paused node (harmless on one that is not paused)."""
+        if node.process is not None and node.process.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(node.process.pid, signal.SIGCONT)
+
     def start(self, timeout: float = 60, *, parallel: bool = False) -> LoopbackCluster:
         """Start every pod and wait until the topology has converged.
 
@@ -477,6 +490,7 @@ class LoopbackCluster:
 
     def stop(self) -> None:
         for node in [*self.sentinels, *self.data_nodes]:
+            self.resume_node(node)  # a paused process would not act on SIGTERM
             self.kill_node(node, signal.SIGTERM)
 
     def cleanup(self) -> None:

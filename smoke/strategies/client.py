@@ -87,6 +87,9 @@ class ClientConfig:
     backoff_cap: float = 0.2
     # Seconds one operation may spend in retries before the last error is raised.
     deadline: float = 10.0
+    # Seconds one Sentinel has to connect and to answer during discovery (no retries): well below
+    # the data nodes' timeouts, so a hung Sentinel delays a discovery by at most this, once.
+    sentinel_timeout: float = 0.5
 
     def __post_init__(self) -> None:
         if not self.sentinels:
@@ -94,6 +97,8 @@ class ClientConfig:
         for name in ("pool_size", "max_retries", "min_idle"):
             if getattr(self, name) < 0 or (name == "pool_size" and self.pool_size < 1):
                 raise ValueError(f"{name} = {getattr(self, name)}: must be positive")
+        if not 0 < self.sentinel_timeout <= 5:
+            raise ValueError(f"sentinel_timeout = {self.sentinel_timeout}: must be above 0 and at most 5 seconds")
         if self.min_idle > self.pool_size:
             raise ValueError(f"min_idle = {self.min_idle}: must not exceed pool_size = {self.pool_size}")
 
@@ -122,11 +127,22 @@ _NO_SETINFO: dict[str, object] = {"driver_info": None}
 
 class _SpecSentinel(Sentinel):
     """Discovery by ``GET-MASTER-ADDR-BY-NAME``: the answer the failover leader updates first
-    (redis/redis#2615), where ``SENTINEL MASTERS`` on other Sentinels lags by seconds."""
+    (redis/redis#2615), where ``SENTINEL MASTERS`` on other Sentinels lags by seconds.
+
+    A dead or hung Sentinel cannot stall it: each Sentinel connection has a short timeout
+    (``ClientConfig.sentinel_timeout``) and no retries of its own, so one that accepts and never
+    answers costs at most that, once: the Sentinel that answered is asked first from then on.
+    The order is changed by replacing the list under a lock, never in place, so a thread that is
+    iterating its own snapshot is never disturbed (redis-py's own discover_master swaps entries
+    of the shared list while other threads iterate it)."""
+
+    def __init__(self, *args: object, **kwargs: object) -> None:
+        super().__init__(*args, **kwargs)  # type: ignore[arg-type]
+        self._order = threading.Lock()
 
     def discover_master(self, service_name: str) -> tuple[str, int]:
         errors = []
-        for index, sentinel in enumerate(self.sentinels):
+        for index, sentinel in enumerate(list(self.sentinels)):
             try:
                 address = sentinel.execute_command("SENTINEL GET-MASTER-ADDR-BY-NAME", service_name)
             except redis.AuthenticationError:
@@ -135,11 +151,16 @@ class _SpecSentinel(Sentinel):
                 errors.append(f"{sentinel.connection_pool.connection_kwargs.get('host')}: {exc}")
                 continue
             if address:
-                self.sentinels[0], self.sentinels[index] = sentinel, self.sentinels[0]
+                if index:
+                    self._prefer(sentinel)
                 host, port = address
                 return (host.decode() if isinstance(host, bytes) else host), int(port)
         detail = "; ".join(errors) or "no Sentinel knows it"
         raise MasterNotFoundError(f"no master found for {service_name!r}: {detail}")
+
+    def _prefer(self, sentinel: redis.Redis) -> None:
+        with self._order:
+            self.sentinels = [sentinel, *(s for s in self.sentinels if s is not sentinel)]
 
 
 def encodable(what: str, value: str) -> str:
@@ -244,8 +265,11 @@ class SentinelClient:
             list(config.sentinels),
             sentinel_kwargs={
                 "password": config.sentinel_password,
-                "socket_timeout": min(socket_timeout, 1.0),
-                "socket_connect_timeout": min(config.dial_timeout, 1.0),
+                "socket_timeout": config.sentinel_timeout,
+                "socket_connect_timeout": config.sentinel_timeout,
+                # No retries inside redis-py: a hung Sentinel must cost one timeout, not several
+                # with backoff in between (redis-py's default); the next Sentinel is asked instead.
+                "retry": redis.retry.Retry(redis.backoff.NoBackoff(), 0),
                 **tls,
                 **_NO_SETINFO,
             },

@@ -233,6 +233,27 @@ def test_a_restarted_sentinel_keeps_its_identity_and_a_broken_replica_is_not_rea
     assert cluster.run_script(replica, "probe-redis.sh", "liveness", "2").returncode == 0
 
 
+def test_a_replication_loop_fails_liveness_so_the_pods_restart_out_of_it(fresh_cluster: LoopbackCluster) -> None:
+    """Two pods following each other (what the review saw after a master restarted while two
+    Sentinels were down) never recover alone: the Sentinels find no good replica to promote and
+    liveness used to pass. Now liveness fails on both, and a restart runs start-redis.sh."""
+    cluster = fresh_cluster
+    master = master_of(cluster)
+    replica = next(n for n in cluster.redis_nodes if n is not master)
+    assert cluster.run_script(replica, "probe-redis.sh", "liveness", "2").returncode == 0
+    with cluster.client(master) as c:
+        c.execute_command("REPLICAOF", replica.host, replica.port)  # the master now follows its replica
+    for node in (master, replica):
+        result = cluster.run_script(node, "probe-redis.sh", "liveness", "2")
+        assert result.returncode == 1, f"{node.name}: {result.stderr}"
+        assert "replication loop" in result.stderr
+    # A replica whose master is merely gone is not restarted by liveness (MASTERDOWN).
+    other = next(n for n in cluster.redis_nodes if n not in (master, replica))
+    with cluster.client(other) as c:
+        c.execute_command("REPLICAOF", "127.0.0.1", "1")
+    assert cluster.run_script(other, "probe-redis.sh", "liveness", "2").returncode == 0
+
+
 def test_the_rehearsal_command_starts_reports_and_stops_the_topology(dev_render_dir: Path) -> None:
     require_redis_binaries()
     result = subprocess.run(

@@ -287,6 +287,8 @@ def test_the_smoke_job_runs_the_suite_through_the_sentinels_with_the_password_fr
         assert args.target == "cluster" and args.failover is failover
         assert str(args.report) == "-"
         assert len(args.sentinels) == 3 and args.replicas == 2
+        # Both tiers: each strategy is checked on the tier it lives on.
+        assert (args.master_name, args.state_master_name, args.state_replicas) == ("mymaster", "dictstate", 2)
         assert all(host.endswith(".svc.cluster.local") and port == 26379 for host, port in args.sentinels)
 
 

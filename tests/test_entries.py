@@ -634,6 +634,61 @@ def test_a_fill_paused_between_its_check_and_its_store_loses_to_the_invalidation
     assert paused.get_or_load(entry.id, lambda _id: entry).outcome == "stored"
 
 
+def test_a_not_found_never_replaces_a_tombstone_so_a_late_write_after_a_deletion_is_refused(
+    ctx: CheckContext,
+) -> None:
+    """(found by the review) v4 cached; writer A reserves v5; the row is deleted at v6 and
+    invalidated (committed 6); a reader caches the not-found; A's store arrives within its
+    window. The not-found used to replace the tombstone, so A's v5 was stored and served for
+    5 min. The tombstone stays: A is refused and the next read misses."""
+    paused = _Paused(ctx.client, ctx.prefix, markers=ctx.state)
+    other = entry_cache(ctx)
+    v4 = sample_entry(str(uuid.uuid4()), 4)
+    assert other.write(v4) == "stored"
+
+    def deleted_and_read() -> None:
+        other.invalidate(v4.id, committed_version=6)
+        assert other.get_or_load(v4.id, lambda _id: None).outcome == "exists"  # the tombstone stays
+
+    paused.between = deleted_and_read
+    assert paused.write(sample_entry(v4.id, 5, v4.key_value)) == "stale"
+    assert other.get_by_id(v4.id) is None and other.get_by_key(v4.key_type, v4.key_value) is None
+
+
+def test_a_fill_is_dropped_when_the_epoch_restarted_below_what_it_observed(
+    ctx: CheckContext, cluster: LoopbackCluster
+) -> None:
+    """(found by the review) The epoch has a TTL: when it runs out while a fill's loader runs and
+    an invalidation then starts it again, it must not restart below what the fill observed (the
+    fill would pass as if it had loaded after the invalidation). It restarts at the server time,
+    and a fill that finds it below its observation is dropped."""
+    cache = entry_cache(ctx)
+    for _ in range(3):  # an epoch that counted up a little
+        cache.invalidate(str(uuid.uuid4()))
+    stale = sample_entry(str(uuid.uuid4()), 5)
+
+    def loader(_id: str) -> Entry:
+        with cluster.client(cluster.masters("state")[0]) as state:
+            state.delete(cache.negative_epoch_key())  # its PX ran out
+        cache.invalidate(stale.id)  # the row changed after the loader read it
+        return stale
+
+    assert cache.get_or_load(stale.id, loader).outcome == "invalidated"
+    assert cache.get_by_id(stale.id) is None
+    # Expired with no invalidation after it: the fill in flight is dropped, the next one lifts the
+    # epoch back to the marker's inv_seq (dropped too), and from then on fills are stored.
+    def expiring_loader(_id: str) -> Entry:
+        with cluster.client(cluster.masters("state")[0]) as state:
+            state.delete(cache.negative_epoch_key())
+        return stale
+
+    other = sample_entry(str(uuid.uuid4()), 1)
+    cache.invalidate(other.id)
+    assert cache.get_or_load(other.id, expiring_loader).outcome == "invalidated"
+    assert cache.get_or_load(other.id, lambda _id: other).outcome == "invalidated"
+    assert cache.get_or_load(other.id, lambda _id: other).outcome == "stored"
+
+
 def test_a_step_two_later_than_the_reservation_window_is_not_sent(ctx: CheckContext) -> None:
     """A writer (or filler) paused for longer than ``reservation_ms`` between the tiers stores
     nothing (``expired``): a newer version may have been stored and expired meanwhile. The next

@@ -41,8 +41,11 @@ does not grant (components/acl.py), so a marker cannot land on the evicting cach
 * ``dict:entry-ver:epoch:negative-by-key`` — the prefix's **epoch**, a counter: every
   ``invalidate`` of any entry under the prefix adds one (and sets the entry's ``inv_seq`` to the
   new value). ``PX max(marker_ttl_ms, lease_ms)``, refreshed with every marker, so it outlives
-  them all. No clock is compared anywhere: sequence numbers on one tier, versions, and the
-  client's own monotonic clock for the reservation window.
+  them all. A missing epoch (expired after 5 min without an invalidation, or lost in a
+  state-tier failover) restarts at the state tier's time in µs, above every value it counted up
+  to before, and a fill that finds the epoch below what it observed is dropped. No two clocks
+  are compared: sequence numbers on one tier, versions, and the client's own monotonic clock for
+  the reservation window.
 
 The protocol (each step one Lua script, atomic on its tier; *S* the state tier, *C* the cache):
 
@@ -391,6 +394,9 @@ _FILL_CHECK_LUA = (
     + """
 local observed = ARGV[1]
 local cur = counter(KEYS[2]) or '0'
+-- An epoch below what this fill observed has expired or was lost (a failover): invalidations
+-- since then may have restarted it lower, so nothing can be judged: drop the fill.
+if vgt(observed, cur) then return {foreign, 'invalidated'} end
 if ARGV[5] == 'key' then
   if cur ~= observed then return {foreign, 'invalidated'} end
   return {foreign, 'ok'}
@@ -417,10 +423,11 @@ return {foreign, 'ok'}
 
 # Step 1 of an invalidation. KEYS: marker, epoch. ARGV: committed version (decimal; '' = unknown),
 # marker ttl ms, epoch ttl ms. Reply: {foreign, floor, write floor, seq}.
-# The epoch (one counter per prefix) goes up by one and the marker's inv_seq is set to its new
-# value; floor = max(floor, committed); without a committed version inv_floor = floor + 1 (the
-# highest version written through or filled under this marker, and older, are refused to
-# write-throughs). The SET comes first: a full state tier refuses the whole call (OOM).
+# The epoch (one counter per prefix; a missing one restarts at the server time in µs) goes up by
+# one and the marker's inv_seq is set to its new value; floor = max(floor, committed); without a
+# committed version inv_floor = floor + 1 (the highest version written through or filled under
+# this marker, and older, are refused to write-throughs). The SET comes first: a full state tier
+# refuses the whole call (OOM).
 # Not idempotent in the strict sense: a retry after a lost reply moves the epoch once more, which
 # only drops one more fill in flight (the floors are maxima). Run with idempotent=True for that.
 _INVALIDATE_STATE_LUA = (
@@ -430,7 +437,11 @@ local floor = vnorm(hget(KEYS[1], 'floor'))
 local ifloor = vnorm(hget(KEYS[1], 'inv_floor')) or '0'
 local seq = vnorm(hget(KEYS[1], 'inv_seq'))
 local committed = vnorm(ARGV[1])
-local cur = counter(KEYS[2]) or '0'
+local cur = counter(KEYS[2])
+-- A missing epoch (expired, or lost in a failover) restarts at the server time in µs, above
+-- every value it held before (it counted up from such a start by one per invalidation), so a
+-- fill that observed the old epoch never passes as if it came after this invalidation.
+if not cur then cur = now_us() end
 if seq and vgt(seq, cur) then cur = seq end
 local nxt = vinc(cur)
 local newfloor = floor or '0'
@@ -548,8 +559,8 @@ return {foreign, outcome}
 # ARGV: token, json or NONE, id, version (decimal), ttl ms, negative ttl ms, pointer prefix,
 #       epoch observed before the load.
 # Stored only while the lease is ours, never over a tombstone of a later invalidation (seq above
-# the observed epoch) nor over a newer cached copy; a not-found never replaces an existing key
-# (outcome 'exists'), but for a tombstone the observation already covers.
+# the observed epoch) nor over a newer cached copy; a not-found never replaces an existing key,
+# a tombstone included (outcome 'exists': the next reader loads again once it expires).
 _FILL_LUA = (
     _STORE_LUA
     + """
@@ -560,7 +571,9 @@ if ARGV[2] == NONE then
   local cur = sget(KEYS[2])
   local s = tomb(cur)
   if s and vgt(s, ARGV[8]) then return {foreign, 'invalidated'} end
-  if cur and not s then return {foreign, 'exists'} end
+  -- Never over a tombstone either: its floors must refuse a late store until it expires (a
+  -- not-found in its place would let a write or fill that began before the invalidation in).
+  if cur then return {foreign, 'exists'} end
   redis.call('SET', KEYS[2], NONE, 'PX', ARGV[6])
   return {foreign, 'stored'}
 end
@@ -799,7 +812,10 @@ class EntryCache:
         Two round trips (state tier: marker and epoch; cache tier: the entry replaced by a
         short-lived tombstone, the pointers dropped); a third on the state tier only without
         ``committed_version`` when the cached copy was newer than anything its marker knew. A
-        full state tier raises :class:`~smoke.strategies.tiers.StateTierFull` (nothing changed).
+        full state tier raises :class:`~smoke.strategies.tiers.StateTierFull`: nothing changed
+        when it refused the first step (and the cached copy is still served until its TTL: retry
+        the invalidation); when it refused only the third, the tombstone already refuses late
+        writes for its lifetime, beyond the reservation window.
 
         Pass ``committed_version`` whenever it is known: without it, a late write-through of a
         version older than the one committed but newer than any this cache has seen is stored.

@@ -17,8 +17,9 @@ set -eu
 : "${SENTINEL_BIND:=0.0.0.0}"
 : "${SENTINEL_CONFIG_TEMPLATE:=@@SENTINEL_CONFIG_DIR@@/sentinel.conf}"
 : "${SENTINEL_DATA_DIR:=@@DATA_DIR@@}"
-# Seconds to wait for the master to answer before starting anyway (Sentinel exits if it cannot
-# resolve the master's name, so on a first boot it waits for that pod's DNS record).
+# Seconds to wait, in all over every tier, for the masters to answer before starting anyway
+# (Sentinel exits if it cannot resolve a master's name, so on a first boot it waits for that
+# pod's DNS record).
 : "${SENTINEL_MASTER_WAIT:=60}"
 # The ACL user the Sentinel monitors and reconfigures the data nodes as.
 : "${SENTINEL_ACL_USER:=@@SENTINEL_ACL_USER@@}"
@@ -69,9 +70,12 @@ if [ -s "$conf" ] && monitors_every_tier "$conf"; then
     exec "$SENTINEL_BIN" "$conf"
 fi
 
-# For each tier: the master to monitor, as sed expressions filling in the template.
+# For each tier: the master to monitor, as sed expressions filling in the template. The wait for
+# a master to answer is one budget for all tiers (SENTINEL_MASTER_WAIT), so the startup probe,
+# sized for one wait, also covers a first boot where no tier's master answers yet.
 fill=""
 started=""
+waited=0
 for monitor in $SENTINEL_MONITORS; do
     select_monitor "$monitor"
     if master=$(ask_sentinels_for_master "$SENTINEL_ANNOUNCE_HOST:$SENTINEL_PORT"); then
@@ -86,10 +90,9 @@ for monitor in $SENTINEL_MONITORS; do
     master_host=$1
     master_port=$2
 
-    waited=0
     until redis_cli -h "$master_host" -p "$master_port" PING >/dev/null 2>&1; do
         if [ "$waited" -ge "$SENTINEL_MASTER_WAIT" ]; then
-            log "master $master_host:$master_port of $MASTER_NAME did not answer in ${SENTINEL_MASTER_WAIT}s; starting anyway"
+            log "master $master_host:$master_port of $MASTER_NAME did not answer within the ${SENTINEL_MASTER_WAIT}s wait; starting anyway"
             break
         fi
         sleep 1

@@ -23,8 +23,6 @@ from components.renderers.redis_conf import render_redis_conf
 from components.renderers.scripts import REDIS_SCRIPTS, render_scripts
 from components.settings import Settings
 
-COMPONENT = "server"
-
 
 @dataclass(frozen=True)
 class RedisDataPlaneArgs:

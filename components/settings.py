@@ -166,6 +166,12 @@ def _pattern(regex: str, rule: str, **field: Any) -> Any:
     return Field(pattern=regex, description=rule, **field)
 
 
+def _master_name(whose: str, default: str) -> Any:
+    """A name the Sentinels monitor a master by (``masterName``, ``state.masterName``)."""
+    rule = f"1-64 letters, digits, '.', '_' or '-' (Sentinel's name for {whose})"
+    return _pattern(r"^[A-Za-z0-9._-]{1,64}$", rule, default=default)
+
+
 def _number_as_text(value: Any) -> Any:
     """A quantity written as a plain YAML number (``cpu: 1``, ``size: 0``) is the same quantity."""
     if isinstance(value, (int, float)) and not isinstance(value, bool):
@@ -388,11 +394,7 @@ class StateSettings(RedisSettings):
     retryable error, instead of silently forgetting a decision), AOF ``everysec``, and sized small
     (the decisions of a few minutes to a day, not the whole directory)."""
 
-    master_name: str = _pattern(
-        r"^[A-Za-z0-9._-]{1,64}$",
-        "1-64 letters, digits, '.', '_' or '-' (Sentinel's name for the state tier's master)",
-        default="dictstate",
-    )
+    master_name: str = _master_name("the state tier's master", "dictstate")
     resources: Resources = Resources(
         requests=ResourceAmounts(cpu="250m", memory="512Mi"),
         limits=ResourceAmounts(cpu="500m", memory="1Gi"),
@@ -616,11 +618,7 @@ class Settings(_Model):
     namespace: DnsLabel = "redis"
     # The default server image is a version the rehearsal runs (components/server_lines.py).
     image: str = DEFAULT_IMAGE
-    master_name: str = _pattern(
-        r"^[A-Za-z0-9._-]{1,64}$",
-        "1-64 letters, digits, '.', '_' or '-' (Sentinel's name for the master)",
-        default="mymaster",
-    )
+    master_name: str = _master_name("the master", "mymaster")
     # Pods carrying all of these labels (in any namespace) may reach Redis and Sentinel.
     client_selector: dict[str, str] = {"dict.lbpay.com.br/redis-client": "true"}
     # Namespaces those client pods may run in; empty means any namespace.

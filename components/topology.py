@@ -181,9 +181,6 @@ class Topology:
         return {"app.kubernetes.io/part-of": "dict-redis"}
 
     # --- DNS ----------------------------------------------------------------------------------
-    def redis_pod_host(self, ordinal: int) -> str:
-        return f"{self.redis}-{ordinal}.{self.redis_headless}.{self.namespace}.{CLUSTER_DOMAIN}"
-
     def sentinel_pod_host(self, ordinal: int) -> str:
         return f"{self.sentinel}-{ordinal}.{self.sentinel_headless}.{self.namespace}.{CLUSTER_DOMAIN}"
 
@@ -191,11 +188,6 @@ class Topology:
     def sentinel_addrs(self) -> list[str]:
         """Every Sentinel pod as host:port, the list scripts ask for the current master."""
         return [f"{self.sentinel_pod_host(i)}:{SENTINEL_PORT}" for i in range(self.sentinel_replicas)]
-
-    @property
-    def redis_addrs(self) -> list[str]:
-        """Every Redis pod as host:port, asked for ROLE when the Sentinels cannot say."""
-        return [f"{self.redis_pod_host(i)}:{REDIS_PORT}" for i in range(self.redis_replicas)]
 
     @property
     def sentinel_service_address(self) -> str:

@@ -11,6 +11,7 @@ import os
 import platform
 import sys
 import time
+from contextlib import ExitStack
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -83,11 +84,13 @@ def run_bench(cluster: LoopbackCluster, sizes: Sizes, say: Any = _say) -> tuple[
         value = work.fresh_entries(1)[0].to_json()
         # The baseline: raw redis-py with its defaults, on a connection of its own to the master,
         # as the same application user the strategies run as.
-        with redis.Redis(host=node.host, port=node.port, **_app_credentials(cluster)) as raw:
+        with redis.Redis(host=node.host, port=node.port, **_app_credentials(cluster)) as raw, ExitStack() as nodes:
             ops = operations.baselines(raw, prefix, value) + work.operations()
-            masters = [master] + (
-                [cluster.client(cluster.masters(tier)[0], decode_responses=False)] if tier != "cache" else []
-            )
+            # Commands are counted on every tier's master: an entry write spans both.
+            others = [n for n in cluster.tiers if n != "cache"]
+            masters = [master] + [
+                nodes.enter_context(cluster.client(cluster.masters(n)[0], decode_responses=False)) for n in others
+            ]
             measured = operations.measure(
                 ops, masters, samples=sizes.samples, rounds=sizes.rounds, counted=sizes.counted
             )

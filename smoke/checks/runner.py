@@ -357,7 +357,10 @@ def run(target: Target, failover: bool) -> SmokeReport:
                             f"{result.detail}"
                         )
                     report.checks.append(result)
-            report.checks.append(_eviction(ctx, target, report))
+            # Only on the rehearsal: the drill shrinks the cache tier's maxmemory, which the
+            # application user of a deployed cluster may not (and must not) do.
+            if target.squeeze_cache is not None and ctx.state_client is not None:
+                report.checks.append(_eviction(ctx, target, report))
             if failover:
                 for tier in target.tiers:
                     report.checks.append(_drill(ctx, tier, report))
@@ -421,17 +424,11 @@ def _eviction(ctx: CheckContext, target: Target, report: SmokeReport) -> CheckRe
     capacity while decisions run on the state tier; not one decision may be lost."""
     if not _master_usable(report):
         return CheckResult("eviction", "drill", False, "not run: the topology has no usable master")
-    if target.squeeze_cache is None or target.admin is None or ctx.state_client is None:
-        return CheckResult(
-            "eviction",
-            "drill",
-            True,
-            "not run here: it shrinks the cache tier's maxmemory, which only the rehearsal may do (make local)",
-        )
-    admin = target.admin
+    admin, squeeze = target.admin, target.squeeze_cache
+    assert admin is not None and squeeze is not None and ctx.state_client is not None
     _say("  .... eviction drill: flooding the cache tier while decisions run on the state tier")
     try:
-        with target.squeeze_cache():
+        with squeeze():
             drill = run_eviction_drill(
                 ctx.client,
                 ctx.state_client,

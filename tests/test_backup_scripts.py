@@ -66,7 +66,7 @@ def s3() -> Iterator[MotoS3]:
 
 
 def no_sync_delay(cluster: LoopbackCluster) -> None:
-    """Drop the 5 s repl-diskless-sync-delay that every `redis-cli --rdb` waits out: these tests
+    """Drop the repl-diskless-sync-delay (1 s) that every `redis-cli --rdb` waits out: these tests
     dump several times, and the drill measures the real delay."""
     for node in cluster.data_nodes:
         if node.running:

@@ -94,6 +94,7 @@ def test_recovery_that_never_comes_is_bounded_and_recorded_as_none() -> None:
 
 def test_the_outage_is_the_longest_stretch_without_a_surviving_write() -> None:
     assert longest_gap([0.5, 1.0, 3.5, 4.0], start=1.0, end=5.0) == pytest.approx(2.5)
+    assert longest_gap([0.5, 1.2, 1.4], start=1.0, end=5.0) == pytest.approx(3.6)  # down to the end
     assert longest_gap([0.5], start=1.0, end=5.0) is None  # nothing survived after the fault
     assert longest_gap([9.0], start=1.0, end=5.0) is None  # nor within the drill
 

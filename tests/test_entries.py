@@ -675,6 +675,7 @@ def test_a_fill_is_dropped_when_the_epoch_restarted_below_what_it_observed(
 
     assert cache.get_or_load(stale.id, loader).outcome == "invalidated"
     assert cache.get_by_id(stale.id) is None
+
     # Expired with no invalidation after it: the fill in flight is dropped, the next one lifts the
     # epoch back to the marker's inv_seq (dropped too), and from then on fills are stored.
     def expiring_loader(_id: str) -> Entry:

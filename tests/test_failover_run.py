@@ -29,11 +29,18 @@ def test_every_strategy_survives_a_master_failure_on_each_tier_mid_run(fresh_clu
     with SentinelClient(cluster.client_config()) as client, SentinelClient(cluster.client_config("state")) as state:
         entries, claims = EntryCache(client, prefix, markers=state), ClaimCache(client, prefix)
         workflow, limiter = WorkflowCache(state, prefix), RateLimiter(state, prefix, default_limit=100_000)
-        store = IdempotencyStore(state, prefix, replicas=1)
+        store = IdempotencyStore(state, prefix)
         stop = threading.Event()
         errors: Counter[str] = Counter()
         done: list[tuple[float, str]] = []
-        versions_seen: list[int] = []
+        # (highest version confirmed before the read was sent, version the read found)
+        reads: list[tuple[int, int]] = []
+        confirmed = [0]
+
+        def set_workflow(n: int) -> None:
+            meta = WorkflowMetadata("w-1", "ClaimWorkflow", "2026-11-25T00:00:00Z", "c", "a")
+            if workflow.set("w-1", n, "RUNNING", meta).confirmed:
+                confirmed[0] = n
 
         def workload() -> None:
             n = 0
@@ -42,9 +49,7 @@ def test_every_strategy_survives_a_master_failure_on_each_tier_mid_run(fresh_clu
                 steps = {
                     "entry": lambda n=n: entries.write(sample_entry("e-1", version=n)),
                     "claim": lambda n=n: claims.put(sample_claim(f"c-{n}", "e-1")),
-                    "workflow": lambda n=n: workflow.set(
-                        "w-1", n, "RUNNING", WorkflowMetadata("w-1", "ClaimWorkflow", "2026-11-25T00:00:00Z", "c", "a")
-                    ),
+                    "workflow": lambda n=n: set_workflow(n),
                     "ratelimit": lambda: limiter.check("12345678", "CreateEntry"),
                     "idempotency": lambda n=n: store.claim(f"r-{n}", {"n": n}),
                 }
@@ -58,9 +63,10 @@ def test_every_strategy_survives_a_master_failure_on_each_tier_mid_run(fresh_clu
                             kind += ":" + str(exc).split()[0]
                         errors[kind] += 1
                 try:
+                    floor = confirmed[0]
                     state = workflow.get("w-1")
                     if state is not None:
-                        versions_seen.append(state.version)
+                        reads.append((floor, state.version))
                 except redis.RedisError:
                     errors["read"] += 1
 
@@ -85,8 +91,11 @@ def test_every_strategy_survives_a_master_failure_on_each_tier_mid_run(fresh_clu
         # (NOREPLICAS while the remaining replica re-attaches: min-replicas-to-write at work.)
         expected = {"ConnectionError", "OutcomeUnknown", "TimeoutError", "MasterNotFoundError", "read"}
         assert set(errors) <= expected | {"ResponseError:NOREPLICAS"}, errors
-        # The status never went backwards, across the failover included.
-        assert versions_seen == sorted(versions_seen) and versions_seen
+        # No read ever found less than a version already confirmed, across the failover included.
+        # (A version applied but not yet confirmed may be taken back by the failover: CI once read
+        # 1258 three times, then 1257. That is why set() confirms, and why this counts only those.)
+        assert reads and confirmed[0] > 0
+        assert [(floor, seen) for floor, seen in reads if seen < floor] == []
         # Nothing written through the failover lacks a TTL, on either tier.
         for tier in cluster.tiers:
             with cluster.client(cluster.masters(tier)[0]) as c:

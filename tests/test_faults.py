@@ -8,8 +8,9 @@ import uuid
 
 import pytest
 
+from components.renderers.redis_conf import FULL_SYNC_DELAY_S
 from smoke.drills.failover import outage_limit_s, run_failover_drill
-from smoke.drills.faults import HangSentinel, KillMaster, Together
+from smoke.drills.faults import HangSentinel, KillMaster, KillReplica, Together
 from smoke.local.rehearsal import LoopbackCluster
 from smoke.strategies.client import ClientConfig, SentinelClient
 
@@ -40,6 +41,42 @@ def test_a_hung_first_sentinel_does_not_stretch_a_master_failover_beyond_the_sig
     assert result.lost_acknowledged_writes == 0, result
     limit = outage_limit_s(result.down_after_ms)
     assert result.rto_seconds is not None and result.rto_seconds <= limit, result.detail
+    assert result.passed, result.detail
+
+
+# A replica's full resync: the sync delay, then the transfer and the link (a small dataset here).
+RESYNC_ALLOWANCE_S = FULL_SYNC_DELAY_S + 1.5
+
+
+def test_claims_stay_confirmed_with_a_replica_down_and_survive_the_master_failing_next(
+    fresh_cluster: LoopbackCluster,
+) -> None:
+    """A state-tier replica is SIGKILLed (a pod restart), the master is SIGKILLed 4 s later, and
+    the replica comes back 0.5 s after that, while the failover runs. Claims meanwhile must be
+    confirmed by the replica left in sync (the review: with WAIT for "all 2", every claim was
+    UNCONFIRMED while one replica was down), none of them may be lost when that replica is
+    promoted, and writes must come back once the restarted replica has resynced: with the
+    server's 5 s repl-diskless-sync-delay, min-replicas-to-write refused every write for 5 s
+    more (the review measured 11 s with two replicas down)."""
+    cluster = fresh_cluster
+    with SentinelClient(cluster.client_config("state")) as state:
+        state.warm_up()
+        fault = Together(
+            KillReplica(cluster, "state", restart_after_s=4.5), KillMaster(cluster, tier="state"), gap_s=4.0
+        )
+        result = run_failover_drill(
+            state,
+            f"smoke:{uuid.uuid4().hex[:8]}:",
+            1,
+            fault,
+            masters=lambda: [n.address for n in cluster.masters("state")],
+            settle_seconds=6.0,
+            outage_allowance_s=RESYNC_ALLOWANCE_S,
+            claims_outage=True,
+        )
+    assert result.heal_error is None, result.heal_error
+    assert result.acknowledged_writes > 0 and result.lost_acknowledged_writes == 0, result
+    assert result.claims_outage_seconds is not None, result.detail
     assert result.passed, result.detail
 
 

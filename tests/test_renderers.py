@@ -34,7 +34,7 @@ def test_redis_conf_carries_the_seed_persistence_and_memory_settings() -> None:
     # A master cut off from its replicas stops acknowledging writes it would lose.
     assert ["min-replicas-to-write", "1"] in lines and ["min-replicas-max-lag", "10"] in lines
     # A full sync of every replica at once (first boot) starts without waiting out the delay.
-    assert ["repl-diskless-sync-delay", "5"] in lines and ["repl-diskless-sync-max-replicas", "2"] in lines
+    assert ["repl-diskless-sync-delay", "1"] in lines and ["repl-diskless-sync-max-replicas", "2"] in lines
 
 
 def test_redis_conf_has_no_secret_no_address_and_no_replicaof() -> None:

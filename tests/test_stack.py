@@ -208,8 +208,8 @@ def test_sentinel_pods_get_only_the_passwords_their_scripts_read(stack: Rendered
     )
     # The scripts' users: the Sentinel ACL user towards the data nodes, probe for their checks.
     scripts = stack.find("ConfigMap", "redis-sentinel-config")["data"]
-    assert ": \"${REDIS_USER:=probe}\"" in scripts["common.sh"]
-    assert '$AUTH_DIR/$SENTINEL_ACL_USER-password' in scripts["start-sentinel.sh"]
+    assert ': "${REDIS_USER:=probe}"' in scripts["common.sh"]
+    assert "$AUTH_DIR/$SENTINEL_ACL_USER-password" in scripts["start-sentinel.sh"]
     # No admin, app, replication, backup or exporter password in a Sentinel pod.
     assert not {"admin-password", "app-password", "replication-password"} & {i["key"] for i in auth["items"]}
 
@@ -364,9 +364,10 @@ def test_the_state_tier_is_a_statefulset_of_its_own_that_never_evicts(stack: Ren
     # The state pods' scripts act on the state tier: its master name, its pods, its ordinal 0.
     common = conf["common.sh"]
     assert ': "${MASTER_NAME:=dictstate}"' in common
-    assert "redis-state-0.redis-state-headless." in common and "redis-0.redis-headless." not in common.split(
-        "SENTINEL_MONITORS"
-    )[0]
+    assert (
+        "redis-state-0.redis-state-headless." in common
+        and "redis-0.redis-headless." not in common.split("SENTINEL_MONITORS")[0]
+    )
     # The same hardening, probes, preStop and PDB as the cache.
     spec, cache_spec = state["spec"]["template"]["spec"], cache["spec"]["template"]["spec"]
     main, cache_main = spec["containers"][0], cache_spec["containers"][0]

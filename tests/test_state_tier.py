@@ -226,7 +226,7 @@ def full(admin: Callable[[], redis.Redis], prefix: str, max_keys: int = 4000) ->
 
 
 def test_a_full_state_tier_refuses_every_write_and_still_answers_every_read(tiers: Tiers, prefix: str) -> None:
-    store = IdempotencyStore(tiers.state, prefix, replicas=tiers.state_replicas)
+    store = IdempotencyStore(tiers.state, prefix, min_replicas=tiers.state_replicas)
     workflows = WorkflowCache(tiers.state, prefix)
     limiter = RateLimiter(tiers.state, prefix, limits={"Drill": 2})
     meta = WorkflowMetadata("w1", "ClaimWorkflow", "2024-05-01T12:00:00Z", "c1", "notify")

@@ -131,9 +131,10 @@ def test_each_workload_gets_its_own_key_and_a_certificate_for_the_cert_manager_d
     ca = resource(stack_ca, SELF_SIGNED, "tls-ca")
     assert cert.inputs["certRequestPem"] == csr.outputs["certRequestPem"]
     assert cert.inputs["caCertPem"] == ca.outputs["certPem"]
-    assert secret_value(cert.inputs["caPrivateKeyPem"]) == resource(stack_ca, PRIVATE_KEY, "tls-ca-key").outputs[
-        "privateKeyPem"
-    ]
+    assert (
+        secret_value(cert.inputs["caPrivateKeyPem"])
+        == resource(stack_ca, PRIVATE_KEY, "tls-ca-key").outputs["privateKeyPem"]
+    )
     assert cert.inputs["allowedUses"] == LEAF_USES
     assert [u.replace("_", " ") for u in LEAF_USES] == prod.find("Certificate", secret)["spec"]["usages"]
     assert (cert.inputs["validityPeriodHours"], cert.inputs["earlyRenewalHours"]) == (2160, 360)

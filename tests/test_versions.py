@@ -76,7 +76,8 @@ def test_workflow_writes_keep_the_newest_version(client: SentinelClient, pair: t
     cache = WorkflowCache(client, f"smoke:versions:{uuid.uuid4().hex[:12]}:")
     meta = WorkflowMetadata("w", "ClaimWorkflow", "2025-10-25T12:00:00Z", "claim-w", "Validate")
     assert cache.set("w", first, f"S{first}", meta).applied
-    result = cache.set("w", second, f"S{second}", meta)
+    result = cache.set("w", second, f"T{second}", meta)  # equal versions: other contents, not a retry
     assert result.applied == (second > first) and result.stored_version == max(first, second)
     state = cache.get("w")
-    assert state is not None and state.version == max(first, second) and state.status == f"S{max(first, second)}"
+    winner = f"T{second}" if second > first else f"S{first}"
+    assert state is not None and state.version == max(first, second) and state.status == winner

@@ -48,7 +48,7 @@ def test_script_reloaded_after_flush(client: SentinelClient, ctx: CheckContext, 
     for node in cluster.redis_nodes:
         with cluster.client(node) as admin:
             admin.script_flush()
-    assert cache.set("w", 3, "OPEN", metadata("w")) == SetResult(True, 3)
+    assert cache.set("w", 3, "OPEN", metadata("w")) == SetResult(True, 3, confirmed=True)
 
 
 def test_late_writer_after_status_expired_for_real(client: SentinelClient, ctx: CheckContext) -> None:
@@ -110,7 +110,7 @@ def test_checks_fail_on_the_seed_design(ctx: CheckContext, monkeypatch: pytest.M
             key = self.status_key(workflow_id)
             value = f'{{"status":"{status}","version":{version}}}'
             self.client.run(lambda r: r.set(key, value, ex=30), idempotent=True)
-            return SetResult(True, version)
+            return SetResult(True, version, confirmed=True)
 
     monkeypatch.setattr(workflow_checks, "WorkflowCache", SeedCache)
     item = next(c for c in CHECKS if c.name == "late_writer_never_regresses")
@@ -141,11 +141,11 @@ def test_versions_above_2_53_keep_their_order(client: SentinelClient, ctx: Check
     ns = 1_732_000_000_123_456_789
     assert cache.set("w", ns, "A", metadata("w")).applied
     assert not cache.set("w", ns - 1, "B", metadata("w")).applied
-    assert cache.set("w", ns + 1, "C", metadata("w")) == SetResult(True, ns + 1)
+    assert cache.set("w", ns + 1, "C", metadata("w")) == SetResult(True, ns + 1, confirmed=True)
     # With the status expired, the metadata's copy of the version still decides, exactly.
     client.run(lambda r: r.delete(cache.status_key("w")), idempotent=True)
     assert cache.set("w", ns, "D", metadata("w")) == SetResult(False, ns + 1)
-    assert cache.set("w", 2**63 - 1, "E", metadata("w")) == SetResult(True, 2**63 - 1)
+    assert cache.set("w", 2**63 - 1, "E", metadata("w")) == SetResult(True, 2**63 - 1, confirmed=True)
 
 
 def test_a_workflow_id_that_cannot_be_encoded_is_refused(client: SentinelClient, ctx: CheckContext) -> None:

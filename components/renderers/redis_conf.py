@@ -10,6 +10,13 @@ from __future__ import annotations
 from components.settings import Settings
 from components.topology import TierName, Topology
 
+# How long a full sync waits for more replicas to share its transfer, unless every replica is
+# waiting already (repl-diskless-sync-max-replicas). The server's default, 5 s, is time in which
+# min-replicas-to-write refuses every write when the resyncing replica is the only one left
+# (issue 16: both replicas down 5 s and one back made an 11 s outage); 1 s still lets replicas
+# restarted together share one transfer.
+FULL_SYNC_DELAY_S = 1
+
 
 def _yes(flag: bool) -> str:
     return "yes" if flag else "no"
@@ -69,11 +76,11 @@ io-threads {r.io_threads}
 io-threads-do-reads {_yes(r.io_threads_do_reads)}
 
 # Replication (replicaof is chosen at start from Sentinel's answer). A full sync waits up to
-# 5 s for more replicas to share one transfer, but starts at once when every replica of the
-# StatefulSet is waiting (a first boot, all replicas resyncing after a failover).
+# {FULL_SYNC_DELAY_S} s for more replicas to share one transfer, and starts at once when every replica of
+# the StatefulSet is waiting (a first boot, all replicas resyncing after a failover).
 replica-read-only yes
 repl-diskless-sync yes
-repl-diskless-sync-delay 5
+repl-diskless-sync-delay {FULL_SYNC_DELAY_S}
 repl-diskless-sync-max-replicas {r.replicas - 1}
 repl-disable-tcp-nodelay no
 replica-priority 100

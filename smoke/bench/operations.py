@@ -72,7 +72,7 @@ class Workload:
         self.entries = EntryCache(client, prefix, markers=state)
         self.claims = ClaimCache(client, prefix)
         self.workflow = WorkflowCache(decisions, prefix)
-        self.idempotency = IdempotencyStore(decisions, prefix, replicas=replicas)
+        self.idempotency = IdempotencyStore(decisions, prefix, min_replicas=replicas)
         # A limit no benchmark reaches: the measured path is the counting one (INCR), not a rejection.
         self.limiter = RateLimiter(decisions, prefix, limits={"GetEntry": 10**12})
         self.seed = seed

@@ -25,7 +25,8 @@ STRATEGY = "idempotency"
 
 
 def _store(ctx: CheckContext, **kwargs: Any) -> IdempotencyStore:
-    return IdempotencyStore(ctx.state, ctx.prefix, replicas=kwargs.pop("replicas", ctx.state_tier_replicas), **kwargs)
+    kwargs.setdefault("min_replicas", ctx.state_tier_replicas)
+    return IdempotencyStore(ctx.state, ctx.prefix, **kwargs)
 
 
 def _payload(request_id: str, amount: str = "100.00") -> dict[str, Any]:
@@ -84,7 +85,7 @@ def claim_confirmed_by_wait(ctx: CheckContext) -> str:
     pttl = ctx.state.run(lambda r: r.pttl(store.key(rid)), idempotent=True)
     expect(0 < pttl <= store.lock_ttl_ms, f"in-progress PTTL {pttl} ms, expected in (0, {store.lock_ttl_ms}]")
     # More replicas than exist can never acknowledge: the claim must say so, not pass as safe.
-    strict = _store(ctx, replicas=ctx.state_tier_replicas + 1, wait_timeout_ms=100)
+    strict = _store(ctx, min_replicas=ctx.state_tier_replicas + 1, wait_timeout_ms=100)
     rid2 = uuid.uuid4().hex
     # Not timed: it waits out the WAIT timeout on purpose and would skew idempotency.claim.
     unconfirmed = strict.claim(rid2, _payload(rid2))

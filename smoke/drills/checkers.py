@@ -79,7 +79,8 @@ def longest_gap(finished: list[float], start: float, end: float) -> float | None
     after = sorted(t for t in finished if start <= t <= end)
     if not after:
         return None
-    points = [start, *after]
+    # The stretch after the last write counts too: an outage that lasts to the end is one.
+    points = [start, *after, end]
     return max(b - a for a, b in itertools.pairwise(points))
 
 
@@ -107,10 +108,8 @@ class Outage:
     history (a write acknowledged by a deposed master and then lost was no service at all).
     Passes when it is finite and at most ``limit_s``."""
 
-    name = "outage"
-
-    def __init__(self, history: History, survivors: Survivors, limit_s: float) -> None:
-        self.history, self.survivors, self.limit_s = history, survivors, limit_s
+    def __init__(self, history: History, survivors: Survivors, limit_s: float, *, name: str = "outage") -> None:
+        self.history, self.survivors, self.limit_s, self.name = history, survivors, limit_s, name
 
     def check(self, timeline: Timeline) -> Verdict:
         kept = self.survivors.of(self.history)

@@ -122,7 +122,7 @@ class Decisions:
         timeout_s: float = 120.0,
     ) -> None:
         self.prefix = prefix
-        self.store = IdempotencyStore(client, prefix, replicas=replicas)
+        self.store = IdempotencyStore(client, prefix, min_replicas=replicas)
         self.workflows = WorkflowCache(client, prefix)
         self.limiter = RateLimiter(client, prefix, limits={RATE_OPERATION: rate_limit}, window_ms=RATE_WINDOW_MS)
         self.bumps, self.rate_limit = bumps, rate_limit

@@ -44,6 +44,9 @@ class DrillResult:
     passed: bool
     detail: str  # the verdicts that failed, or the outage line when all held
     heal_error: str | None = None
+    # With claims_outage: the longest stretch without a confirmed claim (None: not measured,
+    # or no claim confirmed after the fault).
+    claims_outage_seconds: float | None = None
 
     def as_report(self) -> dict[str, object]:
         return asdict(self)
@@ -56,15 +59,22 @@ def outage_limit_s(down_after_ms: int) -> float:
 def run_failover_drill(
     client: SentinelClient,
     prefix: str,
-    replicas: int,
+    min_replicas: int,
     fault: Fault,
     *,
     masters: Callable[[], list[str]] | None = None,
     settle_seconds: float = 3.0,
     timeout: float = 60.0,
+    outage_allowance_s: float = 0.0,
+    claims_outage: bool = False,
 ) -> DrillResult:
-    """Run the composition once. ``masters`` (the addresses of the nodes that say they are
-    master) adds the one-master checker; ``fault.heal()`` runs before it is asked."""
+    """Run the composition once. ``min_replicas``: the least number of replicas a claim is
+    confirmed by (:mod:`smoke.strategies.replication`). ``masters`` (the addresses of the nodes
+    that say they are master) adds the one-master checker; ``fault.heal()`` runs before it is
+    asked. ``outage_allowance_s`` widens the outage bound for a fault that adds a known delay of
+    its own (a replica's full resync); ``claims_outage`` also judges the claims' availability:
+    the longest stretch without a confirmed claim must stay within the bound plus one ``WAIT``
+    timeout (the one wait a client spends on a replica that has just gone)."""
     name = client.config.master_name
     down_after = int(client.sentinels()[0].sentinel_master(name)["down-after-milliseconds"])
     old = "{}:{}".format(*client.sentinel_master_address())
@@ -78,13 +88,17 @@ def run_failover_drill(
         return seen["master"] != old
 
     plain = PlainWrites(client, prefix)
-    claims = ConfirmedClaims(client, prefix, replicas)
+    claims = ConfirmedClaims(client, prefix, min_replicas)
     survivors = Survivors(client)
+    limit = outage_limit_s(down_after) + outage_allowance_s
     checkers: list[Checker] = [
         Lost("confirmed_claims_kept", claims.history, survivors),
         Lost("plain_writes_lost", plain.history, survivors, allowed=True),
-        Outage(plain.history, survivors, outage_limit_s(down_after)),
+        Outage(plain.history, survivors, limit),
     ]
+    if claims_outage:
+        wait_s = claims.store.wait_timeout_ms / 1000
+        checkers.append(Outage(claims.history, survivors, limit + wait_s, name="claims_outage"))
     if masters is not None:
         checkers.append(OneMaster(masters))
     run = Drill(
@@ -112,4 +126,5 @@ def run_failover_drill(
         passed=run.passed,
         detail="; ".join(failed) if failed else outage.detail,
         heal_error=run.heal_error,
+        claims_outage_seconds=run.verdict("claims_outage").figures["seconds"] if claims_outage else None,
     )

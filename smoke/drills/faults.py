@@ -9,6 +9,8 @@ own commands; they never reach beyond the topology they are given.
 from __future__ import annotations
 
 import signal
+import threading
+import time
 from collections.abc import Callable
 from typing import Protocol
 
@@ -43,10 +45,55 @@ class KillMaster:
         self.killed = self.cluster.masters(self.tier)[0]
         self.cluster.kill_node(self.killed, self.sig)
 
-    def heal(self) -> None:
+    def restart(self) -> None:
+        """Start the killed master again (its pod restarting), without waiting for anything."""
         if self.killed is not None and not self.killed.running:
             self.cluster.start_node(self.killed)
+
+    def heal(self) -> None:
+        self.restart()
         self.cluster.wait_for("the killed master back as a replica", self.cluster.converged, CONVERGE_TIMEOUT_S)
+
+
+class KillReplica:
+    """SIGKILL one replica of a data ``tier`` (a pod restart, a node drain). With
+    ``restart_after_s`` it is started again that long after the kill, from its data directory, as
+    its pod would be: while the drill runs, so the workloads see it come back. Heal: start it if
+    it is still down, and wait for the topology to converge."""
+
+    def __init__(self, cluster: LoopbackCluster, tier: str = "cache", restart_after_s: float | None = None) -> None:
+        self.cluster, self.tier, self.restart_after_s = cluster, tier, restart_after_s
+        back = "" if restart_after_s is None else f", back after {restart_after_s:g} s"
+        self.name = f"{tier} replica SIGKILL{back}"
+        self.killed: Node | None = None
+        self._restart: threading.Timer | None = None
+        self._lock = threading.Lock()
+
+    def inject(self) -> None:
+        self.killed = next(
+            n for n in self.cluster.tier_nodes(self.tier) if n.running and self.cluster.role(n) == "slave"
+        )
+        self.cluster.kill_node(self.killed, signal.SIGKILL)
+        if self.restart_after_s is not None:
+            self._restart = threading.Timer(self.restart_after_s, self._start)
+            self._restart.daemon = True
+            self._restart.start()
+
+    def _start(self) -> None:
+        with self._lock:
+            if self.killed is not None and not self.killed.running:
+                self.cluster.start_node(self.killed)
+
+    def restart(self) -> None:
+        """Start the killed replica now if its timer has not (cancelling the timer)."""
+        if self._restart is not None:
+            self._restart.cancel()
+            self._restart.join(timeout=30)
+        self._start()
+
+    def heal(self) -> None:
+        self.restart()
+        self.cluster.wait_for("the killed replica back", self.cluster.converged, CONVERGE_TIMEOUT_S)
 
 
 class HangSentinel:
@@ -65,21 +112,33 @@ class HangSentinel:
 
 
 class Together:
-    """Several faults at once: injected in order and healed in the same order, so a fault whose
+    """Several faults at once: injected in order, ``gap_s`` apart (0: at once; e.g. a replica
+    down for a while before the master fails), and healed in the same order, so a fault whose
     heal the others' heal waits on comes first (a hung Sentinel before a killed master: the
-    master's heal waits for every Sentinel to agree). Each heal runs even when an earlier one
-    failed; the first failure is raised afterwards."""
+    master's heal waits for every Sentinel to agree). Before any heal, every fault that has a
+    ``restart()`` (start what it killed, wait for nothing) is restarted, so no heal waits for a
+    topology another fault still holds down. Each heal runs even when an earlier one failed; the
+    first failure is raised afterwards."""
 
-    def __init__(self, *faults: Fault) -> None:
-        self.faults = faults
-        self.name = " + ".join(f.name for f in faults)
+    def __init__(self, *faults: Fault, gap_s: float = 0.0) -> None:
+        self.faults, self.gap_s = faults, gap_s
+        self.name = (" + " if not gap_s else f", {gap_s:g} s later ").join(f.name for f in faults)
 
     def inject(self) -> None:
-        for fault in self.faults:
+        for index, fault in enumerate(self.faults):
+            if index and self.gap_s:
+                time.sleep(self.gap_s)
             fault.inject()
 
     def heal(self) -> None:
         failure: BaseException | None = None
+        for fault in self.faults:
+            restart = getattr(fault, "restart", None)
+            if restart is not None:
+                try:
+                    restart()
+                except Exception as exc:  # every fault gets healed; the first error is raised afterwards
+                    failure = failure or exc
         for fault in self.faults:
             try:
                 fault.heal()

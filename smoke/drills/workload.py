@@ -121,14 +121,15 @@ class PlainWrites(_Writer):
 
 class ConfirmedClaims(_Writer):
     """Idempotency claims through the real strategy: acknowledged only when ``claim()`` answers
-    CLAIMED, i.e. the replicas confirmed it with ``WAIT``. None of these may ever be lost."""
+    CLAIMED, i.e. every replica in sync (at least ``min_replicas``) confirmed it with ``WAIT``.
+    None of these may ever be lost."""
 
     name = "confirmed-claims"
 
-    def __init__(self, client: SentinelClient, prefix: str, replicas: int) -> None:
+    def __init__(self, client: SentinelClient, prefix: str, min_replicas: int = 1) -> None:
         super().__init__()
         # The lock must outlive the drill: the claims are looked for after the failover.
-        self.store = IdempotencyStore(client, prefix, replicas=replicas, lock_ttl_ms=300_000)
+        self.store = IdempotencyStore(client, prefix, min_replicas=min_replicas, lock_ttl_ms=300_000)
 
     def attempt(self, n: int) -> str | None:
         request_id = f"drill-{n}"

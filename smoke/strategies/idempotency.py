@@ -10,11 +10,13 @@ Now a request is **claimed before** its side effect:
    progress under another owner → IN_PROGRESS. A claim that finds its own
    owner token (a retry after a lost reply) re-writes its record and counts as claimed, which
    makes the claim safe to retry.
-2. ``WAIT <replicas> <timeout_ms>`` on the same connection, only for a new claim: the claim is
-   CLAIMED only when every required replica (default: all) acknowledged it. Otherwise the outcome
-   is UNCONFIRMED: the claim exists on the master but may be lost in a failover, so the caller
-   must not run the side effect as if it were safe (release it and answer a retryable 503). The
-   notes measured ``WAIT 1`` still losing claims and ``WAIT``-all losing none.
+2. ``WAIT`` on the same connection: the claim is CLAIMED only when every replica *in sync* with
+   the master acknowledged it, at least one (:mod:`smoke.strategies.replication` states the rule
+   and what can still lose a confirmed write). Otherwise the outcome is UNCONFIRMED: the claim
+   exists on the master but may be lost in a failover, so the caller must not run the side
+   effect as if it were safe (release it and answer a retryable 503). The notes measured
+   ``WAIT 1`` losing claims and ``WAIT``-all losing none; a fixed "all 2" made every claim
+   UNCONFIRMED while one replica was down (issue 16), "all in sync" keeps claims available then.
 3. ``complete`` — owner-checked Lua: stores the response, state "completed", 24 h TTL; the
    ``WAIT`` pipelined behind it decides COMPLETED or UNCONFIRMED. A retried ``complete`` (the
    record is completed already) writes the record again, unchanged, so that ``WAIT`` covers it.
@@ -72,11 +74,12 @@ refused the same way. What only reads keeps working: REPLAY of a completed recor
 script reads first and writes only a new claim), IN_PROGRESS and MISMATCH. ``release`` deletes,
 which a full tier allows (and which frees memory).
 
-Round trips: first claim 2 (``EVALSHA``, then ``WAIT`` only when it claimed: a ``WAIT`` on a
-replay would stall for its timeout whenever a replica is down), replay/duplicate/mismatch 1,
-complete 1 (``EVALSHA`` and ``WAIT`` pipelined: an unconfirmed completion is reported as
-UNCONFIRMED), release 1
-(+1 ``SCRIPT LOAD`` once per process and per failover). All decisions read the master.
+Round trips: claim 1 and complete 1 (``INFO replication``, the script and ``WAIT`` pipelined on
+one connection; a second ``WAIT`` only just after a replica came back, see
+:mod:`smoke.strategies.replication`), release 1 (+1 ``SCRIPT LOAD`` once per process and per
+failover). A ``WAIT`` after a replay, duplicate or mismatch confirms nothing and is not looked at
+(on Redis 7.2 and Valkey it returns at once: that connection wrote nothing). All decisions read
+the master.
 """
 
 from __future__ import annotations
@@ -97,6 +100,7 @@ import redis
 from smoke.strategies.client import SentinelClient, encodable
 from smoke.strategies.corruption import CorruptionLog
 from smoke.strategies.lua import LuaScript
+from smoke.strategies.replication import WAIT_TIMEOUT_MS, Acknowledgement, Confirmation
 from smoke.strategies.tiers import refused_when_full
 
 log = logging.getLogger(__name__)
@@ -107,8 +111,6 @@ RECORD_TTL_S = 24 * 3600  # 86400: how long a completed request replays its resp
 # How long a claim protects a request whose owner may have crashed; long enough for the slowest
 # Bridge call (read/write timeouts are 3 s), short enough that a retry after a crash gets through.
 LOCK_TTL_MS = 30_000
-WAIT_TIMEOUT_MS = 500
-
 _log_corrupt = CorruptionLog(log, "idempotency: corrupt or foreign record, failing closed: %s")
 
 # Shared Lua prelude: read and validate the record. Returns rec (a table) or nil plus a reason.
@@ -221,6 +223,10 @@ class CompleteOutcome(enum.Enum):
     NOT_OWNER = "not_owner"  # the claim expired and another owner took it
     MISSING = "missing"  # the claim expired (or was lost in a failover): outcome uncertain
     CORRUPT = "corrupt"
+
+
+# The script replies whose write a completion confirms (both wrote the record just before WAIT).
+_CONFIRMED_COMPLETIONS = (b"completed", b"already_completed")
 
 
 class ReleaseOutcome(enum.Enum):
@@ -367,21 +373,26 @@ class IdempotencyStore:
         client: SentinelClient,
         prefix: str = "",
         *,
-        replicas: int = 2,
+        min_replicas: int = 1,
         wait_timeout_ms: int = WAIT_TIMEOUT_MS,
         lock_ttl_ms: int = LOCK_TTL_MS,
         record_ttl_s: int = RECORD_TTL_S,
     ) -> None:
-        """``replicas``: how many replicas must acknowledge a claim; the default is all replicas of
-        the rehearsal and the stack (2). ``wait_timeout_ms`` must stay well below the client's
-        read timeout (3 s), or the client would time out before WAIT answers."""
-        if replicas < 0 or wait_timeout_ms < 1 or lock_ttl_ms < 1 or record_ttl_s < 1:
-            raise ValueError("replicas >= 0; wait timeout, lock TTL and record TTL >= 1")
+        """A claim or completion is confirmed when every replica in sync with the master
+        acknowledged it, and at least ``min_replicas`` did (:mod:`smoke.strategies.replication`).
+        ``wait_timeout_ms`` must stay well below the client's read timeout (3 s), or the client
+        would time out before ``WAIT`` answers."""
+        if lock_ttl_ms < 1 or record_ttl_s < 1:
+            raise ValueError(f"lock TTL {lock_ttl_ms} ms, record TTL {record_ttl_s} s: both must be at least 1")
         if wait_timeout_ms >= client.config.read_timeout * 1000:
-            raise ValueError(f"wait_timeout_ms {wait_timeout_ms}: must be below the read timeout")
+            raise ValueError(
+                f"wait_timeout_ms {wait_timeout_ms}: must be below the client's read timeout "
+                f"({client.config.read_timeout * 1000:g} ms), or the client gives up before WAIT answers"
+            )
         self.client = client
         self.prefix = prefix
-        self.replicas = replicas
+        self.confirmation = Confirmation(min_replicas, wait_timeout_ms)
+        self.min_replicas = min_replicas
         self.wait_timeout_ms = wait_timeout_ms
         self.lock_ttl_ms = lock_ttl_ms
         self.record_ttl_s = record_ttl_s
@@ -406,21 +417,16 @@ class IdempotencyStore:
         key, fp = self.key(request_id), fingerprint(payload)
         args = [owner, fp, self.lock_ttl_ms, self.record_ttl_s]
 
-        def operation(r: redis.Redis) -> tuple[list[Any], int | None]:
-            # Pin one connection: WAIT counts replicas that reached *this connection's* last write.
-            with r.client() as pinned:
-                reply = _CLAIM(pinned, [key], args)
-                if reply[0] not in (b"claimed", b"own"):
-                    return reply, None
-                return reply, int(pinned.execute_command("WAIT", self.replicas, self.wait_timeout_ms))
+        def operation(r: redis.Redis) -> tuple[list[Any], Acknowledgement | None]:
+            return self.confirmation.run(r, _CLAIM, [key], args, wrote=lambda reply: reply[0] in (b"claimed", b"own"))
 
         with refused_when_full("claim", key):
-            reply, acked = self.client.run(operation, idempotent=True)
+            reply, ack = self.client.run(operation, idempotent=True)
         kind, ttl_ms, response = reply[0].decode(), int(reply[1]), reply[2]
         if kind in ("claimed", "own"):
-            assert acked is not None
-            outcome = Outcome.CLAIMED if acked >= self.replicas else Outcome.UNCONFIRMED
-            return ClaimResult(outcome, request_id, owner, acked, self.replicas, ttl_ms=ttl_ms)
+            assert ack is not None
+            outcome = Outcome.CLAIMED if ack.confirmed else Outcome.UNCONFIRMED
+            return ClaimResult(outcome, request_id, owner, ack.acked, ack.required, ttl_ms=ttl_ms)
         if kind == "mismatch":
             return ClaimResult(Outcome.MISMATCH, request_id, ttl_ms=ttl_ms)
         if kind == "in_progress":
@@ -453,17 +459,16 @@ class IdempotencyStore:
         # replayed as it was.
         text = json.dumps(response, sort_keys=True, separators=(",", ":"), ensure_ascii=True, allow_nan=False)
 
-        def operation(r: redis.Redis) -> tuple[bytes, int]:
+        def operation(r: redis.Redis) -> tuple[bytes, Acknowledgement | None]:
             # Like the claim: the stored response must reach the replicas before it counts, or a
             # failover could bring back the bare claim and, after its lock, a second execution.
-            # Script and WAIT go in one pipeline (one round trip): a completion nearly always
-            # writes, so the WAIT is nearly always needed anyway.
-            return _COMPLETE.then_wait(r, [key], [owner, text, self.record_ttl_s], self.replicas, self.wait_timeout_ms)
+            args = [owner, text, self.record_ttl_s]
+            return self.confirmation.run(r, _COMPLETE, [key], args, wrote=lambda reply: reply in _CONFIRMED_COMPLETIONS)
 
         with refused_when_full("complete", key):
-            result, acked = self.client.run(operation, idempotent=True)
+            result, ack = self.client.run(operation, idempotent=True)
         outcome = CompleteOutcome(result.decode())
-        if outcome in (CompleteOutcome.COMPLETED, CompleteOutcome.ALREADY_COMPLETED) and acked < self.replicas:
+        if ack is not None and not ack.confirmed:
             outcome = CompleteOutcome.UNCONFIRMED
         if outcome is CompleteOutcome.CORRUPT:
             _log_corrupt(f"{self.key(request_id)} on complete")

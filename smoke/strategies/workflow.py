@@ -38,7 +38,16 @@ and so does its compare-and-delete of a corrupt value (``DEL`` is allowed on a f
 
 Redis 7.0 has no per-field ``HEXPIRE``, which is why this stays two keys and not one hash.
 
-Round trips: ``set`` 1 (``EVALSHA``; +1 ``SCRIPT LOAD`` once per process and per failover),
+**Confirmed versions** (issue 16; found when a failover in CI took an acknowledged version
+back: the test read 1258 three times, then 1257). A version applied on the master is not yet
+on a replica; a failover can lose it, and with it the floor that refuses older writers. So
+``set`` confirms an applied write the way claims are confirmed (``WAIT`` for every replica in
+sync, at least one) and says so in ``SetResult.confirmed``; a confirmed version is never taken
+back by a failover of the master alone. Reads are not confirmations: ``get`` may show a version
+that is applied but not yet confirmed, which a failover can still take back.
+
+Round trips: ``set`` 1 (``INFO replication``, ``EVALSHA`` and ``WAIT`` pipelined on one
+connection, :mod:`smoke.strategies.replication`; +1 ``SCRIPT LOAD`` once per process and per failover),
 ``get`` 1 (``MGET``; +1 compare-and-delete only when a corrupt value is found).
 """
 
@@ -54,6 +63,7 @@ from redis.client import NEVER_DECODE
 from smoke.strategies.client import SentinelClient, encodable
 from smoke.strategies.corruption import CorruptionLog
 from smoke.strategies.lua import VERSIONS_LUA, LuaScript, version_text
+from smoke.strategies.replication import WAIT_TIMEOUT_MS, Confirmation
 from smoke.strategies.tiers import refused_when_full
 
 log = logging.getLogger(__name__)
@@ -66,7 +76,8 @@ METADATA_TTL_S = 30 * 24 * 3600  # 2592000
 _log_corrupt = CorruptionLog(log, "workflow cache: corrupt or foreign value treated as a miss: %s")
 
 # KEYS[1] status, KEYS[2] metadata. ARGV: version (decimal), status JSON, metadata JSON, status TTL s,
-# metadata TTL s. Returns {applied 0|1, stored version after the call (decimal text), corrupt 0|1}.
+# metadata TTL s. Returns {applied 0|1, stored version after the call (decimal text), corrupt 0|1};
+# applied is 1 also for a retry of the same write (same version, same texts), which writes again.
 # Versions are compared exactly, as decimal strings (VERSIONS_LUA in smoke/strategies/lua.py): Lua
 # numbers are doubles, and 2^53 + 1 is 2^53 there. A stored version is read from the JSON text,
 # where this module always writes it last (``...,"version":<n>}``), not from cjson's double.
@@ -90,6 +101,15 @@ end
 local a, b = version_of(KEYS[1]), version_of(KEYS[2])
 local stored = vgt(a, b) and a or b
 local version = vnorm(ARGV[1])
+local function holds(key, text) return redis.pcall('GET', key) == text end
+if version and version == stored and holds(KEYS[1], ARGV[2]) and holds(KEYS[2], ARGV[3]) then
+  -- A retry of this very write (its reply was lost): write it again, unchanged and with the TTLs
+  -- it has left, so the WAIT behind this script covers it (Redis >= 7.2 and Valkey count the
+  -- calling connection's own last write; one that wrote nothing is "confirmed" at once).
+  redis.call('SET', KEYS[1], ARGV[2], 'KEEPTTL')
+  redis.call('SET', KEYS[2], ARGV[3], 'KEEPTTL')
+  return {1, version, corrupt}
+end
 if not version or not vgt(version, stored) then return {0, stored, corrupt} end
 redis.call('SET', KEYS[1], ARGV[2], 'EX', ARGV[4])
 redis.call('SET', KEYS[2], ARGV[3], 'EX', ARGV[5])
@@ -121,10 +141,16 @@ class WorkflowMetadata:
 
 @dataclass(frozen=True)
 class SetResult:
-    """``applied`` is False when the stored version was equal or newer: a late writer lost."""
+    """``applied`` is False when the stored version was newer, or equal with other contents: a
+    late writer lost. ``confirmed``: applied, and acknowledged by every replica in sync with the
+    master (at least one), so a failover keeps it (:mod:`smoke.strategies.replication`). Applied
+    but not confirmed: on the master only, a failover may take it back (and with it the floor
+    that refuses older versions): call ``set`` again with the same arguments until it is
+    confirmed or superseded."""
 
     applied: bool
     stored_version: int
+    confirmed: bool = False
 
 
 @dataclass(frozen=True)
@@ -148,6 +174,8 @@ class WorkflowCache:
         *,
         status_ttl_s: int = STATUS_TTL_S,
         metadata_ttl_s: int = METADATA_TTL_S,
+        min_replicas: int = 1,
+        wait_timeout_ms: int = WAIT_TIMEOUT_MS,
     ) -> None:
         if status_ttl_s <= 0 or metadata_ttl_s < status_ttl_s:
             raise ValueError("TTLs must be positive, and the metadata must outlive the status (it keeps the version)")
@@ -155,6 +183,7 @@ class WorkflowCache:
         self.prefix = prefix
         self.status_ttl_s = status_ttl_s
         self.metadata_ttl_s = metadata_ttl_s
+        self.confirmation = Confirmation(min_replicas, wait_timeout_ms)
 
     # The key builders refuse an id that cannot be sent as it is (not UTF-8: it would reach Redis
     # as another id's key), with a ValueError naming it, before anything is sent.
@@ -167,8 +196,10 @@ class WorkflowCache:
     def set(self, workflow_id: str, version: int, status: str, metadata: WorkflowMetadata) -> SetResult:
         """Write status and metadata together if ``version`` is newer than the stored one.
 
-        Idempotent (a repeated write finds its own version and changes nothing), so the client
-        may retry it after a connection error. Raises
+        Idempotent: a repeated write (same version, same status and metadata) finds itself,
+        writes itself again so that the replicas' acknowledgement covers it, and answers
+        ``applied`` as the first did; so the client may retry it after a connection error, and
+        the caller should retry one that is applied but not ``confirmed``. Raises
         :class:`~smoke.strategies.tiers.StateTierFull` when the state tier is full and the
         version is newer (nothing was written); a stale version is refused without writing.
         """
@@ -178,10 +209,12 @@ class WorkflowCache:
         keys = [self.status_key(workflow_id), self.metadata_key(workflow_id)]
         args = [version_arg, status_json, metadata_json, self.status_ttl_s, self.metadata_ttl_s]
         with refused_when_full("workflow set", keys[0]):
-            applied, stored, corrupt = self.client.run(lambda r: _SET(r, keys, args), idempotent=True)
+            (applied, stored, corrupt), ack = self.client.run(
+                lambda r: self.confirmation.run(r, _SET, keys, args, wrote=lambda reply: reply[0] == 1), idempotent=True
+            )
         if corrupt:
             _log_corrupt(f"{workflow_id}: stored version unreadable, {'overwritten' if applied else 'kept'}")
-        return SetResult(applied=bool(applied), stored_version=int(stored))
+        return SetResult(bool(applied), int(stored), confirmed=ack is not None and ack.confirmed)
 
     def get(self, workflow_id: str) -> WorkflowState | None:
         """Status and metadata in one ``MGET``; None when neither is cached."""

@@ -19,7 +19,7 @@ Why this rule and not a fixed count:
   a replica that has stopped acknowledging (killed: its link closes at once; hung: after 2 s)
   instead of waiting for it.
 
-What can still lose a confirmed write (said in ``docs/reliability.md`` too): the master and every
+What can still lose a confirmed write (said in ``docs/smoke-and-strategies.md`` too): the master and every
 replica that acknowledged the write lost together (with one replica already down, that is the
 master and the one left), or a replica that had fallen out of sync being promoted before it
 catches up (Sentinel skips replicas it has not heard from for 5 s and prefers the highest

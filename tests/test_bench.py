@@ -48,11 +48,11 @@ def test_quick_bench_writes_the_issue_layout_with_sane_figures(fresh_cluster: Lo
         assert list(op) == list(report.OPERATION_FIELDS), name
         assert 0 < op["p50_us"] <= op["p95_us"] <= op["p99_us"] < 1_000_000, (name, op)
         assert op["commands"] >= op["round_trips"] >= 1, (name, op)
-    # Round trips are counted: one per operation, two where a WAIT confirms the write.
+    # Round trips are counted: one per operation (a WAIT-confirmed claim or completion pipelines
+    # its script and its WAIT), two for an entry write or invalidation (the version marker on the
+    # state tier, then the entry).
     trips = {name: op["round_trips"] for name, op in data["operations"].items()}
-    # One round trip each; two for a first idempotency claim (its WAIT only follows a new claim)
-    # and for an entry write or invalidation (the version marker on the state tier, then the entry).
-    two = {"idempotency.claim", "entry.write", "entry.invalidate"}
+    two = {"entry.write", "entry.invalidate"}
     assert trips == {name: 2 if name in two else 1 for name in OPERATIONS}
     assert data["baseline"]["get"]["commands"] == data["baseline"]["setex"]["commands"] == 1
     # A Lua operation runs more than one command on the server (the script's own calls count).

@@ -201,7 +201,7 @@ class Workload:
             Operation("claim.list", "get", 1, self.claim_list, lambda claims: len(claims) == 2),
             Operation("workflow.set", "setex", 1, self.workflow_set, lambda result: result.applied),
             Operation("workflow.get", "get", 1, self.workflow_get, lambda state: state and state.status == "RUNNING"),
-            Operation("idempotency.claim", "setex", 2, self.idem_claim, is_claimed),
+            Operation("idempotency.claim", "setex", 1, self.idem_claim, is_claimed),
             Operation(
                 "idempotency.complete",
                 "setex",

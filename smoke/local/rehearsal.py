@@ -665,14 +665,26 @@ class LoopbackCluster:
         raise RehearsalError(f"timed out waiting for {what}\n{logs}")
 
     def tail(self, node: Node, lines: int = 15) -> str:
+        return self._redacted(self._log_lines(node)[-lines:])
+
+    def log_matching(self, node: Node, *needles: str) -> str:
+        """The lines of the node's log holding any of ``needles`` (e.g. Sentinel's ``+switch-master``
+        events, the start script's ``starting ... as``), secrets redacted: what a failing drill
+        prints to say what the topology did."""
+        return self._redacted([line for line in self._log_lines(node) if any(n in line for n in needles)])
+
+    @staticmethod
+    def _log_lines(node: Node) -> list[str]:
         try:
-            text = node.log_path.read_text(errors="replace")
+            return node.log_path.read_text(errors="replace").splitlines()
         except FileNotFoundError:
-            return "(no log)"
-        tail = "\n".join(text.splitlines()[-lines:])
+            return ["(no log)"]
+
+    def _redacted(self, lines: list[str]) -> str:
+        text = "\n".join(lines)
         for secret in self.secrets():
-            tail = tail.replace(secret, "<redacted>")
-        return tail
+            text = text.replace(secret, "<redacted>")
+        return text
 
 
 def _interrupt(signum: int, frame: object) -> None:

@@ -26,7 +26,9 @@ pytestmark = pytest.mark.redis
 
 
 # What the Sentinels and a start script log when the topology changes hands.
-TOPOLOGY_EVENTS = ("+sdown", "-sdown", "+odown", "+try-failover", "+promoted-slave", "+switch-master", "-failover-abort")
+TOPOLOGY_EVENTS = (
+    "+sdown", "-sdown", "+odown", "+try-failover", "+promoted-slave", "+switch-master", "-failover-abort",
+)
 
 
 def topology_story(cluster: LoopbackCluster, restarted: Node) -> str:

@@ -15,10 +15,18 @@ strategies send and those their Lua scripts call (ACLs apply inside scripts too)
 
 from __future__ import annotations
 
+import string
 from dataclasses import dataclass
 
 from smoke.checks import SMOKE_KEY_PREFIX
 from smoke.strategies import claims, entries, idempotency, ratelimit, workflow
+
+# Long and alphanumeric: the start scripts write the Sentinel and replication passwords unquoted
+# into the Sentinel and Redis configs. Here, not in components/auth.py, so the rotation tool
+# (smoke/rotation.py) draws from the same alphabet without importing the Pulumi resources.
+GENERATED_PASSWORD_LENGTH = 40
+# What ``RandomPassword(special=False)`` draws from; the rotation (smoke/rotation.py) uses the same.
+GENERATED_PASSWORD_ALPHABET = string.ascii_letters + string.digits
 
 # Where the start script puts each user's password hashes.
 PASSWORDS_MARKER = "@PASSWORDS@"

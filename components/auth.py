@@ -7,7 +7,6 @@ per user (``components/acl.py`` names them). Pods mount the Secret as files that
 
 from __future__ import annotations
 
-import string
 from dataclasses import dataclass
 
 import pulumi
@@ -15,14 +14,9 @@ import pulumi_kubernetes as k8s
 import pulumi_random as random
 
 from components import acl
+from components.acl import GENERATED_PASSWORD_LENGTH
 from components.settings import Settings
 from components.topology import Topology
-
-# Long and alphanumeric: the start scripts write the Sentinel and replication passwords unquoted
-# into the Sentinel and Redis configs.
-GENERATED_PASSWORD_LENGTH = 40
-# What ``RandomPassword(special=False)`` draws from; the rotation (smoke/rotation.py) uses the same.
-GENERATED_PASSWORD_ALPHABET = string.ascii_letters + string.digits
 
 
 def ignored_secret_paths() -> list[str]:

@@ -1179,6 +1179,12 @@ def _cross_checks(s: Settings, given: Mapping[str, Any] | None = None) -> _Found
             f"{p}state.persistence.appendonly = false: must be true: without the AOF a full restart of the state "
             "tier loses every decision since the last RDB save",
         )
+    if st.persistence.appendfsync == "no":
+        found.add(
+            "state.persistence.appendfsync",
+            f"{p}state.persistence.appendfsync = 'no': must be 'everysec' (the default) or 'always': with 'no' the "
+            "kernel decides when the AOF reaches the disk, and a node restart loses the decisions written since",
+        )
     if st.master_name == s.master_name:
         found.add(
             ("state.masterName", "masterName"),

@@ -38,8 +38,9 @@ from typing import Protocol
 
 from components import acl
 from components import topology as t
-from components.auth import GENERATED_PASSWORD_ALPHABET, GENERATED_PASSWORD_LENGTH
+from components.acl import GENERATED_PASSWORD_ALPHABET, GENERATED_PASSWORD_LENGTH
 from components.topology import Topology
+from smoke.cli import HelpWithDefaults
 
 # The container of each pod that runs sync-acl.sh / reads the mounted Secret (components/redis.py,
 # components/sentinel.py).
@@ -298,13 +299,14 @@ class RehearsalTarget:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m smoke.rotation", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(
+        prog="python -m smoke.rotation", description=__doc__.split("\n\n")[0], formatter_class=HelpWithDefaults
+    )
     parser.add_argument("--stack", required=True, help="stack name: names and namespace from Pulumi.<stack>.yaml")
     parser.add_argument("--user", required=True, choices=[u.name for u in acl.USERS])
     parser.add_argument(
         "--roll",
         action="append",
-        default=[],
         metavar="[NS/]KIND/NAME",
         help="client workload to restart at step 2 (repeat); without NS: the Redis namespace",
     )
@@ -322,7 +324,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"rotation failed: the stack config of {args.stack} is invalid: {exc}", file=sys.stderr)
         return 2
     try:
-        roll = [Workload.parse(text, settings.namespace) for text in args.roll]
+        roll = [Workload.parse(text, settings.namespace) for text in args.roll or []]
     except ValueError as exc:
         parser.error(str(exc))
     outside = [w for w in roll if settings.client_namespaces and w.namespace not in settings.client_namespaces]

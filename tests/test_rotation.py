@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 
 from components import acl
-from components.auth import GENERATED_PASSWORD_ALPHABET, GENERATED_PASSWORD_LENGTH
+from components.acl import GENERATED_PASSWORD_ALPHABET, GENERATED_PASSWORD_LENGTH
 from components.settings import settings_from_config
 from components.topology import Topology
 from smoke.local.rehearsal import LoopbackCluster

@@ -120,6 +120,8 @@ def test_a_state_tier_that_could_evict_or_forget_is_refused_naming_the_key() -> 
     assert "an evicted decision is a payment executed twice" in message
     message = problems({"state": {"persistence": {"appendonly": False}}})
     assert "dict-redis:state.persistence.appendonly = false: must be true" in message
+    message = problems({"state": {"persistence": {"appendfsync": "no"}}})
+    assert "dict-redis:state.persistence.appendfsync = 'no': must be 'everysec' (the default) or 'always'" in message
     assert "must differ from masterName" in problems({"state": {"masterName": "mymaster"}})
 
 

@@ -399,9 +399,9 @@ def _drill(ctx: CheckContext, target: TierTarget, report: SmokeReport) -> CheckR
     if not _master_usable(report):
         return CheckResult("failover", name, False, "not run: the topology has no usable master")
     _say(f"  .... failover drill ({target.tier} tier): writing through a forced master failure ({target.fault.name})")
-    client = ctx.client if target.tier == "cache" else ctx.state
+    client, replicas = (ctx.client, ctx.replicas) if target.tier == "cache" else (ctx.state, ctx.state_tier_replicas)
     try:
-        result = run_failover_drill(client, ctx.prefix, ctx.replicas, target.fault, masters=target.masters)
+        result = run_failover_drill(client, ctx.prefix, replicas, target.fault, masters=target.masters)
     except Exception as exc:
         return CheckResult("failover", name, False, f"{type(exc).__name__}: {exc}")
     report.failovers[target.tier] = result

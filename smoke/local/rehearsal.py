@@ -696,7 +696,11 @@ def main(argv: list[str] | None = None) -> int:
     import argparse
     import sys
 
-    parser = argparse.ArgumentParser(prog="python -m smoke.local.rehearsal", description=main.__doc__)
+    from smoke.cli import HelpWithDefaults
+
+    parser = argparse.ArgumentParser(
+        prog="python -m smoke.local.rehearsal", description=main.__doc__, formatter_class=HelpWithDefaults
+    )
     parser.add_argument("--render-dir", type=Path, default=Path("build/render/dev/k8s"), help="rendered manifests")
     parser.add_argument("--check", action="store_true", help="stop as soon as the topology has converged")
     parser.add_argument(

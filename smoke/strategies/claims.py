@@ -6,6 +6,11 @@ notes (cache-strategies.md §9) measured it keeping every dead id forever (``TTL
 without bound and returning ids whose claims expired long ago. This module keeps the seed's key
 names and the 1 min TTL as the contract and fixes the mechanics.
 
+Tier: every key below lives on the **cache tier** (:data:`smoke.strategies.tiers.CACHE`,
+``allkeys-lru``). A claim here is a copy of the claim in the directory's database, kept for fast
+reads and polling; evicting it costs a reload, and no decision is taken on it (see Ordering
+below), so it need not be on the never-evicting state tier.
+
 Data shape (changed from the seed where marked, all keys under ``prefix``):
 
 * ``dict:claim:id:<id>`` — the claim JSON, ``PX ttl_ms`` (1 min).

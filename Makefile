@@ -10,8 +10,8 @@ STACK ?= dev
 # Binaries the tests run for real, and the Debian packages that provide them. Two server lines:
 # Redis 7.0 (Debian's redis-*) and Valkey 8.0, the Redis 7.2 line production runs (valkey-*, from
 # bookworm-backports on Debian 12; in the main suite of newer releases).
-SYSTEM_BINARIES := redis-server redis-sentinel redis-cli redis-check-rdb busybox promtool prometheus-redis-exporter
-SYSTEM_PACKAGES := redis-server redis-sentinel redis-tools busybox prometheus prometheus-redis-exporter
+SYSTEM_BINARIES := redis-server redis-sentinel redis-cli redis-check-rdb busybox promtool prometheus-redis-exporter iptables
+SYSTEM_PACKAGES := redis-server redis-sentinel redis-tools busybox prometheus prometheus-redis-exporter iptables
 VALKEY_BINARIES := valkey-server valkey-sentinel valkey-cli valkey-check-rdb
 VALKEY_PACKAGES := valkey-server valkey-sentinel valkey-tools
 BACKPORTS_SOURCE := /etc/apt/sources.list.d/bookworm-backports.sources

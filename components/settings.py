@@ -67,6 +67,10 @@ SHUTDOWN_BUDGET_SECONDS = 10
 PASSWORD_PATTERN = re.compile(r"^[A-Za-z0-9._~+=-]{16,128}$")
 
 
+# The default min-replicas-max-lag (seconds): see RedisSettings.min_replicas_max_lag.
+MIN_REPLICAS_MAX_LAG_S = 2
+
+
 # Backups are a full dump of up to maxmemory plus its upload: runs closer together than this would
 # fork the replica again and again (and, with the CronJob's concurrencyPolicy Forbid, skip runs).
 MIN_BACKUP_INTERVAL_SECONDS = 3600
@@ -367,7 +371,19 @@ class RedisSettings(_Model):
     # minReplicasMaxLag seconds of lag: it bounds what a partitioned master can acknowledge and
     # then lose (0 turns it off).
     min_replicas_to_write: int = Field(default=1, ge=0)
-    min_replicas_max_lag: int = Field(default=10, ge=1)
+    # Replicas acknowledge once a second and the server counts the lag in whole seconds, so 2 is
+    # the least that does not refuse writes whenever one acknowledgement is a moment late; a
+    # master cut off from its replicas stops acknowledging within this + 2 s (docs/architecture.md,
+    # "Partitions": 10 let an isolated master acknowledge ~11 s of writes that were then lost).
+    min_replicas_max_lag: int = Field(
+        default=MIN_REPLICAS_MAX_LAG_S,
+        ge=2,
+        le=60,
+        description="a whole number of seconds from 2 to 60: replicas acknowledge once a second and the lag "
+        "counts whole seconds, so 1 refuses writes whenever an acknowledgement is a moment late; above 60 "
+        "(repl-timeout) a silent replica is dropped anyway; a master cut off from its replicas keeps "
+        "acknowledging writes for up to this + 2 s",
+    )
     io_threads: int = Field(default=4, ge=1, le=128)
     io_threads_do_reads: bool = True
     timeout_seconds: int = Field(default=0, ge=0)

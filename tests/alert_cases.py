@@ -256,7 +256,7 @@ CASES: tuple[Case, ...] = (
             (
                 _labels(severity="warning", namespace=NS, tier="cache", pod="redis-0", slave_ip="10.0.0.2"),
                 "Replica 10.0.0.2 lags behind redis-0",
-                "The replica at 10.0.0.2 last acknowledged the master 15 s ago; beyond 10 s "
+                "The replica at 10.0.0.2 last acknowledged the master 15 s ago; beyond 2 s "
                 "(min-replicas-max-lag of the cache tier) it no longer counts for min-replicas-to-write.",
             )
         ],
@@ -269,7 +269,7 @@ CASES: tuple[Case, ...] = (
             (
                 _labels(severity="warning", namespace=NS, tier="state", pod="redis-state-0", slave_ip="10.0.0.2"),
                 "Replica 10.0.0.2 lags behind redis-state-0",
-                "The replica at 10.0.0.2 last acknowledged the master 15 s ago; beyond 10 s "
+                "The replica at 10.0.0.2 last acknowledged the master 15 s ago; beyond 2 s "
                 "(min-replicas-max-lag of the state tier) it no longer counts for min-replicas-to-write.",
             )
         ],

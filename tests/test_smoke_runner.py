@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 
 from smoke.checks import STRATEGIES
+from smoke.drills.faults import iptables_problem
 from smoke.local.rehearsal import LoopbackCluster
 from smoke.local.render import ROOT
 from tests.support import require_redis_binaries
@@ -70,6 +71,16 @@ def test_the_local_run_passes_every_check_and_the_failover_drill(dev_render_dir:
         assert isinstance(failover["lost_plain_writes"], int)
     by_tier = report["failover_by_tier"]
     assert by_tier["state"]["old_master"] not in (by_tier["cache"]["old_master"], by_tier["cache"]["new_master"])
+    # The partition drill of the state tier (iptables on loopback): its figures are in the report.
+    partition = report["partition"]
+    if iptables_problem() is None:
+        assert partition["run"] is True, partition
+        assert partition["lost_acknowledged_writes"] == 0 and partition["acknowledged_writes"] > 0, partition
+        assert partition["late_ack_seconds"] <= 4.0 and partition["two_writable_seconds"] is not None, partition
+        assert "partition (state tier" in result.stdout
+    else:
+        assert partition["run"] is False and "not run" in partition["reason"], partition
+        assert "NOT RUN failover.partition" in result.stdout
     for op in ("entry.get_by_id", "claim.create", "workflow.set", "idempotency.claim", "ratelimit.check"):
         assert set(report["latency_ms"][op]) == {"p50", "p95", "p99"}, op
     # Everything the run wrote was removed again.

@@ -40,6 +40,9 @@ class SmokeReport:
     failovers: dict[str, DrillResult] = field(default_factory=dict)
     # The eviction drill's figures (smoke/drills/eviction.py EvictionFigures); None: not run.
     eviction: dict[str, object] | None = None
+    # The partition drill (rehearsal only): {"run": False, "reason": ...} when it could not run,
+    # else "run": True and the DrillResult's figures (smoke/drills/partition.py). None: not tried.
+    partition: dict[str, object] | None = None
     latency_ms: dict[str, dict[str, float]] = field(default_factory=dict)
 
     @property
@@ -59,6 +62,7 @@ class SmokeReport:
             "failover": _failover_json(self.failover),
             "eviction": self.eviction,
             "failover_by_tier": {tier: _failover_json(result) for tier, result in self.failovers.items()},
+            "partition": self.partition,
             "latency_ms": self.latency_ms,
         }
 

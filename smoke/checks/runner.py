@@ -35,8 +35,9 @@ from smoke.checks import REGISTRY, SMOKE_KEY_PREFIX, STRATEGIES, CheckContext, C
 from smoke.checks.report import SmokeReport, latency_summary, summary_table
 from smoke.cli import HelpWithDefaults, unwritable
 from smoke.drills.eviction import run_eviction_drill
-from smoke.drills.failover import run_failover_drill
-from smoke.drills.faults import Fault, KillMaster, SentinelFailover
+from smoke.drills.failover import DrillResult, run_failover_drill
+from smoke.drills.faults import Fault, KillMaster, SentinelFailover, iptables_problem
+from smoke.drills.partition import run_partition_drill
 from smoke.drills.workload import server_of
 from smoke.local.rehearsal import LoopbackCluster, RehearsalError, RenderedFiles
 from smoke.strategies.client import ClientConfig, SentinelClient, read_password, tls_options
@@ -81,6 +82,9 @@ class Target:
     # current master (INFO stats). None on a deployed cluster: the application user may do neither.
     squeeze_cache: Callable[[], contextlib.AbstractContextManager[None]] | None = None
     admin: Callable[[str], redis.Redis] | None = None
+    # The rehearsal's partition drill of the state tier (smoke/drills/partition.py): given the
+    # tier's client and a key prefix, it cuts the master off with iptables. None on a cluster.
+    partition: Callable[[SentinelClient, str], DrillResult] | None = None
 
     @property
     def tiers(self) -> list[TierTarget]:
@@ -201,6 +205,7 @@ def _local_target(stack: ExitStack, render_dir: Path) -> Target:
         max(len(cluster.state_nodes) - 1, 0),
         lambda: _squeezed_cache(cluster),
         lambda tier: cluster.client(cluster.masters(tier)[0]),
+        (lambda client, prefix: run_partition_drill(cluster, client, prefix)) if state else None,
     )
 
 
@@ -364,6 +369,8 @@ def run(target: Target, failover: bool) -> SmokeReport:
             if failover:
                 for tier in target.tiers:
                     report.checks.append(_drill(ctx, tier, report))
+                if target.partition is not None:
+                    report.checks.extend(_partition(ctx, target, report))
         finally:
             _cleanup(ctx)
         report.latency_ms = latency_summary(ctx.latencies_ms)
@@ -417,6 +424,43 @@ def _drill(ctx: CheckContext, target: TierTarget, report: SmokeReport) -> CheckR
     )
     _say(f"  {'PASS' if result.passed else 'FAIL'} failover.{name}: {detail}")
     return CheckResult("failover", name, result.passed, detail)
+
+
+def _partition(ctx: CheckContext, target: Target, report: SmokeReport) -> list[CheckResult]:
+    """The partition drill on the state tier (rehearsal only). It needs iptables and root: without
+    them it fails under CI=true and, elsewhere, the run says plainly that it did not run (and the
+    report's ``partition`` says why)."""
+    assert target.partition is not None and ctx.state_client is not None
+    problem = iptables_problem()
+    if problem is not None:
+        reason = f"not run: {problem}"
+        report.partition = {"run": False, "reason": reason}
+        if os.environ.get("CI") == "true":
+            _say(f"  FAIL failover.partition: {reason}")
+            return [CheckResult("failover", "partition", False, reason)]
+        _say(f"  NOT RUN failover.partition: {problem} (the report says so; under CI=true this fails)")
+        return []
+    if not _master_usable(report):
+        return [CheckResult("failover", "partition", False, "not run: the topology has no usable master")]
+    _say("  .... partition drill (state tier): its master cut off from replicas and Sentinels, clients still in")
+    try:
+        result = target.partition(ctx.state_client, ctx.prefix)
+    except Exception as exc:
+        return [CheckResult("failover", "partition", False, f"{type(exc).__name__}: {exc}")]
+    report.partition = {"run": True, **result.as_report()}
+    checks = []
+    if result.heal_error is not None:
+        checks.append(CheckResult("failover", "recover_partition", False, result.heal_error))
+    r = result
+    detail = (
+        f"{r.detail}; acknowledged then lost: {r.lost_plain_writes} of {r.plain_writes} plain writes, the last "
+        f"{r.late_ack_seconds:.2f} s after the cut; confirmed claims lost {r.lost_acknowledged_writes} of "
+        f"{r.acknowledged_writes}; two masters {r.two_masters_seconds} s, both accepting writes "
+        f"{r.two_writable_seconds} s; reconverged {r.reconverged_seconds} s after the partition ended"
+    )
+    _say(f"  {'PASS' if result.passed else 'FAIL'} failover.partition: {detail}")
+    checks.append(CheckResult("failover", "partition", result.passed, detail))
+    return checks
 
 
 def _eviction(ctx: CheckContext, target: Target, report: SmokeReport) -> CheckResult:
@@ -539,6 +583,18 @@ def main(argv: list[str] | None = None) -> int:
             f"confirmed claims lost {f.lost_acknowledged_writes}/{f.acknowledged_writes}; "
             f"plain writes lost {f.lost_plain_writes}/{f.plain_writes}"
         )
+    if report.partition is not None:
+        p = report.partition
+        if p.get("run"):
+            _say(
+                f"partition (state tier, {p['fault']}): acknowledged then lost {p['lost_plain_writes']}/"
+                f"{p['plain_writes']} plain writes, the last {p['late_ack_seconds']} s after the cut; "
+                f"confirmed claims lost {p['lost_acknowledged_writes']}/{p['acknowledged_writes']}; "
+                f"outage {p['rto_seconds']} s; two masters {p['two_masters_seconds']} s, both accepting writes "
+                f"{p['two_writable_seconds']} s"
+            )
+        else:
+            _say(f"partition: {p['reason']}")
     _emit(report, args.report, to_stdout)
     _say("smoke: PASSED" if report.passed else "smoke: FAILED")
     return 0 if report.passed else EXIT_FAILED

@@ -14,7 +14,7 @@ from typing import Any, Protocol
 
 import redis
 
-from smoke.drills.workload import BATCH, Dataset, History
+from smoke.drills.workload import BATCH, Dataset, History, NodeRole
 from smoke.strategies.client import SentinelClient
 
 
@@ -26,6 +26,8 @@ class Timeline:
     injected_at: float
     recovered_at: float | None
     ended_at: float
+    # When fault.heal() returned (None: it failed, or the drill did not record it).
+    healed_at: float | None = None
 
 
 @dataclass(frozen=True)
@@ -136,6 +138,91 @@ class OneMaster:
     def check(self, timeline: Timeline) -> Verdict:
         found = self.masters()
         return Verdict(self.name, len(found) == 1, f"masters: {', '.join(found) or 'none'}", {"masters": found})
+
+
+class LateAcknowledgements:
+    """How long after the fault writes were still acknowledged that did not survive: the window
+    in which a deposed (cut-off, hung, killed) master acknowledged what the cluster then lost.
+    From the fault to the last lost acknowledgement; 0 when nothing acknowledged after the fault
+    was lost. Passes when at most ``limit_s`` (None: measured, not judged)."""
+
+    def __init__(
+        self, history: History, survivors: Survivors, limit_s: float | None, *, name: str = "late_acks"
+    ) -> None:
+        self.history, self.survivors, self.limit_s, self.name = history, survivors, limit_s, name
+
+    def check(self, timeline: Timeline) -> Verdict:
+        kept = self.survivors.of(self.history)
+        lost = [a.at for a in self.history.acknowledged if a.key not in kept and a.at >= timeline.injected_at]
+        window = round(max(lost) - timeline.injected_at, 3) if lost else 0.0
+        limit = "" if self.limit_s is None else f" (limit {self.limit_s:.1f} s)"
+        return Verdict(
+            self.name,
+            self.limit_s is None or window <= self.limit_s,
+            f"{len(lost)} writes acknowledged after the fault were lost, the last {window:.2f} s in{limit}",
+            {"seconds": window, "lost_after_fault": len(lost), "limit_seconds": self.limit_s},
+        )
+
+
+def overlap_seconds(samples: list[tuple[float, dict[str, NodeRole] | None]], roles: tuple[str, ...]) -> float:
+    """The time, summed over the observer's samples, during which more than one node had one of
+    ``roles``; each sample counts until the next one (the last counts for nothing)."""
+    total = 0.0
+    for (at, seen), (after, _) in itertools.pairwise(samples):
+        if seen and sum(1 for role in seen.values() if role in roles) > 1:
+            total += after - at
+    return total
+
+
+class MasterOverlap:
+    """From a :class:`~smoke.drills.workload.TopologyObserver` with ``roles_probe``: how long two
+    nodes said they were master (``two_masters_seconds``: a deposed master that has not heard
+    yet) and how long two masters *accepted writes* at once (``two_writable_seconds``: the
+    split-brain window in which both acknowledge, the one ``min-replicas-max-lag`` bounds).
+    Passes when the writable overlap is at most ``limit_s``."""
+
+    name = "master_overlap"
+
+    def __init__(self, samples: list[tuple[float, dict[str, NodeRole] | None]], limit_s: float) -> None:
+        self.samples, self.limit_s = samples, limit_s
+
+    def check(self, timeline: Timeline) -> Verdict:
+        two = round(overlap_seconds(self.samples, ("master", "master-refusing")), 2)
+        writable = round(overlap_seconds(self.samples, ("master",)), 2)
+        return Verdict(
+            self.name,
+            writable <= self.limit_s,
+            f"two masters for {two:.2f} s, both accepting writes for {writable:.2f} s (limit {self.limit_s:.1f} s)",
+            {"two_masters_seconds": two, "two_writable_seconds": writable, "limit_seconds": self.limit_s},
+        )
+
+
+class Reconverged:
+    """The topology back in its full shape (one master, every replica linked, every Sentinel
+    agreeing) within ``limit_s`` of the fault ending: from ``ended_at()`` (when the fault stopped
+    acting by itself; None: the heal's start, i.e. when the workloads stopped) to the first
+    converged sample of a :class:`~smoke.drills.workload.TopologyObserver` with the rehearsal's
+    ``converged`` as probe, else to the heal's return."""
+
+    name = "reconverged"
+
+    def __init__(
+        self, samples: list[tuple[float, bool | None]], ended_at: Callable[[], float | None], limit_s: float
+    ) -> None:
+        self.samples, self.ended_at, self.limit_s = samples, ended_at, limit_s
+
+    def check(self, timeline: Timeline) -> Verdict:
+        start = self.ended_at() or timeline.ended_at
+        seen = next((at for at, converged in self.samples if at >= start and converged), None)
+        back = seen if seen is not None else timeline.healed_at
+        seconds = None if back is None else round(max(back - start, 0.0), 2)
+        shown = "never" if seconds is None else f"after {seconds:.2f} s"
+        return Verdict(
+            self.name,
+            seconds is not None and seconds <= self.limit_s,
+            f"converged {shown} (limit {self.limit_s:.1f} s)",
+            {"seconds": seconds, "limit_seconds": self.limit_s},
+        )
 
 
 class DatasetRestored:

@@ -66,12 +66,13 @@ class Drill:
         finally:
             for workload in started:
                 workload.stop()
-        heal_error = None
+        heal_error, healed_at = None, None
         try:
             self.fault.heal()
+            healed_at = time.monotonic()
         except Exception as exc:
             heal_error = f"{type(exc).__name__}: {exc}"
-        timeline = Timeline(injected_at, recovered_at, ended_at)
+        timeline = Timeline(injected_at, recovered_at, ended_at, healed_at)
         verdicts = [_judge(checker, timeline) for checker in self.checkers]
         return DrillRun(self.fault.name, timeline, verdicts, heal_error)
 

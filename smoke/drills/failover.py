@@ -18,15 +18,35 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 
-from smoke.drills.checkers import Checker, Lost, OneMaster, Outage, Survivors
-from smoke.drills.drill import Drill
+import redis
+
+from smoke.drills.checkers import (
+    Checker,
+    LateAcknowledgements,
+    Lost,
+    MasterOverlap,
+    OneMaster,
+    Outage,
+    Reconverged,
+    Survivors,
+)
+from smoke.drills.drill import Drill, DrillRun
 from smoke.drills.faults import Fault
-from smoke.drills.workload import ConfirmedClaims, PlainWrites
+from smoke.drills.workload import ConfirmedClaims, PlainWrites, TopologyObserver, Workload, roles_probe
+from smoke.local.rehearsal import LoopbackCluster
 from smoke.strategies.client import SentinelClient
 
 # The outage bound: Sentinel's down-after plus this much for the vote, the promotion and the
 # clients' rediscovery.
 OUTAGE_MARGIN_S = 1.5
+# A master cut off from its replicas stops acknowledging writes at most this long after
+# min-replicas-max-lag: the replicas' last acknowledgement may have been up to 1 s before the
+# cut, the lag is counted in whole seconds (up to 1 s more), and the master recounts its replicas
+# in sync once a second (up to 1 s more). See docs/architecture.md, "Partitions".
+STEP_DOWN_MARGIN_S = 2.0
+# How often the observers look: roles (one INFO per data node) and the topology's shape.
+ROLES_INTERVAL_S = 0.1
+CONVERGED_INTERVAL_S = 0.25
 
 
 @dataclass(frozen=True)
@@ -47,6 +67,14 @@ class DrillResult:
     # With claims_outage: the longest stretch without a confirmed claim (None: not measured,
     # or no claim confirmed after the fault).
     claims_outage_seconds: float | None = None
+    # How long after the fault writes were still acknowledged and then lost (0: none lost).
+    late_ack_seconds: float | None = None
+    # With an observer (``Observed``): how long two nodes said master, how long two masters
+    # accepted writes at once, and how long the topology took to converge after the fault ended.
+    two_masters_seconds: float | None = None
+    two_writable_seconds: float | None = None
+    reconverged_seconds: float | None = None
+    fault: str = ""
 
     def as_report(self) -> dict[str, object]:
         return asdict(self)
@@ -54,6 +82,38 @@ class DrillResult:
 
 def outage_limit_s(down_after_ms: int) -> float:
     return down_after_ms / 1000 + OUTAGE_MARGIN_S
+
+
+def step_down_limit_s(min_replicas_max_lag_s: int) -> float:
+    """How long a master cut off from every replica may still acknowledge writes."""
+    return min_replicas_max_lag_s + STEP_DOWN_MARGIN_S
+
+
+@dataclass(frozen=True)
+class Observed:
+    """What the drill may watch besides the clients (the rehearsal, where every node can be
+    asked): ``nodes()`` gives a short-timeout admin client per data node of the tier (for the
+    two-master windows), ``converged()`` says whether the whole topology has its full shape.
+    ``overlap_limit_s`` bounds the time two masters accept writes at once, ``reconverge_limit_s``
+    the time from the fault's end to the full shape."""
+
+    nodes: Callable[[], dict[str, redis.Redis]]
+    converged: Callable[[], bool]
+    overlap_limit_s: float
+    reconverge_limit_s: float
+
+    @classmethod
+    def rehearsal(
+        cls, cluster: LoopbackCluster, tier: str, overlap_limit_s: float, reconverge_limit_s: float
+    ) -> Observed:
+        """Observe one tier of the rehearsal: an admin client per node with a 0.25 s timeout and
+        no retries (a hung node costs one sample a quarter of a second, not the drill)."""
+        no_retry = redis.retry.Retry(redis.backoff.NoBackoff(), 0)
+        clients = {
+            n.name: cluster.client(n, socket_timeout=0.25, socket_connect_timeout=0.25, retry=no_retry)
+            for n in cluster.tier_nodes(tier)
+        }
+        return cls(lambda: clients, cluster.converged, overlap_limit_s, reconverge_limit_s)
 
 
 def run_failover_drill(
@@ -67,6 +127,9 @@ def run_failover_drill(
     timeout: float = 60.0,
     outage_allowance_s: float = 0.0,
     claims_outage: bool = False,
+    observed: Observed | None = None,
+    late_ack_limit_s: float | None = None,
+    failover_expected: bool = True,
 ) -> DrillResult:
     """Run the composition once. ``min_replicas``: the least number of replicas a claim is
     confirmed by (:mod:`smoke.strategies.replication`). ``masters`` (the addresses of the nodes
@@ -74,7 +137,12 @@ def run_failover_drill(
     asked. ``outage_allowance_s`` widens the outage bound for a fault that adds a known delay of
     its own (a replica's full resync); ``claims_outage`` also judges the claims' availability:
     the longest stretch without a confirmed claim must stay within the bound plus one ``WAIT``
-    timeout (the one wait a client spends on a replica that has just gone)."""
+    timeout (the one wait a client spends on a replica that has just gone). ``observed`` adds
+    the observers and their checkers (two masters accepting writes, reconvergence);
+    ``late_ack_limit_s`` judges how long after the fault lost writes were still acknowledged
+    (always measured). ``failover_expected=False`` (a fault that leaves the master in place: a
+    replica or Sentinels lost, a short hang) waits for the fault to end instead of for the
+    Sentinels to name another master."""
     name = client.config.master_name
     down_after = int(client.sentinels()[0].sentinel_master(name)["down-after-milliseconds"])
     old = "{}:{}".format(*client.sentinel_master_address())
@@ -99,13 +167,26 @@ def run_failover_drill(
     if claims_outage:
         wait_s = claims.store.wait_timeout_ms / 1000
         checkers.append(Outage(claims.history, survivors, limit + wait_s, name="claims_outage"))
+    checkers.append(LateAcknowledgements(plain.history, survivors, late_ack_limit_s))
+    workloads: list[Workload] = [claims, plain]
+    if observed is not None:
+        roles = TopologyObserver(roles_probe(observed.nodes), ROLES_INTERVAL_S)
+        shape = TopologyObserver(observed.converged, CONVERGED_INTERVAL_S)
+        workloads += [roles, shape]
+        checkers.append(MasterOverlap(roles.samples, observed.overlap_limit_s))
+        ended = lambda: getattr(fault, "ended_at", None)  # noqa: E731
+        checkers.append(Reconverged(shape.samples, ended, observed.reconverge_limit_s))
     if masters is not None:
         checkers.append(OneMaster(masters))
+
+    def fault_over() -> bool:
+        return getattr(fault, "ended_at", None) is not None
+
     run = Drill(
-        [claims, plain],
+        workloads,
         fault,
         checkers,
-        recovered=new_master_named,
+        recovered=new_master_named if failover_expected else fault_over,
         settle_seconds=settle_seconds,
         timeout_seconds=timeout,
     ).run()
@@ -127,4 +208,15 @@ def run_failover_drill(
         detail="; ".join(failed) if failed else outage.detail,
         heal_error=run.heal_error,
         claims_outage_seconds=run.verdict("claims_outage").figures["seconds"] if claims_outage else None,
+        late_ack_seconds=run.verdict("late_acks").figures["seconds"],
+        two_masters_seconds=_figure(run, "master_overlap", "two_masters_seconds"),
+        two_writable_seconds=_figure(run, "master_overlap", "two_writable_seconds"),
+        reconverged_seconds=_figure(run, "reconverged", "seconds"),
+        fault=fault.name,
     )
+
+
+def _figure(run: DrillRun, checker: str, figure: str) -> float | None:
+    """A checker's figure, None when the checker was not part of the run."""
+    found = [v for v in run.verdicts if v.name == checker]
+    return found[0].figures.get(figure) if found else None

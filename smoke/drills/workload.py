@@ -138,6 +138,72 @@ class ConfirmedClaims(_Writer):
         return None
 
 
+class TopologyObserver:
+    """Not a writer: a thread that asks ``probe()`` every ``interval_s`` what the topology looks
+    like and records each answer with its time (``samples``), from ``start()`` to ``stop()``.
+    With :func:`roles_probe` an answer is each data node's role and whether, as a master, it
+    accepts writes; with the rehearsal's ``converged`` it is whether the topology has its full
+    shape. A probe that raises records None. Its history stays empty: it writes nothing."""
+
+    name = "observer"
+
+    def __init__(self, probe: Callable[[], Any], interval_s: float = 0.1) -> None:
+        self.probe, self.interval_s = probe, interval_s
+        self.history = History()
+        self.samples: list[tuple[float, Any]] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._loop, name="drill-observer", daemon=True)
+
+    def _loop(self) -> None:
+        while not self._stop.is_set():
+            try:
+                seen = self.probe()
+            except Exception:
+                seen = None
+            self.samples.append((time.monotonic(), seen))
+            self._stop.wait(self.interval_s)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(timeout=JOIN_TIMEOUT_S)
+
+
+# What a data node said when the observer asked: "master" (accepting writes), "master-refusing"
+# (master, but fewer replicas in sync than min-replicas-to-write: it refuses writes), "slave",
+# or None (no answer within the timeout: down, hung).
+NodeRole = str | None
+
+
+def node_role(node: redis.Redis) -> NodeRole:
+    """One node's role for :class:`TopologyObserver`; a master counts as accepting writes unless
+    its ``min_slaves_good_slaves`` is below its ``min-replicas-to-write`` (the field Redis and
+    Valkey show in ``INFO replication`` when both min-replicas settings are on)."""
+    try:
+        info = node.info("replication")
+    except redis.RedisError:
+        return None
+    if info.get("role") != "master":
+        return str(info.get("role"))
+    good = info.get("min_slaves_good_slaves")
+    if good is None:
+        return "master"
+    wanted = int(node.config_get("min-replicas-to-write").get("min-replicas-to-write", 0))
+    return "master" if int(good) >= wanted else "master-refusing"
+
+
+def roles_probe(nodes: Callable[[], dict[str, redis.Redis]]) -> Callable[[], dict[str, NodeRole]]:
+    """A probe for :class:`TopologyObserver`: :func:`node_role` of every node ``nodes()`` gives
+    (name -> a client with a short timeout), asked one after the other."""
+
+    def probe() -> dict[str, NodeRole]:
+        return {name: node_role(client) for name, client in nodes().items()}
+
+    return probe
+
+
 # --- a known dataset, written once (the backup drill) --------------------------------------------
 
 # Written and read back in pipelines of this many keys.

@@ -330,17 +330,33 @@ class LoopbackCluster:
         # BusyBox applets first on PATH, as in the Alpine image: a GNU-only flag fails here too.
         subprocess.run(["busybox", "--install", "-s", str(self.workdir / "bin")], check=True)
 
+    def _own_source_template(self, rendered: str, pod: str, host: str) -> Path:
+        """A copy of a rendered config (``etc/<rendered>``) for one pod, with ``bind-source-addr``
+        its own address: on loopback the kernel gives every outgoing connection the source
+        127.0.0.1, so replicas and Sentinels would look like the clients. A pod has an address of
+        its own in Kubernetes; here this line gives it one, so a partition drill
+        (:class:`smoke.drills.faults.Partition`) can cut peers off by address and leave the
+        clients (the test process, from 127.0.0.1) through. Both server lines apply it to a
+        replica's link and to every connection a Sentinel opens."""
+        path = self.workdir / "etc" / f"{pod}.{rendered}"
+        text = (self.workdir / "etc" / rendered).read_text()
+        path.write_text(
+            f"{text}\n# Added by the rehearsal: connect from this pod's own address\nbind-source-addr {host}\n"
+        )
+        return path
+
     def _redis_node(self, ordinal: int, common: dict[str, str], tier: str = "cache") -> Node:
         host = f"{self.prefix}.{(CACHE_BASE if tier == 'cache' else STATE_BASE) + ordinal}"
         name = f"redis-{ordinal}" if tier == "cache" else f"redis-state-{ordinal}"
         workdir = self.workdir / name
+        template = self._own_source_template("redis.conf" if tier == "cache" else STATE_CONF, name, host)
         env = {
             **common,
             "POD_NAME": name,
             "REDIS_ANNOUNCE_HOST": host,
             "REDIS_BIND": host,
             "REDIS_HOST": host,
-            "REDIS_CONFIG_TEMPLATE": str(self.workdir / "etc" / ("redis.conf" if tier == "cache" else STATE_CONF)),
+            "REDIS_CONFIG_TEMPLATE": str(template),
             "REDIS_ACL_TEMPLATE": str(self.workdir / "etc" / ("users.acl" if tier == "cache" else STATE_ACL)),
             "REDIS_RUN_DIR": str(workdir / "run"),
             "REDIS_DATA_DIR": str(workdir / "data"),
@@ -350,13 +366,14 @@ class LoopbackCluster:
     def _sentinel_node(self, ordinal: int, common: dict[str, str]) -> Node:
         host = f"{self.prefix}.{SENTINEL_BASE + ordinal}"
         workdir = self.workdir / f"redis-sentinel-{ordinal}"
+        template = self._own_source_template("sentinel.conf", f"redis-sentinel-{ordinal}", host)
         env = {
             **common,
             "POD_NAME": f"redis-sentinel-{ordinal}",
             "SENTINEL_ANNOUNCE_HOST": host,
             "SENTINEL_BIND": host,
             "SENTINEL_HOST": host,
-            "SENTINEL_CONFIG_TEMPLATE": str(self.workdir / "etc" / "sentinel.conf"),
+            "SENTINEL_CONFIG_TEMPLATE": str(template),
             "SENTINEL_DATA_DIR": str(workdir / "data"),
         }
         return Node(f"redis-sentinel-{ordinal}", "sentinel", host, SENTINEL_PORT, workdir, env)

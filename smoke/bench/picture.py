@@ -87,6 +87,7 @@ def _capacity(ax: Any, report: dict[str, Any]) -> None:
     right = ax.twinx()
     right.plot(counts, [r["p99_us"] for r in runs], "o-", color="tab:red", label="p99")
     right.set_ylabel("p99 µs")
+    right.set_ylim(bottom=0)
     ax.set_title("capacity per number of client processes")
     ax.legend(loc="upper left", fontsize=7)
     right.legend(loc="upper right", fontsize=7)

@@ -18,6 +18,10 @@ execution (reading the socket, writing the reply, replication to the replicas), 
 ``commandstats`` does not time. So the figure is the command execution time, the part that
 differs between operations; the per-request I/O is about the same for every call and is what
 the raw ``GET`` pays too.
+
+``CONFIG RESETSTAT`` zeroes every counter of ``INFO stats`` too: the ``evicted_keys`` that
+``tiers.<tier>.memory`` reports at the end of a run count from the last reset, and the steps that
+read counters (commands per operation, memory) take their own before/after deltas.
 """
 
 from __future__ import annotations

@@ -80,9 +80,13 @@ local: deps ## the main job: dev on loopback, every smoke check and the failover
 
 # The backup drill: full cluster loss on loopback, restored from a backup in moto's S3; writes
 # build/drill-backup.json. tests/test_backup_drill.py runs the same drill in `make test`.
-drill-backup: deps ## full cluster loss on loopback, restored from a backup in moto S3
-	$(PY) -m smoke.local.render --stack dev
-	$(PY) -m smoke.drills.backup --render-dir build/render/dev/k8s --report build/drill-backup.json
+# KEYS: how many keys it writes (at least 1); STACK: whose render it runs. At the size production
+# holds: `make drill-backup STACK=prod KEYS=1000000` (the prod stack's maxmemory holds it; dev's
+# 256/128 MiB would evict or refuse it). The benchmark runs that size as its restore_at_scale.
+KEYS ?= 100000
+drill-backup: deps ## full cluster loss on loopback, restored from a backup in moto S3 (KEYS=, STACK=)
+	$(PY) -m smoke.local.render --stack $(STACK)
+	$(PY) -m smoke.drills.backup --render-dir build/render/$(STACK)/k8s --report build/drill-backup.json --keys $(KEYS)
 
 test: deps ## ruff and the whole test suite (what CI runs)
 	$(PY) -m ruff check .
@@ -100,9 +104,15 @@ clean: ## remove build/ and the tool caches
 	rm -rf build .pytest_cache .ruff_cache
 
 # The benchmark (not part of `make test`): render dev, start it on loopback, measure every strategy
-# operation against raw redis-py, memory, growth to 1M keys, concurrency and five failovers; print a
-# table, write build/bench.json, stop everything. About 5 minutes; figures in docs/performance.md.
+# operation against raw redis-py (client latency and server CPU per call), memory, growth to 1M
+# keys, concurrency, capacity with 1, 2 and 4 client processes and the load generator's ceiling,
+# and five failovers per tier; then the backup drill at RESTORE_KEYS keys on a rehearsal of the
+# prod render (its maxmemory). Prints a table, writes build/bench.json and build/bench.png, stops
+# everything. About 15 minutes on 2 cores; figures in docs/performance.md.
+RESTORE_KEYS ?= 1000000
 .PHONY: bench
-bench: deps ## the benchmark: build/bench.json and a table (about 5 minutes)
+bench: deps ## the benchmark: build/bench.json, build/bench.png and a table (about 15 minutes)
 	$(PY) -m smoke.local.render --stack dev
-	$(PY) -m smoke.bench --render-dir build/render/dev/k8s --out build/bench.json
+	$(PY) -m smoke.local.render --stack prod
+	$(PY) -m smoke.bench --render-dir build/render/dev/k8s --out build/bench.json --png build/bench.png \
+		--restore-keys $(RESTORE_KEYS) --restore-render-dir build/render/prod/k8s

@@ -9,8 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from smoke.bench import report
+from smoke.bench import picture, report, restore
 from smoke.bench.__main__ import Sizes, main, run_bench
+from smoke.bench.concurrency import MIX
 from smoke.bench.dataset import entries, entry_json, fill_our_layout, realistic_entry
 from smoke.local.rehearsal import LoopbackCluster
 from smoke.strategies.client import SentinelClient
@@ -32,6 +33,12 @@ TINY = Sizes(
     throughput_seconds=0.3,
     exactness_attempts=20,
     failover_runs=1,
+    server_cost_calls=20,
+    capacity_processes=(1, 2),
+    capacity_seconds=0.5,
+    ceiling_requests=200,
+    ceiling_keyspace=50,
+    restore_keys=200,
 )
 
 
@@ -88,9 +95,105 @@ def test_quick_bench_writes_the_issue_layout_with_sane_figures(fresh_cluster: Lo
     assert tiers["state"]["memory"]["evicted_keys"] == 0
     assert all(0 < tiers[t]["memory"]["used_memory_bytes"] < tiers[t]["memory"]["maxmemory_bytes"] for t in tiers)
 
-    # The table judges every target of the issue.
+    # Server cost: every operation's CPU time on the masters, from INFO commandstats between a
+    # CONFIG RESETSTAT and the read, against the raw calls measured the same way.
+    cost = data["server_cost"]
+    assert cost["calls"] == TINY.server_cost_calls and set(cost["operations"]) == OPERATIONS
+    assert cost["baseline"]["get"]["sent"] == ["get"] and cost["baseline"]["setex"]["sent"] == ["set"]
+    for name, figures in [*cost["operations"].items(), *cost["baseline"].items()]:
+        assert 0 < figures["usec_per_call"] < 10_000, (name, figures)
+        assert figures["usec_per_call"] == pytest.approx(sum(figures["usec_per_call_by_master"]), abs=0.05), name
+    for name, figures in cost["operations"].items():
+        assert figures["vs"] == report.baseline_of(name) and figures["ratio"] > 0, name
+    # An entry write costs both tiers' masters (cache first), a workflow read only the state tier's;
+    # a script does more work on the server than a bare GET.
+    assert all(u > 0 for u in cost["operations"]["entry.write"]["usec_per_call_by_master"])
+    assert cost["operations"]["workflow.get"]["usec_per_call_by_master"][0] == 0
+    assert cost["operations"]["entry.get_by_id"]["ratio"] > 1
+    assert cost["operations"]["entry.get_by_id"]["sent"] == ["evalsha"]
+
+    # Capacity: one run per process count, each process a client of its own running the mix.
+    layer = data["capacity"]
+    assert [run["processes"] for run in layer["processes"]] == list(TINY.capacity_processes)
+    for run in layer["processes"]:
+        assert run["operations"] > 0 and run["errors"] == 0 and run["ops_per_second"] > 0, run
+        assert 0 < run["p50_us"] <= run["p95_us"] <= run["p99_us"], run
+        assert run["client_cpu_cores"] > 0 and run["bottleneck"], run
+        assert set(run["data_node_cpu_cores"]) == {n.name for n in fresh_cluster.data_nodes}
+        assert all(cores >= 0 for cores in run["data_node_cpu_cores"].values())
+    # The server-side ceiling: every operation of the mix replayed by the line's load generator
+    # against its own tier's master, next to raw GET and SET EX.
+    top = layer["server_ceiling"]
+    assert top["binary"] == fresh_cluster.server.tool("benchmark")
+    assert {c["operation"] for c in top["commands"]} == {name for name, _ in MIX}
+    assert all(c["rps"] > 0 for c in [*top["commands"], *top["raw"].values()])
+    # One master per tier (the failover step that came after may have moved them since).
+    by_tier = {n.address: n.tier for n in fresh_cluster.data_nodes}
+    assert sorted(by_tier[a] for a in top["mix_ops_per_second_by_master"]) == sorted(fresh_cluster.tiers)
+    assert top["mix_ops_per_second"] > 0 and top["mix_to_raw"] > 0
+    # The load generator's throwaway ACL user is gone again.
+    for tier in fresh_cluster.tiers:
+        with fresh_cluster.client(fresh_cluster.masters(tier)[0]) as node:
+            assert not [u for u in node.acl_users() if u.startswith("bench-")]
+    assert data["restore_at_scale"] is None  # main() adds it, after this cluster has stopped
+
+    # The table judges every target of the issue, the restore at scale included (not run here).
     printed = report.table(data, extra)
-    assert "targets:" in printed and printed.count("] ") >= 6
+    assert "targets:" in printed and printed.count("] ") >= 7
+    assert "[NOT met] backup and restore of >= 1,000,000 keys" in printed
+    assert "server-side ceiling" in printed and "capacity, 2 processes" in printed
+
+    # The picture: a PNG drawn headless from the document.
+    png = picture.draw(data, tmp_path / "bench.png")
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 20_000
+
+
+@pytest.mark.redis
+def test_restore_at_scale_reports_phases_megabytes_and_the_rto(dev_render_dir: Path) -> None:
+    # The backup drill at a tiny size on the dev render; make bench runs it at 1M keys on prod's.
+    section = restore.measure_restore(dev_render_dir / "k8s", TINY.restore_keys)
+    assert tuple(section) == report.RESTORE_FIELDS
+    assert section["keys"] == section["keys_restored"] == TINY.restore_keys and section["mismatches"] == 0
+    assert section["acl_denials"] == 0 and section["rto_seconds"] == 1800
+    assert 0 < section["restore_seconds"] < section["rto_seconds"]
+    assert set(section["tiers"]) == {"cache", "state"}
+    for tier, figures in section["tiers"].items():
+        assert figures["rdb_mb"] >= 0 and figures["used_memory_mb"] > 0, tier
+        assert 0 < figures["maxmemory_share"] < 1, tier
+        assert set(figures["restore_steps_seconds"]) == {"fetch", "prepare", "start_and_link"}, tier
+    assert section["tiers"]["cache"]["maxmemory_mb"] == 256.0  # the dev stack's (512 MiB limit x 0.5)
+
+    # The verdict: 0 mismatches at tiny size is not the target; at >= 1M keys within the RTO it is.
+    document = {"restore_at_scale": section}
+    (verdict,) = [v for v in _restore_verdicts(document) if "restore" in v.target]
+    assert not verdict.met and f"{TINY.restore_keys} keys" in verdict.detail
+    at_scale = {**section, "keys": 1_000_000, "keys_restored": 1_000_000}
+    (verdict,) = [v for v in _restore_verdicts({"restore_at_scale": at_scale}) if "restore" in v.target]
+    assert verdict.met
+    too_slow = {**at_scale, "restore_seconds": 1801.0}
+    (verdict,) = [v for v in _restore_verdicts({"restore_at_scale": too_slow}) if "restore" in v.target]
+    assert not verdict.met
+
+
+def _restore_verdicts(document: dict) -> list[report.Verdict]:
+    """The verdicts of a minimal document holding ``restore_at_scale`` and passing figures elsewhere."""
+    op = dict.fromkeys(report.OPERATION_FIELDS, 1.0)
+    full = {
+        "operations": {"entry.get_by_id": op},
+        "baseline": {"get": op, "setex": op},
+        "memory": {"entries": 1, "bytes_per_entry": 1.0, "seed_layout_bytes_per_entry": 2.0},
+        "concurrency": {
+            "ratelimit_exactness": {"exact": True, "allowed": 1, "attempts": 2, "limit": 1, "errors": 0, "windows": 1}
+        },
+        "failover": {
+            "down_after_ms": 1000,
+            "outage_seconds": [1.0],
+            "lost_plain_writes": 0,
+            "lost_confirmed_claims": 0,
+        },
+        **document,
+    }
+    return report.verdicts(full)
 
 
 def test_entry_json_is_entry_to_json_byte_for_byte() -> None:
@@ -138,6 +241,7 @@ def test_cli_without_a_render_says_how_to_make_one(tmp_path: Path, capsys: pytes
 
 def test_layout_check_refuses_a_renamed_field() -> None:
     op = dict.fromkeys(report.OPERATION_FIELDS, 1.0)
+    cost = dict.fromkeys(report.SERVER_COST_FIELDS, 1.0)
     good = {
         "machine": {},
         "baseline": {"get": op, "setex": op},
@@ -152,6 +256,9 @@ def test_layout_check_refuses_a_renamed_field() -> None:
             "lost_confirmed_claims": 0,
         },
         "tiers": {},
+        "server_cost": {"calls": 1, "baseline": {"get": cost, "setex": cost}, "operations": {"entry.get_by_id": cost}},
+        "capacity": {"seconds": 1.0, "processes": [dict.fromkeys(report.CAPACITY_RUN_FIELDS, 1)], "server_ceiling": {}},
+        "restore_at_scale": None,
     }
     report.check_layout(good)
     renamed = {**good, "operations": {"entry.get_by_id": {**op, "p99": op["p99_us"]}}}
@@ -159,3 +266,8 @@ def test_layout_check_refuses_a_renamed_field() -> None:
         report.check_layout(renamed)
     with pytest.raises(ValueError, match="top level"):
         report.check_layout({k: v for k, v in good.items() if k != "growth"})
+    with pytest.raises(ValueError, match="capacity run"):
+        run = {k: v for k, v in good["capacity"]["processes"][0].items() if k != "bottleneck"}
+        report.check_layout({**good, "capacity": {**good["capacity"], "processes": [run]}})
+    with pytest.raises(ValueError, match="restore_at_scale"):
+        report.check_layout({**good, "restore_at_scale": {"keys": 1}})

@@ -19,9 +19,11 @@ from typing import Any
 
 import redis
 
-from smoke.bench import concurrency, failover, growth, memory, operations, report
+from smoke.bench import capacity, ceiling, concurrency, failover, growth, memory, operations, picture, report, restore
+from smoke.bench import server_cost as server_costs
 from smoke.bench.measure import BenchError
 from smoke.checks import SMOKE_KEY_PREFIX
+from smoke.drills.backup import DrillError
 from smoke.drills.workload import server_of
 from smoke.local.rehearsal import LoopbackCluster, RehearsalError, RenderedFiles
 from smoke.strategies.client import SentinelClient, tls_options
@@ -41,6 +43,12 @@ class Sizes:
     throughput_seconds: float = 5.0
     exactness_attempts: int = 50  # per client, 8 clients, limit 100
     failover_runs: int = 5
+    server_cost_calls: int = 200  # calls per operation between CONFIG RESETSTAT and INFO commandstats
+    capacity_processes: tuple[int, ...] = (1, 2, 4)
+    capacity_seconds: float = 10.0
+    ceiling_requests: int = 20_000  # per command replayed by valkey-benchmark / redis-benchmark
+    ceiling_keyspace: int = 10_000  # the -r key space; reads are filled over all of it first
+    restore_keys: int = 1_000_000  # the backup drill at scale (what the prod maxmemory holds)
 
 
 def _say(text: str) -> None:
@@ -94,7 +102,41 @@ def run_bench(cluster: LoopbackCluster, sizes: Sizes, say: Any = _say) -> tuple[
             measured = operations.measure(
                 ops, masters, samples=sizes.samples, rounds=sizes.rounds, counted=sizes.counted
             )
+            say(f"bench: server cost ({sizes.server_cost_calls} calls per operation, CONFIG RESETSTAT between)")
+            cost = server_costs.measure_server_cost(ops, masters, sizes.server_cost_calls)
         baseline = {name: measured.pop(name) for name in ("get", "setex")}
+
+        say(
+            f"bench: capacity ({sizes.capacity_processes} client processes x {sizes.capacity_seconds} s; "
+            f"{cluster.server.tool('benchmark')} {sizes.ceiling_requests} requests per command)"
+        )
+        with ExitStack() as admins:
+            data_nodes = {n.name: admins.enter_context(cluster.client(n)) for n in cluster.data_nodes}
+
+            def admin(address: str) -> redis.Redis:
+                node = next(n for n in cluster.data_nodes if n.address == address)
+                return admins.enter_context(cluster.client(node, decode_responses=False))
+
+            capacity_runs = capacity.measure_capacity(
+                cluster.client_config(),
+                cluster.client_config("state") if "state" in cluster.tiers else None,
+                data_nodes,
+                f"{prefix}capacity:",
+                list(sizes.capacity_processes),
+                sizes.capacity_seconds,
+            )
+            server_ceiling = ceiling.measure_ceiling(
+                client,
+                state,
+                admin,
+                f"{prefix}ceiling:",
+                cluster.server.name,
+                requests=sizes.ceiling_requests,
+                keyspace=sizes.ceiling_keyspace,
+                tls_ca=str(cluster.tls_files.ca) if cluster.tls_files else None,
+                value=value,
+            )
+        layer = {"seconds": sizes.capacity_seconds, "processes": capacity_runs, "server_ceiling": server_ceiling}
 
         say(f"bench: concurrency (8 clients on one rate limit; {sizes.threads} threads x {sizes.throughput_seconds} s)")
         conc = concurrency.measure_concurrency(
@@ -151,6 +193,10 @@ def run_bench(cluster: LoopbackCluster, sizes: Sizes, say: Any = _say) -> tuple[
         "failover": fail,
         # Per data tier: its failover figures (SIGKILL of its master) and its memory at the end.
         "tiers": tiers,
+        "server_cost": cost,
+        "capacity": layer,
+        # Filled by main() after this cluster has stopped (the drill runs a rehearsal of its own).
+        "restore_at_scale": None,
     }
     return document, failover.summary(fail, drills)
 
@@ -181,6 +227,22 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--growth-keys", type=_positive_ints, default=defaults.growth_keys, help="e.g. 10000,100000")
     parser.add_argument("--throughput-seconds", type=float, default=defaults.throughput_seconds)
     parser.add_argument("--failover-runs", type=_positive_int, default=defaults.failover_runs)
+    parser.add_argument(
+        "--capacity-processes", type=_positive_ints, default=defaults.capacity_processes, help="e.g. 1,2,4"
+    )
+    parser.add_argument("--capacity-seconds", type=float, default=defaults.capacity_seconds)
+    parser.add_argument("--ceiling-requests", type=_positive_int, default=defaults.ceiling_requests)
+    parser.add_argument(
+        "--restore-keys", type=_positive_int, default=defaults.restore_keys, help="keys of the backup drill at scale"
+    )
+    parser.add_argument(
+        "--restore-render-dir",
+        type=Path,
+        default=Path("build/render/prod/k8s"),
+        help="the render the restore at scale runs (prod: its maxmemory holds the dataset)",
+    )
+    parser.add_argument("--skip-restore", action="store_true", help="leave restore_at_scale out (null)")
+    parser.add_argument("--png", type=Path, default=Path("build/bench.png"), help="where to draw the picture")
     return parser
 
 
@@ -192,19 +254,30 @@ def main(argv: list[str] | None = None) -> int:
         growth_keys=args.growth_keys,
         throughput_seconds=args.throughput_seconds,
         failover_runs=args.failover_runs,
+        capacity_processes=args.capacity_processes,
+        capacity_seconds=args.capacity_seconds,
+        ceiling_requests=args.ceiling_requests,
+        restore_keys=args.restore_keys,
     )
     try:
         files = RenderedFiles.from_render_dir(args.render_dir)
         with LoopbackCluster(files) as cluster:
             _say(f"bench: rehearsal of {args.render_dir} on {cluster.prefix}.0/24")
             document, extra = run_bench(cluster, sizes)
-    except (RehearsalError, BenchError) as exc:
+        if not args.skip_restore:
+            _say(f"bench: restore at scale (the backup drill, {sizes.restore_keys} keys, {args.restore_render_dir})")
+            document["restore_at_scale"] = restore.measure_restore(
+                args.restore_render_dir, sizes.restore_keys, lambda text: _say(f"bench: restore: {text}")
+            )
+            document["machine"]["loadavg_after"] = _loadavg()
+    except (RehearsalError, BenchError, DrillError) as exc:
         print(f"bench failed: {exc}", file=sys.stderr)
         return 1
     report.write(document, args.out)
+    picture.draw(document, args.png)
     _say("")
     _say(report.table(document, extra))
-    _say(f"\nbench: wrote {args.out} in {document['machine']['duration_seconds']:.0f} s")
+    _say(f"\nbench: wrote {args.out} and {args.png} in {document['machine']['duration_seconds']:.0f} s")
     return 0
 
 

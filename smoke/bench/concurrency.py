@@ -151,8 +151,22 @@ class MixedWorkload:
 
     def run(self, threads: int, seconds: float) -> dict[str, Any]:
         """Every thread runs the mix as fast as it can for ``seconds``."""
+        latencies, errors, elapsed = self.timed_run(threads, seconds)
+        return {
+            "threads": threads,
+            "seconds": round(elapsed, 2),
+            "operations": len(latencies),
+            "errors": errors,
+            "ops_per_second": round(len(latencies) / elapsed),
+            **(percentiles_us(latencies) if latencies else {}),
+        }
+
+    def timed_run(
+        self, threads: int, seconds: float, start: Callable[[], None] = lambda: None
+    ) -> tuple[list[float], int, float]:
+        """The mix on ``threads`` threads for ``seconds`` once ``start()`` returns (the threads are
+        up and ready by then): every call's latency in microseconds, the errors, the elapsed time."""
         stop = threading.Event()
-        counts: list[int] = [0] * threads
         errors: list[int] = [0] * threads
         latencies: list[list[float]] = [[] for _ in range(threads)]
         barrier = threading.Barrier(threads + 1)
@@ -169,27 +183,24 @@ class MixedWorkload:
                     errors[index] += 1
                     continue
                 latencies[index].append((time.perf_counter() - started) * 1e6)
-                counts[index] += 1
 
         workers = [threading.Thread(target=worker, args=(i,), name=f"mixed-{i}") for i in range(threads)]
         for thread in workers:
             thread.start()
-        barrier.wait()
+        try:
+            start()
+        except BaseException:
+            stop.set()  # the threads stop as soon as the barrier lets them go
+            raise
+        finally:
+            barrier.wait()
         started = time.perf_counter()
         time.sleep(seconds)
         stop.set()
         for thread in workers:
             thread.join()
         elapsed = time.perf_counter() - started
-        merged = [value for values in latencies for value in values]
-        return {
-            "threads": threads,
-            "seconds": round(elapsed, 2),
-            "operations": sum(counts),
-            "errors": sum(errors),
-            "ops_per_second": round(sum(counts) / elapsed),
-            **(percentiles_us(merged) if merged else {}),
-        }
+        return [value for values in latencies for value in values], sum(errors), elapsed
 
 
 def measure_concurrency(

@@ -8,6 +8,9 @@
   says how much work the server did. The Sentinels' and replicas' own traffic (``PING``,
   ``INFO``, ``PUBLISH`` hello messages, ``REPLCONF`` acks) is left out, and so is the ``INFO`` of
   the measurement itself.
+* **Commands sent** are recorded per call of ``send_command`` (and per command of a pipeline):
+  the arguments and the node they went to, which is what the server-cost step charges an
+  operation for and what the server-side ceiling replays with ``valkey-benchmark``.
 * **Latency** is wall time per call on one thread (one pooled connection), in microseconds,
   as nearest-rank percentiles.
 """
@@ -18,6 +21,7 @@ import contextlib
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
 
 import redis
 from redis.connection import AbstractConnection
@@ -49,6 +53,49 @@ def count_round_trips() -> Iterator[list[int]]:
         yield calls
     finally:
         AbstractConnection.send_packed_command = original  # type: ignore[method-assign]
+
+
+@dataclass(frozen=True)
+class SentCommand:
+    """One command a client sent: the node's address and the arguments, as given to redis-py."""
+
+    host: str
+    port: int
+    args: tuple[object, ...]
+
+    @property
+    def name(self) -> str:
+        """The command's name as ``INFO commandstats`` spells it (``evalsha``, ``get``)."""
+        first = self.args[0]
+        text = first.decode() if isinstance(first, bytes) else str(first)
+        return text.split()[0].lower()
+
+
+@contextlib.contextmanager
+def record_commands() -> Iterator[list[SentCommand]]:
+    """Record every command this thread sends meanwhile (single commands and pipelines alike)."""
+    sent: list[SentCommand] = []
+    me = threading.get_ident()
+    single, batch = AbstractConnection.send_command, AbstractConnection.pack_commands
+
+    def sending(self: AbstractConnection, *args: object, **kwargs: object) -> None:
+        if threading.get_ident() == me:
+            sent.append(SentCommand(str(getattr(self, "host", "")), int(getattr(self, "port", 0)), args))
+        single(self, *args, **kwargs)
+
+    def packing(self: AbstractConnection, commands: Sequence[tuple[object, ...]]) -> list[bytes]:
+        if threading.get_ident() == me:
+            host, port = str(getattr(self, "host", "")), int(getattr(self, "port", 0))
+            sent.extend(SentCommand(host, port, tuple(command)) for command in commands)
+        return batch(self, commands)
+
+    AbstractConnection.send_command = sending  # type: ignore[method-assign]
+    AbstractConnection.pack_commands = packing  # type: ignore[method-assign]
+    try:
+        yield sent
+    finally:
+        AbstractConnection.send_command = single  # type: ignore[method-assign]
+        AbstractConnection.pack_commands = batch  # type: ignore[method-assign]
 
 
 def command_calls(node: redis.Redis) -> dict[str, int]:

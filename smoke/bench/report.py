@@ -4,7 +4,11 @@ The JSON layout is fixed by the benchmark issue (tools read it): top-level ``mac
 ``baseline`` (``get``, ``setex``), ``operations`` (``"<strategy>.<op>"`` -> ``round_trips``,
 ``commands``, ``p50_us``, ``p95_us``, ``p99_us``), ``memory`` (``entries``, ``bytes_per_entry``,
 ``seed_layout_bytes_per_entry``), ``growth``, ``concurrency`` and ``failover`` (``down_after_ms``,
-``outage_seconds``, ``lost_plain_writes``, ``lost_confirmed_claims``). Ratios and verdicts are
+``outage_seconds``, ``lost_plain_writes``, ``lost_confirmed_claims``), ``tiers``, and since the
+capacity issue ``server_cost`` (``calls``, ``baseline``, ``operations``: server CPU µs per call and
+the ratio to the raw call), ``capacity`` (``seconds``, ``processes``: one run per client process
+count, ``server_ceiling``: the load generator's figures) and ``restore_at_scale`` (the backup
+drill at the size production holds; ``null`` when the run left it out). Ratios and verdicts are
 derived from those figures, here, for the table; they are not stored twice.
 """
 
@@ -17,12 +21,55 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-TOP_LEVEL = ("machine", "baseline", "operations", "memory", "growth", "concurrency", "failover", "tiers")
+TOP_LEVEL = (
+    "machine",
+    "baseline",
+    "operations",
+    "memory",
+    "growth",
+    "concurrency",
+    "failover",
+    "tiers",
+    "server_cost",
+    "capacity",
+    "restore_at_scale",
+)
+SERVER_COST_FIELDS = ("usec_per_call", "usec_per_call_by_master", "sent", "sent_per_call")
+CAPACITY_RUN_FIELDS = (
+    "processes",
+    "seconds",
+    "operations",
+    "errors",
+    "ops_per_second",
+    "p50_us",
+    "p95_us",
+    "p99_us",
+    "client_cpu_cores",
+    "data_node_cpu_cores",
+    "machine_busy_cores",
+    "bottleneck",
+)
+RESTORE_FIELDS = (
+    "render",
+    "keys",
+    "keys_restored",
+    "mismatches",
+    "server",
+    "write_seconds",
+    "backup_seconds",
+    "restore_seconds",
+    "rdb_mb",
+    "rto_seconds",
+    "restore_share_of_rto",
+    "acl_denials",
+    "tiers",
+)
 OPERATION_FIELDS = ("round_trips", "commands", "p50_us", "p95_us", "p99_us")
 # Targets from the issue.
 P99_RATIO_LIMIT = 1.5
 MEMORY_RATIO_LIMIT = 0.55
 FAILOVER_SLACK_S = 1.5
+RESTORE_SCALE_KEYS = 1_000_000  # the restore is measured at the size production holds, at least this
 # Round trips allowed per operation: one, two where a write spans both tiers (the version marker
 # on the state tier, then the entry). A WAIT-confirmed idempotency claim is one: its script and
 # its WAIT travel in one pipeline (smoke.strategies.replication).
@@ -106,6 +153,26 @@ def verdicts(report: dict[str, Any]) -> list[Verdict]:
             f"{f['lost_confirmed_claims']} lost (plain SETs lost: {f['lost_plain_writes']})",
         )
     )
+    restored = report.get("restore_at_scale")
+    target = f"backup and restore of >= {RESTORE_SCALE_KEYS:,} keys, 0 mismatches, within the seed's RTO"
+    if not restored:
+        out.append(Verdict(target, False, "not measured in this run (--skip-restore)"))
+    else:
+        ok = (
+            restored["keys"] >= RESTORE_SCALE_KEYS
+            and restored["mismatches"] == 0
+            and restored["keys_restored"] == restored["keys"]
+            and restored["restore_seconds"] <= restored["rto_seconds"]
+        )
+        out.append(
+            Verdict(
+                target,
+                ok,
+                f"{restored['keys']:,} keys ({restored['rdb_mb']} MB of RDB), {restored['mismatches']} mismatches, "
+                f"backup {restored['backup_seconds']:.0f} s, restore {restored['restore_seconds']:.0f} s "
+                f"of the {restored['rto_seconds'] // 60} min RTO",
+            )
+        )
     return out
 
 
@@ -159,6 +226,40 @@ def table(report: dict[str, Any], extra: dict[str, Any] | None = None) -> str:
         f"{f['lost_plain_writes']}/{extra.get('plain_writes', '?')}, lost confirmed claims "
         f"{f['lost_confirmed_claims']}/{extra.get('confirmed_claims', '?')}",
     ]
+    cost = report.get("server_cost")
+    if cost:
+        lines += ["", f"server cost ({cost['calls']} calls each): CPU µs per call on the masters, against the raw call"]
+        for name, base in cost["baseline"].items():
+            lines.append(f"  raw {name:<20} {base['usec_per_call']:>7.1f}")
+        for name, o in cost["operations"].items():
+            lines.append(f"  {name:<24} {o['usec_per_call']:>7.1f}  vs {o['vs']:<6} {o['ratio']}x")
+    layer = report.get("capacity")
+    if layer:
+        lines.append("")
+        for run in layer["processes"]:
+            lines.append(
+                f"capacity, {run['processes']} processes: {run['ops_per_second']:>6} ops/s, p50/p95/p99 "
+                f"{run['p50_us']:.0f}/{run['p95_us']:.0f}/{run['p99_us']:.0f} us, clients {run['client_cpu_cores']} "
+                f"cores; bottleneck: {run['bottleneck']}"
+            )
+        top = layer["server_ceiling"]
+        lines.append(
+            f"server-side ceiling ({top['binary']}, {top['clients']} connections): mix {top['mix_ops_per_second']} "
+            f"ops/s, raw GET/SET EX in the same shares {top['raw_mix_ops_per_second']} ops/s, "
+            f"mix/raw {top['mix_to_raw']}"
+        )
+    restored = report.get("restore_at_scale")
+    if restored:
+        steps = ", ".join(
+            f"{tier} backup {t['backup_seconds']:.0f} s + restore {t['restore_seconds']:.0f} s "
+            f"({t['rdb_mb']} MB RDB, {t['used_memory_mb']} MB in memory)"
+            for tier, t in restored["tiers"].items()
+        )
+        lines += [
+            "",
+            f"restore at scale: {restored['keys']:,} keys written in {restored['write_seconds']:.0f} s; {steps}; "
+            f"{restored['mismatches']} mismatches",
+        ]
     lines += ["", "targets:"]
     lines += [f"  [{'met' if v.met else 'NOT met'}] {v.target}: {v.detail}" for v in verdicts(report)]
     return "\n".join(lines)
@@ -177,6 +278,21 @@ def check_layout(report: dict[str, Any]) -> None:
         raise ValueError(f"memory {list(report['memory'])}")
     if tuple(report["failover"]) != ("down_after_ms", "outage_seconds", "lost_plain_writes", "lost_confirmed_claims"):
         raise ValueError(f"failover {list(report['failover'])}")
+    cost = report["server_cost"]
+    if tuple(cost) != ("calls", "baseline", "operations") or set(cost["baseline"]) != {"get", "setex"}:
+        raise ValueError(f"server_cost {list(cost)}")
+    for name, fields in [*cost["baseline"].items(), *cost["operations"].items()]:
+        if tuple(fields)[: len(SERVER_COST_FIELDS)] != SERVER_COST_FIELDS:
+            raise ValueError(f"server_cost {name}: {list(fields)}, expected {list(SERVER_COST_FIELDS)} first")
+    layer = report["capacity"]
+    if tuple(layer) != ("seconds", "processes", "server_ceiling"):
+        raise ValueError(f"capacity {list(layer)}")
+    for run in layer["processes"]:
+        if tuple(run) != CAPACITY_RUN_FIELDS:
+            raise ValueError(f"capacity run {list(run)}, expected {list(CAPACITY_RUN_FIELDS)}")
+    restored = report["restore_at_scale"]
+    if restored is not None and tuple(restored) != RESTORE_FIELDS:
+        raise ValueError(f"restore_at_scale {list(restored)}, expected {list(RESTORE_FIELDS)}")
 
 
 def write(report: dict[str, Any], path: Path) -> None:

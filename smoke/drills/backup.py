@@ -258,6 +258,10 @@ class TierReport:
     backup_key: str
     backup_source: str
     restore_steps_seconds: dict[str, float]
+    # The restored master's memory (INFO memory) and its maxmemory: how much of the tier the
+    # dataset fills.
+    used_memory_bytes: int = 0
+    maxmemory_bytes: int = 0
 
 
 @dataclass
@@ -324,6 +328,7 @@ def run_drill(
             master_node = cluster.masters(tier)[0]
             with cluster.client(master_node) as node:
                 wait_replicated(node, len(cluster.tier_nodes(tier)) - 1)
+                memory = node.info("memory")
             replica_keys = []
             for node in cluster.tier_nodes(tier):
                 if node is not master_node:
@@ -342,6 +347,8 @@ def run_drill(
                 backup_key=procedure.keys[tier],
                 backup_source=f"{head['Metadata'].get('role')} {head['Metadata'].get('source')}",
                 restore_steps_seconds={k: round(seconds[k], 2) for k in ("fetch", "prepare", "start_and_link")},
+                used_memory_bytes=int(memory["used_memory"]),
+                maxmemory_bytes=int(memory.get("maxmemory", 0)),
             )
         samples = [sample for tier in datasets for sample in run.verdict(f"dataset_restored_{tier}").figures["samples"]]
         return DrillReport(

@@ -233,6 +233,28 @@ def test_cli_rejects_bad_sizes_naming_the_value(capsys: pytest.CaptureFixture[st
     assert "'10k,100k': give positive integers separated by commas" in capsys.readouterr().err
 
 
+@pytest.mark.parametrize("option", ["--throughput-seconds", "--capacity-seconds"])
+@pytest.mark.parametrize("value", ["0", "-1", "lots"])
+def test_cli_refuses_a_duration_that_is_not_above_zero(
+    option: str, value: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with pytest.raises(SystemExit) as exit_info:
+        main([option, value])
+    assert exit_info.value.code == 2
+    assert f"{option}: '{value}': give a number of seconds above 0" in capsys.readouterr().err
+
+
+def test_cli_refuses_an_unwritable_out_before_any_work(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    blocker = tmp_path / "a-file"
+    blocker.write_text("")
+    with pytest.raises(SystemExit) as exit_info:
+        # A render dir that does not exist: the refusal must come before the rehearsal is tried.
+        main(["--render-dir", str(tmp_path / "none"), "--out", str(blocker / "bench.json")])
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err
+    assert f"--out {blocker / 'bench.json'}: cannot be written" in err and "make render" not in err
+
+
 def test_cli_without_a_render_says_how_to_make_one(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["--render-dir", str(tmp_path), "--out", str(tmp_path / "bench.json")]) == 1
     assert "make render" in capsys.readouterr().err

@@ -23,6 +23,7 @@ from smoke.bench import capacity, ceiling, concurrency, failover, growth, memory
 from smoke.bench import server_cost as server_costs
 from smoke.bench.measure import BenchError
 from smoke.checks import SMOKE_KEY_PREFIX
+from smoke.cli import HelpWithDefaults, unwritable
 from smoke.drills.backup import DrillError
 from smoke.drills.workload import server_of
 from smoke.local.rehearsal import LoopbackCluster, RehearsalError, RenderedFiles
@@ -217,20 +218,32 @@ def _positive_int(text: str) -> int:
     return int(text)
 
 
+def _positive_seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = 0.0
+    if not value > 0 or value == float("inf"):
+        raise argparse.ArgumentTypeError(f"{text!r}: give a number of seconds above 0, e.g. 5 or 0.5")
+    return value
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m smoke.bench", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(
+        prog="python -m smoke.bench", description=__doc__.split("\n\n")[0], formatter_class=HelpWithDefaults
+    )
     parser.add_argument("--render-dir", type=Path, default=Path("build/render/dev/k8s"), help="rendered manifests")
     parser.add_argument("--out", type=Path, default=Path("build/bench.json"), help="where to write the JSON")
     defaults = Sizes()
     parser.add_argument("--samples", type=_positive_int, default=defaults.samples, help="timed calls per operation")
     parser.add_argument("--memory-entries", type=_positive_int, default=defaults.memory_entries)
     parser.add_argument("--growth-keys", type=_positive_ints, default=defaults.growth_keys, help="e.g. 10000,100000")
-    parser.add_argument("--throughput-seconds", type=float, default=defaults.throughput_seconds)
+    parser.add_argument("--throughput-seconds", type=_positive_seconds, default=defaults.throughput_seconds)
     parser.add_argument("--failover-runs", type=_positive_int, default=defaults.failover_runs)
     parser.add_argument(
         "--capacity-processes", type=_positive_ints, default=defaults.capacity_processes, help="e.g. 1,2,4"
     )
-    parser.add_argument("--capacity-seconds", type=float, default=defaults.capacity_seconds)
+    parser.add_argument("--capacity-seconds", type=_positive_seconds, default=defaults.capacity_seconds)
     parser.add_argument("--ceiling-requests", type=_positive_int, default=defaults.ceiling_requests)
     parser.add_argument(
         "--restore-keys", type=_positive_int, default=defaults.restore_keys, help="keys of the backup drill at scale"
@@ -247,7 +260,12 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    for option, path in (("--out", args.out), ("--png", args.png)):
+        problem = unwritable(path)
+        if problem:
+            parser.error(f"{option} {path}: cannot be written ({problem}); give a path in a writable directory")
     sizes = Sizes(
         samples=args.samples,
         memory_entries=args.memory_entries,

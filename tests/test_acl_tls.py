@@ -25,7 +25,7 @@ from smoke.local.rehearsal import LoopbackCluster, RenderedFiles
 from smoke.local.render import write_render
 from smoke.rotation import RehearsalTarget, rotate
 from smoke.strategies.client import SentinelClient
-from tests.support import render_with, require_redis_binaries
+from tests.support import failover_to_a_deposed_master_that_accepts_writes, render_with, require_redis_binaries
 
 pytestmark = [pytest.mark.redis, pytest.mark.both_server_lines]
 
@@ -225,6 +225,20 @@ def test_no_password_on_any_command_line(tls_cluster: LoopbackCluster) -> None:
         except (FileNotFoundError, ProcessLookupError, PermissionError):
             continue
         assert not [s for s in secrets if s in cmdline], f"a password in argv of pid {proc.name}"
+
+
+def test_the_client_follows_a_master_switch_over_tls_with_sentinel_auth(tls_cluster: LoopbackCluster) -> None:
+    """The Sentinel watch subscribes with the Sentinels' password over TLS, and moves the pool
+    off a deposed master that still accepts writes (tests/test_client.py has the plain-text case)."""
+    with SentinelClient(tls_cluster.client_config(min_idle=2)) as client:
+        client.warm_up()
+        watch = client.watch
+        assert watch is not None
+        tls_cluster.wait_for("the watch subscribed over TLS", lambda: watch.subscribed() == 3, timeout=5)
+        client.run(lambda r: r.set("dict:entry:id:tls-switch", "before", ex=60), idempotent=True)
+        failover_to_a_deposed_master_that_accepts_writes(tls_cluster, client, "dict:entry:id:tls-switch")
+        assert watch.switches
+    tls_cluster.wait_for("the topology converged after the switch", tls_cluster.converged, timeout=60)
 
 
 @pytest.mark.default_server_line  # `make local SERVER=redis` runs the suite on the other line

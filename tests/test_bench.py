@@ -209,7 +209,7 @@ def test_bulk_fill_stores_what_entry_write_stores(cluster: LoopbackCluster) -> N
     entry = realistic_entry(random.Random(1), 3)
     with SentinelClient(cluster.client_config(min_idle=1)) as client:
         written, filled = EntryCache(client, "smoke:bench-a:"), EntryCache(client, "smoke:bench-b:")
-        assert written.write(entry) == "stored"
+        assert written.write(entry).outcome == "stored"
         assert client.run(lambda r: fill_our_layout(r, filled, [entry]), idempotent=True) == ["stored"]
         assert filled.get_by_key(entry.key_type, entry.key_value) == entry
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import signal
+import socket
 import threading
 import time
 import uuid
@@ -10,9 +11,20 @@ from collections.abc import Iterator
 
 import pytest
 import redis
+from redis.sentinel import MasterNotFoundError
 
 from smoke.local.rehearsal import LoopbackCluster
-from smoke.strategies.client import ClientConfig, OutcomeUnknown, PoolTimeout, SentinelClient, _never_ran
+from smoke.strategies.client import (
+    ClientConfig,
+    NoReplicasInSync,
+    OutcomeUnknown,
+    PoolTimeout,
+    SentinelClient,
+    SentinelsUnreachable,
+    _never_ran,
+    announced_master,
+)
+from tests.support import failover_to_a_deposed_master_that_accepts_writes
 
 pytestmark = [pytest.mark.redis, pytest.mark.both_server_lines]
 
@@ -165,6 +177,109 @@ def test_arguments_are_encoded_strictly_and_replies_leniently(cluster: LoopbackC
         assert client.run(lambda r: r.set(key, "ok-\u00e9", ex=60), idempotent=True)
         assert client.run(lambda r: r.get(key), idempotent=True) == "ok-\u00e9"
         client.run(lambda r: r.delete(key), idempotent=True)
+
+
+def test_writes_leave_a_deposed_master_that_still_accepts_them(fresh_cluster: LoopbackCluster, key: str) -> None:
+    """Issue 16 item 4: ``ROLE`` was checked only when a connection opened and pooled connections
+    were dropped only after an error, so a deposed master that still accepted writes got all of
+    them (and the failover discarded them) until Sentinel converted it, ``failover-timeout``
+    (10 s) later. The client now follows the Sentinels' announcements."""
+    cluster = fresh_cluster
+    old = cluster.masters()[0]
+    with SentinelClient(config_for(cluster, min_idle=4)) as client:
+        client.warm_up()
+        assert client.watch is not None
+        cluster.wait_for("the watch subscribed", lambda: client.watch.subscribed() == 3, timeout=5)
+        client.run(lambda r: r.set(key, "before", ex=60), idempotent=True)
+        figures = failover_to_a_deposed_master_that_accepts_writes(cluster, client, key)
+        # No pooled connection to the deposed master is left, idle or in use.
+        pool = client.master.connection_pool
+        stale = [c for c in pool._available_connections if c.is_connected and (c.host, c.port) == (old.host, old.port)]
+        assert stale == [] and client.watch.switches
+        moved = client.watch.switches[0][0] - figures["started"]
+        every = figures["every_sentinel_moved_s"]
+        print(f"pool moved {moved:.3f} s after the failover command; every Sentinel {every:.3f} s after it")
+
+
+def test_the_watch_follows_every_sentinel_and_stops_on_close(cluster: LoopbackCluster) -> None:
+    with SentinelClient(config_for(cluster, watch_interval=0.2)) as client:
+        watch = client.watch
+        assert watch is not None
+        cluster.wait_for("the watch subscribed", lambda: watch.subscribed() == 3, timeout=5)
+        started = time.monotonic()
+    assert time.monotonic() - started < 1.0
+    assert watch.subscribed() == 0 and not any(t.is_alive() for t in watch._threads)
+    with SentinelClient(config_for(cluster, watch_sentinels=False)) as client:
+        assert client.watch is None
+
+
+@pytest.mark.default_server_line  # the messages are the client's; one line shows them
+def test_errors_name_the_cause_when_it_is_known(fresh_cluster: LoopbackCluster, key: str) -> None:
+    """Issue 16 item 8: a master without replicas answered a raw ``NOREPLICAS``, and no Sentinel
+    a bare ``Error 111``; both now say what is wrong, with the addresses, never a password."""
+    cluster = fresh_cluster
+    master = cluster.masters()[0]
+    config = config_for(cluster, max_retries=1, watch_sentinels=False)
+    with SentinelClient(config) as client:
+        client.run(lambda r: r.set(key, "1", ex=60), idempotent=True)
+        for replica in [n for n in cluster.redis_nodes if n is not master]:
+            cluster.kill_node(replica, signal.SIGKILL)
+        with pytest.raises(NoReplicasInSync) as refused:
+            deadline = time.monotonic() + 5
+            while time.monotonic() < deadline:  # the master notices a dead replica's link within ms
+                client.run(lambda r: r.set(key, "2", ex=60), idempotent=False)
+        message = str(refused.value)
+        assert isinstance(refused.value, redis.ResponseError) and message.startswith("NOREPLICAS")
+        assert f"master 'mymaster' at {master.host}:{master.port} has no replicas in sync" in message
+        assert "min-replicas-to-write" in message
+
+        # Every Sentinel gone: one hung (SIGSTOP), the others dead.
+        cluster.pause_node(cluster.sentinels[0])
+        try:
+            for sentinel in cluster.sentinels[1:]:
+                cluster.kill_node(sentinel, signal.SIGKILL)
+            client.master.connection_pool.disconnect()
+            started = time.monotonic()
+            with pytest.raises(SentinelsUnreachable) as unreachable:
+                client.run(lambda r: r.get(key), idempotent=True)
+            elapsed = time.monotonic() - started
+        finally:
+            cluster.resume_node(cluster.sentinels[0])
+    message = str(unreachable.value)
+    assert isinstance(unreachable.value, MasterNotFoundError)
+    assert message.startswith("master 'mymaster': cannot reach any Sentinel (no Sentinel majority reachable, 0 of 3")
+    for sentinel in cluster.sentinels:
+        assert sentinel.address in message
+    assert "Timeout" in message and "Connection refused" in message
+    assert not [s for s in cluster.secrets() if s in message]
+    # Two attempts, each at most one Sentinel timeout (the hung one) plus two refusals.
+    assert elapsed < 2 * (config.sentinel_timeout + 0.5), elapsed
+
+
+def test_a_minority_of_sentinels_that_knows_no_master_is_named(cluster: LoopbackCluster) -> None:
+    alive = cluster.sentinels[0]
+    with socket.socket() as closed_a, socket.socket() as closed_b:
+        closed_a.bind(("127.0.0.1", 0))
+        closed_b.bind(("127.0.0.1", 0))
+        dead = [closed_a.getsockname(), closed_b.getsockname()]  # bound, not listening: refused
+        config = config_for(cluster, sentinels=[(alive.host, alive.port), *dead], master_name="nosuchmaster")
+        with SentinelClient(config) as client, pytest.raises(SentinelsUnreachable) as refused:
+            client.sentinel_master_address()
+    message = str(refused.value)
+    assert message.startswith("master 'nosuchmaster': no Sentinel majority reachable (1 of 3 answered")
+    assert f"{dead[0][0]}:{dead[0][1]}" in message and f"{dead[1][0]}:{dead[1][1]}" in message
+
+
+def test_announcements_are_parsed_for_the_master_they_name() -> None:
+    assert announced_master("+switch-master", "mymaster 10.0.0.1 6379 10.0.0.2 6380") == (
+        "mymaster",
+        ("10.0.0.2", 6380),
+    )
+    promoted = "slave 10.0.0.2:6379 10.0.0.2 6379 @ dictstate 10.0.0.1 6379"
+    assert announced_master("+promoted-slave", promoted) == ("dictstate", ("10.0.0.2", 6379))
+    assert announced_master("+switch-master", "mymaster 10.0.0.1 6379") is None
+    assert announced_master("+sdown", "master mymaster 10.0.0.1 6379") is None
+    assert announced_master("+switch-master", "mymaster a b c port") is None
 
 
 def test_encodable_names_the_argument() -> None:

@@ -19,11 +19,17 @@ import smoke.checks.entry  # registers the entry checks
 import smoke.strategies.entries
 from smoke.checks import REGISTRY, CheckContext, run_check
 from smoke.checks.entry import entry_cache, set_raw
+from smoke.drills.checkers import Lost, Survivors
+from smoke.drills.drill import Drill
+from smoke.drills.faults import KillMaster, Together
+from smoke.drills.workload import ConfirmedInvalidations
 from smoke.local.rehearsal import LoopbackCluster
 from smoke.strategies.claims import ClaimCache, sample_claim
 from smoke.strategies.client import SentinelClient
-from smoke.strategies.entries import Entry, EntryCache, FillResult, sample_entry
+from smoke.strategies.entries import Entry, EntryCache, FillResult, WriteResult, sample_entry
+from smoke.strategies.replication import Acknowledgement
 from smoke.strategies.tiers import StateTierFull
+from tests.support import count_round_trips
 
 pytestmark = [pytest.mark.redis, pytest.mark.both_server_lines]
 
@@ -141,7 +147,7 @@ def test_entries_and_claims_work_again_after_a_failover(fresh_cluster: LoopbackC
         entries = EntryCache(shared, "smoke:failover:", markers=state)
         claims = ClaimCache(shared, "smoke:failover:")
         entry = sample_entry(str(uuid.uuid4()))
-        assert entries.write(entry) == "stored"
+        assert entries.write(entry).outcome == "stored"
         claims.create(sample_claim(str(uuid.uuid4()), entry.id))
         (old,) = cluster.masters()
         cluster.kill_node(old, signal.SIGKILL)
@@ -149,7 +155,7 @@ def test_entries_and_claims_work_again_after_a_failover(fresh_cluster: LoopbackC
         newer = sample_entry(entry.id, 2, entry.key_value)
         while True:
             try:
-                outcome = entries.write(newer)
+                outcome = entries.write(newer).outcome
                 break
             except redis.RedisError:
                 assert time.monotonic() < deadline, "no write succeeded within 45 s of the master's death"
@@ -159,7 +165,7 @@ def test_entries_and_claims_work_again_after_a_failover(fresh_cluster: LoopbackC
         assert entries.get_by_key(entry.key_type, entry.key_value) == newer
         fresh = sample_entry(str(uuid.uuid4()))
         assert entries.get_or_load(fresh.id, lambda _id: fresh).outcome == "stored"
-        assert entries.invalidate(fresh.id) == 2
+        assert entries.invalidate(fresh.id).removed == 2
         claim = sample_claim(str(uuid.uuid4()), entry.id)
         claims.create(claim)
         assert claim in claims.list_for_entry(entry.id)
@@ -171,8 +177,8 @@ def test_an_invalidation_does_not_block_later_refills(ctx: CheckContext) -> None
     before it: the next reader's refill is stored and the two after it are hits."""
     cache = entry_cache(ctx)
     entry = sample_entry(str(uuid.uuid4()), 4)
-    assert cache.write(entry) == "stored"
-    assert cache.invalidate(entry.id) == 2
+    assert cache.write(entry).outcome == "stored"
+    assert cache.invalidate(entry.id).removed == 2
     calls: list[str] = []
 
     def loader(entry_id: str) -> Entry:
@@ -186,8 +192,8 @@ def test_an_invalidation_does_not_block_later_refills(ctx: CheckContext) -> None
     assert cache.get_by_key(entry.key_type, entry.key_value) == entry
     # A late write-through of the invalidated version stays rejected; a newer one is stored.
     cache.invalidate(entry.id)
-    assert cache.write(entry) == "stale"
-    assert cache.write(sample_entry(entry.id, 5, entry.key_value)) == "stored"
+    assert cache.write(entry).outcome == "stale"
+    assert cache.write(sample_entry(entry.id, 5, entry.key_value)).outcome == "stored"
 
 
 def test_a_fill_that_began_before_an_invalidation_is_rejected_even_for_the_same_version(ctx: CheckContext) -> None:
@@ -243,9 +249,9 @@ def test_non_utf8_values_are_misses_and_the_connection_survives(ctx: CheckContex
     assert cache.get_by_key(b.key_type, b.key_value) == b
     # Inside a fill and an invalidation (the scripts decode the cached copy server-side).
     set_raw(ctx, cache.id_key(b.id), garbage)
-    assert cache.write(sample_entry(b.id, 2, b.key_value)) == "stored"
+    assert cache.write(sample_entry(b.id, 2, b.key_value)).outcome == "stored"
     set_raw(ctx, cache.id_key(b.id), garbage)
-    assert cache.invalidate(b.id) == 1
+    assert cache.invalidate(b.id).removed == 1
     _echo_works(client)
 
 
@@ -285,7 +291,7 @@ def test_a_key_of_the_wrong_type_is_deleted_and_logged_never_wrongtype(
         assert cache.get_by_id(entry.id) is None
         assert cache.get_by_key(entry.key_type, entry.key_value) is None
         replant()
-        assert cache.write(entry) == "stored"
+        assert cache.write(entry).outcome == "stored"
         assert cache.get_by_key(entry.key_type, entry.key_value) == entry
         replant()
         cache.invalidate(entry.id)
@@ -309,7 +315,7 @@ def test_a_not_found_loaded_by_key_before_an_invalidation_is_not_cached(ctx: Che
     cache = entry_cache(ctx)
     old = sample_entry(str(uuid.uuid4()), 1, "old@example.com.br")
     moved = sample_entry(old.id, 2, "new@example.com.br")
-    assert cache.write(old) == "stored"
+    assert cache.write(old).outcome == "stored"
 
     def not_found_then_moved(_type: str, _value: str) -> Entry | None:
         cache.invalidate(old.id, committed_version=2)  # the writer, after its commit
@@ -346,7 +352,7 @@ def test_invalidate_naming_the_new_key_drops_a_cached_not_found(ctx: CheckContex
     moved = sample_entry(old.id, 2, "new@example.com.br")
     cache.write(old)
     assert cache.get_or_load_by_key(moved.key_type, moved.key_value, lambda _t, _v: None).outcome == "stored"
-    assert cache.invalidate(old.id, committed_version=2, new_key=(moved.key_type, moved.key_value)) == 3
+    assert cache.invalidate(old.id, committed_version=2, new_key=(moved.key_type, moved.key_value)).removed == 3
     again = cache.get_or_load_by_key(moved.key_type, moved.key_value, lambda _t, _v: moved)
     assert again.outcome == "stored" and again.entry == moved
 
@@ -358,24 +364,24 @@ def test_versions_above_2_53_keep_their_order(ctx: CheckContext) -> None:
     big = 2**53
     newer = sample_entry(str(uuid.uuid4()), big + 1)
     older = sample_entry(newer.id, big, newer.key_value)
-    assert cache.write(newer) == "stored"
-    assert cache.write(older) == "stale"
+    assert cache.write(newer).outcome == "stored"
+    assert cache.write(older).outcome == "stale"
     assert cache.get_by_id(newer.id) == newer
     cache.markers.run(lambda r: r.delete(cache.marker_key(newer.id)), idempotent=True)  # e.g. lost
-    assert cache.write(older) == "stale"
+    assert cache.write(older).outcome == "stale"
     assert cache.get_by_id(newer.id) == newer
     # Nanosecond commit timestamps as versions: 256 apart is still one double at 1.7e18.
     ns = 1_732_000_000_123_456_789
     cache.invalidate(newer.id, committed_version=ns)
-    assert cache.write(sample_entry(newer.id, ns - 1, newer.key_value)) == "stale"
+    assert cache.write(sample_entry(newer.id, ns - 1, newer.key_value)).outcome == "stale"
     assert cache.get_or_load(newer.id, lambda i: sample_entry(i, ns - 1, newer.key_value)).outcome == "stale"
-    assert cache.write(sample_entry(newer.id, ns, newer.key_value)) == "stored"
+    assert cache.write(sample_entry(newer.id, ns, newer.key_value)).outcome == "stored"
     cache.invalidate(newer.id)  # no committed version: the cached ns and older are refused
-    assert cache.write(sample_entry(newer.id, ns, newer.key_value)) == "stale"
-    assert cache.write(sample_entry(newer.id, ns + 1, newer.key_value)) == "stored"
+    assert cache.write(sample_entry(newer.id, ns, newer.key_value)).outcome == "stale"
+    assert cache.write(sample_entry(newer.id, ns + 1, newer.key_value)).outcome == "stored"
     top = sample_entry(newer.id, 2**63 - 1, newer.key_value)
-    assert cache.write(top) == "stored" and cache.get_by_id(newer.id) == top
-    assert cache.write(sample_entry(newer.id, 2**63 - 2, newer.key_value)) == "stale"
+    assert cache.write(top).outcome == "stored" and cache.get_by_id(newer.id) == top
+    assert cache.write(sample_entry(newer.id, 2**63 - 2, newer.key_value)).outcome == "stale"
 
 
 @pytest.mark.parametrize("version", [-1, 2**63, 1.5, True, "7"])
@@ -499,10 +505,10 @@ def test_a_late_write_after_an_invalidation_and_an_eviction_is_refused(
     and loads v6 fresh."""
     cache = _cache_for(ctx, placement)
     v5 = sample_entry(str(uuid.uuid4()), 5)
-    assert cache.write(v5) == "stored"
+    assert cache.write(v5).outcome == "stored"
     cache.invalidate(v5.id, committed_version=6)
     assert _evict_cache_tier(cluster, ctx.prefix) >= 1  # the tombstone (and, on one instance, the marker)
-    late = cache.write(sample_entry(v5.id, 4, v5.key_value))
+    late = cache.write(sample_entry(v5.id, 4, v5.key_value)).outcome
     assert cache.get_by_id(v5.id) is None, f"a late v4 after invalidate(committed 6) was {late} and served"
     assert late == "stale"
     v6 = sample_entry(v5.id, 6, v5.key_value)
@@ -517,11 +523,11 @@ def test_a_late_older_write_after_an_eviction_is_refused(
     of v3 is refused (stale), nothing is cached, and v5 written again is stored."""
     cache = _cache_for(ctx, placement)
     v5 = sample_entry(str(uuid.uuid4()), 5)
-    assert cache.write(v5) == "stored"
+    assert cache.write(v5).outcome == "stored"
     assert _evict_cache_tier(cluster, ctx.prefix) >= 2
-    late = cache.write(sample_entry(v5.id, 3, v5.key_value))
+    late = cache.write(sample_entry(v5.id, 3, v5.key_value)).outcome
     assert late == "stale" and cache.get_by_id(v5.id) is None, f"a late v3 after v5 was {late}"
-    assert cache.write(v5) == "stored" and cache.get_by_id(v5.id) == v5
+    assert cache.write(v5).outcome == "stored" and cache.get_by_id(v5.id) == v5
 
 
 @pytest.mark.parametrize("placement", MARKERS_ON)
@@ -559,7 +565,7 @@ def test_markers_live_on_the_state_tier_with_a_ttl(ctx: CheckContext) -> None:
     cache = entry_cache(ctx)
     assert cache.markers is ctx.state_client is not None
     written = sample_entry(str(uuid.uuid4()), 3)
-    assert cache.write(written) == "stored"
+    assert cache.write(written).outcome == "stored"
     filled = sample_entry(str(uuid.uuid4()), 3)
     assert cache.get_or_load(filled.id, lambda _id: filled).outcome == "stored"
     cache.invalidate(str(uuid.uuid4()), committed_version=1)
@@ -592,7 +598,7 @@ def test_the_state_tiers_application_user_writes_markers(client: SentinelClient,
     cache = EntryCache(client, markers=state_client)  # the production key names, no test prefix
     entry = sample_entry(str(uuid.uuid4()))
     try:
-        assert cache.write(entry) == "stored" and cache.get_by_id(entry.id) == entry
+        assert cache.write(entry).outcome == "stored" and cache.get_by_id(entry.id) == entry
         assert state_client.run(lambda r: r.hget(cache.marker_key(entry.id), "floor"), idempotent=True) == "1"
     finally:
         cache.invalidate(entry.id)
@@ -605,9 +611,9 @@ class _Paused(EntryCache):
     between: Callable[[], object] = staticmethod(lambda: None)
     late_s: float = 0.0
 
-    def _run_within(self, since: float, *args: Any) -> list[Any]:
+    def _run_within(self, since: float, *args: Any, **kwargs: Any) -> tuple[list[Any], Acknowledgement | None]:
         self.between()
-        return super()._run_within(since - self.late_s, *args)
+        return super()._run_within(since - self.late_s, *args, **kwargs)
 
 
 def test_a_write_paused_between_its_steps_loses_to_the_invalidation_in_between(ctx: CheckContext) -> None:
@@ -618,7 +624,7 @@ def test_a_write_paused_between_its_steps_loses_to_the_invalidation_in_between(c
         paused = _Paused(ctx.client, ctx.prefix, markers=ctx.state)
         entry = sample_entry(str(uuid.uuid4()), 5)
         paused.between = lambda e=entry, c=committed: entry_cache(ctx).invalidate(e.id, committed_version=c)
-        assert paused.write(entry) == "stale"
+        assert paused.write(entry).outcome == "stale"
         assert paused.get_by_id(entry.id) is None
 
 
@@ -644,14 +650,14 @@ def test_a_not_found_never_replaces_a_tombstone_so_a_late_write_after_a_deletion
     paused = _Paused(ctx.client, ctx.prefix, markers=ctx.state)
     other = entry_cache(ctx)
     v4 = sample_entry(str(uuid.uuid4()), 4)
-    assert other.write(v4) == "stored"
+    assert other.write(v4).outcome == "stored"
 
     def deleted_and_read() -> None:
         other.invalidate(v4.id, committed_version=6)
         assert other.get_or_load(v4.id, lambda _id: None).outcome == "exists"  # the tombstone stays
 
     paused.between = deleted_and_read
-    assert paused.write(sample_entry(v4.id, 5, v4.key_value)) == "stale"
+    assert paused.write(sample_entry(v4.id, 5, v4.key_value)).outcome == "stale"
     assert other.get_by_id(v4.id) is None and other.get_by_key(v4.key_type, v4.key_value) is None
 
 
@@ -697,7 +703,7 @@ def test_a_step_two_later_than_the_reservation_window_is_not_sent(ctx: CheckCont
     paused = _Paused(ctx.client, ctx.prefix, markers=ctx.state)
     paused.late_s = paused.reservation_ms / 1000 + 1
     entry = sample_entry(str(uuid.uuid4()), 4)
-    assert paused.write(entry) == "expired"
+    assert paused.write(entry).outcome == "expired"
     result = paused.get_or_load(entry.id, lambda _id: entry)
     assert (result.outcome, result.entry) == ("expired", entry)
     assert paused.get_by_id(entry.id) is None
@@ -714,7 +720,7 @@ def test_a_full_state_tier_refuses_writes_and_invalidations_and_reads_keep_worki
     write of a version already reserved still answers."""
     cache = entry_cache(ctx)
     kept = sample_entry(str(uuid.uuid4()), 2)
-    assert cache.write(kept) == "stored"
+    assert cache.write(kept).outcome == "stored"
     with cluster.client(cluster.masters("state")[0]) as node:
         original = node.config_get("maxmemory")["maxmemory"]
         try:
@@ -725,7 +731,7 @@ def test_a_full_state_tier_refuses_writes_and_invalidations_and_reads_keep_worki
                 cache.write(sample_entry(kept.id, 3, kept.key_value))
             with pytest.raises(StateTierFull, match="entry invalidation"):
                 cache.invalidate(kept.id, committed_version=3)
-            assert cache.write(kept) == "stored"  # its floor is there already: nothing to record
+            assert cache.write(kept).outcome == "stored"  # its floor is there already: nothing to record
             assert cache.get_by_id(kept.id) == kept
             assert cache.get_by_key(kept.key_type, kept.key_value) == kept
             cold = sample_entry(str(uuid.uuid4()))  # no marker to raise: the check only reads
@@ -747,9 +753,103 @@ def test_an_invalidation_without_a_version_refuses_the_filled_version_after_an_e
     entry = sample_entry(str(uuid.uuid4()), 4)
     assert cache.get_or_load(entry.id, lambda _id: entry).outcome == "stored"
     assert ctx.state.run(lambda r: r.exists(cache.marker_key(entry.id)), idempotent=True) == 0
-    assert cache.invalidate(entry.id) == 2
+    assert cache.invalidate(entry.id).removed == 2
     inv_floor = ctx.state.run(lambda r: r.hget(cache.marker_key(entry.id), "inv_floor"), idempotent=True)
     assert inv_floor == "5", inv_floor
     _evict_cache_tier(cluster, ctx.prefix)
-    assert cache.write(entry) == "stale" and cache.get_by_id(entry.id) is None
-    assert cache.write(sample_entry(entry.id, 5, entry.key_value)) == "stored"
+    assert cache.write(entry).outcome == "stale" and cache.get_by_id(entry.id) is None
+    assert cache.write(sample_entry(entry.id, 5, entry.key_value)).outcome == "stored"
+
+
+def test_writes_and_invalidations_are_confirmed_by_the_replicas_of_both_tiers(
+    cluster: LoopbackCluster, ctx: CheckContext
+) -> None:
+    """Issue 16 item 5: ``invalidate()`` answered only a count of removed keys, so an invalidation
+    acknowledged by the masters alone could be lost in a failover without the caller knowing."""
+    # Every replica in sync (an earlier test may have left one re-syncing): then each step's WAIT
+    # asks for exactly the replicas in sync, in its pipeline.
+    cluster.wait_for("both tiers converged", cluster.converged, timeout=30)
+    cache = entry_cache(ctx)
+    entry = sample_entry(str(uuid.uuid4()))
+    written = cache.write(entry)
+    assert written.outcome == "stored" and written.confirmed
+    assert written.state is not None and written.cache is not None and written.cache.acked == 2
+    cache.invalidate(str(uuid.uuid4()))  # the scripts loaded (NOSCRIPT costs 2 more the first time)
+    with count_round_trips() as trips:
+        result = cache.invalidate(entry.id, committed_version=2)
+    assert trips[0] == 2  # the WAITs ride in each step's pipeline: still one round trip per tier
+    assert result.removed == 2 and result.confirmed
+    assert result.acked == result.required == 2  # both replicas of each tier are in sync
+    assert result.write_floor is None
+    assert cache.write(entry) == WriteResult("stale")  # refused: nothing written, nothing to confirm
+    assert not cache.write(entry).confirmed
+    cache.get_by_id(str(uuid.uuid4()))  # the read script loaded
+    with count_round_trips() as trips:
+        assert cache.get_by_id(entry.id) is None
+    assert trips[0] == 1  # reads stay one round trip
+
+
+@pytest.mark.default_server_line  # the rule is replication.py's, proven on both lines in test_confirmation
+def test_an_invalidation_is_unconfirmed_while_either_tiers_replicas_are_stopped(fresh_cluster: LoopbackCluster) -> None:
+    cluster = fresh_cluster
+    with (
+        SentinelClient(cluster.client_config(min_idle=1)) as cache_client,
+        SentinelClient(cluster.client_config("state", min_idle=1)) as state_client,
+    ):
+        cache = EntryCache(cache_client, "smoke:unconfirmed:", markers=state_client)
+        for tier in ("cache", "state"):
+            entry = sample_entry(str(uuid.uuid4()))
+            assert cache.write(entry).confirmed
+            (master,) = cluster.masters(tier)
+            replicas = [n for n in cluster.tier_nodes(tier) if n is not master]
+            for replica in replicas:
+                cluster.pause_node(replica)
+            v3 = sample_entry(entry.id, 3, entry.key_value)
+            try:
+                result = cache.invalidate(entry.id, committed_version=2)
+                written = cache.write(v3)
+            finally:
+                for replica in replicas:
+                    cluster.resume_node(replica)
+            stopped, running = (result.cache, result.state) if tier == "cache" else (result.state, result.cache)
+            assert result.removed == 2 and not result.confirmed, (tier, result)
+            assert stopped.acked == 0 and stopped.required >= 1 and running.confirmed, (tier, result)
+            assert written.outcome == "stored" and not written.confirmed, (tier, written)
+            # What the masters did is done all the same: the entry is gone until v3's write.
+            assert cache.get_by_id(entry.id) == v3
+            cluster.wait_for(f"the {tier} replicas in sync again", lambda t=tier: cluster.converged(t), timeout=30)
+
+
+@pytest.mark.default_server_line  # a drill: the confirmation rule itself runs on both lines above
+def test_no_confirmed_invalidation_is_lost_when_both_tiers_masters_fail(fresh_cluster: LoopbackCluster) -> None:
+    """The drill framework's ConfirmedInvalidations workload x both masters SIGKILLed x Lost on
+    each tier: every invalidation ``invalidate()`` answered as confirmed left its tombstone on the
+    new cache master and its marker on the new state master."""
+    cluster = fresh_cluster
+    prefix = f"smoke:{uuid.uuid4().hex[:8]}:"
+    with (
+        SentinelClient(cluster.client_config(min_idle=1)) as cache_client,
+        SentinelClient(cluster.client_config("state", min_idle=1)) as state_client,
+    ):
+        workload = ConfirmedInvalidations(cache_client, prefix, markers=state_client)
+        checkers = [
+            Lost("confirmed_invalidations_cache", workload.history, Survivors(cache_client)),
+            Lost("confirmed_invalidations_state", workload.markers, Survivors(state_client)),
+        ]
+        run = Drill(
+            [workload],
+            Together(KillMaster(cluster), KillMaster(cluster, tier="state")),
+            checkers,
+            recovered=lambda: all(len(cluster.masters(tier)) == 1 for tier in cluster.tiers),
+            steady_seconds=1.0,
+            settle_seconds=2.0,
+            timeout_seconds=30,
+        ).run()
+    assert run.heal_error is None, run.heal_error
+    assert run.passed, run.verdicts
+    after = [ack for ack in workload.history.acknowledged if ack.at > run.timeline.injected_at]
+    assert len(workload.history.acknowledged) > 10 and after, (workload.history.unconfirmed, workload.history.errors)
+    print(
+        f"confirmed invalidations: {len(workload.history.acknowledged)} ({len(after)} after the kill), "
+        f"unconfirmed {workload.history.unconfirmed}, errors {workload.history.errors}, 0 lost"
+    )

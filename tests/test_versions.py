@@ -60,13 +60,13 @@ def test_entry_writes_keep_the_newest_version(client: SentinelClient, pair: tupl
     cache = EntryCache(client, f"smoke:versions:{uuid.uuid4().hex[:12]}:")
     a = sample_entry(str(uuid.uuid4()), first)
     b = sample_entry(a.id, second, a.key_value)
-    assert cache.write(a) == "stored"
-    assert cache.write(b) == ("stored" if second >= first else "stale")
+    assert cache.write(a).outcome == "stored"
+    assert cache.write(b).outcome == ("stored" if second >= first else "stale")
     cached = cache.get_by_id(a.id)
     assert cached is not None and cached.version == max(first, second)
     # A committed version given to an invalidation is a floor, exactly.
     cache.invalidate(a.id, committed_version=second)
-    assert cache.write(sample_entry(a.id, first, a.key_value)) == ("stored" if first >= second else "stale")
+    assert cache.write(sample_entry(a.id, first, a.key_value)).outcome == ("stored" if first >= second else "stale")
 
 
 @property_settings

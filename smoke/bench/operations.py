@@ -193,9 +193,10 @@ class Workload:
         return [
             Operation("entry.get_by_id", "get", 1, self.get_by_id, lambda e: e is not None),
             Operation("entry.get_by_key", "get", 1, self.get_by_key, lambda e: e is not None),
-            # Two round trips each: the markers' tier, then the cache tier (smoke.strategies.entries).
-            Operation("entry.write", "setex", 2, self.write, lambda outcome: outcome == "stored"),
-            Operation("entry.invalidate", "setex", 2, self.invalidate, lambda removed: removed == 2),
+            # Two round trips each: the markers' tier, then the cache tier (smoke.strategies.entries),
+            # each step pipelined with its WAIT.
+            Operation("entry.write", "setex", 2, self.write, lambda written: written.outcome == "stored"),
+            Operation("entry.invalidate", "setex", 2, self.invalidate, lambda done: done.removed == 2),
             Operation("claim.create", "setex", 1, self.claim_create, lambda put: put.index_size >= 1),
             Operation("claim.status", "get", 1, self.claim_status, lambda status: status == "OPEN"),
             Operation("claim.list", "get", 1, self.claim_list, lambda claims: len(claims) == 2),

@@ -5,9 +5,9 @@ without a state tier: the markers then live on the cache tier's client, same pro
 looked for on the tier they live on: entries, pointers, leases and tombstones on the cache tier,
 markers and the epoch on ``ctx.state``.
 
-Round trips are counted with :class:`CountingClient`, which sees every command the strategy
-sends through its own client object (one per tier): unlike ``INFO commandstats`` it is not
-disturbed by other checks or processes using the same server at the same time.
+Round trips are counted with :class:`CountingClient`, which sees every socket write on one
+client's pool (one per tier): unlike ``INFO commandstats`` it is not disturbed by other checks or
+processes using the same server at the same time.
 """
 
 from __future__ import annotations
@@ -20,6 +20,7 @@ from collections.abc import Callable
 from typing import Any, TypeVar
 
 import redis
+from redis.connection import AbstractConnection
 
 from smoke.checks import CheckContext, check, expect
 from smoke.strategies.client import SentinelClient
@@ -32,6 +33,7 @@ from smoke.strategies.entries import (
     TOMBSTONE,
     Entry,
     EntryCache,
+    WriteResult,
     sample_entry,
 )
 
@@ -39,40 +41,64 @@ T = TypeVar("T")
 
 
 class CountingClient(SentinelClient):
-    """A view of a :class:`SentinelClient` that records every command sent through it.
+    """A view of a :class:`SentinelClient` that records every round trip made on its pool.
 
-    It shares the wrapped client's pool, retries and re-discovery (``run`` delegates), but hands
-    the operation a ``redis.Redis`` whose ``execute_command`` counts. The strategies send one
-    command per round trip (no pipelines), so ``len(commands)`` is the number of round trips,
-    including a ``SCRIPT LOAD`` after ``NOSCRIPT`` and a retry after a connection error.
+    It shares the wrapped client's pool, retries and re-discovery (``run`` delegates). While
+    :meth:`count` runs, every write to a socket of the wrapped client's pool (one per command, or
+    one per pipeline: a script pipelined with its ``INFO`` and ``WAIT`` is one round trip) is
+    recorded as the command names it carried, joined by ``+`` (``INFO+EVALSHA+WAIT``). So
+    ``len(commands)`` is the number of round trips, including a ``SCRIPT LOAD`` after
+    ``NOSCRIPT`` and a retry after a connection error.
     """
 
     def __init__(self, inner: SentinelClient) -> None:  # the wrapped client owns the connections
         self._inner = inner
         self.config = inner.config
+        self.master = inner.master
         self.commands: list[str] = []
-        lock = threading.Lock()
-        commands = self.commands
-
-        class _Counting(redis.Redis):
-            def execute_command(self, *args: Any, **options: Any) -> Any:
-                with lock:
-                    commands.append(str(args[0]).upper())
-                return super().execute_command(*args, **options)
-
-        self.master = _Counting(connection_pool=inner.master.connection_pool)
+        self._lock = threading.Lock()
 
     def run(self, operation: Callable[[redis.Redis], T], *, idempotent: bool) -> T:
-        return self._inner.run(lambda _master: operation(self.master), idempotent=idempotent)
+        return self._inner.run(operation, idempotent=idempotent)
 
     def close(self) -> None:  # the wrapped client's pool is not ours to close
         pass
 
     def count(self, fn: Callable[[], T]) -> tuple[T, list[str]]:
-        """Run ``fn`` and return its result and the commands it sent."""
+        """Run ``fn`` and return its result and the round trips it made on this client's pool."""
+        proxy = getattr(self._inner.master.connection_pool, "proxy", None)
+        original = AbstractConnection.send_packed_command
+        commands, lock = self.commands, self._lock
+
+        def counting(connection: AbstractConnection, command: Any, check_health: bool = True) -> None:
+            if getattr(connection, "connection_pool", None) is proxy:
+                with lock:
+                    commands.append("+".join(_command_names(command)))
+            original(connection, command, check_health)
+
         start = len(self.commands)
-        result = fn()
+        AbstractConnection.send_packed_command = counting  # type: ignore[method-assign]
+        try:
+            result = fn()
+        finally:
+            AbstractConnection.send_packed_command = original  # type: ignore[method-assign]
         return result, self.commands[start:]
+
+
+def _command_names(packed: bytes | list[bytes | memoryview] | memoryview) -> list[str]:
+    """The command names in a packed RESP request (one command or a pipeline of them)."""
+    data = bytes(packed) if not isinstance(packed, list) else b"".join(bytes(chunk) for chunk in packed)
+    names, i = [], 0
+    while i < len(data):
+        end = data.index(b"\r\n", i)
+        count, i = int(data[i + 1 : end]), end + 2
+        for k in range(count):
+            end = data.index(b"\r\n", i)
+            size, i = int(data[i + 1 : end]), end + 2
+            if k == 0:
+                names.append(data[i : i + size].decode(errors="replace").upper())
+            i += size + 2
+    return names
 
 
 def isolated(ctx: CheckContext) -> CheckContext:
@@ -164,7 +190,9 @@ def _timed_get_by_key(ctx: CheckContext, cache: EntryCache, entry: Entry) -> Ent
 
 
 def _timed_write(ctx: CheckContext, cache: EntryCache, entry: Entry) -> str:
-    return ctx.timed("entry.write", lambda: cache.write(entry))  # type: ignore[return-value]
+    """The write's outcome (``stored``, ``stale``, ``expired``), timed."""
+    result: WriteResult = ctx.timed("entry.write", lambda: cache.write(entry))  # type: ignore[assignment]
+    return result.outcome
 
 
 @check("entry", "read_by_id_and_key_one_round_trip")
@@ -238,9 +266,10 @@ def invalidation_atomic(ctx: CheckContext) -> str:
     cache.write(entry)
     cache.invalidate(entry.id)
     cache.write(sample_entry(entry.id, 2, entry.key_value))
-    (removed, state_cmds), cmds = counting.count(
+    (result, state_cmds), cmds = counting.count(
         lambda: counting_state.count(lambda: ctx.timed("entry.invalidate", lambda: cache.invalidate(entry.id)))
     )
+    removed = result.removed
     expect(
         len(cmds) == 1 and len(state_cmds) == 1,
         f"invalidate took {len(state_cmds)} round trips on the state tier {state_cmds} and {len(cmds)} on the "
@@ -388,7 +417,7 @@ def reordered_writes_keep_newest(ctx: CheckContext) -> str:
     # Versions that a double cannot tell apart (Lua numbers are doubles) keep their order too.
     big = sample_entry(new_id(), 2**53 + 1)
     cache.write(big)
-    late_big = cache.write(sample_entry(big.id, 2**53, big.key_value))
+    late_big = cache.write(sample_entry(big.id, 2**53, big.key_value)).outcome
     kept = cache.get_by_id(big.id)
     expect(
         late_big == "stale" and kept == big, f"2^53 after 2^53 + 1 -> {late_big}, cache holds {kept and kept.version}"
@@ -466,7 +495,7 @@ def negative_cache_short_lived(ctx: CheckContext) -> str:
     cache.get_or_load(missing, loader)
     expect(len(calls) == 2, f"after the negative TTL the loader ran {len(calls)} times in all, expected 2")
     created = sample_entry(missing)
-    stored = cache.write(created)
+    stored = cache.write(created).outcome
     expect(stored == "stored" and cache.get_by_id(missing) == created, "a write did not replace the negative entry")
     return (
         f"5 reads of an absent entry -> 1 load; negative PTTL {ttl} ms, reloaded after expiry; "
@@ -533,7 +562,7 @@ def corrupt_value_is_a_miss(ctx: CheckContext) -> str:
         left = [k for k in (cache.id_key(c.id), pointer) if exists(ctx, k)]
         expect(not left, f"corrupt data {garbage!r} read by key: {left} left behind")
     set_raw(ctx, cache.id_key(c.id), "garbage")
-    expect(cache.write(sample_entry(c.id, 2, c.key_value)) == "stored", "a write over corrupt data failed")
+    expect(cache.write(sample_entry(c.id, 2, c.key_value)).outcome == "stored", "a write over corrupt data failed")
     # A pointer that is not UTF-8 (nor any id): a miss, deleted.
     d = sample_entry(new_id())
     pointer = cache.pointer_key(d.key_type, d.key_value)
@@ -579,7 +608,7 @@ def wrong_types_are_misses(ctx: CheckContext, cache: EntryCache) -> int:
             # write-throughs of the version it knew (its marker's floor) and older.
             e = dataclasses.replace(e, version=e.version + 1)
             plant_type(ctx, key, wrong[key], tier[key])
-            outcome = cache.write(e)
+            outcome = cache.write(e).outcome
             expect(outcome == "stored", f"a write over a {wrong[key]} at {key} was {outcome}")
             got = cache.get_by_key(e.key_type, e.key_value)
             expect(got == e, f"after a write over a {wrong[key]} at {key} a read by key returned {got!r}")

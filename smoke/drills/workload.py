@@ -344,3 +344,38 @@ class Dataset:
 
     def stop(self) -> None:
         """Nothing runs in the background."""
+
+
+class ConfirmedInvalidations(_Writer):
+    """Entry invalidations through the real strategy (``EntryCache.invalidate``), each of an entry
+    id of its own, with the version its writer committed: acknowledged only when the result is
+    ``confirmed`` (the marker and epoch on the state tier and the tombstone on the cache tier
+    reached every in-sync replica of their tier). None of these may ever be lost.
+
+    The proof that one survived is what it left, looked for on each tier's master after the
+    fault: ``history`` holds the tombstone keys (cache tier: a :class:`Lost` checker with the
+    cache tier's :class:`~smoke.drills.checkers.Survivors`), ``markers`` the version-marker keys
+    (state tier: a second ``Lost`` with the state tier's). The ids are never written, so the only
+    value at an id key is the tombstone: a key that exists proves the invalidation, not an entry
+    it failed to remove. Tombstones are made to live ``TOMBSTONE_MS`` (10 min), longer than any
+    drill, so one that is missing was lost, not expired; a drill that fills the cache tier until
+    LRU evicts is not one to run this in (eviction would remove tombstones too)."""
+
+    name = "confirmed-invalidations"
+    TOMBSTONE_MS = 600_000
+
+    def __init__(
+        self, client: SentinelClient, prefix: str, *, markers: SentinelClient | None = None, min_replicas: int = 1
+    ) -> None:
+        super().__init__()
+        self.cache = EntryCache(
+            client, prefix, markers=markers, tombstone_ms=self.TOMBSTONE_MS, min_replicas=min_replicas
+        )
+        self.markers = History()
+
+    def attempt(self, n: int) -> str | None:
+        entry_id = f"drill-inv-{n}"
+        if not self.cache.invalidate(entry_id, committed_version=n + 1).confirmed:
+            return None
+        self.markers.acknowledged.append(Ack(self.cache.marker_key(entry_id), time.monotonic()))
+        return self.cache.id_key(entry_id)

@@ -12,6 +12,11 @@ This module keeps redis-py's connection handling and changes exactly those point
 * :meth:`SentinelClient.run` retries with backoff and re-discovers on connection errors,
   timeouts, ``READONLY`` and ``NOREPLICAS``; a non-idempotent operation is retried only when
   the error proves it never ran, otherwise :class:`OutcomeUnknown` is raised.
+* the pool follows the Sentinels' ``+promoted-slave``/``+switch-master`` announcements at once
+  (:class:`_MasterWatch`), so a deposed master that still answers gets no more writes;
+* errors whose cause is known say it: :class:`SentinelsUnreachable` (no Sentinel, or no
+  majority, answered: each one named with its reason) and :class:`NoReplicasInSync` (the master
+  refused writes with ``NOREPLICAS``).
 
 Text in both directions. redis-py applies one ``encoding_errors`` to what it sends and to what it
 decodes. Replies are decoded with ``replace``: a foreign value that is not UTF-8 must not raise
@@ -25,6 +30,8 @@ argument.
 
 from __future__ import annotations
 
+import contextlib
+import logging
 import os
 import random
 import threading
@@ -48,6 +55,7 @@ from redis.sentinel import (
 )
 
 T = TypeVar("T")
+log = logging.getLogger(__name__)
 
 
 class OutcomeUnknown(RedisConnectionError):
@@ -57,6 +65,23 @@ class OutcomeUnknown(RedisConnectionError):
 
 class PoolTimeout(RedisConnectionError):
     """Every pooled connection stayed busy for ``pool_timeout`` seconds."""
+
+
+class SentinelsUnreachable(MasterNotFoundError):
+    """Discovery failed because too few Sentinels answered: none at all (``cannot reach any
+    Sentinel``), or fewer than a majority and none of those named a master (``no Sentinel
+    majority reachable``). The message names every Sentinel that did not answer, with its
+    address and the reason (refused, timed out, TLS, ...), never a password. A
+    ``MasterNotFoundError`` (a ``ConnectionError``) as before: retried by
+    :meth:`SentinelClient.run`, and proven not to have run anything."""
+
+
+class NoReplicasInSync(ResponseError):
+    """The master refused a write with ``NOREPLICAS``: fewer replicas than
+    ``min-replicas-to-write`` acknowledged it within ``min-replicas-max-lag`` (replicas down,
+    re-syncing or cut off). Raised by :meth:`SentinelClient.run` once its retries are spent, in
+    place of the server's bare ``NOREPLICAS`` reply; the message still starts with ``NOREPLICAS``
+    and names the master (its Sentinel name and address). The write did not run: retry later."""
 
 
 @dataclass(frozen=True)
@@ -90,6 +115,10 @@ class ClientConfig:
     # Seconds one Sentinel has to connect and to answer during discovery (no retries): well below
     # the data nodes' timeouts, so a hung Sentinel delays a discovery by at most this, once.
     sentinel_timeout: float = 0.5
+    # Subscribe to every Sentinel's master-change announcements and move the pool at once
+    # (_MasterWatch); a silent subscription is PINGed after watch_interval seconds.
+    watch_sentinels: bool = True
+    watch_interval: float = 1.0
 
     def __post_init__(self) -> None:
         if not self.sentinels:
@@ -99,6 +128,8 @@ class ClientConfig:
                 raise ValueError(f"{name} = {getattr(self, name)}: must be positive")
         if not 0 < self.sentinel_timeout <= 5:
             raise ValueError(f"sentinel_timeout = {self.sentinel_timeout}: must be above 0 and at most 5 seconds")
+        if not 0.05 <= self.watch_interval <= 60:
+            raise ValueError(f"watch_interval = {self.watch_interval}: must be between 0.05 and 60 seconds")
         if self.min_idle > self.pool_size:
             raise ValueError(f"min_idle = {self.min_idle}: must not exceed pool_size = {self.pool_size}")
 
@@ -141,26 +172,198 @@ class _SpecSentinel(Sentinel):
         self._order = threading.Lock()
 
     def discover_master(self, service_name: str) -> tuple[str, int]:
-        errors = []
+        unreachable: list[str] = []
+        answered = 0
         for index, sentinel in enumerate(list(self.sentinels)):
             try:
                 address = sentinel.execute_command("SENTINEL GET-MASTER-ADDR-BY-NAME", service_name)
             except redis.AuthenticationError:
                 raise  # a wrong password: asking the next Sentinel will not help
             except (RedisConnectionError, TimeoutError) as exc:
-                errors.append(f"{sentinel.connection_pool.connection_kwargs.get('host')}: {exc}")
+                unreachable.append(f"{sentinel_address(sentinel)}: {type(exc).__name__}: {exc}")
                 continue
+            answered += 1
             if address:
                 if index:
-                    self._prefer(sentinel)
+                    self.prefer(sentinel)
                 host, port = address
                 return (host.decode() if isinstance(host, bytes) else host), int(port)
-        detail = "; ".join(errors) or "no Sentinel knows it"
-        raise MasterNotFoundError(f"no master found for {service_name!r}: {detail}")
+        total = len(unreachable) + answered
+        majority = total // 2 + 1
+        down = "; ".join(unreachable)
+        if answered == 0:
+            raise SentinelsUnreachable(
+                f"master {service_name!r}: cannot reach any Sentinel (no Sentinel majority reachable, 0 of "
+                f"{total} answered): {down}"
+            )
+        if answered < majority:
+            raise SentinelsUnreachable(
+                f"master {service_name!r}: no Sentinel majority reachable ({answered} of {total} answered, "
+                f"a majority is {majority}, and none named a master); unreachable: {down}"
+            )
+        detail = f"; unreachable: {down}" if unreachable else ""
+        raise MasterNotFoundError(
+            f"no master found for {service_name!r}: none of the {answered} Sentinels that answered knows it{detail}"
+        )
 
-    def _prefer(self, sentinel: redis.Redis) -> None:
+    def prefer(self, sentinel: redis.Redis) -> None:
+        """Ask ``sentinel`` first from now on (it answered, or it announced a new master)."""
         with self._order:
             self.sentinels = [sentinel, *(s for s in self.sentinels if s is not sentinel)]
+
+
+def sentinel_address(sentinel: redis.Redis) -> str:
+    """``host:port`` of a Sentinel client (for messages: never its password)."""
+    kwargs = sentinel.connection_pool.connection_kwargs
+    return f"{kwargs.get('host')}:{kwargs.get('port')}"
+
+
+# What the Sentinels publish when the master changes (each on a channel of that name):
+# ``+promoted-slave`` (the failover leader, the moment the replica it promoted answers as master:
+# ``slave <ip:port> <ip> <port> @ <name> <old ip> <old port>``) and ``+switch-master`` (every
+# Sentinel, once it has adopted the new configuration: ``<name> <old ip> <old port> <ip> <port>``).
+WATCHED_CHANNELS = ("+promoted-slave", "+switch-master")
+
+
+def announced_master(channel: str, data: str) -> tuple[str, tuple[str, int]] | None:
+    """(master name, new master address) from a Sentinel announcement on ``channel``, or None for
+    anything else (another event, a malformed message)."""
+    words = data.split()
+    try:
+        if channel == "+switch-master" and len(words) == 5:
+            return words[0], (words[3], int(words[4]))
+        if channel == "+promoted-slave" and len(words) == 8 and words[0] == "slave" and words[4] == "@":
+            return words[5], (words[2], int(words[3]))
+    except ValueError:
+        return None
+    return None
+
+
+class _MasterWatch:
+    """Listens to every Sentinel for the news that the master changed, and moves the pool at once.
+
+    Why: the pool confirms a node with ``ROLE`` only when a connection opens, and drops a
+    connection only after an error; a deposed master that still answers (cut off from its
+    replicas and Sentinels but not from this client, within ``min-replicas-max-lag``; or demoted
+    while its last replica is still attached) kept acknowledging writes that the failover then
+    discards. Re-checking ``ROLE`` would not help (such a master still says ``master``) and would
+    cost a round trip; only the Sentinels know.
+
+    How: one daemon thread per configured Sentinel subscribes to :data:`WATCHED_CHANNELS` with the
+    Sentinels' own options (password, TLS, ``sentinel_timeout``). An announcement for this
+    client's master name that names another address than the pool's: the announcing Sentinel is
+    asked first from then on, the pool's master address becomes the announced one, idle
+    connections are closed (they reconnect, re-discover and confirm with ``ROLE``), and each
+    connection in use is closed when it is handed back (redis-py's pool keeps only connections to
+    its current master address). Nothing is added to a command: reads stay one round trip.
+
+    Liveness, all bounded: a subscription that has heard nothing for ``interval`` seconds sends a
+    ``PING``; none answered within ``3 * interval`` (a hung Sentinel), or any error, closes it and
+    subscribes again after a backoff doubling from 0.1 s up to ``interval * 2``. After a
+    resubscription that Sentinel is asked for the master once (an announcement may have been
+    missed meanwhile); a different answer resets the pool's address, so the next connection
+    discovers the master afresh. :meth:`stop` ends every thread (their sockets are shut, so none
+    waits for a timeout) and joins them within ``2 * sentinel_timeout + 1`` seconds.
+    """
+
+    def __init__(self, sentinel: _SpecSentinel, pool: SentinelConnectionPool, name: str, interval: float) -> None:
+        self._sentinel, self._pool, self._name, self._interval = sentinel, pool, name, interval
+        self._stop = threading.Event()
+        self._lock = threading.Lock()
+        self._subscriptions: dict[int, redis.client.PubSub] = {}
+        # Announcements that moved the pool: (monotonic time, new address). For tests and logs.
+        self.switches: list[tuple[float, tuple[str, int]]] = []
+        self._threads = [
+            threading.Thread(target=self._watch, args=(s,), name=f"sentinel-watch-{sentinel_address(s)}", daemon=True)
+            for s in list(sentinel.sentinels)
+        ]
+        for thread in self._threads:
+            thread.start()
+
+    def subscribed(self) -> int:
+        """How many Sentinels this client is subscribed to right now."""
+        with self._lock:
+            return len(self._subscriptions)
+
+    def stop(self, timeout: float) -> None:
+        self._stop.set()
+        with self._lock:
+            subscriptions = list(self._subscriptions.values())
+        for pubsub in subscriptions:
+            connection = pubsub.connection
+            if connection is not None:
+                with contextlib.suppress(Exception):
+                    connection.disconnect()  # shuts the socket: the thread's wait ends now
+        deadline = time.monotonic() + timeout
+        for thread in self._threads:
+            thread.join(timeout=max(0.0, deadline - time.monotonic()))
+
+    def _watch(self, sentinel: redis.Redis) -> None:
+        backoff, first = 0.1, True
+        while not self._stop.is_set():
+            pubsub = sentinel.pubsub()
+            try:
+                pubsub.subscribe(*WATCHED_CHANNELS)
+                with self._lock:
+                    self._subscriptions[id(sentinel)] = pubsub
+                if not first:
+                    self._resync(sentinel)
+                first, backoff = False, 0.1
+                self._listen(sentinel, pubsub)
+            except Exception as exc:  # any failure: subscribe again, after the backoff
+                if not self._stop.is_set():
+                    log.debug("Sentinel watch on %s: %s: %s", sentinel_address(sentinel), type(exc).__name__, exc)
+            finally:
+                with self._lock:
+                    self._subscriptions.pop(id(sentinel), None)
+                with contextlib.suppress(Exception):
+                    pubsub.close()
+            self._stop.wait(backoff)
+            backoff = min(backoff * 2, self._interval * 2)
+
+    def _listen(self, sentinel: redis.Redis, pubsub: redis.client.PubSub) -> None:
+        heard = pinged = time.monotonic()
+        while not self._stop.is_set():
+            message = pubsub.get_message(timeout=self._interval / 4)
+            now = time.monotonic()
+            if message is not None:
+                heard = now
+                if message["type"] == "message":
+                    self._announced(sentinel, _str(message["channel"]), _str(message["data"]))
+            elif now - heard > 3 * self._interval:
+                raise TimeoutError(f"no answer to PING for {now - heard:.1f} s")
+            if now - max(heard, pinged) >= self._interval:
+                pubsub.ping()
+                pinged = now
+
+    def _announced(self, sentinel: redis.Redis, channel: str, data: str) -> None:
+        news = announced_master(channel, data)
+        if news is None or news[0] != self._name:
+            return
+        address = news[1]
+        if self._pool.master_address == address:
+            return
+        self._sentinel.prefer(sentinel)
+        self._move(address)
+        where = sentinel_address(sentinel)
+        log.info("Sentinel %s announced %s: master %s is now %s:%d", where, channel, self._name, *address)
+
+    def _resync(self, sentinel: redis.Redis) -> None:
+        address = sentinel.execute_command("SENTINEL GET-MASTER-ADDR-BY-NAME", self._name)
+        if address and (_str(address[0]), int(address[1])) != self._pool.master_address:
+            self._move(None)
+
+    def _move(self, address: tuple[str, int] | None) -> None:
+        """Point the pool at ``address`` (None: unknown, the next connection discovers it) and close
+        the idle connections; connections in use are closed when released (not owned any more)."""
+        self._pool.proxy.master_address = address
+        self._pool.disconnect(inuse_connections=False)
+        if address is not None:
+            self.switches.append((time.monotonic(), address))
+
+
+def _str(value: bytes | str) -> str:
+    return value.decode(errors="replace") if isinstance(value, bytes) else value
 
 
 def encodable(what: str, value: str) -> str:
@@ -296,6 +499,13 @@ class SentinelClient:
         )
         # redis-py's pool raises at once when exhausted; go-redis waits. The semaphore waits.
         self._slots = threading.BoundedSemaphore(config.pool_size)
+        pool = self.master.connection_pool
+        assert isinstance(pool, SentinelConnectionPool)
+        self.watch: _MasterWatch | None = (
+            _MasterWatch(self._sentinel, pool, config.master_name, config.watch_interval)
+            if config.watch_sentinels
+            else None
+        )
 
     # --- lifecycle ----------------------------------------------------------------------------
     def warm_up(self) -> None:
@@ -307,6 +517,8 @@ class SentinelClient:
             pool.release(connection)
 
     def close(self) -> None:
+        if self.watch is not None:
+            self.watch.stop(timeout=2 * self.config.sentinel_timeout + 1)
         self.master.connection_pool.disconnect()
         for sentinel in self._sentinel.sentinels:
             sentinel.close()
@@ -340,6 +552,20 @@ class SentinelClient:
         )
 
     # --- operations ---------------------------------------------------------------------------
+    def _explained(self, exc: Exception) -> Exception:
+        """The error to raise in place of ``exc`` when its cause is known and redis-py's words do
+        not say it: a bare ``NOREPLICAS`` becomes :class:`NoReplicasInSync` naming the master."""
+        norep = isinstance(exc, ResponseError) and str(exc).startswith("NOREPLICAS")
+        if not norep or isinstance(exc, NoReplicasInSync):
+            return exc
+        address = self.master.connection_pool.master_address
+        at = f" at {address[0]}:{address[1]}" if address else ""
+        return NoReplicasInSync(
+            f"NOREPLICAS master {self.config.master_name!r}{at} has no replicas in sync "
+            "(min-replicas-to-write): it refuses writes until enough replicas are linked and "
+            f"acknowledging; the write did not run, retry later (server: {exc})"
+        )
+
     def run(self, operation: Callable[[redis.Redis], T], *, idempotent: bool) -> T:
         """Run ``operation(master)`` with bounded retries and re-discovery.
 
@@ -361,7 +587,10 @@ class SentinelClient:
                     raise OutcomeUnknown(f"outcome unknown after {type(exc).__name__}: {exc}") from exc
                 attempt += 1
                 if attempt > cfg.max_retries or time.monotonic() >= deadline:
-                    raise
+                    explained = self._explained(exc)
+                    if explained is exc:
+                        raise
+                    raise explained from exc
                 # Drop the idle connections (the failed one redis-py has closed already): the next
                 # connection asks Sentinel for the master again. Connections other threads are
                 # using are left alone; they fail, or not, on their own.

@@ -152,7 +152,13 @@ tier (``noeviction``, AOF), passed as ``markers``, and cannot vanish while the e
 is served (a marker outlives every entry stored under it and is never evicted). What is left of
 the cache tier's eviction is the residual above.
 
-Round trips (measured by the checks, one ``EVALSHA`` each): ``get_by_id``/``get_by_key`` 1 on
+Confirmation (issue 16 item 5): ``write`` and ``invalidate`` confirm each of their steps on its
+tier by the rule of :mod:`smoke.strategies.replication` (``INFO replication``, the script and
+``WAIT`` pipelined on one connection) and say so in their result (:class:`WriteResult`,
+:class:`InvalidationResult`); see ``invalidate`` for what a confirmed invalidation promises.
+
+Round trips (measured by the checks, one ``EVALSHA`` each, pipelined with its ``WAIT`` for a write
+or an invalidation): ``get_by_id``/``get_by_key`` 1 on
 the cache tier (hit, miss or negative; unchanged); ``write`` 2 (was 1: S reserve, C store);
 ``invalidate`` 2 (was 1: S, C; 3 without a committed version when the cached copy was newer than
 its marker knew); ``get_or_load`` 1 on a hit and 4 on a cold key (was 2: C read + lease, S
@@ -202,6 +208,7 @@ import redis
 from smoke.strategies.client import SentinelClient, encodable
 from smoke.strategies.corruption import CorruptionLog, json_object
 from smoke.strategies.lua import VERSIONS_LUA, LuaScript, version_text
+from smoke.strategies.replication import WAIT_TIMEOUT_MS, Acknowledgement, Confirmation
 from smoke.strategies.tiers import refused_when_full
 
 log = logging.getLogger(__name__)
@@ -671,6 +678,60 @@ class FillResult:
     outcome: str
 
 
+def _all_confirmed(*acks: Acknowledgement | None) -> bool:
+    return all(ack is not None and ack.confirmed for ack in acks)
+
+
+@dataclass(frozen=True)
+class WriteResult:
+    """What :meth:`EntryCache.write` did. ``outcome``: ``stored``, ``stale`` or ``expired`` (see
+    ``write``). ``state``: the acknowledgement of the version reservation on the state tier (None
+    when it refused the version: nothing written); ``cache``: of the store on the cache tier (None
+    when nothing was stored). ``confirmed``: stored, and both reached every in-sync replica of
+    their tier (:mod:`smoke.strategies.replication`), so a failover of either tier cannot bring
+    back the version this one superseded."""
+
+    outcome: str
+    state: Acknowledgement | None = None
+    cache: Acknowledgement | None = None
+
+    @property
+    def confirmed(self) -> bool:
+        return self.outcome == "stored" and _all_confirmed(self.state, self.cache)
+
+
+@dataclass(frozen=True)
+class InvalidationResult:
+    """What :meth:`EntryCache.invalidate` did. ``removed``: keys removed (the entry or a not-found,
+    pointers). ``state``: the acknowledgement of the marker and epoch on the state tier;
+    ``cache``: of the tombstone on the cache tier; ``write_floor``: of the third step (the
+    marker's write floor raised on the state tier), None when it was not needed.
+
+    ``confirmed``: every step reached every in-sync replica of its tier (at least the minimum):
+    the promise "an acknowledged invalidation is never lost" holds for a confirmed one only (see
+    ``invalidate``). Not confirmed: it happened on the masters, but a failover of either tier may
+    still undo it; call ``invalidate`` again."""
+
+    removed: int
+    state: Acknowledgement
+    cache: Acknowledgement
+    write_floor: Acknowledgement | None = None
+
+    @property
+    def confirmed(self) -> bool:
+        return _all_confirmed(self.state, self.cache) and (self.write_floor is None or self.write_floor.confirmed)
+
+    @property
+    def acked(self) -> int:
+        """The fewest replicas that acknowledged any step."""
+        return min(a.acked for a in (self.state, self.cache, self.write_floor) if a is not None)
+
+    @property
+    def required(self) -> int:
+        """The most replicas any step required."""
+        return max(a.required for a in (self.state, self.cache, self.write_floor) if a is not None)
+
+
 class EntryCache:
     """Look-aside cache of DICT entries; see the module docstring for the keys and guarantees.
 
@@ -708,6 +769,9 @@ class EntryCache:
         poll_ms: int = 20,
         reservation_ms: int = DEFAULT_RESERVATION_MS,
         markers: SentinelClient | None = None,
+        tombstone_ms: int | None = None,
+        min_replicas: int = 1,
+        wait_timeout_ms: int = WAIT_TIMEOUT_MS,
     ) -> None:
         if min(ttl_ms, lease_ms, poll_ms, reservation_ms) <= 0:
             raise ValueError("ttl_ms, marker_ttl_ms, lease_ms, poll_ms and reservation_ms must be positive")
@@ -730,7 +794,17 @@ class EntryCache:
         self.reservation_ms = reservation_ms
         # A tombstone must outlive every step 2 whose step 1 came before the invalidation's: the
         # reservation window, with a margin (and a lease, so a fill in flight meets it).
-        self.tombstone_ms = max(3 * reservation_ms, lease_ms)
+        least_tombstone_ms = max(3 * reservation_ms, lease_ms)
+        if tombstone_ms is not None and tombstone_ms < least_tombstone_ms:
+            raise ValueError(
+                f"tombstone_ms = {tombstone_ms}: must be at least max(3 * reservation_ms, lease_ms) = "
+                f"{least_tombstone_ms}, to outlive every store it must refuse"
+            )
+        self.tombstone_ms = least_tombstone_ms if tombstone_ms is None else tombstone_ms
+        # Writes and invalidations are confirmed on each tier by its in-sync replicas (one rule:
+        # smoke/strategies/replication.py); one Confirmation per tier (each keeps its own hint).
+        self._confirm_state = Confirmation(min_replicas, wait_timeout_ms)
+        self._confirm_cache = Confirmation(min_replicas, wait_timeout_ms)
         # The epoch must outlive every marker (it is refreshed with each) and every lease.
         self._epoch_ttl_ms = max(marker_ttl_ms, lease_ms)
 
@@ -779,11 +853,17 @@ class EntryCache:
         return self._get_or_load("key", "", key_type, key_value, lambda: loader(key_type, key_value))
 
     # --- writes -------------------------------------------------------------------------------
-    def write(self, entry: Entry) -> str:
-        """Write-through after the source of truth committed ``entry``: ``stored``; ``stale`` when
-        a newer version was written or an invalidation superseded this one; ``expired`` when more
-        than ``reservation_ms`` passed between the two steps (nothing cached: a later read loads
-        fresh). Two round trips: the reservation on the state tier, the store on the cache.
+    def write(self, entry: Entry) -> WriteResult:
+        """Write-through after the source of truth committed ``entry``. ``outcome``: ``stored``;
+        ``stale`` when a newer version was written or an invalidation superseded this one;
+        ``expired`` when more than ``reservation_ms`` passed between the two steps (nothing
+        cached: a later read loads fresh). Two round trips: the reservation on the state tier,
+        the store on the cache, each pipelined with its ``WAIT`` (smoke/strategies/replication.py).
+
+        ``confirmed`` (see :class:`WriteResult`): stored, and both steps reached every in-sync
+        replica of their tier. A write that supersedes a committed change and is not confirmed
+        may be undone by a failover (the older copy served again until its TTL): retry it, or
+        ``invalidate`` the entry, until one is confirmed.
 
         ``entry.version`` must be an integer in [0, 2^63 - 1] (compared exactly, so nanosecond
         timestamps work); anything else is a ``ValueError`` naming it, and nothing is sent. A full
@@ -793,22 +873,41 @@ class EntryCache:
         marker = self.marker_key(entry.id)
         reserve_args = [version, self.marker_ttl_ms, self._epoch_ttl_ms]
         with refused_when_full("entry write (version reservation)", marker):
-            (reserved,) = self._run(_RESERVE, [marker, self.negative_epoch_key()], reserve_args, self.markers)
+            (reserved,), state_ack = self._run_confirmed(
+                _RESERVE, [marker, self.negative_epoch_key()], reserve_args, tier="state", wrote=_said(b"ok")
+            )
         if _text(reserved) != "ok":
-            return "stale"
+            return WriteResult("stale")
         args = [entry.id, entry.to_json(), version, self.ttl_ms, self.prefix + POINTER_KEY]
-        (outcome,) = self._run_within(time.monotonic(), _WRITE, keys, args)
-        return _text(outcome)
+        (outcome,), cache_ack = self._run_within(time.monotonic(), _WRITE, keys, args, wrote=_said(b"stored"))
+        return WriteResult(_text(outcome), state_ack, cache_ack)
 
     def invalidate(
         self, entry_id: str, committed_version: int | None = None, *, new_key: tuple[str, str] | None = None
-    ) -> int:
+    ) -> InvalidationResult:
         """Drop the entry and its pointer and leave what keeps anything older from being stored
         again: no fill whose loader started before now (by id, and any not-found by key: the
         entry may have moved to that key value), and no write-through of the versions this cache
         has seen for it (or, if the caller knows the version it just committed, of anything below
         ``committed_version``, an integer in [0, 2^63 - 1]). A fill that starts after the
-        invalidation is stored. Returns the number of keys removed (entry or not-found, pointers).
+        invalidation is stored. Returns an :class:`InvalidationResult`: ``removed`` (the number
+        of keys removed: entry or not-found, pointers) and ``confirmed``.
+
+        **Confirmed invalidations are never lost.** An invalidation writes on both tiers, and
+        both must survive a failover for its promise to hold: the tombstone on the cache tier (a
+        cache failover to a replica without it would serve the old entry again, for up to the
+        entry TTL) and the marker and epoch on the state tier (a state failover to a replica
+        without them would let a late write-through of a superseded version, or a fill that
+        loaded before the invalidation, be stored once the tombstone has expired). So each step
+        is confirmed by the rule of :mod:`smoke.strategies.replication` (every replica in sync
+        with that tier's master, at least ``min_replicas``, ``WAIT`` pipelined with the script on
+        its connection: no extra round trip), and the result is ``confirmed`` only when every
+        step is. Each step writes on every run (the tombstone ``SET``, the epoch ``SET`` and the
+        marker ``HSET``), so the ``WAIT`` of a retry covers the retry's own write on every server
+        line. Not confirmed (replicas down or cut off): the invalidation happened on the masters,
+        but a failover may undo it; the application retries it (it is safe to repeat: it only
+        moves the epoch once more) until one is confirmed, or accepts that the old entry may be
+        served for up to the entry TTL after such a failover.
 
         Two round trips (state tier: marker and epoch; cache tier: the entry replaced by a
         short-lived tombstone, the pointers dropped); a third on the state tier only without
@@ -833,14 +932,19 @@ class EntryCache:
         state_args = [committed, self.marker_ttl_ms, self._epoch_ttl_ms]
         with refused_when_full("entry invalidation", marker):
             state_keys = [marker, self.negative_epoch_key()]
-            floor, wfloor, seq = self._run(_INVALIDATE_STATE, state_keys, state_args, self.markers)
+            (floor, wfloor, seq), state_ack = self._run_confirmed(
+                _INVALIDATE_STATE, state_keys, state_args, tier="state"
+            )
         args = [entry_id, self.prefix + POINTER_KEY, _text(seq), _text(floor), _text(wfloor), self.tombstone_ms]
         args.append("1" if committed_version is None else "")
-        removed, tomb_wfloor = self._run(_INVALIDATE_CACHE, keys, args)
+        (removed, tomb_wfloor), cache_ack = self._run_confirmed(_INVALIDATE_CACHE, keys, args, tier="cache")
+        floor_ack = None
         if committed_version is None and int(_text(tomb_wfloor)) > int(_text(wfloor)):
             with refused_when_full("entry invalidation (write floor)", marker):
-                self._run(_RAISE_INV_FLOOR, [marker], [_text(tomb_wfloor), self.marker_ttl_ms], self.markers)
-        return int(removed)
+                floor_args = [_text(tomb_wfloor), self.marker_ttl_ms]
+                _, floor_ack = self._run_confirmed(_RAISE_INV_FLOOR, [marker], floor_args, tier="state")
+        assert state_ack is not None and cache_ack is not None  # these scripts always write
+        return InvalidationResult(int(removed), state_ack, cache_ack, floor_ack)
 
     # --- internals ----------------------------------------------------------------------------
     def _run(
@@ -853,19 +957,50 @@ class EntryCache:
         reply: list[Any] = target.run(lambda r: script(r, keys, args), idempotent=True)
         return self._unwrap(reply)
 
-    def _run_within(self, since: float, script: LuaScript, keys: list[Any], args: list[Any]) -> list[Any]:
+    def _run_confirmed(
+        self,
+        script: LuaScript,
+        keys: list[Any],
+        args: list[Any],
+        *,
+        tier: str,
+        wrote: Callable[[Any], bool] = lambda reply: True,
+    ) -> tuple[list[Any], Acknowledgement | None]:
+        """One script call on ``tier`` (``cache`` or ``state``: the markers' client) with its
+        ``WAIT``, pipelined on one connection (:class:`~smoke.strategies.replication.Confirmation`):
+        the rest of the reply (foreign keys logged) and the acknowledgement, None when ``wrote``
+        says the script wrote nothing to confirm."""
+        client, confirmation = (
+            (self.client, self._confirm_cache) if tier == "cache" else (self.markers, self._confirm_state)
+        )
+        reply, ack = client.run(lambda r: confirmation.run(r, script, keys, args, wrote=wrote), idempotent=True)
+        return self._unwrap(reply), ack
+
+    def _run_within(
+        self,
+        since: float,
+        script: LuaScript,
+        keys: list[Any],
+        args: list[Any],
+        *,
+        wrote: Callable[[Any], bool] | None = None,
+    ) -> tuple[list[Any], Acknowledgement | None]:
         """Step 2 on the cache tier, sent only while at most ``reservation_ms`` have passed since
         ``since`` (the monotonic time step 1 answered), checked before every attempt (a retry
-        after a failover is late too): otherwise ``['expired']`` and nothing is sent."""
+        after a failover is late too): otherwise ``['expired']`` and nothing is sent. With
+        ``wrote``, confirmed as :meth:`_run_confirmed` does (else no ``WAIT``, no acknowledgement)."""
         window = self.reservation_ms / 1000
 
-        def attempt(r: redis.Redis) -> list[Any]:
+        def attempt(r: redis.Redis) -> tuple[list[Any], Acknowledgement | None]:
             if time.monotonic() - since > window:
-                return [[], b"expired"]
-            reply: list[Any] = script(r, keys, args)
-            return reply
+                return [[], b"expired"], None
+            if wrote is None:
+                return script(r, keys, args), None
+            reply, ack = self._confirm_cache.run(r, script, keys, args, wrote=wrote)
+            return reply, ack
 
-        return self._unwrap(self.client.run(attempt, idempotent=True))
+        reply, ack = self.client.run(attempt, idempotent=True)
+        return self._unwrap(reply), ack
 
     @staticmethod
     def _unwrap(reply: list[Any]) -> list[Any]:
@@ -977,7 +1112,7 @@ class EntryCache:
         if _text(verdict) != "ok":
             self._release(lease, token)
             return entry, True, _text(verdict)
-        (outcome,) = self._run_within(checked, _FILL, keys, args)
+        (outcome,), _ = self._run_within(checked, _FILL, keys, args)
         if _text(outcome) == "expired":
             self._release(lease, token)
         return entry, True, _text(outcome)
@@ -985,6 +1120,11 @@ class EntryCache:
     def _release(self, lease: str, token: str) -> None:
         """Give a lease back if it is still ours (one round trip on the cache tier)."""
         self.client.run(lambda r: _RELEASE(r, [lease], [token]), idempotent=True)
+
+
+def _said(status: bytes) -> Callable[[Any], bool]:
+    """``wrote`` for a script whose reply ``{foreign, status, ...}`` says ``status`` when it wrote."""
+    return lambda reply: bool(reply[1] == status)
 
 
 def _key_type(key_type: str) -> str:

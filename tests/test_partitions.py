@@ -159,12 +159,18 @@ def test_a_partitioned_master_stops_acknowledging_within_the_documented_bound(
     lost when it rejoins. That window must stay within 2 + 2 s (the review: 11 s, with 38 % of
     the writes lost, at min-replicas-max-lag 10), no confirmed claim may be lost, and two masters
     may accept writes at once only for the step-down bound less the Sentinels' detection
-    (smoke/drills/partition.py derives each bound)."""
+    (smoke/drills/partition.py derives each bound). Confirmed entry invalidations run through it
+    too, and none may be lost on either tier."""
     require_iptables()
-    result = run_partition_drill(shared, state, f"smoke:{uuid.uuid4().hex[:8]}:", TIER)
+    with SentinelClient(shared.client_config()) as cache:
+        result = run_partition_drill(
+            shared, state, f"smoke:{uuid.uuid4().hex[:8]}:", TIER, invalidations=(cache, state)
+        )
     print(f"\n{result.fault}: {result}")
     assert result.heal_error is None, result.heal_error
     assert result.acknowledged_writes > 0 and result.lost_acknowledged_writes == 0, result
+    # Entry invalidations ran too: every one answered confirmed kept its tombstone and its marker.
+    assert result.confirmed_invalidations and result.lost_confirmed_invalidations == 0, result
     assert result.late_ack_seconds is not None and result.late_ack_seconds <= STEP_DOWN_BOUND_S, result
     assert result.passed, result.detail
     assert shared.converged()

@@ -83,8 +83,9 @@ class Target:
     squeeze_cache: Callable[[], contextlib.AbstractContextManager[None]] | None = None
     admin: Callable[[str], redis.Redis] | None = None
     # The rehearsal's partition drill of the state tier (smoke/drills/partition.py): given the
-    # tier's client and a key prefix, it cuts the master off with iptables. None on a cluster.
-    partition: Callable[[SentinelClient, str], DrillResult] | None = None
+    # cache and state clients and a key prefix, it cuts the state master off with iptables while
+    # claims and entry invalidations run. None on a cluster.
+    partition: Callable[[SentinelClient, SentinelClient, str], DrillResult] | None = None
 
     @property
     def tiers(self) -> list[TierTarget]:
@@ -205,7 +206,11 @@ def _local_target(stack: ExitStack, render_dir: Path) -> Target:
         max(len(cluster.state_nodes) - 1, 0),
         lambda: _squeezed_cache(cluster),
         lambda tier: cluster.client(cluster.masters(tier)[0]),
-        (lambda client, prefix: run_partition_drill(cluster, client, prefix)) if state else None,
+        (
+            (lambda cache, state, prefix: run_partition_drill(cluster, state, prefix, invalidations=(cache, state)))
+            if state
+            else None
+        ),
     )
 
 
@@ -444,7 +449,7 @@ def _partition(ctx: CheckContext, target: Target, report: SmokeReport) -> list[C
         return [CheckResult("failover", "partition", False, "not run: the topology has no usable master")]
     _say("  .... partition drill (state tier): its master cut off from replicas and Sentinels, clients still in")
     try:
-        result = target.partition(ctx.state_client, ctx.prefix)
+        result = target.partition(ctx.client, ctx.state_client, ctx.prefix)
     except Exception as exc:
         return [CheckResult("failover", "partition", False, f"{type(exc).__name__}: {exc}")]
     report.partition = {"run": True, **result.as_report()}
@@ -455,7 +460,8 @@ def _partition(ctx: CheckContext, target: Target, report: SmokeReport) -> list[C
     detail = (
         f"{r.detail}; acknowledged then lost: {r.lost_plain_writes} of {r.plain_writes} plain writes, the last "
         f"{r.late_ack_seconds:.2f} s after the cut; confirmed claims lost {r.lost_acknowledged_writes} of "
-        f"{r.acknowledged_writes}; two masters {r.two_masters_seconds} s, both accepting writes "
+        f"{r.acknowledged_writes}; confirmed invalidations lost {r.lost_confirmed_invalidations} of "
+        f"{r.confirmed_invalidations}; two masters {r.two_masters_seconds} s, both accepting writes "
         f"{r.two_writable_seconds} s; reconverged {r.reconverged_seconds} s after the partition ended"
     )
     _say(f"  {'PASS' if result.passed else 'FAIL'} failover.partition: {detail}")

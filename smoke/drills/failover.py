@@ -15,7 +15,7 @@ measured as honestly as a SIGKILL.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 
 import redis
@@ -75,9 +75,17 @@ class DrillResult:
     two_writable_seconds: float | None = None
     reconverged_seconds: float | None = None
     fault: str = ""
+    # With an invalidations workload (``ConfirmedInvalidations`` in ``more``): how many
+    # invalidations were confirmed, and how many of them were lost on either tier.
+    confirmed_invalidations: int | None = None
+    lost_confirmed_invalidations: int | None = None
 
     def as_report(self) -> dict[str, object]:
         return asdict(self)
+
+
+# The name prefix of the checkers that judge confirmed invalidations, one per tier.
+INVALIDATIONS_CHECKER = "confirmed_invalidations"
 
 
 def outage_limit_s(down_after_ms: int) -> float:
@@ -130,6 +138,7 @@ def run_failover_drill(
     observed: Observed | None = None,
     late_ack_limit_s: float | None = None,
     failover_expected: bool = True,
+    more: Sequence[tuple[Workload, Sequence[Checker]]] = (),
 ) -> DrillResult:
     """Run the composition once. ``min_replicas``: the least number of replicas a claim is
     confirmed by (:mod:`smoke.strategies.replication`). ``masters`` (the addresses of the nodes
@@ -142,7 +151,8 @@ def run_failover_drill(
     ``late_ack_limit_s`` judges how long after the fault lost writes were still acknowledged
     (always measured). ``failover_expected=False`` (a fault that leaves the master in place: a
     replica or Sentinels lost, a short hang) waits for the fault to end instead of for the
-    Sentinels to name another master."""
+    Sentinels to name another master. ``more``: further workloads under the same fault, each with
+    the checkers that judge it (e.g. confirmed invalidations, and ``Lost`` on each tier)."""
     name = client.config.master_name
     down_after = int(client.sentinels()[0].sentinel_master(name)["down-after-milliseconds"])
     old = "{}:{}".format(*client.sentinel_master_address())
@@ -169,6 +179,9 @@ def run_failover_drill(
         checkers.append(Outage(claims.history, survivors, limit + wait_s, name="claims_outage"))
     checkers.append(LateAcknowledgements(plain.history, survivors, late_ack_limit_s))
     workloads: list[Workload] = [claims, plain]
+    for workload, judges in more:
+        workloads.append(workload)
+        checkers.extend(judges)
     if observed is not None:
         roles = TopologyObserver(roles_probe(observed.nodes), ROLES_INTERVAL_S)
         shape = TopologyObserver(observed.converged, CONVERGED_INTERVAL_S)
@@ -213,7 +226,20 @@ def run_failover_drill(
         two_writable_seconds=_figure(run, "master_overlap", "two_writable_seconds"),
         reconverged_seconds=_figure(run, "reconverged", "seconds"),
         fault=fault.name,
+        **_invalidation_figures(run),
     )
+
+
+def _invalidation_figures(run: DrillRun) -> dict[str, int]:
+    """``confirmed_invalidations`` and ``lost_confirmed_invalidations`` from the ``Lost`` checkers
+    named ``confirmed_invalidations_<tier>`` (nothing when the drill had none)."""
+    found = [v for v in run.verdicts if v.name.startswith(INVALIDATIONS_CHECKER)]
+    if not found:
+        return {}
+    return {
+        "confirmed_invalidations": found[0].figures["acknowledged"],
+        "lost_confirmed_invalidations": sum(v.figures["lost"] for v in found),
+    }
 
 
 def _figure(run: DrillRun, checker: str, figure: str) -> float | None:

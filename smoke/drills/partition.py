@@ -11,13 +11,26 @@ The bounds, derived from the settings (docs/architecture.md, "Partitions"):
 - two masters accepting writes at once: at most the step-down less down-after (the new master
   exists only after down-after);
 - the topology back in its full shape within ``RECONVERGE_DEPOSED_S`` of the partition's end;
-- no confirmed claim lost, exactly one master at the end.
+- no confirmed claim lost, exactly one master at the end;
+- with ``invalidations`` (the cache and state tiers' clients): entry invalidations run too, and
+  not one confirmed invalidation is lost on either tier (its tombstone on the cache tier, its
+  version marker on the state tier). While the state master is cut off its replicas cannot
+  acknowledge, so an invalidation it takes is answered unconfirmed, never confirmed and lost.
 """
 
 from __future__ import annotations
 
-from smoke.drills.failover import DrillResult, Observed, outage_limit_s, run_failover_drill, step_down_limit_s
+from smoke.drills.checkers import Checker, Lost, Survivors
+from smoke.drills.failover import (
+    INVALIDATIONS_CHECKER,
+    DrillResult,
+    Observed,
+    outage_limit_s,
+    run_failover_drill,
+    step_down_limit_s,
+)
 from smoke.drills.faults import Partition
+from smoke.drills.workload import ConfirmedInvalidations, Workload
 from smoke.local.rehearsal import LoopbackCluster
 from smoke.strategies.client import SentinelClient
 
@@ -36,11 +49,30 @@ def max_lag_s(cluster: LoopbackCluster, tier: str) -> int:
         return int(c.config_get("min-replicas-max-lag")["min-replicas-max-lag"])
 
 
+def invalidations_under_fault(
+    cache: SentinelClient, state: SentinelClient, prefix: str
+) -> tuple[Workload, list[Checker]]:
+    """Confirmed entry invalidations as one more workload of a drill, judged on both tiers."""
+    workload = ConfirmedInvalidations(cache, prefix, markers=state)
+    return workload, [
+        Lost(f"{INVALIDATIONS_CHECKER}_cache", workload.history, Survivors(cache)),
+        Lost(f"{INVALIDATIONS_CHECKER}_state", workload.markers, Survivors(state)),
+    ]
+
+
 def run_partition_drill(
-    cluster: LoopbackCluster, client: SentinelClient, prefix: str, tier: str = "state", seconds: float = PARTITION_S
+    cluster: LoopbackCluster,
+    client: SentinelClient,
+    prefix: str,
+    tier: str = "state",
+    seconds: float = PARTITION_S,
+    *,
+    invalidations: tuple[SentinelClient, SentinelClient] | None = None,
 ) -> DrillResult:
     """Cut the ``tier``'s master off for ``seconds`` under load; ``client`` is that tier's client.
+    ``invalidations``: the (cache, state) clients to run confirmed invalidations with as well.
     The iptables chain is removed whatever happens (the fault is a context manager)."""
+    more = [invalidations_under_fault(*invalidations, prefix)] if invalidations else []
     step_down = step_down_limit_s(max_lag_s(cluster, tier))
     down_after_ms = int(client.sentinels()[0].sentinel_master(client.config.master_name)["down-after-milliseconds"])
     with Partition(cluster, seconds, tier) as fault:
@@ -56,4 +88,5 @@ def run_partition_drill(
                 cluster, tier, max(step_down - down_after_ms / 1000, 0.0), RECONVERGE_DEPOSED_S
             ),
             late_ack_limit_s=step_down,
+            more=more,
         )

@@ -77,6 +77,7 @@ def test_the_local_run_passes_every_check_and_the_failover_drill(dev_render_dir:
         assert partition["run"] is True, partition
         assert partition["lost_acknowledged_writes"] == 0 and partition["acknowledged_writes"] > 0, partition
         assert partition["late_ack_seconds"] <= 4.0 and partition["two_writable_seconds"] is not None, partition
+        assert partition["confirmed_invalidations"] > 0 == partition["lost_confirmed_invalidations"], partition
         assert "partition (state tier" in result.stdout
     else:
         assert partition["run"] is False and "not run" in partition["reason"], partition

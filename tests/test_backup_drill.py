@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from smoke.drills.backup import ROOT, main
+from smoke.local.moto_s3 import moto_s3
 from tests.support import require_redis_binaries
 
 pytestmark = pytest.mark.redis
@@ -111,3 +112,12 @@ def test_help_shows_the_defaults() -> None:
     assert result.returncode == 0
     text = " ".join(result.stdout.split())
     assert "(default: 100000)" in text and "(default: " + str(ROOT / "build") in text
+
+
+def test_each_s3_stand_in_starts_empty_even_in_one_process() -> None:
+    """moto keeps its state process-wide: a second stand-in in the same process (the bench's
+    restore at scale after a drill) must not find the first one's bucket or objects."""
+    with moto_s3() as first:
+        first.client().put_object(Bucket=first.bucket, Key="old/dump.rdb", Body=b"x")
+    with moto_s3() as second:
+        assert second.client().list_objects_v2(Bucket=second.bucket).get("KeyCount") == 0

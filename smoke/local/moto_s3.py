@@ -13,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import socket
+import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -103,7 +104,12 @@ def moto_s3(bucket: str = "dict-redis-backups-drill", region: str = "sa-east-1")
     server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
     server.start()
     try:
-        probe = MotoS3(f"http://127.0.0.1:{port}", region, bucket, "")
+        endpoint = f"http://127.0.0.1:{port}"
+        # moto keeps its buckets and keys in process-wide state, not per server: a second server
+        # in one process would find the first one's bucket. Each stand-in starts empty.
+        with urllib.request.urlopen(urllib.request.Request(f"{endpoint}/moto-api/reset", method="POST"), timeout=10):
+            pass
+        probe = MotoS3(endpoint, region, bucket, "")
         key_id = probe.create_bucket(bucket)
         yield MotoS3(probe.endpoint, region, bucket, key_id)
     finally:

@@ -77,78 +77,35 @@ class _Timer:
         self._run()
 
 
-class KillMaster:
-    """Send ``sig`` (SIGKILL by default) to the rehearsal's current master of one data ``tier``;
-    heal restarts it with its data directory, and it must rejoin as a replica. With
-    ``restart_after_s`` its pod comes back that long after the kill, while the drill runs (the
-    kubelet restarting a crashed container at once: the old master back before or during the
-    failover)."""
+class _KillNodes:
+    """What the kill faults share: ``inject()`` sends ``sig`` to the nodes :meth:`_choose` picks
+    (by PID); with ``restart_after_s`` they are started again that long after, from their data
+    directories (their pods restarting), while the drill runs, so the workloads see them come
+    back. ``restart()`` starts them now if the timer has not (waiting for nothing); heal starts
+    any still down and waits for the topology to converge."""
 
-    def __init__(
-        self,
-        cluster: LoopbackCluster,
-        sig: signal.Signals = signal.SIGKILL,
-        tier: str = "cache",
-        restart_after_s: float | None = None,
-    ) -> None:
-        self.cluster, self.sig, self.tier = cluster, sig, tier
-        back = "" if restart_after_s is None else f", back after {restart_after_s:g} s"
-        self.name = (f"master {sig.name}" if tier == "cache" else f"{tier} master {sig.name}") + back
-        self.killed: Node | None = None
-        self._restart = _Timer(restart_after_s, self._start)
+    what = "nodes"  # for the heal's wait message
 
-    @property
-    def ended_at(self) -> float | None:
-        return self._restart.ended_at
-
-    def inject(self) -> None:
-        self.killed = self.cluster.masters(self.tier)[0]
-        self.cluster.kill_node(self.killed, self.sig)
-        self._restart.start()
-
-    def _start(self) -> None:
-        if self.killed is not None and not self.killed.running:
-            self.cluster.start_node(self.killed)
-
-    def restart(self) -> None:
-        """Start the killed master again (its pod restarting) now if its timer has not, without
-        waiting for anything."""
-        self._restart.fire_now()
-
-    def heal(self) -> None:
-        self.restart()
-        self.cluster.wait_for("the killed master back as a replica", self.cluster.converged, CONVERGE_TIMEOUT_S)
-
-
-class KillReplica:
-    """SIGKILL ``count`` replicas of a data ``tier`` (a pod restart, a node drain). With
-    ``restart_after_s`` they are started again that long after the kill, from their data
-    directories, as their pods would be: while the drill runs, so the workloads see them come
-    back. Heal: start any still down, and wait for the topology to converge."""
-
-    def __init__(
-        self, cluster: LoopbackCluster, tier: str = "cache", restart_after_s: float | None = None, count: int = 1
-    ) -> None:
-        if count < 1:
-            raise ValueError(f"count = {count}: kill at least 1 replica")
-        self.cluster, self.tier, self.restart_after_s, self.count = cluster, tier, restart_after_s, count
-        back = "" if restart_after_s is None else f", back after {restart_after_s:g} s"
-        what = "replica" if count == 1 else f"{count} replicas"
-        self.name = f"{tier} {what} SIGKILL{back}"
+    def __init__(self, cluster: LoopbackCluster, restart_after_s: float | None, sig: signal.Signals) -> None:
+        self.cluster, self.sig = cluster, sig
         self.killed: list[Node] = []
         self._restart = _Timer(restart_after_s, self._start)
 
+    @staticmethod
+    def _back(restart_after_s: float | None) -> str:
+        return "" if restart_after_s is None else f", back after {restart_after_s:g} s"
+
     @property
     def ended_at(self) -> float | None:
         return self._restart.ended_at
 
+    def _choose(self) -> list[Node]:
+        raise NotImplementedError
+
     def inject(self) -> None:
-        replicas = [n for n in self.cluster.tier_nodes(self.tier) if n.running and self.cluster.role(n) == "slave"]
-        if len(replicas) < self.count:
-            raise RuntimeError(f"{self.tier} tier: {len(replicas)} replicas running, cannot kill {self.count}")
-        self.killed = replicas[: self.count]
+        self.killed = self._choose()
         for node in self.killed:
-            self.cluster.kill_node(node, signal.SIGKILL)
+            self.cluster.kill_node(node, self.sig)
         self._restart.start()
 
     def _start(self) -> None:
@@ -157,12 +114,60 @@ class KillReplica:
                 self.cluster.start_node(node)
 
     def restart(self) -> None:
-        """Start the killed replicas now if their timer has not (cancelling the timer)."""
         self._restart.fire_now()
 
     def heal(self) -> None:
         self.restart()
-        self.cluster.wait_for("the killed replicas back", self.cluster.converged, CONVERGE_TIMEOUT_S)
+        self.cluster.wait_for(f"the killed {self.what} back", self.cluster.converged, CONVERGE_TIMEOUT_S)
+
+
+class KillMaster(_KillNodes):
+    """Send ``sig`` (SIGKILL by default) to the rehearsal's current master of one data ``tier``;
+    heal restarts it with its data directory, and it must rejoin as a replica. With
+    ``restart_after_s`` its pod comes back that long after the kill, while the drill runs (the
+    kubelet restarting a crashed container at once: the old master back before or during the
+    failover)."""
+
+    what = "master (as a replica)"
+
+    def __init__(
+        self,
+        cluster: LoopbackCluster,
+        sig: signal.Signals = signal.SIGKILL,
+        tier: str = "cache",
+        restart_after_s: float | None = None,
+    ) -> None:
+        super().__init__(cluster, restart_after_s, sig)
+        self.tier = tier
+        self.name = (f"master {sig.name}" if tier == "cache" else f"{tier} master {sig.name}") + self._back(
+            restart_after_s
+        )
+
+    def _choose(self) -> list[Node]:
+        return [self.cluster.masters(self.tier)[0]]
+
+
+class KillReplica(_KillNodes):
+    """SIGKILL ``count`` replicas of a data ``tier`` (a pod restart, a node drain), back after
+    ``restart_after_s`` when given."""
+
+    what = "replicas"
+
+    def __init__(
+        self, cluster: LoopbackCluster, tier: str = "cache", restart_after_s: float | None = None, count: int = 1
+    ) -> None:
+        if count < 1:
+            raise ValueError(f"count = {count}: kill at least 1 replica")
+        super().__init__(cluster, restart_after_s, signal.SIGKILL)
+        self.tier, self.count = tier, count
+        what = "replica" if count == 1 else f"{count} replicas"
+        self.name = f"{tier} {what} SIGKILL{self._back(restart_after_s)}"
+
+    def _choose(self) -> list[Node]:
+        replicas = [n for n in self.cluster.tier_nodes(self.tier) if n.running and self.cluster.role(n) == "slave"]
+        if len(replicas) < self.count:
+            raise RuntimeError(f"{self.tier} tier: {len(replicas)} replicas running, cannot kill {self.count}")
+        return replicas[: self.count]
 
 
 class HangSentinel:
@@ -180,43 +185,22 @@ class HangSentinel:
         self.cluster.resume_node(self.cluster.sentinels[self.index])
 
 
-class KillSentinels:
+class KillSentinels(_KillNodes):
     """SIGKILL ``count`` Sentinels (by PID, the last ones first: the client's first Sentinel
-    stays, unless all go). With ``restart_after_s`` they are started again that long after, with
-    their data directories (their identity and state), while the drill runs. Heal: start any still
-    down and wait for the topology to converge."""
+    stays, unless all go), back after ``restart_after_s`` when given, with their data directories
+    (their identity and state)."""
+
+    what = "Sentinels"
 
     def __init__(self, cluster: LoopbackCluster, count: int = 1, restart_after_s: float | None = None) -> None:
         if not 1 <= count <= len(cluster.sentinels):
             raise ValueError(f"count = {count}: kill between 1 and {len(cluster.sentinels)} Sentinels")
-        self.cluster, self.count = cluster, count
-        back = "" if restart_after_s is None else f", back after {restart_after_s:g} s"
-        self.name = f"{count} of {len(cluster.sentinels)} Sentinels SIGKILL{back}"
-        self.killed: list[Node] = []
-        self._restart = _Timer(restart_after_s, self._start)
+        super().__init__(cluster, restart_after_s, signal.SIGKILL)
+        self.count = count
+        self.name = f"{count} of {len(cluster.sentinels)} Sentinels SIGKILL{self._back(restart_after_s)}"
 
-    @property
-    def ended_at(self) -> float | None:
-        return self._restart.ended_at
-
-    def inject(self) -> None:
-        self.killed = self.cluster.sentinels[::-1][: self.count]
-        for node in self.killed:
-            self.cluster.kill_node(node, signal.SIGKILL)
-        self._restart.start()
-
-    def _start(self) -> None:
-        for node in self.killed:
-            if not node.running:
-                self.cluster.start_node(node)
-
-    def restart(self) -> None:
-        """Start the killed Sentinels now if their timer has not."""
-        self._restart.fire_now()
-
-    def heal(self) -> None:
-        self.restart()
-        self.cluster.wait_for("the killed Sentinels back", self.cluster.converged, CONVERGE_TIMEOUT_S)
+    def _choose(self) -> list[Node]:
+        return self.cluster.sentinels[::-1][: self.count]
 
 
 class HangMaster:

@@ -17,7 +17,6 @@ from collections.abc import Iterator
 import pytest
 
 from components.renderers.redis_conf import FULL_SYNC_DELAY_S
-from components.server_lines import ServerLine
 from smoke.drills.failover import DrillResult, Observed, outage_limit_s, run_failover_drill, step_down_limit_s
 from smoke.drills.faults import (
     Fault,
@@ -31,9 +30,8 @@ from smoke.drills.faults import (
     iptables_problem,
 )
 from smoke.drills.partition import RECONVERGE_DEPOSED_S, max_lag_s, run_partition_drill
-from smoke.local.rehearsal import LoopbackCluster, RenderedFiles
+from smoke.local.rehearsal import LoopbackCluster
 from smoke.strategies.client import SentinelClient
-from tests.support import require_redis_binaries
 
 pytestmark = [pytest.mark.redis]
 
@@ -58,11 +56,10 @@ RESYNC_ALLOWANCE_S = FULL_SYNC_DELAY_S + 1.5
 
 
 @pytest.fixture(scope="module")
-def shared(dev_files: RenderedFiles, server_line: ServerLine) -> Iterator[LoopbackCluster]:
-    """One topology for every drill of the module: each fault heals back to the full shape."""
-    require_redis_binaries(server_line)
-    with LoopbackCluster(dev_files, server=server_line) as cluster:
-        yield cluster
+def shared(cluster: LoopbackCluster) -> LoopbackCluster:
+    """One topology for every drill of the module (conftest's module-scoped ``cluster``): each
+    fault heals back to the full shape."""
+    return cluster
 
 
 @pytest.fixture(scope="module")

@@ -10,7 +10,7 @@ key names and the 5 min TTL as the contract and fixes the mechanics.
 Data shape (changed from the seed, all keys under ``prefix``). On the **cache tier**:
 
 * ``dict:entry:id:<id>`` — the entry (the only copy), ``PX ttl_ms`` (5 min), in **layout E1**
-  (**changed**, issue 18: it was the entry's JSON document, ~370 B; now ~150 B, and an entry
+  (**changed**, issue 18: it was the entry's JSON document, ~365 B; now ~190 B, and an entry
   with its pointer takes about half the seed layout's memory, docs/performance.md):
   ``E1:<version>:<key_type>:<n>:<key_value>`` then a JSON array of the other fields by position,
   ``[id, ispb, branch, number, account type, owner name, tax id, created_at, updated_at]`` and
@@ -219,6 +219,7 @@ import secrets
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
+from itertools import repeat
 from typing import Any
 
 import redis
@@ -327,31 +328,25 @@ class Entry:
             n = int(size)
             if n > len(rest):
                 raise ValueError(f"key value of {n} bytes in {len(rest)}")
-            fields = json.loads(rest[n:])  # bytes: UTF-8, strictly (a UnicodeDecodeError is a ValueError)
-            if not isinstance(fields, list) or len(fields) not in (9, 10):
+            fields = json.loads(rest[n:].decode())  # UTF-8, strictly (a UnicodeDecodeError is a ValueError)
+            if type(fields) is not list or not 9 <= len(fields) <= 10:
                 raise ValueError("the fields are not a list of 9 or 10")
-            id_, ispb, branch, number, account_type, name, tax_id, created, updated, *kind = fields
-            entry = cls(
-                id=id_,
-                key_type=key_type.decode(),
-                key_value=rest[:n].decode(),
-                account=Account(ispb, branch, number, account_type),
-                owner=Owner(name, tax_id, *kind),
-                version=int(version),
-                created_at=_unpack_stamp(created),
-                updated_at=_unpack_stamp(updated),
-            )
+            kind, key_value = key_type.decode(), rest[:n].decode()
+            created_at, updated_at = _unpack_stamp(fields[7]), _unpack_stamp(fields[8])
         except ValueError as exc:  # json.JSONDecodeError and UnicodeDecodeError included
             raise ValueError(f"malformed entry value: {exc}") from None
-        texts = (entry.id, ispb, branch, number, account_type, name, tax_id, entry.owner.type)
-        if not all(isinstance(s, str) for s in texts):
+        if not all(map(isinstance, fields[:7] + fields[9:], repeat(str))):
             raise ValueError("a text field is not a string")
-        if entry.id != entry_id:
-            raise ValueError(f"holds entry {entry.id!r}")
-        if entry.key_type not in KEY_TYPES:
-            raise ValueError(f"key_type {entry.key_type!r}")
-        version_text("version", entry.version)  # an integer in [0, 2^63 - 1], ValueError otherwise
-        return entry
+        if fields[0] != entry_id:
+            raise ValueError(f"holds entry {fields[0]!r}")
+        if kind not in KEY_TYPES:
+            raise ValueError(f"key_type {kind!r}")
+        number = int(version)
+        version_text("version", number)  # at most 2^63 - 1, ValueError otherwise
+        id_, ispb, branch, account_number, account_type, name, tax_id, _, _, *owner_type = fields
+        account = Account(ispb, branch, account_number, account_type)
+        owner = Owner(name, tax_id, *owner_type)
+        return cls(id_, kind, key_value, account, owner, number, created_at, updated_at)
 
 
 # Layout E1 stores a timestamp of the usual shape (``2025-05-21T07:38:09.092Z``, milliseconds
@@ -366,14 +361,14 @@ def _pack_stamp(text: str) -> str | int:
 
 
 def _unpack_stamp(value: object) -> str:
-    if isinstance(value, str):
+    if type(value) is str:
         return value
-    digits = str(value) if isinstance(value, int) and not isinstance(value, bool) else ""
-    if len(digits) not in (14, 17) or not digits.isdigit():
-        raise ValueError(f"timestamp {value!r}")
-    d = digits
-    millis = f".{d[14:]}" if len(d) == 17 else ""
-    return f"{d[:4]}-{d[4:6]}-{d[6:8]}T{d[8:10]}:{d[10:12]}:{d[12:14]}{millis}Z"
+    d = str(value) if type(value) is int and value > 0 else ""
+    if len(d) == 17:
+        return f"{d[:4]}-{d[4:6]}-{d[6:8]}T{d[8:10]}:{d[10:12]}:{d[12:14]}.{d[14:]}Z"
+    if len(d) == 14:
+        return f"{d[:4]}-{d[4:6]}-{d[6:8]}T{d[8:10]}:{d[10:12]}:{d[12:14]}Z"
+    raise ValueError(f"timestamp {value!r}")
 
 
 # The prelude of every script, on both tiers. A key of another type than this module writes (a

@@ -67,7 +67,10 @@ def test_quick_bench_writes_the_issue_layout_with_sane_figures(fresh_cluster: Lo
 
     memory = data["memory"]
     assert memory["entries"] == TINY.memory_entries
+    assert list(memory) == list(report.MEMORY_FIELDS)
     assert 200 < memory["bytes_per_entry"] < 5000 and 200 < memory["seed_layout_bytes_per_entry"] < 5000
+    # A written entry's version marker is on the state tier (a hash with a TTL: ~100-300 B).
+    assert 50 < memory["marker_bytes_per_written_entry"] < 1000
 
     points = data["growth"]["points"]
     assert [p["keys"] for p in points] == list(TINY.growth_keys)
@@ -106,11 +109,12 @@ def test_quick_bench_writes_the_issue_layout_with_sane_figures(fresh_cluster: Lo
     for name, figures in cost["operations"].items():
         assert figures["vs"] == report.baseline_of(name) and figures["ratio"] > 0, name
     # An entry write costs both tiers' masters (cache first), a workflow read only the state tier's;
-    # a script does more work on the server than a bare GET.
+    # a script does more work on the server than a bare GET; a read of one key is a bare GET.
     assert all(u > 0 for u in cost["operations"]["entry.write"]["usec_per_call_by_master"])
     assert cost["operations"]["workflow.get"]["usec_per_call_by_master"][0] == 0
-    assert cost["operations"]["entry.get_by_id"]["ratio"] > 1
-    assert cost["operations"]["entry.get_by_id"]["sent"] == ["evalsha"]
+    assert cost["operations"]["entry.get_by_key"]["ratio"] > 1
+    assert cost["operations"]["entry.get_by_key"]["sent"] == ["evalsha"]
+    assert cost["operations"]["entry.get_by_id"]["sent"] == cost["operations"]["claim.status"]["sent"] == ["get"]
 
     # Capacity: one run per process count, each process a client of its own running the mix.
     layer = data["capacity"]
@@ -181,7 +185,12 @@ def _restore_verdicts(document: dict) -> list[report.Verdict]:
     full = {
         "operations": {"entry.get_by_id": op},
         "baseline": {"get": op, "setex": op},
-        "memory": {"entries": 1, "bytes_per_entry": 1.0, "seed_layout_bytes_per_entry": 2.0},
+        "memory": {
+            "entries": 1,
+            "bytes_per_entry": 1.0,
+            "seed_layout_bytes_per_entry": 2.0,
+            "marker_bytes_per_written_entry": 1.0,
+        },
         "concurrency": {
             "ratelimit_exactness": {"exact": True, "allowed": 1, "attempts": 2, "limit": 1, "errors": 0, "windows": 1}
         },
@@ -202,6 +211,8 @@ def test_entry_json_is_entry_to_json_byte_for_byte() -> None:
     assert all(entry_json(e) == e.to_json() for e in batch)
     # Realistic sizes: the payload is what memory per entry depends on.
     assert 280 < sum(len(e.to_json()) for e in batch) / len(batch) < 450
+    # What the cache stores (layout E1: tagged head, positional fields) is about half of it.
+    assert sum(len(e.to_value().encode()) for e in batch) < 0.55 * sum(len(e.to_json()) for e in batch)
 
 
 @pytest.mark.redis
@@ -222,8 +233,11 @@ def test_bulk_fill_stores_what_entry_write_stores(cluster: LoopbackCluster) -> N
                 shape[key.removeprefix(prefix)] = (kind, value, 0 < node.pttl(key) <= written.ttl_ms)
             return shape
 
-        assert layout("smoke:bench-a:") == layout("smoke:bench-b:")
-        assert len(layout("smoke:bench-a:")) == 3  # entry, pointer, version marker
+        shape = layout("smoke:bench-a:")
+        assert shape == layout("smoke:bench-b:")
+        assert len(shape) == 3  # entry, pointer, version marker
+        assert shape[f"dict:entry:id:{entry.id}"][1] == entry.to_value()  # layout E1
+        assert shape[f"dict:entry:key:{entry.key_type}:{entry.key_value}"][1] == entry.id
 
 
 def test_cli_rejects_bad_sizes_naming_the_value(capsys: pytest.CaptureFixture[str]) -> None:
@@ -268,7 +282,12 @@ def test_layout_check_refuses_a_renamed_field() -> None:
         "machine": {},
         "baseline": {"get": op, "setex": op},
         "operations": {"entry.get_by_id": op},
-        "memory": {"entries": 1, "bytes_per_entry": 1.0, "seed_layout_bytes_per_entry": 2.0},
+        "memory": {
+            "entries": 1,
+            "bytes_per_entry": 1.0,
+            "seed_layout_bytes_per_entry": 2.0,
+            "marker_bytes_per_written_entry": 1.0,
+        },
         "growth": {},
         "concurrency": {},
         "failover": {

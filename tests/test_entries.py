@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import re
 import signal
 import threading
 import time
@@ -220,6 +221,65 @@ def test_the_marker_outlives_the_entry(client: SentinelClient) -> None:
 def _echo_works(client: SentinelClient) -> None:
     for i in range(5):
         assert client.run(lambda r, i=i: r.echo(f"x{i}"), idempotent=True) == f"x{i}"
+
+
+def test_the_cached_value_layout_round_trips_and_refuses_what_is_not_an_entry() -> None:
+    # Layout E1 (module docstring, "Data shape"): every realistic entry and the edge cases come back
+    # equal; what is not an entry of this id is a ValueError saying why (the read path: a miss).
+    from smoke.bench.dataset import entries
+
+    odd = dataclasses.replace(
+        sample_entry("e-1", 2**63 - 1, key_value="josé:ü@exemplo.com.br"),
+        owner=smoke.strategies.entries.Owner('A\udc80 "Ltda"', "12345678000199", "LEGAL_PERSON"),
+        created_at="0999-01-01T00:00:00Z",  # not the usual shape: kept as text
+        updated_at="2025-05-21T07:38:09Z",  # no milliseconds
+    )
+    for entry in [*entries(3, 0, 500), odd]:
+        value = entry.to_value().encode()
+        assert value.startswith(b"E1:%d:%s:" % (entry.version, entry.key_type.encode()))
+        assert Entry.from_value(value, entry.id) == entry
+    sample = sample_entry("e-2")
+    good, size = sample.to_value().encode(), b":%d:" % len(sample.key_value)
+    refused = {
+        sample.to_json().encode(): "not an entry value of layout E1",  # the previous layout
+        good: "holds entry 'e-2'",  # read under another id
+        good.replace(b"E1:1:", b"E1:x:"): "decimal digits",
+        good.replace(size, b":999:"): "key value of 999 bytes",
+        good[:-1]: "malformed entry value",
+        good.replace(b"CACC", b"\xff\xfe"): "malformed entry value",
+        good.replace(b"EMAIL", b"EMAILS"): "key_type 'EMAILS'",
+        b"E1:%d:EMAIL:1:a" % 2**63 + good.split(b".br", 1)[1]: "2**63 - 1",
+    }
+    for raw, why in refused.items():
+        with pytest.raises(ValueError, match=re.escape(why)):
+            Entry.from_value(raw, "e-1" if why.startswith("holds") else "e-2")
+
+
+def test_a_value_of_the_previous_layout_is_a_miss_and_still_keeps_the_version_order(
+    ctx: CheckContext, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # During a rollout the cache holds the previous release's values (the JSON document): never
+    # served (deleted, logged once), but a store does not go below their version and drops
+    # their pointer when the key value changed.
+    monkeypatch.setattr(smoke.strategies.entries._log_corrupt, "warned", False)
+    cache = entry_cache(ctx)
+    old = sample_entry(str(uuid.uuid4()), 7)
+    pointer = cache.pointer_key(old.key_type, old.key_value)
+    with caplog.at_level(logging.DEBUG, logger="smoke.strategies.entries"):
+        for read in (lambda: cache.get_by_id(old.id), lambda: cache.get_by_key(old.key_type, old.key_value)):
+            set_raw(ctx, cache.id_key(old.id), old.to_json())
+            set_raw(ctx, pointer, old.id)
+            assert read() is None
+            assert ctx.client.run(lambda r: r.exists(cache.id_key(old.id)), idempotent=True) == 0
+    warnings = [r for r in caplog.records if r.levelno == logging.WARNING]
+    assert len(warnings) == 1 and "treated as a miss" in warnings[0].getMessage()
+    set_raw(ctx, cache.id_key(old.id), old.to_json())
+    set_raw(ctx, pointer, old.id)
+    assert cache.write(sample_entry(old.id, 5, "moved@example.com.br")).outcome == "stale"  # no marker: the copy's 7
+    newer = sample_entry(old.id, 8, "moved@example.com.br")
+    assert cache.write(newer).outcome == "stored"
+    assert ctx.client.run(lambda r: r.exists(pointer), idempotent=True) == 0
+    assert cache.get_by_key(newer.key_type, newer.key_value) == newer
 
 
 def test_non_utf8_values_are_misses_and_the_connection_survives(ctx: CheckContext) -> None:

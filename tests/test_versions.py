@@ -14,8 +14,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from hypothesis.configuration import set_hypothesis_home_dir
 
+from smoke.bench.dataset import fill_our_layout
 from smoke.strategies.client import SentinelClient
-from smoke.strategies.entries import EntryCache, sample_entry
+from smoke.strategies.entries import Entry, EntryCache, sample_entry
 from smoke.strategies.workflow import WorkflowCache, WorkflowMetadata
 
 # Hypothesis keeps caches in a .hypothesis/ folder; build/ is ignored by git and `make clean`.
@@ -67,6 +68,26 @@ def test_entry_writes_keep_the_newest_version(client: SentinelClient, pair: tupl
     # A committed version given to an invalidation is a floor, exactly.
     cache.invalidate(a.id, committed_version=second)
     assert cache.write(sample_entry(a.id, first, a.key_value)).outcome == ("stored" if first >= second else "stale")
+
+
+@property_settings
+@given(version_pairs())
+def test_the_cache_tiers_own_guard_keeps_the_newest_version(client: SentinelClient, pair: tuple[int, int]) -> None:
+    # The store step alone (no marker: the cache tier's guard, which catches a late store when the
+    # state tier's step came first): the version is read from the head of the cached value
+    # (layout E1) as text and compared exactly.
+    first, second = pair
+    cache = EntryCache(client, f"smoke:versions:{uuid.uuid4().hex[:12]}:")
+    a = sample_entry(str(uuid.uuid4()), first)
+    b = sample_entry(a.id, second, a.key_value)
+
+    def store(entry: Entry) -> list[str]:
+        return client.run(lambda r: fill_our_layout(r, cache, [entry], cache_tier_only=True), idempotent=True)
+
+    assert store(a) == ["stored"]
+    assert store(b) == ["stored" if second >= first else "stale"]
+    cached = cache.get_by_id(a.id)
+    assert cached is not None and cached.version == max(first, second)
 
 
 @property_settings

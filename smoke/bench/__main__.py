@@ -90,7 +90,7 @@ def run_bench(cluster: LoopbackCluster, sizes: Sizes, say: Any = _say) -> tuple[
         server_version = server_of(master)
         say(f"bench: operations ({sizes.samples} timed calls each, {sizes.rounds} interleaved rounds)")
         work = operations.Workload(client, prefix, replicas, state=state)
-        value = work.fresh_entries(1)[0].to_json()
+        value = work.fresh_entries(1)[0].to_value()  # what the entry cache stores at an id key
         # The baseline: raw redis-py with its defaults, on a connection of its own to the master,
         # as the same application user the strategies run as.
         with redis.Redis(host=node.host, port=node.port, **_app_credentials(cluster)) as raw, ExitStack() as nodes:
@@ -160,7 +160,10 @@ def run_bench(cluster: LoopbackCluster, sizes: Sizes, say: Any = _say) -> tuple[
 
         master = master_node()
         say(f"bench: memory ({sizes.memory_entries} entries per layout)")
-        mem = memory.measure_memory(client, master, replicas, sizes.memory_entries)
+        with cluster.client(cluster.masters(tier)[0], decode_responses=False) as state_master:
+            mem = memory.measure_memory(
+                client, master, replicas, sizes.memory_entries, state=state, state_master=state_master
+            )
 
         say(f"bench: growth ({', '.join(map(str, sizes.growth_keys))} keys)")
         nodes = [cluster.client(node, decode_responses=False) for node in cluster.redis_nodes]

@@ -10,9 +10,10 @@ The fill is pipelined (``batch`` writes per round trip): one write per round tri
 1M-key growth step take minutes. Our layout is written by the entry cache's own scripts with the
 same keys and arguments as :meth:`smoke.strategies.entries.EntryCache.write`: its reservation
 step on the markers' tier (the state tier since issue 13; by default the same node, as an
-``EntryCache`` without ``markers``), then its store step (entry + pointer) on the cache tier; the
-memory and growth benchmarks load the cache tier's half alone; the seed's layout is
-the seed's two ``SETEX`` of the full JSON (TSP-003 §3.1, ``SetByID`` + ``SetByKey``). The
+``EntryCache`` without ``markers``), then its store step (entry in layout ``E1`` + pointer) on the
+cache tier; the memory and growth benchmarks load the cache tier's half alone, and the memory
+benchmark the markers' half alone (:func:`fill_markers`); the seed's layout is the seed's two
+``SETEX`` of the full JSON document (TSP-003 §3.1, ``SetByID`` + ``SetByKey``). The
 test suite checks that a bulk-filled entry is stored on the cache tier exactly as
 ``EntryCache.write`` stores it.
 """
@@ -97,8 +98,9 @@ def entries(seed: int, start: int, count: int) -> Iterator[Entry]:
 
 
 def entry_json(entry: Entry) -> str:
-    """``entry.to_json()``, byte for byte, without ``dataclasses.asdict``'s deep copy (which
-    costs more than the rest of a bulk write); the test suite holds the two equal."""
+    """``entry.to_json()`` (the DICT document the seed caches), byte for byte, without
+    ``dataclasses.asdict``'s deep copy (which costs more than the rest of a bulk write); the test
+    suite holds the two equal."""
     a, o = entry.account, entry.owner
     document = {
         "id": entry.id,
@@ -164,29 +166,31 @@ def fill_our_layout(
     reservation was refused)."""
     outcomes = {entry.id: "stored" for entry in batch}
     if not cache_tier_only:
-        reserved = _pipelined(
-            master if markers is None else markers,
-            ENTRY_RESERVE_SCRIPT,
-            [
-                (
-                    [cache.marker_key(entry.id), cache.negative_epoch_key()],
-                    [entry.version, cache.marker_ttl_ms, max(cache.marker_ttl_ms, cache.lease_ms)],
-                )
-                for entry in batch
-            ],
-        )
+        reserved = fill_markers(master if markers is None else markers, cache, batch)
         outcomes.update({e.id: "stale" for e, ok in zip(batch, reserved, strict=True) if ok != "ok"})
     prefix = cache.prefix + POINTER_KEY
     todo = [entry for entry in batch if outcomes[entry.id] == "stored"]
     calls = [
         (
             [cache.id_key(entry.id), cache.pointer_key(entry.key_type, entry.key_value)],
-            [entry.id, entry_json(entry), entry.version, cache.ttl_ms, prefix],
+            [entry.id, entry.to_value(), entry.version, cache.ttl_ms, prefix],
         )
         for entry in todo
     ]
     outcomes.update(zip((e.id for e in todo), _pipelined(master, ENTRY_WRITE_SCRIPT, calls), strict=True))
     return [outcomes[entry.id] for entry in batch]
+
+
+def fill_markers(node: redis.Redis, cache: EntryCache, batch: list[Entry]) -> list[str]:
+    """The reservation step of ``EntryCache.write`` for each entry of ``batch``, pipelined on
+    ``node`` (the markers' tier): the version marker a write-through leaves. Each outcome
+    (``ok``, or ``stale`` for a version below the marker's floor)."""
+    epoch_ttl_ms = max(cache.marker_ttl_ms, cache.lease_ms)
+    calls: list[tuple[list[str], list[object]]] = [
+        ([cache.marker_key(entry.id), cache.negative_epoch_key()], [entry.version, cache.marker_ttl_ms, epoch_ttl_ms])
+        for entry in batch
+    ]
+    return _pipelined(node, ENTRY_RESERVE_SCRIPT, calls)
 
 
 def _pipelined(node: redis.Redis, script: Any, calls: list[tuple[list[str], list[object]]]) -> list[str]:

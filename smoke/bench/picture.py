@@ -96,7 +96,11 @@ def _capacity(ax: Any, report: dict[str, Any]) -> None:
 def _memory(ax: Any, report: dict[str, Any]) -> None:
     mem = report["memory"]
     seed = mem["seed_layout_bytes_per_entry"]
-    ax.bar(["ours", "seed layout"], [mem["bytes_per_entry"], seed], color=["tab:blue", "tab:gray"])
+    ours = mem["bytes_per_entry"]
+    names = ["ours", "ours, written\nin the last 5 min", "seed layout"]
+    ax.bar(names, [ours, ours, seed], color=["tab:blue", "tab:blue", "tab:gray"], label="cache tier")
+    marker = mem["marker_bytes_per_written_entry"]
+    ax.bar(names[1], marker, bottom=ours, color="tab:orange", label="state tier (version marker)")
     ax.axhline(seed * MEMORY_RATIO_LIMIT, color="red", linestyle="--", label=f"target {MEMORY_RATIO_LIMIT} x seed")
     ax.set_ylabel("bytes per cached entry")
     ax.set_title(f"memory per entry at {mem['entries']} entries ({mem['bytes_per_entry'] / seed:.2f} of the seed)")

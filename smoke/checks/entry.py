@@ -558,10 +558,15 @@ def corrupt_value_is_a_miss(ctx: CheckContext) -> str:
         loaded = cache.get_or_load(entry.id, lambda _id, e=entry: e)
         expect(loaded.entry == entry and cache.get_by_id(entry.id) == entry, "no refill after a corrupt value")
         seen.append(garbage[:8])
-    # Another entry's JSON under this id (a foreign writer) is no hit either.
+    # Another entry's JSON under this id (a foreign writer) is no hit either, nor another entry's
+    # value in this layout (E1), nor this entry's own JSON document (the previous layout).
     a, b = sample_entry(new_id()), sample_entry(new_id())
-    set_raw(ctx, cache.id_key(a.id), b.to_json())
-    expect(cache.get_by_id(a.id) is None, "another entry's JSON was served under this id")
+    for value, what in ((b.to_json(), "another entry's JSON"), (b.to_value(), "another entry's value")):
+        set_raw(ctx, cache.id_key(a.id), value)
+        expect(cache.get_by_id(a.id) is None, f"{what} was served under this id")
+    set_raw(ctx, cache.id_key(a.id), a.to_json())
+    got, left = cache.get_by_id(a.id), exists(ctx, cache.id_key(a.id))
+    expect(got is None and not left, f"a value of the previous layout: returned {got!r}, key left: {left}")
     # Corrupt data behind a valid pointer, read by key; a write over corrupt data works.
     c = sample_entry(new_id())
     for garbage in ("garbage", b"\xff\xfe{"):

@@ -232,7 +232,7 @@ def strategy_dataset(client: SentinelClient, units: int, min_ttl_s: int) -> Iter
         eid, cid, wid = f"e{i:07d}", f"c{i:07d}", f"w{i:07d}"
         entry = sample_entry(eid, key_value=f"user{i}@example.com.br")
         entry_ttl = ttl(entries.ttl_ms)
-        yield "entries", entries.id_key(eid), Expected("string", entry.to_json(), entry_ttl)
+        yield "entries", entries.id_key(eid), Expected("string", entry.to_value(), entry_ttl)
         yield "entries", entries.pointer_key(entry.key_type, entry.key_value), Expected("string", eid, entry_ttl)
         # The version marker lives on the state tier (smoke/strategies/entries.py).
         marker = {"floor": str(entry.version), "inv_floor": "0", "inv_seq": "0"}

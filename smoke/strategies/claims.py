@@ -49,11 +49,12 @@ Ids: claim and entry ids must be UTF-8 text; one that is not (a lone surrogate f
 ``json.loads``) is a ``ValueError`` naming it, raised before anything is sent. A ``claim_type`` or
 ``status`` outside the contract is refused by ``put`` (the readers would delete it as corrupt).
 
-Round trips: create/update 1 (one Lua call), status 1, get 1 (a Lua ``GET`` that checks the
-key's type), list 1 (one Lua call prunes, ranges and fetches the objects), remove 1; a corrupt
-value costs 1 more to delete it. Every read goes to the master (the client only talks to
-the master), so a status decision never sees a replica lagging behind a write. All scripts are
-full-value writes that are safe to re-run after a lost reply, hence ``idempotent=True``.
+Round trips: create/update 1 (one Lua call), status 1 and get 1 (a plain ``GET``; a key of a
+foreign type is handed to a script that deletes it: one more), list 1 (one Lua call prunes,
+ranges and fetches the objects), remove 1; a corrupt value costs 1 more to delete it. Every
+read goes to the master (the client only talks to the master), so a status decision never sees
+a replica lagging behind a write. All scripts are full-value writes that are safe to re-run
+after a lost reply, hence ``idempotent=True``.
 
 Redis Cluster: the object, status and index keys of one claim do not share a hash tag in the
 contract (the index is per entry, the objects per claim). On a cluster, create would be two
@@ -67,12 +68,12 @@ from __future__ import annotations
 import json
 import logging
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from typing import Any
 
 from smoke.strategies.client import SentinelClient, encodable
 from smoke.strategies.corruption import CorruptionLog, json_object
-from smoke.strategies.lua import LuaScript
+from smoke.strategies.lua import WRONG_TYPE, LuaScript, get_string
 
 log = logging.getLogger(__name__)
 
@@ -104,7 +105,7 @@ class Claim:
     resolution_deadline: str
 
     def to_json(self) -> str:
-        return json.dumps(asdict(self), separators=(",", ":"), sort_keys=True)
+        return json.dumps(vars(self), separators=(",", ":"), sort_keys=True)
 
     @classmethod
     def from_json(cls, raw: str) -> Claim:
@@ -114,7 +115,7 @@ class Claim:
             claim = cls(**{name: data[name] for name in cls.__dataclass_fields__})
         except KeyError as exc:
             raise ValueError(f"missing field {exc}") from None
-        if not all(isinstance(v, str) for v in asdict(claim).values()):
+        if not all(isinstance(v, str) for v in vars(claim).values()):
             raise ValueError("a field is not a string")
         if claim.claim_type not in CLAIM_TYPES:
             raise ValueError(f"claim_type {claim.claim_type!r}")
@@ -194,7 +195,8 @@ return {foreign, out}
 """
 )
 
-# KEYS: the object or status key. Reply: {foreign[, value]}.
+# KEYS: the object or status key. Reply: {foreign[, value]}. Sent only when a plain GET met a key
+# of another type (ClaimCache._get): it deletes that key and reports it.
 _GET_LUA = (
     _PRELUDE_LUA
     + """
@@ -297,16 +299,15 @@ class ClaimCache:
     def get(self, claim_id: str) -> Claim | None:
         """The claim, or ``None`` on a miss (one round trip)."""
         key = self.object_key(claim_id)
-        reply = self._run(_GET, [key], [])
-        return self._parse(key, claim_id, reply[0]) if reply else None
+        raw = self._get(key)
+        return self._parse(key, claim_id, raw) if raw is not None else None
 
     def status(self, claim_id: str) -> str | None:
         """The claim's status, or ``None`` on a miss (one round trip to the master)."""
         key = self.status_key(claim_id)
-        reply = self._run(_GET, [key], [])
-        if not reply:
+        raw = self._get(key)
+        if raw is None:
             return None
-        raw: bytes = reply[0]
         try:
             status = raw.decode()
             if status not in STATUSES:
@@ -329,6 +330,17 @@ class ClaimCache:
         return claims
 
     # --- internals ----------------------------------------------------------------------------
+    def _get(self, key: str) -> bytes | None:
+        """One string key's value, or None: a plain ``GET`` (:func:`~smoke.strategies.lua.get_string`);
+        a key of a foreign type goes to the type-checking script, which deletes it and reports it
+        (logged; one more round trip, as for any corrupt value)."""
+        raw = self.client.run(lambda r: get_string(r, key), idempotent=True)
+        if raw is WRONG_TYPE:
+            reply = self._run(_GET, [key], [])
+            raw = reply[0] if reply else None
+        assert raw is None or isinstance(raw, bytes)
+        return raw
+
     def _run(self, script: LuaScript, keys: list[Any], args: list[Any]) -> list[Any]:
         """One script call (replies undecoded: a foreign value need not be UTF-8); logs the keys
         of a foreign type the script deleted and returns the rest of the reply."""

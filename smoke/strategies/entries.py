@@ -9,10 +9,26 @@ key names and the 5 min TTL as the contract and fixes the mechanics.
 
 Data shape (changed from the seed, all keys under ``prefix``). On the **cache tier**:
 
-* ``dict:entry:id:<id>`` — the entry JSON (the only copy), ``PX ttl_ms`` (5 min).
+* ``dict:entry:id:<id>`` — the entry (the only copy), ``PX ttl_ms`` (5 min), in **layout E1**
+  (**changed**, issue 18: it was the entry's JSON document, ~365 B; now ~190 B, and an entry
+  with its pointer takes about half the seed layout's memory, docs/performance.md):
+  ``E1:<version>:<key_type>:<n>:<key_value>`` then a JSON array of the other fields by position,
+  ``[id, ispb, branch, number, account type, owner name, tax id, created_at, updated_at]`` and
+  the owner type last only when it is not ``NATURAL_PERSON`` (UTF-8, not ``\\u`` escapes).
+  ``n`` is the key value's length in bytes; a timestamp of the usual shape
+  (``2025-05-21T07:38:09.092Z``, a year from 1000) is the JSON integer of its digits
+  (``20250521073809092``), any other text stays a string. The head carries what the scripts
+  need — the version, compared exactly as decimal text, and the key the pointer is checked
+  against and dropped by — read with one ``string.match``, without decoding the rest.
+  :meth:`Entry.to_value` writes it, :meth:`Entry.from_value` reads it; the DICT document
+  (:meth:`Entry.to_json`) is what the seed cached. A value without the ``E1:`` tag (the
+  previous layout's JSON, a foreign writer's) is never served: a read treats it as a corrupt
+  value (a miss, deleted, logged once), so a rollout costs one reload per cached entry; a store
+  or an invalidation still reads the previous layout's version and key (a rollout keeps the
+  version order and drops the old pointer). A future layout takes another tag.
 * ``dict:entry:key:<key_type>:<key_value>`` — a **pointer**: just the entry id, same TTL. A Lua
   script follows it server-side, so a read by key is still one round trip, and an entry is
-  stored once (a pointer is ~100 B instead of a second ~440 B copy).
+  stored once (a pointer is ~100 B instead of a second full copy).
 * ``__dict_none__`` in either key — a **negative** entry (not found), ``PX negative_ttl_ms``
   (≤ 30 s, RFC 2308-style bounded negative caching).
 * ``__dict_inv__:<seq>:<floor>:<write floor>`` at an id key — an invalidation **tombstone**,
@@ -135,8 +151,8 @@ Versions: an entry's version (and ``committed_version``) is an integer in [0, 2^
 database BIGINT; nanosecond commit timestamps, ~1.7e18, fit until 2262) and is compared
 exactly: the scripts compare decimal strings (:data:`smoke.strategies.lua.VERSIONS_LUA`), since
 Lua numbers are doubles (2^53 + 1 and 2^53 are one number there, and so are nanosecond
-timestamps 256 apart). The version of a cached copy is read from its JSON text, where it is the
-last member. Anything else (a bool, a float, a string, a negative number, 2^63) is a
+timestamps 256 apart). The version of a cached copy is read from the head of its value (layout
+E1), as text. Anything else (a bool, a float, a string, a negative number, 2^63) is a
 ``ValueError`` naming it, raised before anything is sent, also for an entry a loader returned.
 
 Ids and keys: entry ids and key values must be UTF-8 text and key types one of the five DICT
@@ -159,7 +175,8 @@ tier by the rule of :mod:`smoke.strategies.replication` (``INFO replication``, t
 
 Round trips (measured by the checks, one ``EVALSHA`` each, pipelined with its ``WAIT`` for a write
 or an invalidation): ``get_by_id``/``get_by_key`` 1 on
-the cache tier (hit, miss or negative; unchanged); ``write`` 2 (was 1: S reserve, C store);
+the cache tier (hit, miss or negative; unchanged; ``get_by_id`` sends a plain ``GET``, and only a
+key of a foreign type there costs the read script's call to delete it); ``write`` 2 (was 1: S reserve, C store);
 ``invalidate`` 2 (was 1: S, C; 3 without a committed version when the cached copy was newer than
 its marker knew); ``get_or_load`` 1 on a hit and 4 on a cold key (was 2: C read + lease, S
 observe, then the loader, then S check, C store), +1 (the lease given back) when S check refuses
@@ -197,17 +214,19 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 import secrets
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
+from itertools import repeat
 from typing import Any
 
 import redis
 
 from smoke.strategies.client import SentinelClient, encodable
-from smoke.strategies.corruption import CorruptionLog, json_object
-from smoke.strategies.lua import VERSIONS_LUA, LuaScript, version_text
+from smoke.strategies.corruption import CorruptionLog
+from smoke.strategies.lua import VERSIONS_LUA, WRONG_TYPE, LuaScript, get_string, version_text
 from smoke.strategies.replication import WAIT_TIMEOUT_MS, Acknowledgement, Confirmation
 from smoke.strategies.tiers import refused_when_full
 
@@ -227,6 +246,12 @@ MARKER_KEY = "dict:entry-ver:marker:"
 NEGATIVE_EPOCH_KEY = "dict:entry-ver:epoch:negative-by-key"
 NONE = "__dict_none__"
 TOMBSTONE = "__dict_inv__:"
+# The tag an entry value of layout E1 starts with (module docstring, *Data shape*); a value without
+# it (a seed-era JSON document, a foreign writer's) is never served.
+VALUE_TAG = "E1:"
+_VALUE_TAG_BYTES = VALUE_TAG.encode()
+_NONE_BYTES, _TOMBSTONE_BYTES = NONE.encode(), TOMBSTONE.encode()
+DEFAULT_OWNER_TYPE = "NATURAL_PERSON"
 
 DEFAULT_TTL_MS = 300_000
 MAX_NEGATIVE_TTL_MS = 30_000
@@ -249,7 +274,7 @@ class Account:
 class Owner:
     name: str
     tax_id: str
-    type: str = "NATURAL_PERSON"
+    type: str = DEFAULT_OWNER_TYPE
 
 
 @dataclass(frozen=True)
@@ -267,35 +292,83 @@ class Entry:
     updated_at: str
 
     def to_json(self) -> str:
+        """The entry as the DICT document (the seed's cached value, which the benchmark's seed
+        layout stores); the cache stores :meth:`to_value`."""
         return json.dumps(asdict(self), separators=(",", ":"), sort_keys=True)
 
+    def to_value(self) -> str:
+        """The entry as the cache stores it at its id key: layout ``E1`` (module docstring, *Data
+        shape*). ``ValueError`` for a version outside [0, 2^63 - 1], before anything is sent."""
+        version = version_text("entry version", self.version)
+        a, o = self.account, self.owner
+        fields: list[str | int] = [self.id, a.ispb, a.branch, a.number, a.type, o.name, o.tax_id]
+        fields += [_pack_stamp(self.created_at), _pack_stamp(self.updated_at)]
+        if o.type != DEFAULT_OWNER_TYPE:
+            fields.append(o.type)
+        tail = json.dumps(fields, ensure_ascii=False, separators=(",", ":"))
+        if not tail.isascii():
+            try:
+                tail.encode()
+            except UnicodeEncodeError:  # a lone surrogate in a name: escaped, as JSON allows
+                tail = json.dumps(fields, separators=(",", ":"))
+        size = len(self.key_value.encode())  # the key value is sent strictly (encodable) anyway
+        return f"{VALUE_TAG}{version}:{self.key_type}:{size}:{self.key_value}{tail}"
+
     @classmethod
-    def from_json(cls, raw: str) -> Entry:
-        """Parse and check the shape; ``ValueError`` for anything that is not an entry."""
-        data = json_object(raw)
+    def from_value(cls, raw: bytes, entry_id: str) -> Entry:
+        """The entry a cached value ``raw`` (layout ``E1``) at the id key of ``entry_id`` holds;
+        ``ValueError`` saying why for anything else: another layout (a seed-era JSON document),
+        garbage, text that is not UTF-8, another entry's value, a field of the wrong type."""
+        if not raw.startswith(_VALUE_TAG_BYTES):
+            raise ValueError(f"not an entry value of layout {VALUE_TAG[:-1]}: {raw[:24]!r}")
         try:
-            account, owner = data["account"], data["owner"]
-            if not isinstance(account, dict) or not isinstance(owner, dict):
-                raise ValueError("account/owner are not objects")
-            entry = cls(
-                id=data["id"],
-                key_type=data["key_type"],
-                key_value=data["key_value"],
-                account=Account(account["ispb"], account["branch"], account["number"], account["type"]),
-                owner=Owner(owner["name"], owner["tax_id"], owner.get("type", "NATURAL_PERSON")),
-                version=data["version"],
-                created_at=data["created_at"],
-                updated_at=data["updated_at"],
-            )
-        except (KeyError, TypeError) as exc:
-            raise ValueError(f"missing or malformed field {exc}") from None
-        strings = (entry.id, entry.key_value, entry.created_at, entry.updated_at, *asdict(entry.account).values())
-        if not all(isinstance(s, str) for s in (*strings, entry.owner.name, entry.owner.tax_id)):
+            _, version, key_type, size, rest = raw.split(b":", 4)
+            if not (version.isdigit() and size.isdigit()):
+                raise ValueError("the version and the key value's length must be decimal digits")
+            n = int(size)
+            if n > len(rest):
+                raise ValueError(f"key value of {n} bytes in {len(rest)}")
+            fields = json.loads(rest[n:].decode())  # UTF-8, strictly (a UnicodeDecodeError is a ValueError)
+            if type(fields) is not list or not 9 <= len(fields) <= 10:
+                raise ValueError("the fields are not a list of 9 or 10")
+            kind, key_value = key_type.decode(), rest[:n].decode()
+            created_at, updated_at = _unpack_stamp(fields[7]), _unpack_stamp(fields[8])
+        except ValueError as exc:  # json.JSONDecodeError and UnicodeDecodeError included
+            raise ValueError(f"malformed entry value: {exc}") from None
+        if not all(map(isinstance, fields[:7] + fields[9:], repeat(str))):
             raise ValueError("a text field is not a string")
-        if entry.key_type not in KEY_TYPES:
-            raise ValueError(f"key_type {entry.key_type!r}")
-        version_text("version", entry.version)  # an integer in [0, 2^63 - 1], ValueError otherwise
-        return entry
+        if fields[0] != entry_id:
+            raise ValueError(f"holds entry {fields[0]!r}")
+        if kind not in KEY_TYPES:
+            raise ValueError(f"key_type {kind!r}")
+        number = int(version)
+        version_text("version", number)  # at most 2^63 - 1, ValueError otherwise
+        id_, ispb, branch, account_number, account_type, name, tax_id, _, _, *owner_type = fields
+        account = Account(ispb, branch, account_number, account_type)
+        owner = Owner(name, tax_id, *owner_type)
+        return cls(id_, kind, key_value, account, owner, number, created_at, updated_at)
+
+
+# Layout E1 stores a timestamp of the usual shape (``2025-05-21T07:38:09.092Z``, milliseconds
+# optional, a year from 1000) as the JSON integer of its digits (``20250521073809092``): 9 bytes
+# less, and unambiguous, since any other text stays a JSON string.
+_STAMP = re.compile(r"([1-9][0-9]{3})-([0-9]{2})-([0-9]{2})T([0-9]{2}):([0-9]{2}):([0-9]{2})(?:\.([0-9]{3}))?Z")
+
+
+def _pack_stamp(text: str) -> str | int:
+    match = _STAMP.fullmatch(text)
+    return int("".join(part for part in match.groups() if part)) if match else text
+
+
+def _unpack_stamp(value: object) -> str:
+    if type(value) is str:
+        return value
+    d = str(value) if type(value) is int and value > 0 else ""
+    if len(d) == 17:
+        return f"{d[:4]}-{d[4:6]}-{d[6:8]}T{d[8:10]}:{d[10:12]}:{d[12:14]}.{d[14:]}Z"
+    if len(d) == 14:
+        return f"{d[:4]}-{d[4:6]}-{d[6:8]}T{d[8:10]}:{d[10:12]}:{d[12:14]}Z"
+    raise ValueError(f"timestamp {value!r}")
 
 
 # The prelude of every script, on both tiers. A key of another type than this module writes (a
@@ -347,6 +420,25 @@ local function tomb(v)
   local s, f, w = string.match(v, '^__dict_inv__:(%d+):(%d+):(%d+)$')
   if not s then return '0', '0', '0' end  -- a damaged tombstone still hides the entry: a miss
   return vnorm(s), vnorm(f), vnorm(w)
+end
+-- What a cached entry value says of itself: version (canonical), key type, key value; nil for a
+-- value that is not an entry. Layout E1 (module docstring, "Data shape") carries them in its head,
+-- read without decoding the rest. A value of the previous layout (the JSON document, "version"
+-- last: still found in a cache during a rollout) is read the old way, so a store still refuses
+-- to go below its version and drops its pointer; it is never served (the client deletes it).
+local function entry_head(v)
+  local ver, kt, n, at = string.match(v, '^E1:(%d+):(%u+):(%d+):()')
+  if ver then
+    n = tonumber(n)
+    if at + n - 1 > #v then return nil end
+    return vnorm(ver), kt, string.sub(v, at, at + n - 1)
+  end
+  if string.sub(v, 1, 1) ~= '{' then return nil end
+  local ok, d = pcall(cjson.decode, v)
+  if not ok or type(d) ~= 'table' then return nil end
+  local kt, kv = d.key_type, d.key_value
+  if type(kt) ~= 'string' or type(kv) ~= 'string' then kt, kv = nil, nil end
+  return json_version(v, d), kt, kv
 end
 """
 )
@@ -488,7 +580,7 @@ return {foreign, 'ok'}
 _STORE_LUA = (
     _PRELUDE_LUA
     + """
-local function store(idkey, ptrkey, ptrprefix, id, json, version, ttl, writing, observed)
+local function store(idkey, ptrkey, ptrprefix, id, value, version, ttl, writing, observed)
   version = vnorm(version)
   if not version then return 'stale' end  -- not comparable: never stored (the caller validates)
   local old = sget(idkey)
@@ -500,18 +592,13 @@ local function store(idkey, ptrkey, ptrprefix, id, json, version, ttl, writing, 
     if writing then least = w end
     if vgt(least, version) then return 'stale' end
   elseif old and old ~= NONE then
-    local ok, d = pcall(cjson.decode, old)
-    if ok and type(d) == 'table' then
-      local v = json_version(old, d)
-      if v and vgt(v, version) then return 'stale' end
-      if type(d.key_type) == 'string' and type(d.key_value) == 'string' then
-        oldptr = ptrprefix .. d.key_type .. ':' .. d.key_value
-      end
-    end
+    local v, kt, kv = entry_head(old)
+    if v and vgt(v, version) then return 'stale' end
+    if kt then oldptr = ptrprefix .. kt .. ':' .. kv end
   end
   if oldptr and oldptr ~= ptrkey and sget(oldptr) == id then redis.call('DEL', oldptr) end
   usable(ptrkey, 'string')
-  redis.call('SET', idkey, json, 'PX', ttl)
+  redis.call('SET', idkey, value, 'PX', ttl)
   redis.call('SET', ptrkey, id, 'PX', ttl)
   return 'stored'
 end
@@ -521,7 +608,7 @@ end
 # Cluster: touches the pointer and the id key it names (not in KEYS): 2 round trips there.
 # KEYS: lookup (id key or pointer key), lease key.
 # ARGV: mode ('id'|'key'), id-key prefix, key_type, key_value, lease token ('' = no lease), lease ms.
-# Reply: {foreign, 'hit', json[, id by key]} | {foreign, 'none'|'miss'|'lease'|'wait'}.
+# Reply: {foreign, 'hit', value[, id by key]} | {foreign, 'none'|'miss'|'lease'|'wait'}.
 # A tombstone is never served: a miss (by key: the pointer to it is stale and dropped).
 _READ_LUA = (
     _PRELUDE_LUA
@@ -532,9 +619,10 @@ if v and not tomb(v) then
   if ARGV[1] == 'id' then return {foreign, 'hit', v} end
   local e = sget(ARGV[2] .. v)
   if e and e ~= NONE and not tomb(e) then
-    local ok, d = pcall(cjson.decode, e)
-    if not ok or type(d) ~= 'table' then return {foreign, 'hit', e, v} end
-    if d.key_type == ARGV[3] and d.key_value == ARGV[4] then return {foreign, 'hit', e, v} end
+    local _, kt, kv = entry_head(e)
+    -- not an entry value of this layout: served as a hit for the client to judge (it deletes it)
+    if string.sub(e, 1, 3) ~= 'E1:' or not kt then return {foreign, 'hit', e, v} end
+    if kt == ARGV[3] and kv == ARGV[4] then return {foreign, 'hit', e, v} end
   end
   -- a pointer to a missing entry or to one whose key has changed: stale, never served
   redis.call('DEL', KEYS[1])
@@ -551,7 +639,7 @@ return {foreign, 'lease'}
 )
 
 # Step 2 of a write. Cluster: the new and old pointers are other slots (a second call each).
-# KEYS: id key, pointer key. ARGV: id, json, version (decimal), ttl ms, pointer prefix.
+# KEYS: id key, pointer key. ARGV: id, value (layout E1), version (decimal), ttl ms, pointer prefix.
 _WRITE_LUA = (
     _STORE_LUA
     + """
@@ -564,7 +652,7 @@ return {foreign, outcome}
 # {<id>}; by-key not).
 # KEYS: lease, target (id key for an entry or a negative-by-id; pointer key for a negative-by-key),
 #       pointer key (entry only; '' otherwise).
-# ARGV: token, json or NONE, id, version (decimal), ttl ms, negative ttl ms, pointer prefix,
+# ARGV: token, value (layout E1) or NONE, id, version (decimal), ttl ms, negative ttl ms, pointer prefix,
 #       epoch observed before the load.
 # Stored only while the lease is ours, never over a tombstone of a later invalidation (seq above
 # the observed epoch) nor over a newer cached copy; a not-found never replaces an existing key,
@@ -614,14 +702,11 @@ if s then
 elseif old then
   removed = 1
   if old ~= NONE then
-    local ok, d = pcall(cjson.decode, old)
-    if ok and type(d) == 'table' then
-      local v = json_version(old, d)
-      if v and ARGV[7] == '1' and vgt(vinc(v), wfloor) then wfloor = vinc(v) end
-      if type(d.key_type) == 'string' and type(d.key_value) == 'string' then
-        local ptr = ARGV[2] .. d.key_type .. ':' .. d.key_value
-        if sget(ptr) == ARGV[1] then removed = removed + redis.call('DEL', ptr) end
-      end
+    local v, kt, kv = entry_head(old)
+    if v and ARGV[7] == '1' and vgt(vinc(v), wfloor) then wfloor = vinc(v) end
+    if kt then
+      local ptr = ARGV[2] .. kt .. ':' .. kv
+      if sget(ptr) == ARGV[1] then removed = removed + redis.call('DEL', ptr) end
     end
   end
 end
@@ -830,8 +915,20 @@ class EntryCache:
     # --- reads --------------------------------------------------------------------------------
     def get_by_id(self, entry_id: str) -> Entry | None:
         """The cached entry, or ``None`` on a miss or a cached not-found (one round trip, on the
-        cache tier)."""
-        return self._lookup_once("id", entry_id, "", "")[1]
+        cache tier).
+
+        A plain ``GET`` (:func:`~smoke.strategies.lua.get_string`), judged as the read script
+        judges the id key: a not-found or a tombstone is ``None``, anything else is parsed (a
+        corrupt value deleted and logged). A key of a foreign type goes to the read script,
+        which deletes it and reports it (one more round trip, as for any corrupt value)."""
+        key = self.id_key(entry_id)
+        raw = self.client.run(lambda r: get_string(r, key), idempotent=True)
+        if raw is WRONG_TYPE:
+            return self._lookup_once("id", entry_id, "", "")[1]
+        assert raw is None or isinstance(raw, bytes)
+        if raw is None or raw == _NONE_BYTES or raw.startswith(_TOMBSTONE_BYTES):
+            return None
+        return self._parsed_hit(entry_id, "", "", raw, None)
 
     def get_by_key(self, key_type: str, key_value: str) -> Entry | None:
         """The cached entry for a DICT key, pointer followed server-side (one round trip, on the
@@ -878,7 +975,7 @@ class EntryCache:
             )
         if _text(reserved) != "ok":
             return WriteResult("stale")
-        args = [entry.id, entry.to_json(), version, self.ttl_ms, self.prefix + POINTER_KEY]
+        args = [entry.id, entry.to_value(), version, self.ttl_ms, self.prefix + POINTER_KEY]
         (outcome,), cache_ack = self._run_within(time.monotonic(), _WRITE, keys, args, wrote=_said(b"stored"))
         return WriteResult(_text(outcome), state_ack, cache_ack)
 
@@ -1025,25 +1122,29 @@ class EntryCache:
         status = _text(reply[0])
         if status != "hit":
             return status, None
-        raw: bytes = reply[1]
+        entry = self._parsed_hit(entry_id, key_type, key_value, reply[1], reply[2] if mode == "key" else None)
+        return ("hit", entry) if entry is not None else ("corrupt", None)
+
+    def _parsed_hit(
+        self, entry_id: str, key_type: str, key_value: str, raw: bytes, target_id: bytes | None
+    ) -> Entry | None:
+        """The entry a hit holds: read by id (``target_id`` None) or by key (``target_id`` the
+        pointer's id); a corrupt value is deleted (with its pointer, by key), logged once, and None."""
         try:
-            entry = Entry.from_json(raw.decode())  # UnicodeDecodeError is a ValueError
-            if mode == "id" and entry.id != entry_id:
-                raise ValueError(f"holds entry {entry.id!r}")
-        except ValueError as exc:
-            if mode == "id":
+            # By key, the script checked the value's key against the pointer; the id is checked here.
+            return Entry.from_value(raw, entry_id if target_id is None else target_id.decode())
+        except ValueError as exc:  # UnicodeDecodeError included
+            if target_id is None:
                 where = self.id_key(entry_id)
                 targets, seen = [self.id_key(entry_id)], [raw]
             else:
-                target_id: bytes = reply[2]
                 where = f"{self.pointer_key(key_type, key_value)} -> {_text(target_id)}"
                 # The entry and the pointer to it, each only if it still holds what was read.
                 targets = [(self.prefix + ID_KEY).encode() + target_id, self.pointer_key(key_type, key_value)]
                 seen = [raw, target_id]
             _log_corrupt(where, str(exc)[:120])
             self.client.run(lambda r: _DELETE_IF(r, targets, seen), idempotent=True)
-            return "corrupt", None
-        return "hit", entry
+            return None
 
     def _get_or_load(
         self, mode: str, entry_id: str, key_type: str, key_value: str, load: Callable[[], Entry | None]
@@ -1091,7 +1192,7 @@ class EntryCache:
                 marker = self.marker_key(entry.id)
                 check_args = [observed, version, self.marker_ttl_ms, self._epoch_ttl_ms, "entry"]
                 keys = [lease, self.id_key(entry.id), self.pointer_key(entry.key_type, entry.key_value)]
-                args = [token, entry.to_json(), entry.id, version, self.ttl_ms, self.negative_ttl_ms]
+                args = [token, entry.to_value(), entry.id, version, self.ttl_ms, self.negative_ttl_ms]
                 args += [self.prefix + POINTER_KEY, observed]
         except BaseException:
             self._release(lease, token)

@@ -7,7 +7,8 @@ run scripts on a connection pinned for a ``WAIT`` and read replies undecoded (a 
 non-UTF-8 value must not raise inside redis-py).
 
 Also the one copy of what the strategies that order versions share: :data:`VERSIONS_LUA` (exact
-comparison of versions as decimal strings) and :func:`version_text` (the range they accept).
+comparison of versions as decimal strings) and :func:`version_text` (the range they accept); and
+:func:`get_string`, the plain ``GET`` a read by one key sends in place of a script.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from typing import Any
 
 import redis
 from redis.client import NEVER_DECODE
-from redis.exceptions import NoScriptError
+from redis.exceptions import NoScriptError, ResponseError
 
 # Versions: the strategies that order versions (entries, workflow) accept integers in
 # [0, MAX_VERSION] and compare them exactly. Lua numbers are doubles, which hold every integer
@@ -75,6 +76,27 @@ def version_text(what: str, value: object, low: int = 0) -> str:
             f"{what} {value!r}: an integer in [{low}, 2**63 - 1] (versions are compared exactly up to there)"
         )
     return str(value)
+
+
+# What get_string answers for a key that holds another Redis type than a string.
+WRONG_TYPE = object()
+
+
+def get_string(r: redis.Redis, key: str) -> bytes | object | None:
+    """``GET key``, undecoded: the value, ``None`` when absent, or :data:`WRONG_TYPE` when the key
+    holds another Redis type (the server's ``WRONGTYPE``, which is not raised).
+
+    A read of one string key needs no script: a ``GET`` returns what the strategies' type-checking
+    scripts would, for ~10x less server time (``smoke/bench/server_cost.py``). The one case a
+    script handles that a ``GET`` cannot, a key of a foreign type (deleted, logged once, a miss,
+    atomically), is left to the caller's script on :data:`WRONG_TYPE`: a second round trip for a
+    foreign value only, as a corrupt value costs one to delete."""
+    try:
+        return r.execute_command("GET", key, **{NEVER_DECODE: True})
+    except ResponseError as exc:
+        if str(exc).startswith("WRONGTYPE"):
+            return WRONG_TYPE
+        raise
 
 
 class LuaScript:

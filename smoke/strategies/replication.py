@@ -37,7 +37,8 @@ same connection asks for all of them. When fewer (one has just gone), the first 
 its timeout once per process, and the answer is still exact.
 
 Written by hand rather than with redis-py's ``Pipeline``: a pipeline returns its connection to
-the pool when it ends, and the second ``WAIT`` must run on the connection that wrote.
+the pool when it ends, and the second ``WAIT`` must run on the connection that wrote. The call
+holds one pooled connection from the pipeline to the second ``WAIT`` and hands it back after.
 """
 
 from __future__ import annotations
@@ -112,40 +113,49 @@ class Confirmation:
         A script error (e.g. ``OOM`` on a full state tier) is raised, as a ``NOSCRIPT`` is
         handled: the script is loaded and run again (``NOSCRIPT`` proves it did not run).
         """
-        with r.client() as pinned:
-            connection = pinned.connection
-            assert connection is not None  # a single-connection client holds its connection
-            try:
-                for attempt in (1, 2):
-                    hint = self._hint
-                    info, reply, acked = _pipeline(
-                        connection,
-                        [
-                            ("INFO", "replication"),
-                            ("EVALSHA", script.sha, len(keys), *keys, *args),
-                            ("WAIT", hint, self.timeout_ms),
-                        ],
-                    )
-                    if isinstance(reply, NoScriptError) and attempt == 1:
-                        pinned.script_load(script.source)
-                        continue
-                    for result in (info, reply, acked):
-                        if isinstance(result, Exception):
-                            raise result
-                    break
-                required = max(self.min_replicas, in_sync_replicas(info))
-                self._hint = required
-                if not wrote(reply):
-                    return reply, None
-                acked = int(acked)
-                if acked < required and hint < required:
-                    # More are in sync than the hint asked for: wait for them too, on this connection.
-                    acked = int(pinned.execute_command("WAIT", required, self.timeout_ms))
-                return reply, Acknowledgement(acked, required)
-            except BaseException:
-                # A reply left unread would be read by the next command on this connection.
-                connection.disconnect()
-                raise
+        # The pool's connection itself, held for the call (not a single-connection client: building
+        # a redis.Redis per call cost more client time than the rest of the call's own work).
+        pool = r.connection_pool
+        connection = pool.get_connection()
+        try:
+            for attempt in (1, 2):
+                hint = self._hint
+                info, reply, acked = _pipeline(
+                    connection,
+                    [
+                        ("INFO", "replication"),
+                        ("EVALSHA", script.sha, len(keys), *keys, *args),
+                        ("WAIT", hint, self.timeout_ms),
+                    ],
+                )
+                if isinstance(reply, NoScriptError) and attempt == 1:
+                    _command(connection, "SCRIPT", "LOAD", script.source)
+                    continue
+                for result in (info, reply, acked):
+                    if isinstance(result, Exception):
+                        raise result
+                break
+            required = max(self.min_replicas, in_sync_replicas(info))
+            self._hint = required
+            if not wrote(reply):
+                return reply, None
+            acked = int(acked)
+            if acked < required and hint < required:
+                # More are in sync than the hint asked for: wait for them too, on this connection.
+                acked = int(_command(connection, "WAIT", required, self.timeout_ms))
+            return reply, Acknowledgement(acked, required)
+        except BaseException:
+            # A reply left unread would be read by the next command on this connection.
+            connection.disconnect()
+            raise
+        finally:
+            pool.release(connection)
+
+
+def _command(connection: redis.connection.AbstractConnection, *command: Any) -> Any:
+    """One command on ``connection`` and its reply, undecoded; an error reply is raised."""
+    connection.send_command(*command)
+    return connection.read_response(disable_decoding=True)
 
 
 def _pipeline(connection: redis.connection.AbstractConnection, commands: list[tuple[Any, ...]]) -> list[Any]:

@@ -55,7 +55,7 @@ from __future__ import annotations
 
 import json
 import logging
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from typing import Any
 
 from redis.client import NEVER_DECODE
@@ -205,7 +205,7 @@ class WorkflowCache:
         """
         version_arg = version_text("version", version, low=1)
         status_json = json.dumps({"status": status, "version": version}, separators=(",", ":"))
-        metadata_json = json.dumps({**asdict(metadata), "version": version}, separators=(",", ":"))
+        metadata_json = json.dumps({**vars(metadata), "version": version}, separators=(",", ":"))
         keys = [self.status_key(workflow_id), self.metadata_key(workflow_id)]
         args = [version_arg, status_json, metadata_json, self.status_ttl_s, self.metadata_ttl_s]
         with refused_when_full("workflow set", keys[0]):

@@ -58,9 +58,17 @@ def test_quick_bench_writes_the_issue_layout_with_sane_figures(fresh_cluster: Lo
     # Round trips are counted: one per operation (a WAIT-confirmed claim or completion pipelines
     # its script and its WAIT), two for an entry write or invalidation (the version marker on the
     # state tier, then the entry).
+    # A WAIT-confirmed step sends a second WAIT only when a replica has come back in sync since the
+    # process last looked (smoke.strategies.replication): on a loaded machine a replica's
+    # acknowledgement can be late enough to drop out and come back, so a few calls in a hundred
+    # may take one more; the steady state is the figure.
     trips = {name: op["round_trips"] for name, op in data["operations"].items()}
     two = {"entry.write", "entry.invalidate"}
-    assert trips == {name: 2 if name in two else 1 for name in OPERATIONS}
+    confirmed = {"entry.write", "entry.invalidate", "idempotency.claim", "idempotency.complete", "workflow.set"}
+    for name in OPERATIONS:
+        target = 2 if name in two else 1
+        slack = 0.1 if name in confirmed else 0.0
+        assert target <= trips[name] <= target + slack, (name, trips[name])
     assert data["baseline"]["get"]["commands"] == data["baseline"]["setex"]["commands"] == 1
     # A Lua operation runs more than one command on the server (the script's own calls count).
     assert data["operations"]["entry.write"]["commands"] > 3

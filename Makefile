@@ -108,10 +108,10 @@ clean: ## remove build/ and the tool caches
 # keys, concurrency, capacity with 1, 2 and 4 client processes and the load generator's ceiling,
 # and five failovers per tier; then the backup drill at RESTORE_KEYS keys on a rehearsal of the
 # prod render (its maxmemory). Prints a table, writes build/bench.json and build/bench.png, stops
-# everything. About 15 minutes on 2 cores; figures in docs/performance.md.
+# everything. About 10 minutes on 2 cores; figures in docs/performance.md.
 RESTORE_KEYS ?= 1000000
 .PHONY: bench
-bench: deps ## the benchmark: build/bench.json, build/bench.png and a table (about 15 minutes)
+bench: deps ## the benchmark: build/bench.json, build/bench.png and a table (about 10 minutes)
 	$(PY) -m smoke.local.render --stack dev
 	$(PY) -m smoke.local.render --stack prod
 	$(PY) -m smoke.bench --render-dir build/render/dev/k8s --out build/bench.json --png build/bench.png \

@@ -213,6 +213,28 @@ def test_the_watch_follows_every_sentinel_and_stops_on_close(cluster: LoopbackCl
         assert client.watch is None
 
 
+def test_a_discovery_that_overlapped_a_pool_move_is_asked_again(cluster: LoopbackCluster) -> None:
+    """Between the failover leader's ``+promoted-slave`` and a slower Sentinel's ``+switch-master``
+    that Sentinel still names the deposed master. A discovery in flight when the watch moved the
+    pool may carry that answer: it is thrown away and the Sentinels are asked again (before,
+    the stale answer put the pool back on the deposed master)."""
+    with SentinelClient(config_for(cluster, watch_sentinels=False)) as client:
+        sentinel = client._sentinel
+        real_ask, asked = sentinel._ask, []
+
+        def ask(name: str) -> tuple[str, int]:
+            asked.append(name)
+            if len(asked) == 1:  # the watch moves the pool while this discovery runs
+                sentinel.moves += 1
+                return ("127.0.0.1", 1)  # what a Sentinel not yet told would answer
+            return real_ask(name)
+
+        sentinel._ask = ask  # type: ignore[method-assign]
+        master = cluster.masters()[0]
+        assert sentinel.discover_master("mymaster") == (master.host, master.port)
+        assert len(asked) == 2
+
+
 @pytest.mark.default_server_line  # the messages are the client's; one line shows them
 def test_errors_name_the_cause_when_it_is_known(fresh_cluster: LoopbackCluster, key: str) -> None:
     """Issue 16 item 8: a master without replicas answered a raw ``NOREPLICAS``, and no Sentinel

@@ -18,6 +18,7 @@ import secrets
 import shutil
 import signal
 import subprocess
+import sys
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -345,7 +346,19 @@ class LoopbackChain:
     def __exit__(
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
-        self.remove()
+        _remove_after(self.remove, exc)
+
+
+def _remove_after(remove: Callable[[], None], exc: BaseException | None) -> None:
+    """Remove a chain on the way out of a ``with``. A removal that fails raises (a chain left
+    behind must fail the run), but not over the drill's own exception, which says more: then it
+    is printed beside it."""
+    try:
+        remove()
+    except Exception as failure:
+        if exc is None:
+            raise
+        print(f"could not remove the drill's iptables chain: {failure}", file=sys.stderr)
 
 
 class Partition:
@@ -402,7 +415,7 @@ class Partition:
     ) -> None:
         with contextlib.suppress(Exception):
             self._lift.fire_now()
-        self.chain.remove()
+        _remove_after(self.chain.remove, exc)
 
 
 class Together:

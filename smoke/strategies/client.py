@@ -157,6 +157,10 @@ def read_password(env: str = "REDIS_PASSWORD", file_env: str = "REDIS_PASSWORD_F
 _NO_SETINFO: dict[str, object] = {"driver_info": None}
 
 
+# Discovery rounds when the watch moves the pool during one (each move means a newer answer).
+DISCOVERY_ROUNDS = 3
+
+
 class _SpecSentinel(Sentinel):
     """Discovery by ``GET-MASTER-ADDR-BY-NAME``: the answer the failover leader updates first
     (redis/redis#2615), where ``SENTINEL MASTERS`` on other Sentinels lags by seconds.
@@ -171,8 +175,24 @@ class _SpecSentinel(Sentinel):
     def __init__(self, *args: object, **kwargs: object) -> None:
         super().__init__(*args, **kwargs)  # type: ignore[arg-type]
         self._order = threading.Lock()
+        # How many times the watch (:class:`_MasterWatch`) moved the pool. A discovery that
+        # overlapped a move may carry the answer of a Sentinel not yet told of the failover.
+        self.moves = 0
 
     def discover_master(self, service_name: str) -> tuple[str, int]:
+        """The master's address. When the watch moved the pool while the Sentinels were being
+        asked (between the failover leader's ``+promoted-slave`` and a slower Sentinel's own
+        ``+switch-master``, that Sentinel still names the deposed master, which still says
+        ``master`` to ``ROLE`` if it was cut off), the answer is thrown away and the Sentinels are
+        asked again, the announcing one first: at most :data:`DISCOVERY_ROUNDS` times."""
+        for _ in range(DISCOVERY_ROUNDS):
+            moves = self.moves
+            address = self._ask(service_name)
+            if self.moves == moves:
+                return address
+        return address
+
+    def _ask(self, service_name: str) -> tuple[str, int]:
         unreachable: list[str] = []
         answered = 0
         for index, sentinel in enumerate(list(self.sentinels)):
@@ -260,8 +280,8 @@ class _MasterWatch:
 
     Liveness, all bounded: a subscription that has heard nothing for ``interval`` seconds sends a
     ``PING``; none answered within ``3 * interval`` (a hung Sentinel), or any error, closes it and
-    subscribes again after a backoff doubling from 0.1 s up to ``interval * 2``. After a
-    resubscription that Sentinel is asked for the master once (an announcement may have been
+    subscribes again after a backoff doubling from 0.1 s up to ``interval * 2``. After every
+    subscription (the first included) that Sentinel is asked for the master once (an announcement may have been
     missed meanwhile); a different answer resets the pool's address, so the next connection
     discovers the master afresh. :meth:`stop` ends every thread (their sockets are shut, so none
     waits for a timeout) and joins them within ``2 * sentinel_timeout + 1`` seconds.
@@ -300,16 +320,17 @@ class _MasterWatch:
             thread.join(timeout=max(0.0, deadline - time.monotonic()))
 
     def _watch(self, sentinel: redis.Redis) -> None:
-        backoff, first = 0.1, True
+        backoff = 0.1
         while not self._stop.is_set():
             pubsub = sentinel.pubsub()
             try:
                 pubsub.subscribe(*WATCHED_CHANNELS)
                 with self._lock:
                     self._subscriptions[id(sentinel)] = pubsub
-                if not first:
-                    self._resync(sentinel)
-                first, backoff = False, 0.1
+                # Also after the first subscription: a failover announced between the pool's
+                # first discovery and this subscription would otherwise go unheard.
+                self._resync(sentinel)
+                backoff = 0.1
                 self._listen(sentinel, pubsub)
             except Exception as exc:  # any failure: subscribe again, after the backoff
                 if not self._stop.is_set():
@@ -350,13 +371,17 @@ class _MasterWatch:
         log.info("Sentinel %s announced %s: master %s is now %s:%d", where, channel, self._name, *address)
 
     def _resync(self, sentinel: redis.Redis) -> None:
+        known = self._pool.proxy.master_address
+        if known is None:  # nothing discovered yet: the first connection asks anyway
+            return
         address = sentinel.execute_command("SENTINEL GET-MASTER-ADDR-BY-NAME", self._name)
-        if address and (_str(address[0]), int(address[1])) != self._pool.master_address:
+        if address and (_str(address[0]), int(address[1])) != known:
             self._move(None)
 
     def _move(self, address: tuple[str, int] | None) -> None:
         """Point the pool at ``address`` (None: unknown, the next connection discovers it) and close
         the idle connections; connections in use are closed when released (not owned any more)."""
+        self._sentinel.moves += 1  # before the address: a discovery in flight sees it and asks again
         self._pool.proxy.master_address = address
         self._pool.disconnect(inuse_connections=False)
         if address is not None:
@@ -465,7 +490,11 @@ def _retryable(exc: Exception) -> bool:
 
 
 class SentinelClient:
-    """One per process: a pooled client to the current master, found and re-found through Sentinel."""
+    """One per process: a pooled client to the current master, found and re-found through Sentinel.
+
+    Close it (``close()``, or use it as a context manager): with ``watch_sentinels`` (the
+    default) it runs one daemon thread per Sentinel that holds the pool and a Sentinel
+    connection, so a client that is dropped without closing keeps both until the process ends."""
 
     def __init__(self, config: ClientConfig) -> None:
         self.config = config

@@ -17,7 +17,8 @@ Data shape (changed from the seed, all keys under ``prefix``). On the **cache ti
   the owner type last only when it is not ``NATURAL_PERSON`` (UTF-8, not ``\\u`` escapes).
   ``n`` is the key value's length in bytes; a timestamp of the usual shape
   (``2025-05-21T07:38:09.092Z``, a year from 1000) is the JSON integer of its digits
-  (``20250521073809092``), any other text stays a string. The head carries what the scripts
+  (``20250521073809092``, above 2^53: a reader in another language must parse it as a 64-bit
+  integer, not a double, or the milliseconds round), any other text stays a string. The head carries what the scripts
   need — the version, compared exactly as decimal text, and the key the pointer is checked
   against and dropped by — read with one ``string.match``, without decoding the rest.
   :meth:`Entry.to_value` writes it, :meth:`Entry.from_value` reads it; the DICT document
@@ -967,6 +968,7 @@ class EntryCache:
         state tier raises :class:`~smoke.strategies.tiers.StateTierFull` (nothing written)."""
         keys = [self.id_key(entry.id), self.pointer_key(entry.key_type, entry.key_value)]
         version = version_text("entry version", entry.version)
+        value = entry.to_value()  # a field that cannot be encoded is refused before anything is sent
         marker = self.marker_key(entry.id)
         reserve_args = [version, self.marker_ttl_ms, self._epoch_ttl_ms]
         with refused_when_full("entry write (version reservation)", marker):
@@ -975,7 +977,7 @@ class EntryCache:
             )
         if _text(reserved) != "ok":
             return WriteResult("stale")
-        args = [entry.id, entry.to_value(), version, self.ttl_ms, self.prefix + POINTER_KEY]
+        args = [entry.id, value, version, self.ttl_ms, self.prefix + POINTER_KEY]
         (outcome,), cache_ack = self._run_within(time.monotonic(), _WRITE, keys, args, wrote=_said(b"stored"))
         return WriteResult(_text(outcome), state_ack, cache_ack)
 

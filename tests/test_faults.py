@@ -10,7 +10,15 @@ import pytest
 
 from components.renderers.redis_conf import FULL_SYNC_DELAY_S
 from smoke.drills.failover import outage_limit_s, run_failover_drill
-from smoke.drills.faults import HangSentinel, KillMaster, KillReplica, Together
+from smoke.drills.faults import (
+    HangMaster,
+    HangReplica,
+    HangSentinel,
+    KillMaster,
+    KillReplica,
+    StartAgain,
+    Together,
+)
 from smoke.local.rehearsal import LoopbackCluster
 from smoke.strategies.client import ClientConfig, SentinelClient
 
@@ -78,6 +86,42 @@ def test_claims_stay_confirmed_with_a_replica_down_and_survive_the_master_failin
     assert result.acknowledged_writes > 0 and result.lost_acknowledged_writes == 0, result
     assert result.claims_outage_seconds is not None, result.detail
     assert result.passed, result.detail
+
+
+def test_a_restarted_replica_that_has_not_synced_is_never_promoted_over_the_claims_it_missed(
+    fresh_cluster: LoopbackCluster,
+) -> None:
+    """The replica-down drill with the race it leaves to chance made certain. A state-tier
+    replica is SIGKILLed, and claims are confirmed by the other one alone. Then the replica in
+    sync hangs (SIGSTOP, 6 s), the master hangs (8 s), and the killed replica restarts from its
+    own files as a replica of the hung master: it cannot sync. While the Sentinels choose, the
+    replica in sync is down in their eyes and the restarted one answers, with an offset that says
+    nothing (it never synced) and without any claim confirmed since its kill. Promoted, it would
+    have the other two resync from it and erase those claims (CI once lost 4,248 of 5,519 so,
+    the replica in sync excluded by chance). A replica is promotable only once it has synced
+    (start-redis.sh), so the Sentinels find no replica to promote and the master resumes when
+    its hang ends: no confirmed claim is lost."""
+    cluster = fresh_cluster
+    with SentinelClient(cluster.client_config("state")) as state:
+        state.warm_up()
+        killed = KillReplica(cluster, "state")
+        # 4 s after the kill the replica in sync hangs; 1.5 s later (the Sentinels see it down by
+        # then) the master hangs, and 0.1 s after that the killed replica is back. Both hangs
+        # outlast the Sentinels' choice (the master's down-after, then ~0.5 s).
+        master_hangs = Together(HangMaster(cluster, 8.0, tier="state"), StartAgain(killed), gap_s=0.1)
+        fault = Together(killed, Together(HangReplica(cluster, 6.0, tier="state"), master_hangs, gap_s=1.5), gap_s=4.0)
+        result = run_failover_drill(
+            state,
+            f"smoke:{uuid.uuid4().hex[:8]}:",
+            1,
+            fault,
+            masters=lambda: [n.address for n in cluster.masters("state")],
+            settle_seconds=3.0,
+            failover_expected=False,
+        )
+    assert result.heal_error is None, result.heal_error
+    assert result.acknowledged_writes > 0 and result.lost_acknowledged_writes == 0, result
+    assert result.new_master != killed.killed[0].address, result
 
 
 @pytest.mark.parametrize("seconds", [0, -1, 6])

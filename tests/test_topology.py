@@ -106,6 +106,29 @@ def test_probes_pass_on_every_healthy_pod(cluster: LoopbackCluster) -> None:
 
 
 @pytest.mark.both_server_lines
+def test_a_replica_starts_unpromotable_and_is_promotable_and_ready_once_synced(cluster: LoopbackCluster) -> None:
+    """A replica starts with replica-priority 0 (its files may miss writes confirmed since it
+    stopped, and its offset says nothing until it syncs); start-redis.sh restores the template's
+    priority once the link is up. Readiness waits for that, so a rolling update never moves on
+    while the Sentinels may not fail over to the pod it just restarted."""
+    replicas = [n for n in cluster.data_nodes if cluster.role(n) == "slave"]
+    assert len(replicas) == len(cluster.data_nodes) - len(cluster.tiers)
+    for replica in replicas:
+        said = cluster.log_matching(replica, "unpromotable", "promotable")
+        assert re.search(r"unpromotable \(replica-priority 0\).*\n.*replica-priority 100: promotable", said), said
+        assert cluster.replication(replica)["slave_priority"] == 100
+    replica = replicas[0]
+    with cluster.client(replica) as c:
+        c.config_set("replica-priority", 0)
+        try:
+            not_ready = cluster.run_script(replica, "probe-redis.sh", "readiness", "2")
+        finally:
+            c.config_set("replica-priority", 100)
+    assert not_ready.returncode == 1 and "not yet promotable (replica-priority 0)" in not_ready.stderr
+    assert cluster.run_script(replica, "probe-redis.sh", "readiness", "2").returncode == 0
+
+
+@pytest.mark.both_server_lines
 def test_probes_fail_on_a_wrong_password(cluster: LoopbackCluster, tmp_path: Path) -> None:
     wrong = tmp_path / "wrong-password"
     wrong.write_text("not-the-password-at-all")

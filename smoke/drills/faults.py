@@ -171,6 +171,21 @@ class KillReplica(_KillNodes):
         return replicas[: self.count]
 
 
+class StartAgain:
+    """A step for :class:`Together`: start what a kill fault killed, now (its pods back at a
+    chosen moment rather than on its own timer). Healing is the kill fault's."""
+
+    def __init__(self, killed: _KillNodes) -> None:
+        self.killed = killed
+        self.name = f"{killed.what} started again"
+
+    def inject(self) -> None:
+        self.killed.restart()
+
+    def heal(self) -> None:
+        pass
+
+
 class HangSentinel:
     """SIGSTOP one Sentinel (by default the first a client asks): it still accepts connections
     but never answers, the worst a peer can do to discovery. Heal: SIGCONT."""
@@ -204,16 +219,16 @@ class KillSentinels(_KillNodes):
         return self.cluster.sentinels[::-1][: self.count]
 
 
-class HangMaster:
-    """SIGSTOP the current master of a data ``tier`` for ``seconds``, then SIGCONT (a stalled
-    process, a frozen VM, a long fsync): it keeps its connections and answers nothing. Under
-    the Sentinels' down-after it is a pause the clients ride out; longer, the Sentinels fail it
-    over and it comes back as a master nobody names, until they demote it. Heal: SIGCONT now if
-    the timer has not, and wait for the topology to converge."""
+class _HangNode:
+    """What the hang faults share: SIGSTOP the node :meth:`_choose` picks for ``seconds``, then
+    SIGCONT (a stalled process, a frozen VM, a long fsync): it keeps its connections and answers
+    nothing. ``restart()`` sends SIGCONT now if the timer has not (so another fault's heal does
+    not wait on a hung node); heal does that and waits for the topology to converge."""
 
-    def __init__(self, cluster: LoopbackCluster, seconds: float, tier: str = "cache") -> None:
+    what = "node"
+
+    def __init__(self, cluster: LoopbackCluster, seconds: float, tier: str) -> None:
         self.cluster, self.seconds, self.tier = cluster, seconds, tier
-        self.name = f"{tier} master hung (SIGSTOP) {seconds:g} s"
         self.hung: Node | None = None
         self._resume = _Timer(seconds, self._continue)
 
@@ -221,8 +236,11 @@ class HangMaster:
     def ended_at(self) -> float | None:
         return self._resume.ended_at
 
+    def _choose(self) -> Node:
+        raise NotImplementedError
+
     def inject(self) -> None:
-        self.hung = self.cluster.masters(self.tier)[0]
+        self.hung = self._choose()
         self.cluster.pause_node(self.hung)
         self._resume.start()
 
@@ -231,12 +249,43 @@ class HangMaster:
             self.cluster.resume_node(self.hung)
 
     def restart(self) -> None:
-        """SIGCONT now if the timer has not (so another fault's heal does not wait on a hung master)."""
         self._resume.fire_now()
 
     def heal(self) -> None:
         self.restart()
-        self.cluster.wait_for("the hung master back in the topology", self.cluster.converged, CONVERGE_TIMEOUT_S)
+        self.cluster.wait_for(f"the hung {self.what} back in the topology", self.cluster.converged, CONVERGE_TIMEOUT_S)
+
+
+class HangMaster(_HangNode):
+    """SIGSTOP the current master of a data ``tier`` for ``seconds``. Under the Sentinels'
+    down-after it is a pause the clients ride out; longer, the Sentinels fail it over and it comes
+    back as a master nobody names, until they demote it."""
+
+    what = "master"
+
+    def __init__(self, cluster: LoopbackCluster, seconds: float, tier: str = "cache") -> None:
+        super().__init__(cluster, seconds, tier)
+        self.name = f"{tier} master hung (SIGSTOP) {seconds:g} s"
+
+    def _choose(self) -> Node:
+        return self.cluster.masters(self.tier)[0]
+
+
+class HangReplica(_HangNode):
+    """SIGSTOP the first running replica of a data ``tier`` for ``seconds``: held longer than the
+    Sentinels' down-after, they see it down and may not promote it meanwhile."""
+
+    what = "replica"
+
+    def __init__(self, cluster: LoopbackCluster, seconds: float, tier: str = "cache") -> None:
+        super().__init__(cluster, seconds, tier)
+        self.name = f"{tier} replica hung (SIGSTOP) {seconds:g} s"
+
+    def _choose(self) -> Node:
+        for node in self.cluster.tier_nodes(self.tier):
+            if node.running and self.cluster.role(node) == "slave":
+                return node
+        raise RuntimeError(f"{self.tier} tier: no replica running to hang")
 
 
 class RollingRestart:
@@ -442,6 +491,13 @@ class Together:
             if index and self.gap_s:
                 time.sleep(self.gap_s)
             fault.inject()
+
+    def restart(self) -> None:
+        """Restart every member that can be (so a ``Together`` nests in another)."""
+        for fault in self.faults:
+            restart = getattr(fault, "restart", None)
+            if restart is not None:
+                restart()
 
     def heal(self) -> None:
         failure: BaseException | None = None

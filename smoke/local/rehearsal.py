@@ -152,6 +152,8 @@ class Node:
     process: subprocess.Popen[bytes] | None = field(default=None, repr=False)
     # A data node's tier: "cache" or "state" (a Sentinel: "").
     tier: str = ""
+    # SIGSTOPped by pause_node() and not yet resumed: it answers nothing.
+    paused: bool = field(default=False, repr=False)
 
     @property
     def address(self) -> str:
@@ -441,6 +443,7 @@ class LoopbackCluster:
         node.workdir.mkdir(parents=True, exist_ok=True)
         (node.workdir / "data").mkdir(exist_ok=True)
         script = "start-redis.sh" if node.kind == "redis" else "start-sentinel.sh"
+        node.paused = False
         with node.log_path.open("ab") as log:
             node.process = subprocess.Popen(
                 ["busybox", "sh", str(self.script_path(script))],
@@ -470,12 +473,14 @@ class LoopbackCluster:
         if node.running:
             assert node.process is not None
             os.killpg(node.process.pid, signal.SIGSTOP)
+            node.paused = True
 
     def resume_node(self, node: Node) -> None:
         """SIGCONT a paused node (harmless on one that is not paused)."""
         if node.process is not None and node.process.poll() is None:
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(node.process.pid, signal.SIGCONT)
+        node.paused = False
 
     def start(self, timeout: float = 60, *, parallel: bool = False) -> LoopbackCluster:
         """Start every pod and wait until the topology has converged.
@@ -496,7 +501,7 @@ class LoopbackCluster:
                 self._wait(deadline, "every Redis node answering PING", self._all_redis_answer)
                 for tier in self.tiers:
                     linked = lambda t=tier: self._replicas_linked(t)  # noqa: E731
-                    self._wait(deadline, f"replicas linked to the {tier} master", linked)
+                    self._wait(deadline, f"replicas linked to the {tier} master and promotable", linked)
                 for node in self.sentinels:
                     self.start_node(node)
             self._wait(deadline, "Sentinels agreeing on the topology", self.converged)
@@ -586,7 +591,10 @@ class LoopbackCluster:
         return redis.Redis(host=node.host, port=node.port, **options)  # type: ignore[arg-type]
 
     def role(self, node: Node) -> str | None:
-        """``master``/``slave`` from ROLE, or None when the node does not answer."""
+        """``master``/``slave`` from ROLE, or None when the node does not answer (at once for a
+        node this rehearsal paused, rather than after a client timeout)."""
+        if node.paused:
+            return None
         try:
             with self.client(node) as c:
                 return str(c.execute_command("ROLE")[0])
@@ -623,18 +631,21 @@ class LoopbackCluster:
         return all(self.role(n) is not None for n in self.data_nodes)
 
     def _replicas_linked(self, tier: str = "cache") -> bool:
+        """One master, and every other node of the tier its replica with the link up and promotable
+        (start-redis.sh restores a replica's priority once it has synced)."""
         masters = self.masters(tier)
         if len(masters) != 1:
             return False
         replicas = [n for n in self.tier_nodes(tier) if n is not masters[0]]
         try:
-            return all(self.replication(n).get("master_link_status") == "up" for n in replicas)
+            infos = [self.replication(n) for n in replicas]
         except redis.RedisError:
             return False
+        return all(i.get("master_link_status") == "up" and i.get("slave_priority") != 0 for i in infos)
 
     def converged(self, tier: str | None = None) -> bool:
-        """Per tier (``None``: every tier): one master, every replica linked, every Sentinel naming
-        it with all replicas and peers."""
+        """Per tier (``None``: every tier): one master, every replica linked and promotable, every
+        Sentinel naming it with all replicas and peers."""
         return all(self._tier_converged(t) for t in ([tier] if tier else self.tiers))
 
     def _tier_converged(self, tier: str) -> bool:

@@ -233,6 +233,12 @@ info_field() {
     tr -d '\r' | sed -n "s/^$1:\(.*\)\$/\1/p"
 }
 
+# The replica-priority a redis.conf ($1) gives (the server's default, 100, when it gives none):
+# what start-redis.sh restores once a replica has synced.
+configured_priority() {
+    awk '$1 == "replica-priority" { p = $2 } END { print (p == "" ? 100 : p) }' "$1"
+}
+
 # Points MASTER_NAME, REDIS_ADDRS and REDIS_SEED_HOST at one entry of SENTINEL_MONITORS
 # ("name=host:port,host:port,..."), so the functions above act on that tier.
 select_monitor() {

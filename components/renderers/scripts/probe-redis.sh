@@ -7,11 +7,14 @@
 #   nothing ends one by itself (the Sentinels find no good replica to promote), and a restart
 #   runs start-redis.sh, which resumes as master when the pods still follow this one.
 # readiness: PONG, and a replica must have its link to the master up and no sync in progress, so
-#   that no client reads from a replica that is empty or still loading.
+#   that no client reads from a replica that is empty or still loading, and must be promotable
+#   again (start-redis.sh restores its replica-priority once it has synced), so that a rolling
+#   update moves on only when the Sentinels may fail over to it.
 set -u
 . "$(dirname "$0")/common.sh"
 
 : "${REDIS_HOST:=127.0.0.1}"
+: "${REDIS_CONFIG_TEMPLATE:=@@REDIS_CONFIG_DIR@@/redis.conf}"
 # The name this pod announces (what its replicas, and a looping master, record as master_host).
 : "${REDIS_ANNOUNCE_HOST:=${POD_NAME:-$(hostname)}.@@REDIS_HEADLESS_DOMAIN@@}"
 mode=${1:-}
@@ -62,6 +65,11 @@ case "$mode" in
             syncing=$(printf '%s\n' "$info" | info_field master_sync_in_progress)
             if [ "$link" != up ] || [ "$syncing" != 0 ]; then
                 log "readiness: replica link '$link', sync in progress '$syncing'"
+                exit 1
+            fi
+            priority=$(printf '%s\n' "$info" | info_field slave_priority)
+            if [ "$priority" = 0 ] && [ "$(configured_priority "$REDIS_CONFIG_TEMPLATE")" != 0 ]; then
+                log "readiness: synced, not yet promotable (replica-priority 0)"
                 exit 1
             fi
         fi

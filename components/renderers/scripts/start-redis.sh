@@ -15,6 +15,13 @@
 #    Sentinels could not fail it over) starts as master again; following anyone would close a
 #    replication loop. Otherwise only ordinal 0 may start as master and every other ordinal
 #    follows ordinal 0, so pods starting in parallel (none following anyone) cannot form two masters.
+# 4. A replica starts unpromotable (replica-priority 0) and becomes promotable (the template's
+#    priority) once it has synced with a master. Until then its data is whatever its files held
+#    when it stopped and its offset says nothing (it has not synced): were the Sentinels to
+#    promote it while the replica in sync is down in their eyes, the others would resync from
+#    it and lose every write confirmed since it stopped. A background watcher polls INFO and
+#    sends CONFIG SET as the admin user (this pod holds every password already: it writes the
+#    ACL file) to this node only.
 # The effective config (template + per-pod lines + masterauth) and the ACL file (every user with
 # the hashes of its passwords) are written to REDIS_RUN_DIR, a writable memory-backed volume,
 # readable only by this user; Sentinel's CONFIG REWRITE edits the config there. With REDIS_TLS=yes
@@ -35,6 +42,12 @@ set -eu
 # The ACL users template (users and rules, no secret) and the user replicas authenticate as.
 : "${REDIS_ACL_TEMPLATE:=@@REDIS_CONFIG_DIR@@/users.acl}"
 : "${REPLICATION_USER:=@@REPLICATION_USER@@}"
+# Where this node answers its own scripts, the user allowed CONFIG SET, and how long a replica's
+# watcher waits for its first sync (seconds between looks, looks) before it gives up and says so.
+: "${REDIS_HOST:=127.0.0.1}"
+: "${ADMIN_USER:=@@ADMIN_USER@@}"
+: "${SYNC_WATCH_INTERVAL:=0.5}"
+: "${SYNC_WATCH_LOOKS:=7200}"
 
 load_password
 ordinal=${POD_NAME##*-}
@@ -52,6 +65,34 @@ ask_with_retries() {
 
 names_me() {
     [ "$1" = "$REDIS_ANNOUNCE_HOST $REDIS_PORT" ]
+}
+
+# Step 4: once this replica's link to a master is up with no sync in progress (or it has been
+# made master), CONFIG SET replica-priority to $1. Bounded: SYNC_WATCH_LOOKS looks, then it logs
+# that the replica stays unpromotable (docs/operations.md says what an operator checks then).
+promotable_once_synced() {
+    _priority=$1
+    _looks=0
+    while [ "$_looks" -lt "$SYNC_WATCH_LOOKS" ]; do
+        _looks=$((_looks + 1))
+        sleep "$SYNC_WATCH_INTERVAL"
+        _info=$(redis_cli -h "$REDIS_HOST" -p "$REDIS_PORT" INFO replication 2>/dev/null) || continue
+        _role=$(printf '%s\n' "$_info" | info_field role)
+        if [ "$_role" = slave ]; then
+            [ "$(printf '%s\n' "$_info" | info_field master_link_status)" = up ] || continue
+            [ "$(printf '%s\n' "$_info" | info_field master_sync_in_progress)" = 0 ] || continue
+        fi
+        _admin_auth=$(first_password "$AUTH_DIR/$ADMIN_USER-password") || return 1
+        if printf 'CONFIG SET replica-priority %s\n' "$_priority" |
+            REDISCLI_AUTH=$_admin_auth timeout "$CLI_TIMEOUT" "$CLI_BIN" --no-auth-warning $CLI_TLS \
+                --user "$ADMIN_USER" -h "$REDIS_HOST" -p "$REDIS_PORT" 2>&1 | grep -qx OK; then
+            log "synced with a master ($_role); replica-priority $_priority: promotable"
+            return 0
+        fi
+        log "synced, but CONFIG SET replica-priority $_priority failed; trying again"
+    done
+    log "no sync with a master after $SYNC_WATCH_LOOKS looks; this replica stays unpromotable (replica-priority 0)"
+    return 1
 }
 
 master=$(ask_with_retries) || master=""
@@ -123,10 +164,17 @@ replication_auth=$(first_password "$AUTH_DIR/$REPLICATION_USER-password") || exi
     printf 'aclfile %s\nmasteruser %s\nmasterauth %s\n' "$acl" "$REPLICATION_USER" "$replication_auth"
     if [ "$role" = replica ]; then
         printf 'replicaof %s %s\n' "$master_host" "$master_port"
+        printf 'replica-priority 0\n'
     fi
 } >"$conf.tmp"
 mv "$conf.tmp" "$conf"
 
 log "starting $POD_NAME as $role: $reason"
-unset REDIS_AUTH SENTINEL_AUTH replication_auth
+unset SENTINEL_AUTH replication_auth
+if [ "$role" = replica ]; then
+    log "unpromotable (replica-priority 0) until it has synced with a master"
+    # In a subshell that returns at once: the watcher is no child of the server exec'd below.
+    (promotable_once_synced "$(configured_priority "$REDIS_CONFIG_TEMPLATE")" </dev/null &)
+fi
+unset REDIS_AUTH
 exec "$SERVER_BIN" "$conf"

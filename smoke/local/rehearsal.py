@@ -466,6 +466,10 @@ class LoopbackCluster:
             except subprocess.TimeoutExpired:
                 os.killpg(node.process.pid, signal.SIGKILL)
                 node.process.wait(timeout=10)
+        # The rest of its process group (start-redis.sh's watcher) goes with it, also when the
+        # server had exited by itself.
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(node.process.pid, signal.SIGKILL)
 
     def pause_node(self, node: Node) -> None:
         """SIGSTOP the node's process: a hung peer. The kernel still accepts its connections, so

@@ -19,11 +19,15 @@ Why this rule and not a fixed count:
   a replica that has stopped acknowledging (killed: its link closes at once; hung: after 2 s)
   instead of waiting for it.
 
-What can still lose a confirmed write (said in ``docs/smoke-and-strategies.md`` too): the master and every
-replica that acknowledged the write lost together (with one replica already down, that is the
-master and the one left), or a replica that had fallen out of sync being promoted before it
-catches up (Sentinel skips replicas it has not heard from for 5 s and prefers the highest
-offset, so this needs its view to be stale as well).
+The promise leans on one rule of the servers' side too: a replica is promotable only once it has
+synced (``start-redis.sh`` starts replicas at ``replica-priority 0``). A restarted replica misses
+every write confirmed since it stopped and its offset says nothing, so Sentinel would otherwise
+promote it whenever the replica in sync was down in its eyes.
+
+What can still lose a confirmed write (``docs/smoke-and-strategies.md`` lists it in full): the
+master and every replica that acknowledged the write lost together (with one replica already
+down, that is the master and the one left), or a replica that stayed connected but fell behind
+promoted while the replica in sync is down in the Sentinels' eyes.
 
 **Every confirmation covers its own write, on every server line.** Since Redis 7.2 (and in
 Valkey) ``WAIT`` counts replicas that reached the *calling connection's* last write, so the

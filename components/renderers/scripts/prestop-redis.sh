@@ -5,10 +5,14 @@
 # failover; writes acknowledged in its last moments are lost. So, when this pod is the master:
 # 1. pause writes (CLIENT PAUSE ... WRITE) so the replicas catch up and nothing more is
 #    acknowledged here;
-# 2. ask a Sentinel for SENTINEL FAILOVER;
-# 3. wait until every Sentinel names another master, at most PRESTOP_TIMEOUT seconds.
-# Paused writers are then cut off by the shutdown and retry on the new master. If no Sentinel
-# takes the failover, writes are resumed and the pod stops as it would have without the hook.
+# 2. ask a Sentinel for SENTINEL FAILOVER. When every Sentinel that answers says NOGOODSLAVE,
+#    resume writes, wait a second and go back to 1: a replica restarted a moment ago (a rolling
+#    update restarts the replicas first) is promotable once it has synced (start-redis.sh), but
+#    a Sentinel only sees that at its next INFO of it, up to 10 s later;
+# 3. wait until every Sentinel names another master.
+# All of it within PRESTOP_TIMEOUT seconds. Paused writers are then cut off by the shutdown and
+# retry on the new master. If no Sentinel takes the failover in time, writes are resumed and the
+# pod stops as it would have without the hook.
 set -u
 . "$(dirname "$0")/common.sh"
 
@@ -23,20 +27,29 @@ if [ "$role" != master ]; then
     exit 0
 fi
 
-redis_cli -h "$REDIS_HOST" -p "$REDIS_PORT" CLIENT PAUSE "$((PRESTOP_TIMEOUT * 1000))" WRITE >/dev/null
-
+waited=0
 started=""
-for addr in $SENTINEL_ADDRS; do
-    if [ "$(sentinel_at "$addr" SENTINEL FAILOVER "$MASTER_NAME" 2>&1)" = OK ]; then
-        started=$addr
-        break
-    fi
-done
-if [ -z "$started" ]; then
-    log "no Sentinel accepted a failover; resuming writes and stopping as master"
+while :; do
+    redis_cli -h "$REDIS_HOST" -p "$REDIS_PORT" CLIENT PAUSE "$(((PRESTOP_TIMEOUT - waited) * 1000))" WRITE >/dev/null
+    no_good_replica=""
+    for addr in $SENTINEL_ADDRS; do
+        answer=$(sentinel_at "$addr" SENTINEL FAILOVER "$MASTER_NAME" 2>&1)
+        if [ "$answer" = OK ]; then
+            started=$addr
+            break
+        fi
+        case "$answer" in NOGOODSLAVE*) no_good_replica=yes ;; esac
+    done
+    [ -n "$started" ] && break
     redis_cli -h "$REDIS_HOST" -p "$REDIS_PORT" CLIENT UNPAUSE >/dev/null
-    exit 0
-fi
+    if [ -z "$no_good_replica" ] || [ "$waited" -ge "$((PRESTOP_TIMEOUT - 1))" ]; then
+        log "no Sentinel accepted a failover${no_good_replica:+ (no promotable replica in their eyes)}; stopping as master"
+        exit 0
+    fi
+    [ "$waited" = 0 ] && log "no promotable replica in the Sentinels' eyes yet; writes go on while they look again"
+    sleep 1
+    waited=$((waited + 1))
+done
 
 # Done when every Sentinel that answers names another master: clients may ask any of them.
 others_named() {
@@ -50,8 +63,7 @@ others_named() {
     [ -n "$_other" ] && echo "$_other"
 }
 
-log "failover of $MASTER_NAME started by $started; waiting up to ${PRESTOP_TIMEOUT}s"
-waited=0
+log "failover of $MASTER_NAME started by $started; waiting up to $((PRESTOP_TIMEOUT - waited))s more"
 while [ "$waited" -lt "$PRESTOP_TIMEOUT" ]; do
     if host=$(others_named); then
         log "the Sentinels now name $host as master"

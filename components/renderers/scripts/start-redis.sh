@@ -68,14 +68,17 @@ names_me() {
 }
 
 # Step 4: once this replica's link to a master is up with no sync in progress (or it has been
-# made master), CONFIG SET replica-priority to $1. Bounded: SYNC_WATCH_LOOKS looks, then it logs
-# that the replica stays unpromotable (docs/operations.md says what an operator checks then).
+# made master), CONFIG SET replica-priority to $1. Bounded: it ends with the server (PID $2) or
+# after SYNC_WATCH_LOOKS looks, when it logs that the replica stays unpromotable
+# (docs/runbooks/pod-loss.md says what an operator checks then).
 promotable_once_synced() {
     _priority=$1
+    _server=$2
     _looks=0
     while [ "$_looks" -lt "$SYNC_WATCH_LOOKS" ]; do
         _looks=$((_looks + 1))
         sleep "$SYNC_WATCH_INTERVAL"
+        kill -0 "$_server" 2>/dev/null || return 0
         _info=$(redis_cli -h "$REDIS_HOST" -p "$REDIS_PORT" INFO replication 2>/dev/null) || continue
         _role=$(printf '%s\n' "$_info" | info_field role)
         if [ "$_role" = slave ]; then
@@ -173,8 +176,10 @@ log "starting $POD_NAME as $role: $reason"
 unset SENTINEL_AUTH replication_auth
 if [ "$role" = replica ]; then
     log "unpromotable (replica-priority 0) until it has synced with a master"
-    # In a subshell that returns at once: the watcher is no child of the server exec'd below.
-    (promotable_once_synced "$(configured_priority "$REDIS_CONFIG_TEMPLATE")" </dev/null &)
+    # In a subshell that returns at once, so the watcher is no child of the server exec'd below
+    # (which keeps this shell's PID, $$). In a container whose PID 1 is the server, the server
+    # adopts it and reaps it with its next background save.
+    (promotable_once_synced "$(configured_priority "$REDIS_CONFIG_TEMPLATE")" $$ </dev/null &)
 fi
 unset REDIS_AUTH
 exec "$SERVER_BIN" "$conf"

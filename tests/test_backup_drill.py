@@ -10,7 +10,9 @@ from pathlib import Path
 
 import pytest
 
-from smoke.drills.backup import ROOT, main
+from smoke.bench import report as bench_report
+from smoke.bench import restore
+from smoke.drills.backup import ROOT, DrillReport, TierReport, main
 from smoke.local.moto_s3 import moto_s3
 from tests.support import require_redis_binaries
 
@@ -71,6 +73,18 @@ def test_the_drill_restores_every_key_value_and_ttl_of_both_tiers_after_a_full_c
     assert phases.index("dataset") < phases.index("backup") < phases.index("restore")
     restoring = [line for line in printed.err.splitlines() if line.startswith("backup drill: restore: the ")]
     assert [line.split()[4] for line in restoring[:2]] == ["state", "cache"], printed.err
+
+    # The same report as make bench's restore_at_scale section: phases, megabytes and the RTO.
+    drill = DrillReport(**{**report, "tiers": {k: TierReport(**v) for k, v in report["tiers"].items()}})
+    section = restore.section(dev_render_dir / "k8s", drill)
+    assert tuple(section) == bench_report.RESTORE_FIELDS
+    assert section["keys"] == section["keys_restored"] == report["keys_written"] and section["mismatches"] == 0
+    assert section["acl_denials"] == 0 and section["rto_seconds"] == 1800
+    assert 0 < section["restore_seconds"] < section["rto_seconds"]
+    for tier, figures in section["tiers"].items():
+        assert figures["rdb_mb"] > 0 and figures["used_memory_mb"] > 0, tier
+        assert 0 < figures["maxmemory_share"] < 1, tier
+    assert section["tiers"]["cache"]["maxmemory_mb"] == 256.0  # the dev stack's (512 MiB limit x 0.5)
 
 
 # --- the command line: bad arguments are refused before anything starts ---------------------------

@@ -65,4 +65,9 @@ def measure_restore(render_dir: Path, keys: int, say: Callable[[str], None] = la
     """The backup drill with ``keys`` keys on a rehearsal of ``render_dir`` (a render's k8s/)."""
     files = RenderedFiles.from_render_dir(render_dir)
     scripts = backup_scripts_from_render_dir(render_dir)
-    return {"render": str(render_dir), **summary(run_drill(files, scripts, keys, say))}
+    return section(render_dir, run_drill(files, scripts, keys, say))
+
+
+def section(render_dir: Path, report: DrillReport) -> dict[str, Any]:
+    """The ``restore_at_scale`` section of bench.json for a drill run on ``render_dir``."""
+    return {"render": str(render_dir), **summary(report)}

@@ -88,9 +88,9 @@ drill-backup: deps ## full cluster loss on loopback, restored from a backup in m
 	$(PY) -m smoke.local.render --stack $(STACK)
 	$(PY) -m smoke.drills.backup --render-dir build/render/$(STACK)/k8s --report build/drill-backup.json --keys $(KEYS)
 
-test: deps ## ruff and the whole test suite (what CI runs), on two workers
+test: deps ## ruff and the whole test suite (what CI runs)
 	$(PY) -m ruff check .
-	$(PY) -m pytest -n 2 --dist loadgroup
+	$(PY) -m pytest
 
 lint: python-deps ## ruff over the whole tree (no tests)
 	$(PY) -m ruff check .

@@ -19,29 +19,6 @@ from tests.support import render_stack, require_redis_binaries
 BOTH_LINES = "both_server_lines"
 ONE_LINE = "default_server_line"  # a long drill in a both_server_lines module that runs once
 
-# `make test` runs two pytest-xdist workers (--dist loadgroup), each test module as one group so
-# its module-scoped topology starts once. The modules whose tests judge wall-clock bounds (outage,
-# acknowledged-write windows, the benchmark's ratios) form one group: they run one after another
-# in one worker, as in a serial run, never two drills at once.
-TIMED_MODULES = frozenset(
-    {
-        "test_partitions",
-        "test_faults",
-        "test_failover_run",
-        "test_smoke_runner",
-        "test_bench",
-        "test_client",
-        "test_entries",
-        "test_acl_tls",
-    }
-)
-
-
-def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    for item in items:
-        module = item.path.stem
-        item.add_marker(pytest.mark.xdist_group("timed" if module in TIMED_MODULES else module))
-
 
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
     """``server_line``: the line a test's topology runs. Every test runs on the default line

@@ -227,6 +227,7 @@ def test_no_password_on_any_command_line(tls_cluster: LoopbackCluster) -> None:
         assert not [s for s in secrets if s in cmdline], f"a password in argv of pid {proc.name}"
 
 
+@pytest.mark.default_server_line  # the client's side; both lines' TLS and Sentinel auth are above
 def test_the_client_follows_a_master_switch_over_tls_with_sentinel_auth(tls_cluster: LoopbackCluster) -> None:
     """The Sentinel watch subscribes with the Sentinels' password over TLS, and moves the pool
     off a deposed master that still accepts writes (tests/test_client.py has the plain-text case)."""

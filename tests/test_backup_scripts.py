@@ -486,6 +486,7 @@ def test_a_cache_backup_from_before_the_tier_split_is_still_listed_and_restored_
             client.delete_object(Bucket=s3.bucket, Key=legacy, VersionId=v["VersionId"])
 
 
+@pytest.mark.default_server_line  # each line's RDB through fetch and prepare is checked above
 def test_after_losing_every_node_the_restore_brings_both_tiers_back_state_first_under_acl_users_and_tls(
     runner: BackupRunner, cluster: LoopbackCluster
 ) -> None:

@@ -257,6 +257,45 @@ def test_prestop_hands_mastership_over_before_the_master_stops_also_right_after_
     assert cluster.role(old) == "slave"
 
 
+def sentinels_see_priority(cluster: LoopbackCluster, replica: Node, priority: int) -> bool:
+    """Every Sentinel's last INFO of ``replica`` (SENTINEL REPLICAS) shows ``priority``."""
+    for sentinel in cluster.sentinels:
+        with cluster.client(sentinel) as c:
+            views = c.execute_command("SENTINEL", "REPLICAS", cluster.master_name)
+        seen = [v.get("slave-priority") for v in views if v.get("name") == replica.address]
+        if [str(p) for p in seen] != [str(priority)]:
+            return False
+    return True
+
+
+def test_prestop_hands_over_once_the_sentinels_see_a_replica_promotable_again(fresh_cluster: LoopbackCluster) -> None:
+    """The Sentinels see a replica's priority only at their INFO of it, every 10 s. Here every
+    Sentinel last saw both replicas unpromotable, and one has just become promotable (a restarted
+    replica that has synced). The master's hook used to get NOGOODSLAVE from every Sentinel and
+    stop as master; it now asks again, writes going on meanwhile, and hands over."""
+    cluster = fresh_cluster
+    old = master_of(cluster)
+    replicas = [n for n in cluster.redis_nodes if n is not old]
+    try:
+        for replica in replicas:
+            with cluster.client(replica) as c:
+                c.config_set("replica-priority", 0)
+        unseen = lambda: all(sentinels_see_priority(cluster, r, 0) for r in replicas)  # noqa: E731
+        cluster.wait_for("every Sentinel seeing both replicas unpromotable", unseen, timeout=30)
+        with cluster.client(replicas[0]) as c:
+            c.config_set("replica-priority", 100)
+        result = cluster.run_script(old, "prestop-redis.sh", extra_env={"PRESTOP_TIMEOUT": "20"}, timeout=40)
+    finally:
+        for replica in replicas:
+            with cluster.client(replica) as c:
+                c.config_set("replica-priority", 100)
+    assert result.returncode == 0, result.stderr
+    assert "no promotable replica in the Sentinels' eyes yet" in result.stderr, result.stderr
+    assert "now name" in result.stderr, result.stderr
+    named = {(cluster.sentinel_view(s) or {}).get("master") for s in cluster.sentinels}
+    assert named == {replicas[0].address}, named
+
+
 def test_a_restarted_sentinel_keeps_its_identity_and_a_broken_replica_is_not_ready(
     fresh_cluster: LoopbackCluster,
 ) -> None:

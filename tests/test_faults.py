@@ -121,7 +121,13 @@ def test_a_restarted_replica_that_has_not_synced_is_never_promoted_over_the_clai
         )
     assert result.heal_error is None, result.heal_error
     assert result.acknowledged_writes > 0 and result.lost_acknowledged_writes == 0, result
-    assert result.new_master != killed.killed[0].address, result
+    restarted = killed.killed[0]
+    assert result.new_master != restarted.address, result
+    # Not luck: the Sentinels chose while the restarted replica was unpromotable, and found none.
+    aborts = [cluster.log_matching(s, "-failover-abort-no-good-slave") for s in cluster.sentinels]
+    assert any(aborts), "\n".join(cluster.log_matching(s, "selected-slave", "switch-master") for s in cluster.sentinels)
+    said = cluster.log_matching(restarted, "promotable")
+    assert said.count("unpromotable (replica-priority 0)") == 2 and said.count("100: promotable") == 2, said
 
 
 @pytest.mark.parametrize("seconds", [0, -1, 6])

@@ -284,16 +284,19 @@ def test_prestop_hands_over_once_the_sentinels_see_a_replica_promotable_again(fr
         cluster.wait_for("every Sentinel seeing both replicas unpromotable", unseen, timeout=30)
         with cluster.client(replicas[0]) as c:
             c.config_set("replica-priority", 100)
-        result = cluster.run_script(old, "prestop-redis.sh", extra_env={"PRESTOP_TIMEOUT": "20"}, timeout=40)
+        # The rendered PRESTOP_TIMEOUT (failover timeout + 2 s), as in a pod.
+        result = cluster.run_script(old, "prestop-redis.sh", timeout=40)
     finally:
         for replica in replicas:
             with cluster.client(replica) as c:
                 c.config_set("replica-priority", 100)
     assert result.returncode == 0, result.stderr
     assert "no promotable replica in the Sentinels' eyes yet" in result.stderr, result.stderr
-    assert "now name" in result.stderr, result.stderr
-    named = {(cluster.sentinel_view(s) or {}).get("master") for s in cluster.sentinels}
-    assert named == {replicas[0].address}, named
+    assert "failover of" in result.stderr and "stopping as master" not in result.stderr, result.stderr
+    named = lambda: {(cluster.sentinel_view(s) or {}).get("master") for s in cluster.sentinels} == {  # noqa: E731
+        replicas[0].address
+    }
+    cluster.wait_for("every Sentinel naming the promotable replica", named, timeout=30)
 
 
 def test_a_restarted_sentinel_keeps_its_identity_and_a_broken_replica_is_not_ready(

@@ -42,12 +42,12 @@ set -eu
 # The ACL users template (users and rules, no secret) and the user replicas authenticate as.
 : "${REDIS_ACL_TEMPLATE:=@@REDIS_CONFIG_DIR@@/users.acl}"
 : "${REPLICATION_USER:=@@REPLICATION_USER@@}"
-# Where this node answers its own scripts, the user allowed CONFIG SET, and how long a replica's
-# watcher waits for its first sync (seconds between looks, looks) before it gives up and says so.
+# Where this node answers its own scripts, the user allowed CONFIG SET, how often a replica's
+# watcher looks for its first sync (seconds), and after how many looks it says it is still waiting.
 : "${REDIS_HOST:=127.0.0.1}"
 : "${ADMIN_USER:=@@ADMIN_USER@@}"
 : "${SYNC_WATCH_INTERVAL:=0.5}"
-: "${SYNC_WATCH_LOOKS:=7200}"
+: "${SYNC_WATCH_REPORT_LOOKS:=7200}"
 
 load_password
 ordinal=${POD_NAME##*-}
@@ -68,34 +68,44 @@ names_me() {
 }
 
 # Step 4: once this replica's link to a master is up with no sync in progress (or it has been
-# made master), CONFIG SET replica-priority to $1. Bounded: it ends with the server (PID $2) or
-# after SYNC_WATCH_LOOKS looks, when it logs that the replica stays unpromotable
-# (docs/runbooks/pod-loss.md says what an operator checks then).
+# made master), CONFIG SET replica-priority to $1, then end. It also ends with the server (PID
+# $2), and only then: a replica that never syncs stays unpromotable, and after
+# SYNC_WATCH_REPORT_LOOKS looks (1 h) it says so once (docs/runbooks/pod-loss.md says what an
+# operator checks then). Anything but a replica's or a master's INFO (an error reply, a timeout)
+# is no sync. Failures are logged the first time and then once a minute.
 promotable_once_synced() {
     _priority=$1
     _server=$2
     _looks=0
-    while [ "$_looks" -lt "$SYNC_WATCH_LOOKS" ]; do
+    _said=""
+    while kill -0 "$_server" 2>/dev/null; do
         _looks=$((_looks + 1))
+        if [ "$_looks" = "$SYNC_WATCH_REPORT_LOOKS" ]; then
+            log "no sync with a master after $_looks looks; unpromotable (replica-priority 0) until it syncs"
+        fi
         sleep "$SYNC_WATCH_INTERVAL"
-        kill -0 "$_server" 2>/dev/null || return 0
         _info=$(redis_cli -h "$REDIS_HOST" -p "$REDIS_PORT" INFO replication 2>/dev/null) || continue
         _role=$(printf '%s\n' "$_info" | info_field role)
-        if [ "$_role" = slave ]; then
-            [ "$(printf '%s\n' "$_info" | info_field master_link_status)" = up ] || continue
-            [ "$(printf '%s\n' "$_info" | info_field master_sync_in_progress)" = 0 ] || continue
-        fi
-        _admin_auth=$(first_password "$AUTH_DIR/$ADMIN_USER-password") || return 1
-        if printf 'CONFIG SET replica-priority %s\n' "$_priority" |
+        case "$_role" in
+            slave)
+                [ "$(printf '%s\n' "$_info" | info_field master_link_status)" = up ] || continue
+                [ "$(printf '%s\n' "$_info" | info_field master_sync_in_progress)" = 0 ] || continue
+                ;;
+            master) ;;
+            *) continue ;;
+        esac
+        if _admin_auth=$(first_password "$AUTH_DIR/$ADMIN_USER-password" 2>/dev/null) &&
+            printf 'CONFIG SET replica-priority %s\n' "$_priority" |
             REDISCLI_AUTH=$_admin_auth timeout "$CLI_TIMEOUT" "$CLI_BIN" --no-auth-warning $CLI_TLS \
                 --user "$ADMIN_USER" -h "$REDIS_HOST" -p "$REDIS_PORT" 2>&1 | grep -qx OK; then
             log "synced with a master ($_role); replica-priority $_priority: promotable"
             return 0
         fi
-        log "synced, but CONFIG SET replica-priority $_priority failed; trying again"
+        if [ -z "$_said" ] || [ $((_looks % 120)) = 0 ]; then
+            log "synced, but CONFIG SET replica-priority $_priority as $ADMIN_USER failed; trying again"
+            _said=yes
+        fi
     done
-    log "no sync with a master after $SYNC_WATCH_LOOKS looks; this replica stays unpromotable (replica-priority 0)"
-    return 1
 }
 
 master=$(ask_with_retries) || master=""

@@ -5,12 +5,14 @@ smoke/drills/faults.py."""
 from __future__ import annotations
 
 import uuid
+from typing import Any
 
 import pytest
 
 from components.renderers.redis_conf import FULL_SYNC_DELAY_S
-from smoke.drills.failover import outage_limit_s, run_failover_drill
+from smoke.drills.failover import DrillResult, outage_limit_s, run_failover_drill
 from smoke.drills.faults import (
+    Fault,
     HangMaster,
     HangReplica,
     HangSentinel,
@@ -52,6 +54,12 @@ def test_a_hung_first_sentinel_does_not_stretch_a_master_failover_beyond_the_sig
     assert result.passed, result.detail
 
 
+def state_tier_drill(cluster: LoopbackCluster, state: SentinelClient, fault: Fault, **options: Any) -> DrillResult:
+    """The failover drill on the state tier: claims confirmed by at least 1 replica, one master at the end."""
+    masters = lambda: [n.address for n in cluster.masters("state")]  # noqa: E731
+    return run_failover_drill(state, f"smoke:{uuid.uuid4().hex[:8]}:", 1, fault, masters=masters, **options)
+
+
 # A replica's full resync: the sync delay, then the transfer and the link (a small dataset here).
 RESYNC_ALLOWANCE_S = FULL_SYNC_DELAY_S + 1.5
 
@@ -72,15 +80,8 @@ def test_claims_stay_confirmed_with_a_replica_down_and_survive_the_master_failin
         fault = Together(
             KillReplica(cluster, "state", restart_after_s=4.5), KillMaster(cluster, tier="state"), gap_s=4.0
         )
-        result = run_failover_drill(
-            state,
-            f"smoke:{uuid.uuid4().hex[:8]}:",
-            1,
-            fault,
-            masters=lambda: [n.address for n in cluster.masters("state")],
-            settle_seconds=6.0,
-            outage_allowance_s=RESYNC_ALLOWANCE_S,
-            claims_outage=True,
+        result = state_tier_drill(
+            cluster, state, fault, settle_seconds=6.0, outage_allowance_s=RESYNC_ALLOWANCE_S, claims_outage=True
         )
     assert result.heal_error is None, result.heal_error
     assert result.acknowledged_writes > 0 and result.lost_acknowledged_writes == 0, result
@@ -110,15 +111,7 @@ def test_a_restarted_replica_that_has_not_synced_is_never_promoted_over_the_clai
         # outlast the Sentinels' choice (the master's down-after, then ~0.5 s).
         master_hangs = Together(HangMaster(cluster, 8.0, tier="state"), StartAgain(killed), gap_s=0.1)
         fault = Together(killed, Together(HangReplica(cluster, 6.0, tier="state"), master_hangs, gap_s=1.5), gap_s=4.0)
-        result = run_failover_drill(
-            state,
-            f"smoke:{uuid.uuid4().hex[:8]}:",
-            1,
-            fault,
-            masters=lambda: [n.address for n in cluster.masters("state")],
-            settle_seconds=3.0,
-            failover_expected=False,
-        )
+        result = state_tier_drill(cluster, state, fault, settle_seconds=3.0, failover_expected=False)
     assert result.heal_error is None, result.heal_error
     assert result.acknowledged_writes > 0 and result.lost_acknowledged_writes == 0, result
     restarted = killed.killed[0]

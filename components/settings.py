@@ -70,6 +70,22 @@ PASSWORD_PATTERN = re.compile(r"^[A-Za-z0-9._~+=-]{16,128}$")
 # The default min-replicas-max-lag (seconds): see RedisSettings.min_replicas_max_lag.
 MIN_REPLICAS_MAX_LAG_S = 2
 
+# Sentinel's down-after has a floor that Sentinel itself sets (sentinel.c, measured here):
+# - Sentinel reconnects a link at most once a second (SENTINEL_PING_PERIOD) and checks its
+#   instances on a timer that ticks 10 to 20 times a second.
+# - On a switch it keeps the link it had to the old master, with that link's last reconnect time
+#   (every second, to the dead master), and starts counting the new master's silence at once. So
+#   it reaches the new master up to 1 s + one tick after the switch, and only then sends a PING.
+# - A new master not answered within down-after is down in that Sentinel's eyes, and the other
+#   Sentinels' "master down" replies about the old master, still fresh (kept 5 s), make it
+#   objectively down at once: a second failover, on a healthy master, 1 s after the first.
+# At 1000 ms the rehearsal's failover drill saw that in 1 run of 7 (two masters, writes refused
+# for seconds). The floor leaves the new master NEW_MASTER_ANSWER_MS to answer that first PING.
+SENTINEL_RECONNECT_MS = 1000
+SENTINEL_TICK_MS = 100
+NEW_MASTER_ANSWER_MS = 400
+DOWN_AFTER_FLOOR_MS = SENTINEL_RECONNECT_MS + SENTINEL_TICK_MS + NEW_MASTER_ANSWER_MS
+
 
 # Backups are a full dump of up to maxmemory plus its upload: runs closer together than this would
 # fork the replica again and again (and, with the CronJob's concurrencyPolicy Forbid, skip runs).
@@ -425,7 +441,15 @@ class SentinelSettings(_Model):
     quorum: int = Field(
         default=2, ge=1, description="a whole number: a majority of sentinel.replicas (2 or 3 of 3 Sentinels)"
     )
-    down_after_milliseconds: int = Field(default=5000, ge=100)
+    # See DOWN_AFTER_FLOOR_MS: below it a failover can be followed by a second one.
+    down_after_milliseconds: int = Field(
+        default=5000,
+        ge=DOWN_AFTER_FLOOR_MS,
+        description=f"a whole number of milliseconds of at least {DOWN_AFTER_FLOOR_MS}: after a failover a "
+        f"Sentinel first asks the new master up to {SENTINEL_RECONNECT_MS + SENTINEL_TICK_MS} ms later "
+        "(it reconnects once a second), and a shorter down-after sees the new master down and fails it "
+        "over again",
+    )
     failover_timeout_milliseconds: int = Field(default=10000, ge=1000)
     parallel_syncs: int = Field(default=1, ge=1)
     resources: Resources = Resources(

@@ -91,7 +91,7 @@ def test_quick_bench_writes_the_issue_layout_with_sane_figures(fresh_cluster: Lo
     assert all(t["ops_per_second"] > 0 and t["errors"] == 0 for t in data["concurrency"]["throughput"])
 
     failover = data["failover"]
-    assert failover["down_after_ms"] == 1000  # the dev stack's
+    assert failover["down_after_ms"] == 1500  # the dev stack's
     assert len(failover["outage_seconds"]) == 1 and 0 < failover["outage_seconds"][0] < 30
     assert failover["lost_confirmed_claims"] == 0
     assert extra["confirmed_claims"] > 0 and extra["plain_writes"] > 0
@@ -201,7 +201,7 @@ def _restore_verdicts(document: dict) -> list[report.Verdict]:
             "ratelimit_exactness": {"exact": True, "allowed": 1, "attempts": 2, "limit": 1, "errors": 0, "windows": 1}
         },
         "failover": {
-            "down_after_ms": 1000,
+            "down_after_ms": 1500,
             "outage_seconds": [1.0],
             "lost_plain_writes": 0,
             "lost_confirmed_claims": 0,
@@ -297,7 +297,7 @@ def test_layout_check_refuses_a_renamed_field() -> None:
         "growth": {},
         "concurrency": {},
         "failover": {
-            "down_after_ms": 1000,
+            "down_after_ms": 1500,
             "outage_seconds": [1.0],
             "lost_plain_writes": 0,
             "lost_confirmed_claims": 0,

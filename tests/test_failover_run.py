@@ -12,6 +12,9 @@ from collections import Counter
 import pytest
 import redis
 
+from smoke.drills.checkers import NewMasterHeard, Timeline
+from smoke.drills.failover import NEW_MASTER_WAIT_MARGIN_MS, SENTINEL_WAIT_INTERVAL_S
+from smoke.drills.workload import TopologyObserver, master_wait_probe
 from smoke.local.rehearsal import LoopbackCluster
 from smoke.strategies.claims import ClaimCache, sample_claim
 from smoke.strategies.client import SentinelClient
@@ -71,6 +74,13 @@ def test_every_strategy_survives_a_master_failure_on_each_tier_mid_run(fresh_clu
                     errors["read"] += 1
 
         worker = threading.Thread(target=workload, daemon=True)
+        # How long each Sentinel waits for the new master's first answer, on both tiers.
+        waits = {
+            tier: TopologyObserver(master_wait_probe(c.sentinels, c.config.master_name), SENTINEL_WAIT_INTERVAL_S)
+            for tier, c in (("cache", client), ("state", state))
+        }
+        for observer in waits.values():
+            observer.start()
         worker.start()
         try:
             time.sleep(1.0)
@@ -83,6 +93,20 @@ def test_every_strategy_survives_a_master_failure_on_each_tier_mid_run(fresh_clu
         finally:
             stop.set()
             worker.join(timeout=30)
+            for observer in waits.values():
+                observer.stop()
+
+        # One failover per tier: no Sentinel saw the new master down and failed it over again
+        # (down-after below DOWN_AFTER_FLOOR_MS did, in 1 run of 7: writes refused for seconds).
+        for tier in cluster.tiers:
+            name = cluster.tier_master_name(tier)
+            for sentinel in cluster.sentinels:
+                switches = cluster.log_matching(sentinel, f"+switch-master {name} ").splitlines()
+                assert len(switches) == 1, (tier, sentinel.name, switches)
+            down_after = int(state.sentinels()[0].sentinel_master(name)["down-after-milliseconds"])
+            heard = NewMasterHeard(waits[tier].samples, down_after, NEW_MASTER_WAIT_MARGIN_MS)
+            verdict = heard.check(Timeline(killed_at, None, time.monotonic()))
+            assert verdict.passed and verdict.figures["sentinels_switched"] == len(cluster.sentinels), verdict
 
         # Every strategy works again on the new master, after the kill.
         recovered = {name for at, name in done if at > killed_at + 0.5}

@@ -42,7 +42,7 @@ TIER = "state"
 STEP_DOWN_BOUND_S = 4.0
 # Any other fault: every Sentinel's INFO period (10 s) plus a resync.
 RECONVERGE_S = 15.0
-# The master hang: under the client's 3 s socket timeout, over the dev stack's 1 s down-after.
+# The master hang: under the client's 3 s socket timeout, over the dev stack's 1.5 s down-after.
 HANG_S = 2.7
 # Sentinel's random delay before it starts a failover (SENTINEL_MAX_DESYNC in sentinel.c).
 FAILOVER_DESYNC_S = 1.0
@@ -182,7 +182,7 @@ def test_a_master_hung_under_the_client_timeout_loses_no_confirmed_claim(
     shared: LoopbackCluster, state: SentinelClient
 ) -> None:
     """SIGSTOP of the state master for 2.7 s (under the client's 3 s socket timeout, over the
-    dev stack's 1 s down-after: the Sentinels fail it over while it is frozen, and it wakes up
+    dev stack's 1.5 s down-after: the Sentinels fail it over while it is frozen, and it wakes up
     as a master nobody names until they demote it)."""
     result = drill(
         shared,

@@ -10,6 +10,7 @@ import pytest
 from pydantic import BaseModel
 
 from components.settings import (
+    DOWN_AFTER_FLOOR_MS,
     PATTERN_RULES,
     Settings,
     SettingsError,
@@ -55,7 +56,7 @@ def test_both_stack_files_parse_and_dev_is_a_smaller_faster_copy() -> None:
         config, _, _ = stack_config(stack)
         parsed[stack] = settings_from_config(config, stack)
     dev, prod = parsed["dev"], parsed["prod"]
-    assert dev.sentinel.down_after_milliseconds == 1000
+    assert dev.sentinel.down_after_milliseconds == DOWN_AFTER_FLOOR_MS == 1500
     assert prod.sentinel.down_after_milliseconds == 5000
     assert memory_bytes(dev.redis.resources.limits.memory) < memory_bytes(prod.redis.resources.limits.memory)
     assert (dev.redis.replicas, dev.sentinel.replicas, dev.sentinel.quorum) == (3, 3, 2)
@@ -91,6 +92,17 @@ def test_config_values_arrive_as_engine_strings_and_are_converted() -> None:
 )
 def test_sentinel_count_and_quorum_must_form_a_majority(sentinel: dict[str, int], expected: str) -> None:
     assert expected in problems({"sentinel": sentinel})
+
+
+@pytest.mark.parametrize("down_after", [100, 1000, DOWN_AFTER_FLOOR_MS - 1])
+def test_a_down_after_that_would_fail_a_new_master_over_again_is_refused_saying_why(down_after: int) -> None:
+    """Sentinel first asks a new master up to 1.1 s after a failover; below the floor a healthy new
+    master is seen down and failed over again (the rehearsal did so at 1000 ms)."""
+    message = problems({"sentinel": {"downAfterMilliseconds": down_after}})
+    assert f"dict-redis:sentinel.downAfterMilliseconds = {down_after}: must be" in message
+    assert f"at least {DOWN_AFTER_FLOOR_MS}" in message and "fails it over again" in message
+    s = settings_from_config({"sentinel": {"downAfterMilliseconds": DOWN_AFTER_FLOOR_MS}}, "test")
+    assert s.sentinel.down_after_milliseconds == DOWN_AFTER_FLOOR_MS
 
 
 def test_maxmemory_above_sixty_percent_of_the_limit_is_refused_while_persistence_is_on() -> None:
@@ -148,7 +160,10 @@ def test_unknown_keys_are_refused_with_the_valid_ones_listed() -> None:
 def test_wrong_types_name_the_key_the_value_and_the_rule_with_its_limits() -> None:
     message = problems({"redis": {"replicas": "three"}, "sentinel": {"downAfterMilliseconds": [5000]}})
     assert "dict-redis:redis.replicas = 'three': must be a whole number from 2 to 9" in message
-    assert "dict-redis:sentinel.downAfterMilliseconds = [5000]: must be a whole number of at least 100" in message
+    assert (
+        "dict-redis:sentinel.downAfterMilliseconds = [5000]: must be a whole number of milliseconds of at least 1500"
+        in (message)
+    )
     assert "Input should be" not in message
 
 

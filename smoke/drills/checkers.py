@@ -14,7 +14,7 @@ from typing import Any, Protocol
 
 import redis
 
-from smoke.drills.workload import BATCH, Dataset, History, NodeRole
+from smoke.drills.workload import BATCH, Dataset, History, NodeRole, SentinelSight
 from smoke.strategies.client import SentinelClient
 
 
@@ -194,6 +194,46 @@ class MasterOverlap:
             writable <= self.limit_s,
             f"two masters for {two:.2f} s, both accepting writes for {writable:.2f} s (limit {self.limit_s:.1f} s)",
             {"two_masters_seconds": two, "two_writable_seconds": writable, "limit_seconds": self.limit_s},
+        )
+
+
+class NewMasterHeard:
+    """From a :class:`~smoke.drills.workload.TopologyObserver` with ``master_wait_probe``: once a
+    Sentinel names another master than before the fault, the longest it then waited for that
+    master's answer (``last-ping-sent``). Sentinel calls a master down when that wait passes
+    down-after; the new master is healthy, so a wait that comes near down-after is a second
+    failover in the making (components/settings.py, ``DOWN_AFTER_FLOOR_MS``: Sentinel reaches the
+    new master only up to 1.1 s after the switch). Passes when the longest wait leaves at least
+    ``margin_ms`` of ``down_after_ms`` (also when no Sentinel switched)."""
+
+    name = "new_master_heard"
+
+    def __init__(
+        self, samples: list[tuple[float, dict[str, SentinelSight] | None]], down_after_ms: int, margin_ms: int
+    ) -> None:
+        self.samples, self.down_after_ms, self.margin_ms = samples, down_after_ms, margin_ms
+
+    def check(self, timeline: Timeline) -> Verdict:
+        before: dict[str, str] = {}
+        longest: dict[str, int] = {}
+        for at, seen in self.samples:
+            for sentinel, sight in (seen or {}).items():
+                if sight is None:
+                    continue
+                master, waited_ms = sight
+                if at < timeline.injected_at:
+                    before[sentinel] = master
+                elif sentinel in before and master != before[sentinel]:
+                    longest[sentinel] = max(longest.get(sentinel, 0), waited_ms)
+        limit = self.down_after_ms - self.margin_ms
+        worst = max(longest.values(), default=0)
+        waits = ", ".join(f"{s} {ms} ms" for s, ms in sorted(longest.items())) or "no Sentinel switched"
+        return Verdict(
+            self.name,
+            worst <= limit,
+            f"longest wait for the new master's answer: {waits} (limit {limit} ms: down-after "
+            f"{self.down_after_ms} ms less {self.margin_ms} ms)",
+            {"longest_wait_ms": worst, "limit_ms": limit, "sentinels_switched": len(longest)},
         )
 
 

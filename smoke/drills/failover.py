@@ -20,11 +20,13 @@ from dataclasses import asdict, dataclass
 
 import redis
 
+from components.settings import SENTINEL_TICK_MS
 from smoke.drills.checkers import (
     Checker,
     LateAcknowledgements,
     Lost,
     MasterOverlap,
+    NewMasterHeard,
     OneMaster,
     Outage,
     Reconverged,
@@ -32,7 +34,14 @@ from smoke.drills.checkers import (
 )
 from smoke.drills.drill import Drill, DrillRun
 from smoke.drills.faults import Fault
-from smoke.drills.workload import ConfirmedClaims, PlainWrites, TopologyObserver, Workload, roles_probe
+from smoke.drills.workload import (
+    ConfirmedClaims,
+    PlainWrites,
+    TopologyObserver,
+    Workload,
+    master_wait_probe,
+    roles_probe,
+)
 from smoke.local.rehearsal import LoopbackCluster
 from smoke.strategies.client import SentinelClient
 
@@ -47,6 +56,11 @@ STEP_DOWN_MARGIN_S = 2.0
 # How often the observers look: roles (one INFO per data node) and the topology's shape.
 ROLES_INTERVAL_S = 0.1
 CONVERGED_INTERVAL_S = 0.25
+# How often the Sentinels are asked how long they have waited for the master's answer, and how
+# much of down-after that wait must leave once they name a new master: two of Sentinel's timer
+# ticks (it judges on a tick, so a wait this close to down-after may already be a down).
+SENTINEL_WAIT_INTERVAL_S = 0.05
+NEW_MASTER_WAIT_MARGIN_MS = 2 * SENTINEL_TICK_MS
 
 
 @dataclass(frozen=True)
@@ -178,7 +192,9 @@ def run_failover_drill(
         wait_s = claims.store.wait_timeout_ms / 1000
         checkers.append(Outage(claims.history, survivors, limit + wait_s, name="claims_outage"))
     checkers.append(LateAcknowledgements(plain.history, survivors, late_ack_limit_s))
-    workloads: list[Workload] = [claims, plain]
+    sentinels = TopologyObserver(master_wait_probe(client.sentinels, name), SENTINEL_WAIT_INTERVAL_S)
+    checkers.append(NewMasterHeard(sentinels.samples, down_after, NEW_MASTER_WAIT_MARGIN_MS))
+    workloads: list[Workload] = [claims, plain, sentinels]
     for workload, judges in more:
         workloads.append(workload)
         checkers.extend(judges)

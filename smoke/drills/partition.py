@@ -34,7 +34,7 @@ from smoke.drills.workload import ConfirmedInvalidations, Workload
 from smoke.local.rehearsal import LoopbackCluster
 from smoke.strategies.client import SentinelClient
 
-# Long enough for the failover (1 s down-after on the dev stack, ~2.3 s in all) and for the old
+# Long enough for the failover (1.5 s down-after on the dev stack, ~3 s in all) and for the old
 # master to step down (2 + 2 s) well inside it.
 PARTITION_S = 8.0
 # A deposed master back in reach (a partition lifted, a hang over): a Sentinel converts it to a

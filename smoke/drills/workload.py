@@ -204,6 +204,36 @@ def roles_probe(nodes: Callable[[], dict[str, redis.Redis]]) -> Callable[[], dic
     return probe
 
 
+# What one Sentinel said of the master when the observer asked: (the master's "ip:port", how
+# long in ms it has been waiting for the master's answer to a PING: 0 when none is pending), or
+# None (no answer).
+SentinelSight = tuple[str, int] | None
+
+
+def master_wait_probe(
+    sentinels: Callable[[], list[redis.Redis]], master_name: str
+) -> Callable[[], dict[str, SentinelSight]]:
+    """A probe for :class:`TopologyObserver`: per Sentinel (by address), the master it names and
+    its ``last-ping-sent`` (``SENTINEL MASTER``: the age of the oldest unanswered PING, the figure
+    Sentinel compares with down-after). Asked one Sentinel after the other."""
+
+    def sight(sentinel: redis.Redis) -> SentinelSight:
+        try:
+            state = sentinel.sentinel_master(master_name)
+            return f"{state['ip']}:{state['port']}", int(state["last-ping-sent"])
+        except (redis.RedisError, KeyError, ValueError):
+            return None
+
+    def probe() -> dict[str, SentinelSight]:
+        seen: dict[str, SentinelSight] = {}
+        for sentinel in sentinels():
+            kwargs = sentinel.connection_pool.connection_kwargs
+            seen[f"{kwargs.get('host')}:{kwargs.get('port')}"] = sight(sentinel)
+        return seen
+
+    return probe
+
+
 # --- a known dataset, written once (the backup drill) --------------------------------------------
 
 # Written and read back in pipelines of this many keys.

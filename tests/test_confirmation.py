@@ -148,3 +148,52 @@ def test_the_rewrite_of_a_retried_complete_keeps_the_record_and_its_remaining_tt
                 while node.pexpiretime(key) != expires_at:
                     assert time.monotonic() < deadline, "the replica did not get the rewrite's absolute expiry"
                     time.sleep(0.05)
+
+
+def sentinels_see_down(cluster: LoopbackCluster, replica: Node, tier: str) -> int:
+    """How many Sentinels flag ``replica`` down (s_down) among the replicas of ``tier``'s master."""
+    name, seen = cluster.tier_master_name(tier), 0
+    for sentinel in cluster.sentinels:
+        with cluster.client(sentinel) as c:
+            replicas = c.sentinel_slaves(name)
+        seen += any(f"{r['ip']}:{r['port']}" == replica.address and r["is_sdown"] for r in replicas)
+    return seen
+
+
+@pytest.mark.default_server_line  # the rule is the client's; the servers' part is REPLICAOF and WAIT
+def test_a_replica_that_left_the_master_while_up_fences_confirmations_until_the_sentinels_see_it_down(
+    fresh_cluster: LoopbackCluster,
+) -> None:
+    """The master-hang drill lost confirmed claims (185 and 470 in two runs at down-after 1.5 s):
+    the master woke just after the Sentinels promoted one replica and before they re-pointed the
+    other, which went on acknowledging claims that the re-pointing then erased. Here the
+    promotion is done by hand (REPLICAOF NO ONE on one state replica, as Sentinel sends it): the
+    master still has the other replica in sync, and a claim it acknowledges must be UNCONFIRMED
+    (the old rule, "every replica in sync", called it CLAIMED). Once that replica is down in the
+    Sentinels' eyes (killed: down-after later), claims are confirmed by the one left (issue 16:
+    claims stay available with a replica down)."""
+    cluster = fresh_cluster
+    with SentinelClient(cluster.client_config("state")) as state:
+        store = IdempotencyStore(state, f"smoke:fence:{uuid.uuid4().hex[:8]}:")
+        before = store.claim("before", {"amount": "1.00"})
+        assert before.outcome is Outcome.CLAIMED and before.replicas_acked == 2, before
+        (master,) = cluster.masters("state")
+        left = next(n for n in cluster.tier_nodes("state") if n is not master)
+        with cluster.client(left) as c:
+            c.execute_command("REPLICAOF", "NO", "ONE")
+        with cluster.client(master) as c:
+            one_left = lambda: c.info("replication")["connected_slaves"] == 1  # noqa: E731
+            cluster.wait_for("the master listing one replica", one_left, timeout=10)
+        during = store.claim("during", {"amount": "2.00"})
+        # Acknowledged by the replica in sync, and still not confirmed: the one that left is up.
+        assert (during.replicas_acked, during.replicas_required) == (1, 1), during
+        assert during.outcome is Outcome.UNCONFIRMED, during
+        cluster.kill_node(left, signal.SIGKILL)
+        majority = len(cluster.sentinels) // 2 + 1
+        cluster.wait_for(
+            "a majority of the Sentinels seeing it down",
+            lambda: sentinels_see_down(cluster, left, "state") >= majority,
+            timeout=30,
+        )
+        after = store.claim("after", {"amount": "3.00"})
+        assert after.outcome is Outcome.CLAIMED and (after.replicas_acked, after.replicas_required) == (1, 1), after

@@ -61,6 +61,9 @@ class CountingClient(SentinelClient):
     def run(self, operation: Callable[[redis.Redis], T], *, idempotent: bool) -> T:
         return self._inner.run(operation, idempotent=idempotent)
 
+    def replicas_accounted_for(self, master: str, following: frozenset[str]) -> bool:
+        return self._inner.replicas_accounted_for(master, following)
+
     def close(self) -> None:  # the wrapped client's pool is not ours to close
         pass
 

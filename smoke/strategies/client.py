@@ -392,6 +392,48 @@ def _str(value: bytes | str) -> str:
     return value.decode(errors="replace") if isinstance(value, bytes) else value
 
 
+def _replicas(sentinel: redis.Redis, name: str) -> dict[str, bool]:
+    """One Sentinel's replicas of master ``name``: ``ip:port`` -> whether it sees that one down."""
+    return {
+        f"{_str(r['ip'])}:{int(r['port'])}": bool(r.get("is_sdown") or r.get("is_odown"))
+        for r in sentinel.sentinel_slaves(name)
+    }
+
+
+class _ReplicaRoster:
+    """Every replica the Sentinels know for one master name (the union of their lists), asked
+    every ``interval`` seconds by a daemon thread, so that a confirmed write pays nothing for it
+    while every known replica follows the master (:meth:`SentinelClient.replicas_accounted_for`). A
+    Sentinel that does not answer keeps what it said last; :meth:`stop` ends the thread."""
+
+    def __init__(self, sentinel: _SpecSentinel, name: str, interval: float) -> None:
+        self._sentinel, self._name, self._interval = sentinel, name, interval
+        self._known: dict[str, frozenset[str]] = {}
+        self._fresh = threading.Event()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._loop, name=f"replica-roster-{name}", daemon=True)
+        self._thread.start()
+
+    def known(self, timeout: float) -> frozenset[str] | None:
+        """The known replicas; None when no Sentinel has answered yet (waits up to ``timeout`` for
+        the first round)."""
+        self._fresh.wait(timeout)
+        lists = list(self._known.values())
+        return frozenset().union(*lists) if lists else None
+
+    def stop(self, timeout: float) -> None:
+        self._stop.set()
+        self._thread.join(timeout)
+
+    def _loop(self) -> None:
+        while not self._stop.is_set():
+            for sentinel in list(self._sentinel.sentinels):
+                with contextlib.suppress(Exception):  # unreachable: it keeps what it said last
+                    self._known[sentinel_address(sentinel)] = frozenset(_replicas(sentinel, self._name))
+            self._fresh.set()
+            self._stop.wait(self._interval)
+
+
 def encodable(what: str, value: str) -> str:
     """``value``, if it can be sent to Redis as it is: text that encodes as UTF-8.
 
@@ -546,6 +588,7 @@ class SentinelClient:
             if config.watch_sentinels
             else None
         )
+        self._roster = _ReplicaRoster(self._sentinel, config.master_name, config.watch_interval)
 
     # --- lifecycle ----------------------------------------------------------------------------
     def warm_up(self) -> None:
@@ -559,6 +602,7 @@ class SentinelClient:
     def close(self) -> None:
         if self.watch is not None:
             self.watch.stop(timeout=2 * self.config.sentinel_timeout + 1)
+        self._roster.stop(timeout=len(self._sentinel.sentinels) * self.config.sentinel_timeout + 1)
         self.master.connection_pool.disconnect()
         for sentinel in self._sentinel.sentinels:
             sentinel.close()
@@ -575,6 +619,39 @@ class SentinelClient:
     def sentinels(self) -> list[redis.Redis]:
         """A client per configured Sentinel, for topology checks (not for data)."""
         return list(self._sentinel.sentinels)
+
+    def replicas_accounted_for(self, master: str, following: frozenset[str]) -> bool:
+        """The fence of a confirmed write (:mod:`smoke.strategies.replication`): True when every
+        node the Sentinels know as a replica of this master name, other than ``master`` (the
+        ``ip:port`` the write went to), is in ``following`` (``ip:port`` of the replicas the
+        master's ``INFO replication`` shows following it) or down (``s_down``) in the eyes of a
+        majority of the configured Sentinels. (Right after a failover the Sentinels that have
+        switched list the new master's replicas and the others the old master's, so the known
+        replicas, their union, include the master itself.)
+
+        A replica that left the master while it is up may have been promoted (the master was hung
+        and woke up during a failover): what the other replicas acknowledge is then lost when the
+        Sentinels re-point them. The healthy path (every known replica following) asks nothing: the
+        known replicas come from a background refresh. Otherwise every Sentinel is asked now (each
+        within ``sentinel_timeout``), and too few answers is a False: unconfirmed, never a guess.
+        Also False when the Sentinels have never answered (nothing known to compare with)."""
+        known = self._roster.known(timeout=len(self._sentinel.sentinels) * self.config.sentinel_timeout)
+        if known is None:
+            return False
+        missing = known - following - {master}
+        if not missing:
+            return True
+        sentinels = list(self._sentinel.sentinels)
+        down_votes = dict.fromkeys(missing, 0)
+        for sentinel in sentinels:
+            try:
+                seen = _replicas(sentinel, self.config.master_name)
+            except (RedisConnectionError, TimeoutError, ResponseError):
+                continue
+            for address in missing:
+                down_votes[address] += seen.get(address, False)
+        majority = len(sentinels) // 2 + 1
+        return all(votes >= majority for votes in down_votes.values())
 
     def node(self, host: str, port: int) -> redis.Redis:
         """A plain client to one data node, e.g. a replica, for checks that inspect it directly."""

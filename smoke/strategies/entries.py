@@ -889,8 +889,8 @@ class EntryCache:
         self.tombstone_ms = least_tombstone_ms if tombstone_ms is None else tombstone_ms
         # Writes and invalidations are confirmed on each tier by its in-sync replicas (one rule:
         # smoke/strategies/replication.py); one Confirmation per tier (each keeps its own hint).
-        self._confirm_state = Confirmation(min_replicas, wait_timeout_ms)
-        self._confirm_cache = Confirmation(min_replicas, wait_timeout_ms)
+        self._confirm_state = Confirmation(min_replicas, wait_timeout_ms, fence=self.markers.replicas_accounted_for)
+        self._confirm_cache = Confirmation(min_replicas, wait_timeout_ms, fence=self.client.replicas_accounted_for)
         # The epoch must outlive every marker (it is refreshed with each) and every lease.
         self._epoch_ttl_ms = max(marker_ttl_ms, lease_ms)
 

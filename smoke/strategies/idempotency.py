@@ -397,7 +397,7 @@ class IdempotencyStore:
             )
         self.client = client
         self.prefix = prefix
-        self.confirmation = Confirmation(min_replicas, wait_timeout_ms)
+        self.confirmation = Confirmation(min_replicas, wait_timeout_ms, fence=client.replicas_accounted_for)
         self.min_replicas = min_replicas
         self.wait_timeout_ms = wait_timeout_ms
         self.lock_ttl_ms = lock_ttl_ms

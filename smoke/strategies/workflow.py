@@ -183,7 +183,7 @@ class WorkflowCache:
         self.prefix = prefix
         self.status_ttl_s = status_ttl_s
         self.metadata_ttl_s = metadata_ttl_s
-        self.confirmation = Confirmation(min_replicas, wait_timeout_ms)
+        self.confirmation = Confirmation(min_replicas, wait_timeout_ms, fence=client.replicas_accounted_for)
 
     # The key builders refuse an id that cannot be sent as it is (not UTF-8: it would reach Redis
     # as another id's key), with a ValueError naming it, before anything is sent.

@@ -57,7 +57,9 @@ def test_a_hung_first_sentinel_does_not_stretch_a_master_failover_beyond_the_sig
 def state_tier_drill(cluster: LoopbackCluster, state: SentinelClient, fault: Fault, **options: Any) -> DrillResult:
     """The failover drill on the state tier: claims confirmed by at least 1 replica, one master at the end."""
     masters = lambda: [n.address for n in cluster.masters("state")]  # noqa: E731
-    return run_failover_drill(state, f"smoke:{uuid.uuid4().hex[:8]}:", 1, fault, masters=masters, **options)
+    result = run_failover_drill(state, f"smoke:{uuid.uuid4().hex[:8]}:", 1, fault, masters=masters, **options)
+    print(f"\n{result.fault}: {result}")  # the figures docs/architecture.md quotes (pytest -s)
+    return result
 
 
 # A replica's full resync: the sync delay, then the transfer and the link (a small dataset here).

@@ -39,8 +39,8 @@ promote it whenever the replica in sync was down in its eyes.
 
 What can still lose a confirmed write (``docs/smoke-and-strategies.md`` lists it in full): the
 master and every replica that acknowledged the write lost together (with one replica already
-down, that is the master and the one left), or a replica that stayed connected but fell behind
-promoted while the replica in sync is down in the Sentinels' eyes.
+down, that is the master and the one left), or a replica that a majority of the Sentinels see
+down promoted by a leader that does not (a partition between some Sentinels and that replica).
 
 **Every confirmation covers its own write, on every server line.** Since Redis 7.2 (and in
 Valkey) ``WAIT`` counts replicas that reached the *calling connection's* last write, so the

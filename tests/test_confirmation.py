@@ -150,50 +150,63 @@ def test_the_rewrite_of_a_retried_complete_keeps_the_record_and_its_remaining_tt
                     time.sleep(0.05)
 
 
-def sentinels_see_down(cluster: LoopbackCluster, replica: Node, tier: str) -> int:
-    """How many Sentinels flag ``replica`` down (s_down) among the replicas of ``tier``'s master."""
-    name, seen = cluster.tier_master_name(tier), 0
-    for sentinel in cluster.sentinels:
-        with cluster.client(sentinel) as c:
-            replicas = c.sentinel_slaves(name)
-        seen += any(f"{r['ip']}:{r['port']}" == replica.address and r["is_sdown"] for r in replicas)
-    return seen
-
-
-@pytest.mark.default_server_line  # the rule is the client's; the servers' part is REPLICAOF and WAIT
-def test_a_replica_that_left_the_master_while_up_fences_confirmations_until_the_sentinels_see_it_down(
+@pytest.mark.default_server_line  # the rule is the client's; the servers' part is Sentinel's failover
+def test_no_claim_confirmed_on_the_old_master_during_a_failover_is_lost_and_a_replica_cut_off_does_not_fence(
     fresh_cluster: LoopbackCluster,
 ) -> None:
     """The master-hang drill lost confirmed claims (185 and 470 in two runs at down-after 1.5 s):
-    the master woke just after the Sentinels promoted one replica and before they re-pointed the
-    other, which went on acknowledging claims that the re-pointing then erased. Here the
-    promotion is done by hand (REPLICAOF NO ONE on one state replica, as Sentinel sends it): the
-    master still has the other replica in sync, and a claim it acknowledges must be UNCONFIRMED
-    (the old rule, "every replica in sync", called it CLAIMED). Once that replica is down in the
-    Sentinels' eyes (killed: down-after later), claims are confirmed by the one left (issue 16:
-    claims stay available with a replica down)."""
+    between the Sentinels' promotion of one replica and their re-pointing of the other (about
+    1 s), the old master still had that other replica in sync, which acknowledged claims that the
+    re-pointing then erased. Made likely here: claims go on to the old master (a client without
+    the Sentinel watch, so its pool stays there) through a SENTINEL FAILOVER. With the old rule
+    ("every replica in sync") one run of two lost 865 of 22,588 confirmed claims; the fence (the
+    failover leader flags the promotion) makes them UNCONFIRMED. Then the other side of the fence: a replica cut off
+    from the master alone (its masterauth wrong) is still this master's replica in every
+    Sentinel's eyes, so claims stay confirmed by the replica left, as issue 16 asks."""
     cluster = fresh_cluster
-    with SentinelClient(cluster.client_config("state")) as state:
+    name = cluster.tier_master_name("state")
+    (old,) = cluster.masters("state")
+    with SentinelClient(cluster.client_config("state", watch_sentinels=False)) as state:
         store = IdempotencyStore(state, f"smoke:fence:{uuid.uuid4().hex[:8]}:")
-        before = store.claim("before", {"amount": "1.00"})
-        assert before.outcome is Outcome.CLAIMED and before.replicas_acked == 2, before
-        (master,) = cluster.masters("state")
-        left = next(n for n in cluster.tier_nodes("state") if n is not master)
-        with cluster.client(left) as c:
-            c.execute_command("REPLICAOF", "NO", "ONE")
-        with cluster.client(master) as c:
+        assert store.claim("warm", {"n": 0}).outcome is Outcome.CLAIMED
+        confirmed: list[str] = []
+        stop = threading.Event()
+
+        def claims() -> None:
+            n = 0
+            while not stop.is_set() and n < 100_000:
+                n += 1
+                with contextlib.suppress(Exception):  # the failover's errors: only confirmations count
+                    if store.claim(f"r-{n}", {"n": n}).outcome is Outcome.CLAIMED:
+                        confirmed.append(f"r-{n}")
+
+        writer = threading.Thread(target=claims, daemon=True)
+        writer.start()
+        try:
+            time.sleep(0.5)
+            with cluster.client(cluster.sentinels[0]) as sentinel:
+                sentinel.execute_command("SENTINEL", "FAILOVER", name)
+            cluster.wait_for("the old master demoted", lambda: cluster.role(old) == "slave", timeout=30)
+            time.sleep(1.0)
+        finally:
+            stop.set()
+            writer.join(timeout=30)
+        cluster.wait_for("the state tier converged", lambda: cluster.converged("state"), timeout=60)
+        (new,) = cluster.masters("state")
+        assert new is not old and confirmed
+        with cluster.client(new) as c:
+            lost = [rid for rid in confirmed if not c.exists(store.key(rid))]
+        assert lost == [], f"{len(lost)} of {len(confirmed)} confirmed claims lost"
+
+        # The replica that stayed one (the Sentinels' INFO of the old master as a replica may be
+        # up to 10 s away: until then they cannot vouch for whom it follows).
+        cut = next(n for n in cluster.tier_nodes("state") if n is not new and n is not old)
+        with cluster.client(cut) as c:
+            c.config_set("masterauth", "not-the-password")
+            c.client_kill_filter(_type="master")
+        with cluster.client(new) as c:
             one_left = lambda: c.info("replication")["connected_slaves"] == 1  # noqa: E731
             cluster.wait_for("the master listing one replica", one_left, timeout=10)
-        during = store.claim("during", {"amount": "2.00"})
-        # Acknowledged by the replica in sync, and still not confirmed: the one that left is up.
-        assert (during.replicas_acked, during.replicas_required) == (1, 1), during
-        assert during.outcome is Outcome.UNCONFIRMED, during
-        cluster.kill_node(left, signal.SIGKILL)
-        majority = len(cluster.sentinels) // 2 + 1
-        cluster.wait_for(
-            "a majority of the Sentinels seeing it down",
-            lambda: sentinels_see_down(cluster, left, "state") >= majority,
-            timeout=30,
-        )
-        after = store.claim("after", {"amount": "3.00"})
+        state.master.connection_pool.disconnect()
+        after = store.claim("cut-off", {"n": -1})
         assert after.outcome is Outcome.CLAIMED and (after.replicas_acked, after.replicas_required) == (1, 1), after

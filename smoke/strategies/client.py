@@ -400,6 +400,16 @@ def _replicas(sentinel: redis.Redis, name: str) -> dict[str, bool]:
     }
 
 
+def _follows(entry: dict[str, object], master: str) -> bool:
+    """Whether a Sentinel's replica entry reports ``master`` (``ip:port``) as its own master and
+    is not the replica a failover leader chose to promote."""
+    flags = entry.get("flags", ())
+    if "promoted" in (flags if isinstance(flags, (set, frozenset)) else str(flags).split(",")):
+        return False
+    host, port = entry.get("master-host"), entry.get("master-port")
+    return host is not None and port is not None and f"{_str(host)}:{int(port)}" == master  # type: ignore[arg-type, call-overload]
+
+
 class _ReplicaRoster:
     """Every replica the Sentinels know for one master name (the union of their lists), asked
     every ``interval`` seconds by a daemon thread, so that a confirmed write pays nothing for it
@@ -623,18 +633,29 @@ class SentinelClient:
     def replicas_accounted_for(self, master: str, following: frozenset[str]) -> bool:
         """The fence of a confirmed write (:mod:`smoke.strategies.replication`): True when every
         node the Sentinels know as a replica of this master name, other than ``master`` (the
-        ``ip:port`` the write went to), is in ``following`` (``ip:port`` of the replicas the
-        master's ``INFO replication`` shows following it) or down (``s_down``) in the eyes of a
-        majority of the configured Sentinels. (Right after a failover the Sentinels that have
-        switched list the new master's replicas and the others the old master's, so the known
-        replicas, their union, include the master itself.)
+        ``ip:port`` the write went to), is accounted for: in ``following`` (``ip:port`` of the
+        replicas the master's ``INFO replication`` shows following it), or down, or provably
+        still this master's replica.
 
         A replica that left the master while it is up may have been promoted (the master was hung
         and woke up during a failover): what the other replicas acknowledge is then lost when the
         Sentinels re-point them. The healthy path (every known replica following) asks nothing: the
         known replicas come from a background refresh. Otherwise every Sentinel is asked now (each
-        within ``sentinel_timeout``), and too few answers is a False: unconfirmed, never a guess.
-        Also False when the Sentinels have never answered (nothing known to compare with)."""
+        within ``sentinel_timeout``), and a replica missing from ``following`` is accounted for
+        when either
+
+        * a majority of the configured Sentinels see it down: its replica entry ``s_down``, or it
+          is the master they name and that is down (before they switch, the old master of a
+          failover is not in their replica lists); or
+        * every configured Sentinel answered, names ``master`` as the master with no failover in
+          progress and no down flag, and lists the replica, not flagged ``promoted``, as reporting
+          ``master`` as its own master: a replica restarting (loading its files), reconnecting or
+          cut off from the master alone. The failover leader flags the replica it chose
+          ``promoted`` and the master ``failover_in_progress`` before it sends ``REPLICAOF NO
+          ONE``, so while it answers, a promotion is seen.
+
+        Anything else, or too few answers, is a False: unconfirmed, never a guess. Also False when
+        the Sentinels have never answered (nothing known to compare with)."""
         known = self._roster.known(timeout=len(self._sentinel.sentinels) * self.config.sentinel_timeout)
         if known is None:
             return False
@@ -642,16 +663,28 @@ class SentinelClient:
         if not missing:
             return True
         sentinels = list(self._sentinel.sentinels)
+        name = self.config.master_name
         down_votes = dict.fromkeys(missing, 0)
+        ours_votes = dict.fromkeys(missing, 0)
         for sentinel in sentinels:
             try:
-                seen = _replicas(sentinel, self.config.master_name)
-            except (RedisConnectionError, TimeoutError, ResponseError):
+                state = sentinel.sentinel_master(name)
+                replicas = {f"{_str(r['ip'])}:{int(r['port'])}": r for r in sentinel.sentinel_slaves(name)}
+            except (RedisConnectionError, TimeoutError, ResponseError, KeyError, ValueError) as exc:
+                log.debug("fence: Sentinel %s: %s: %s", sentinel_address(sentinel), type(exc).__name__, exc)
                 continue
+            named = f"{_str(state['ip'])}:{int(state['port'])}"
+            master_down = bool(state.get("is_sdown") or state.get("is_odown"))
+            steady = named == master and not master_down and "failover_in_progress" not in state.get("flags", ())
             for address in missing:
-                down_votes[address] += seen.get(address, False)
+                entry = replicas.get(address)
+                # Down: its replica entry says so, or it is the master this Sentinel still names.
+                seen = entry if entry is not None else (state if named == address else {})
+                down_votes[address] += bool(seen.get("is_sdown") or seen.get("is_odown"))
+                if steady and entry is not None and _follows(entry, master):
+                    ours_votes[address] += 1
         majority = len(sentinels) // 2 + 1
-        return all(votes >= majority for votes in down_votes.values())
+        return all(down_votes[a] >= majority or ours_votes[a] == len(sentinels) for a in missing)
 
     def node(self, host: str, port: int) -> redis.Redis:
         """A plain client to one data node, e.g. a replica, for checks that inspect it directly."""

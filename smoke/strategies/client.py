@@ -546,7 +546,9 @@ class SentinelClient:
 
     Close it (``close()``, or use it as a context manager): with ``watch_sentinels`` (the
     default) it runs one daemon thread per Sentinel that holds the pool and a Sentinel
-    connection, so a client that is dropped without closing keeps both until the process ends."""
+    connection, and always one more that refreshes the replicas the Sentinels know (the fence of
+    confirmed writes: :meth:`replicas_accounted_for`), so a client that is dropped without
+    closing keeps them until the process ends."""
 
     def __init__(self, config: ClientConfig) -> None:
         self.config = config
@@ -654,8 +656,11 @@ class SentinelClient:
           ``promoted`` and the master ``failover_in_progress`` before it sends ``REPLICAOF NO
           ONE``, so while it answers, a promotion is seen.
 
-        Anything else, or too few answers, is a False: unconfirmed, never a guess. Also False when
-        the Sentinels have never answered (nothing known to compare with)."""
+        Whatever the replicas' flags: a Sentinel that shows a failover in progress, or names a
+        master other than ``master`` that it does not see down, makes it a False (a replica seen
+        down may be one promoted and then lost). Anything else, or too few answers, is a False:
+        unconfirmed, never a guess. Also False when the Sentinels have never answered (nothing
+        known to compare with)."""
         known = self._roster.known(timeout=len(self._sentinel.sentinels) * self.config.sentinel_timeout)
         if known is None:
             return False
@@ -675,7 +680,12 @@ class SentinelClient:
                 continue
             named = f"{_str(state['ip'])}:{int(state['port'])}"
             master_down = bool(state.get("is_sdown") or state.get("is_odown"))
-            steady = named == master and not master_down and "failover_in_progress" not in state.get("flags", ())
+            failing_over = "failover_in_progress" in state.get("flags", ())
+            if failing_over or (named != master and not master_down):
+                # A failover under way, or another master named that is not down: whatever the
+                # replicas' flags say, the write may be on the losing side of it.
+                return False
+            steady = named == master and not master_down
             for address in missing:
                 entry = replicas.get(address)
                 # Down: its replica entry says so, or it is the master this Sentinel still names.

@@ -19,18 +19,19 @@ Why this rule and not a fixed count:
   a replica that has stopped acknowledging (killed: its link closes at once; hung: after 2 s)
   instead of waiting for it.
 
-**Fewer replicas than the Sentinels know: confirmed only once the missing ones are down.** A
-replica can leave the master because it died, or because the Sentinels promoted it: the master
-was hung past down-after and woke up just after the promotion, before the Sentinels re-pointed
-its other replica. That replica still acknowledges, and everything it acknowledges is lost when
-it is re-pointed to the new master (the master-hang drill lost 185 and 470 confirmed claims so
-with down-after 1.5 s). The master cannot tell the two apart; the Sentinels can. So a write is
-confirmed only when the ``fence`` (:meth:`SentinelClient.replicas_accounted_for`) says that every
-replica the Sentinels know either follows this master (its ``INFO replication`` shows it in sync
-or syncing: :func:`following_replicas`) or is down in a majority of the Sentinels' eyes. The
-healthy path asks nothing more (the known replicas are refreshed in the background). With a
-replica just killed or hung, writes are unconfirmed until the Sentinels see it down (down-after),
-then confirmed by the others.
+**Fewer replicas than the Sentinels know: confirmed only once the missing ones are accounted
+for.** A replica can leave the master because it died, or because the Sentinels promoted it: the
+master was hung past down-after and woke up just after the promotion, before the Sentinels
+re-pointed its other replica. That replica still acknowledges, and everything it acknowledges is
+lost when it is re-pointed to the new master (the master-hang drill lost 185 and 470 confirmed
+claims so with down-after 1.5 s). The master cannot tell the two apart; the Sentinels can. So a
+write is confirmed only when the ``fence`` (:meth:`SentinelClient.replicas_accounted_for`) says
+that every replica the Sentinels know follows this master (its ``INFO replication`` shows it in
+sync or syncing: :func:`following_replicas`), or is down for a majority of the Sentinels, or is
+this master's replica, not chosen for promotion, in every Sentinel's eyes, and that no Sentinel
+shows a failover under way. The healthy path asks nothing more (the known replicas are refreshed
+in the background). A replica just killed or hung makes writes unconfirmed until the Sentinels
+see it down (down-after); then the others confirm them.
 
 The promise leans on one rule of the servers' side too: a replica is promotable only once it has
 synced (``start-redis.sh`` starts replicas at ``replica-priority 0``). A restarted replica misses

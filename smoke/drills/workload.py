@@ -19,7 +19,7 @@ from typing import Any, Protocol
 import redis
 
 from smoke.strategies.claims import ClaimCache, sample_claim
-from smoke.strategies.client import SentinelClient
+from smoke.strategies.client import SentinelClient, sentinel_address
 from smoke.strategies.entries import EntryCache, sample_entry
 from smoke.strategies.idempotency import IdempotencyStore, Outcome
 from smoke.strategies.ratelimit import RateLimiter
@@ -227,8 +227,7 @@ def master_wait_probe(
     def probe() -> dict[str, SentinelSight]:
         seen: dict[str, SentinelSight] = {}
         for sentinel in sentinels():
-            kwargs = sentinel.connection_pool.connection_kwargs
-            seen[f"{kwargs.get('host')}:{kwargs.get('port')}"] = sight(sentinel)
+            seen[sentinel_address(sentinel)] = sight(sentinel)
         return seen
 
     return probe

@@ -392,12 +392,9 @@ def _str(value: bytes | str) -> str:
     return value.decode(errors="replace") if isinstance(value, bytes) else value
 
 
-def _replicas(sentinel: redis.Redis, name: str) -> dict[str, bool]:
-    """One Sentinel's replicas of master ``name``: ``ip:port`` -> whether it sees that one down."""
-    return {
-        f"{_str(r['ip'])}:{int(r['port'])}": bool(r.get("is_sdown") or r.get("is_odown"))
-        for r in sentinel.sentinel_slaves(name)
-    }
+def _replicas(sentinel: redis.Redis, name: str) -> dict[str, dict[str, object]]:
+    """One Sentinel's replicas of master ``name``: ``ip:port`` -> its ``SENTINEL REPLICAS`` entry."""
+    return {f"{_str(r['ip'])}:{int(r['port'])}": r for r in sentinel.sentinel_slaves(name)}
 
 
 def _follows(entry: dict[str, object], master: str) -> bool:
@@ -418,7 +415,8 @@ class _ReplicaRoster:
 
     def __init__(self, sentinel: _SpecSentinel, name: str, interval: float) -> None:
         self._sentinel, self._name, self._interval = sentinel, name, interval
-        self._known: dict[str, frozenset[str]] = {}
+        self._lists: dict[str, frozenset[str]] = {}  # per Sentinel, what it said last
+        self._known: frozenset[str] | None = None  # their union, made once per round
         self._fresh = threading.Event()
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._loop, name=f"replica-roster-{name}", daemon=True)
@@ -428,8 +426,7 @@ class _ReplicaRoster:
         """The known replicas; None when no Sentinel has answered yet (waits up to ``timeout`` for
         the first round)."""
         self._fresh.wait(timeout)
-        lists = list(self._known.values())
-        return frozenset().union(*lists) if lists else None
+        return self._known
 
     def stop(self, timeout: float) -> None:
         self._stop.set()
@@ -439,7 +436,9 @@ class _ReplicaRoster:
         while not self._stop.is_set():
             for sentinel in list(self._sentinel.sentinels):
                 with contextlib.suppress(Exception):  # unreachable: it keeps what it said last
-                    self._known[sentinel_address(sentinel)] = frozenset(_replicas(sentinel, self._name))
+                    self._lists[sentinel_address(sentinel)] = frozenset(_replicas(sentinel, self._name))
+            if self._lists:
+                self._known = frozenset().union(*self._lists.values())
             self._fresh.set()
             self._stop.wait(self._interval)
 
@@ -674,7 +673,7 @@ class SentinelClient:
         for sentinel in sentinels:
             try:
                 state = sentinel.sentinel_master(name)
-                replicas = {f"{_str(r['ip'])}:{int(r['port'])}": r for r in sentinel.sentinel_slaves(name)}
+                replicas = _replicas(sentinel, name)
             except (RedisConnectionError, TimeoutError, ResponseError, KeyError, ValueError) as exc:
                 log.debug("fence: Sentinel %s: %s: %s", sentinel_address(sentinel), type(exc).__name__, exc)
                 continue

@@ -18,6 +18,22 @@ from tests.support import render_stack, require_redis_binaries
 
 BOTH_LINES = "both_server_lines"
 ONE_LINE = "default_server_line"  # a long drill in a both_server_lines module that runs once
+FAULT_DRILL = "fault_drill"  # kills, hangs or cuts off servers and bounds what follows in time
+
+
+@pytest.hookimpl(tryfirst=True)  # before pytest-xdist reads the groups into the test ids
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Work units for the two pytest-xdist workers (``-n 2 --dist loadgroup`` in pyproject.toml).
+
+    A module is one unit, so its module-scoped topology starts once on one worker. The modules
+    marked ``fault_drill`` form a single unit: they run one after another, so two drills never
+    share the cores. Their checkers bound outages and Sentinel's reaction times; the other
+    worker's tests (renders, policies, strategies, backups) load the machine less than a second
+    drill would.
+    """
+    for item in items:
+        group = FAULT_DRILL if item.get_closest_marker(FAULT_DRILL) else item.nodeid.split("::", 1)[0]
+        item.add_marker(pytest.mark.xdist_group(group))
 
 
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:

@@ -18,22 +18,42 @@ from tests.support import render_stack, require_redis_binaries
 
 BOTH_LINES = "both_server_lines"
 ONE_LINE = "default_server_line"  # a long drill in a both_server_lines module that runs once
-FAULT_DRILL = "fault_drill"  # kills, hangs or cuts off servers and bounds what follows in time
+
+# The modules whose drills kill, hang or cut off servers and bound what follows in time (outages,
+# Sentinel's reaction): one work unit for the test workers, so that two of them never run at once.
+FAULT_DRILL_MODULES = frozenset(
+    f"tests/{name}.py"
+    for name in (
+        "test_acl_tls",
+        "test_confirmation",
+        "test_entries",
+        "test_failover_run",
+        "test_faults",
+        "test_partitions",
+        "test_smoke_runner",
+        "test_topology",
+    )
+)
 
 
-@pytest.hookimpl(tryfirst=True)  # before pytest-xdist reads the groups into the test ids
-def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """Work units for the two pytest-xdist workers (``-n 2 --dist loadgroup`` in pyproject.toml).
+def pytest_xdist_make_scheduler(config: pytest.Config, log: object) -> object:
+    """The test workers' schedule (pytest-xdist, ``-n 2 --dist loadscope`` in pyproject.toml): a
+    module is one work unit, so its module-scoped topology starts once, on one worker; the
+    :data:`FAULT_DRILL_MODULES` together are one unit, run one after another, so two drills never
+    share the cores while the other worker runs renders, policies, strategies and backups.
 
-    A module is one unit, so its module-scoped topology starts once on one worker. The modules
-    marked ``fault_drill`` form a single unit: they run one after another, so two drills never
-    share the cores. Their checkers bound outages and Sentinel's reaction times; the other
-    worker's tests (renders, policies, strategies, backups) load the machine less than a second
-    drill would.
-    """
-    for item in items:
-        group = FAULT_DRILL if item.get_closest_marker(FAULT_DRILL) else item.nodeid.split("::", 1)[0]
-        item.add_marker(pytest.mark.xdist_group(group))
+    Written here because xdist's own ``loadgroup`` marks tests by rewriting their ids, which
+    pytest 9.2 no longer allows (every test became a unit of its own)."""
+    if config.getvalue("dist") != "loadscope":
+        return None
+    from xdist.scheduler import LoadScopeScheduling
+
+    class ModulesAndDrills(LoadScopeScheduling):
+        def _split_scope(self, nodeid: str) -> str:
+            module = nodeid.split("::", 1)[0]
+            return "fault drills" if module in FAULT_DRILL_MODULES else module
+
+    return ModulesAndDrills(config, log)
 
 
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:

@@ -28,7 +28,7 @@ from smoke.local.rehearsal import LoopbackCluster, Node
 from smoke.strategies.client import SentinelClient
 from smoke.strategies.idempotency import CompleteOutcome, IdempotencyStore, Outcome
 
-pytestmark = [pytest.mark.redis, pytest.mark.both_server_lines, pytest.mark.fault_drill]
+pytestmark = [pytest.mark.redis, pytest.mark.both_server_lines]
 
 KILL_WITHIN_S = 5.0  # how long the killer looks for the blocked WAIT before it gives up
 

@@ -32,7 +32,7 @@ from smoke.strategies.replication import Acknowledgement
 from smoke.strategies.tiers import StateTierFull
 from tests.support import count_round_trips
 
-pytestmark = [pytest.mark.redis, pytest.mark.both_server_lines, pytest.mark.fault_drill]
+pytestmark = [pytest.mark.redis, pytest.mark.both_server_lines]
 
 
 ENTRY_CHECKS = [c for c in REGISTRY if c.strategy == "entry"]

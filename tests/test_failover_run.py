@@ -23,7 +23,7 @@ from smoke.strategies.idempotency import IdempotencyStore
 from smoke.strategies.ratelimit import RateLimiter
 from smoke.strategies.workflow import WorkflowCache, WorkflowMetadata
 
-pytestmark = [pytest.mark.redis, pytest.mark.both_server_lines, pytest.mark.fault_drill]
+pytestmark = [pytest.mark.redis, pytest.mark.both_server_lines]
 
 
 def test_every_strategy_survives_a_master_failure_on_each_tier_mid_run(fresh_cluster: LoopbackCluster) -> None:

@@ -24,7 +24,7 @@ from smoke.drills.faults import (
 from smoke.local.rehearsal import LoopbackCluster
 from smoke.strategies.client import ClientConfig, SentinelClient
 
-pytestmark = [pytest.mark.redis, pytest.mark.fault_drill]
+pytestmark = [pytest.mark.redis]
 
 
 def test_a_hung_first_sentinel_does_not_stretch_a_master_failover_beyond_the_sigkill_bound(

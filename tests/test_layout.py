@@ -7,6 +7,8 @@ import re
 import subprocess
 from pathlib import Path
 
+from tests.conftest import FAULT_DRILL_MODULES
+
 ROOT = Path(__file__).resolve().parent.parent
 LIBRARY = ROOT / "smoke" / "strategies"
 # What the library applications read must not depend on: the suite's apparatus or the IaC program.
@@ -62,3 +64,20 @@ def test_make_help_lists_every_target_with_one_line() -> None:
         listed[match.group(1)] = match.group(2)
     assert set(listed) == targets
     assert all(len(text) > 10 for text in listed.values())
+
+
+# What a test module imports to inject faults and judge what follows.
+DRILL_PARTS = ("smoke.drills.faults", "smoke.drills.partition", "smoke.drills.failover")
+
+
+def test_every_module_that_runs_fault_drills_is_scheduled_with_the_other_drills() -> None:
+    """The test workers run FAULT_DRILL_MODULES one after another (tests/conftest.py): a drill
+    module missing from it would run beside another drill, and its outage bounds would be judged
+    on a machine that a second drill is loading."""
+    drilling = {
+        f"tests/{path.name}"
+        for path in (ROOT / "tests").glob("test_*.py")
+        if any(module.startswith(DRILL_PARTS) for module in _imported_modules(path))
+    }
+    assert drilling and drilling <= FAULT_DRILL_MODULES, drilling - FAULT_DRILL_MODULES
+    assert all((ROOT / module).is_file() for module in FAULT_DRILL_MODULES)

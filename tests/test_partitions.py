@@ -33,7 +33,7 @@ from smoke.drills.partition import RECONVERGE_DEPOSED_S, max_lag_s, run_partitio
 from smoke.local.rehearsal import LoopbackCluster
 from smoke.strategies.client import SentinelClient
 
-pytestmark = [pytest.mark.redis, pytest.mark.fault_drill]
+pytestmark = [pytest.mark.redis]
 
 TIER = "state"
 # The documented bound (docs/architecture.md, "Partitions"): with min-replicas-max-lag 2 a master

@@ -20,7 +20,7 @@ from smoke.local.rehearsal import LoopbackCluster
 from smoke.local.render import ROOT
 from tests.support import require_redis_binaries
 
-pytestmark = [pytest.mark.redis, pytest.mark.fault_drill]
+pytestmark = pytest.mark.redis
 
 
 def smoke(*args: str, env: dict[str, str] | None = None, timeout: float = 240) -> subprocess.CompletedProcess[str]:

@@ -22,7 +22,7 @@ from smoke.local.rehearsal import LoopbackCluster, Node, RenderedFiles
 from smoke.local.render import ROOT, stack_config, write_render
 from tests.support import render_with, require_redis_binaries
 
-pytestmark = [pytest.mark.redis, pytest.mark.fault_drill]
+pytestmark = pytest.mark.redis
 
 
 # What the Sentinels and a start script log when the topology changes hands.

@@ -80,10 +80,29 @@ WAIT_TIMEOUT_MS = 500
 # received within the same second can be ahead of (Valkey 8 shows it under a steady stream of
 # WAITs). A pattern for digits only skipped those replicas: counted out of sync, a claim then
 # waited for fewer replicas than were in sync.
-_REPLICA_LINE = re.compile(rb"^slave\d+:.*?\bstate=([a-z_]+),offset=-?\d+,lag=(-?\d+)", re.MULTILINE)
-_REPLICA_FOLLOWING = re.compile(
+_REPLICA_LINE = re.compile(
     rb"^slave\d+:ip=([^,\s]+),port=(\d+),state=([a-z_]+),offset=-?\d+,lag=(-?\d+)", re.MULTILINE
 )
+
+
+@dataclass(frozen=True)
+class _ReplicaLine:
+    address: str  # ip:port, as the master sees the replica
+    online: bool  # else still syncing from the master (wait_bgsave, send_bulk, ...)
+    lag_s: int  # seconds since its last acknowledgement (-1: just now)
+
+    @property
+    def in_sync(self) -> bool:
+        return self.online and self.lag_s <= IN_SYNC_LAG_S
+
+
+def _replica_lines(info_replication: bytes) -> list[_ReplicaLine]:
+    """The master's ``INFO replication`` text, one entry per ``slaveN:`` line."""
+    return [
+        _ReplicaLine(f"{ip.decode()}:{int(port)}", state == b"online", int(lag))
+        for ip, port, state, lag in _REPLICA_LINE.findall(info_replication)
+    ]
+
 
 # The fence: given the master's "ip:port" (as this client reached it) and the "ip:port" of every
 # replica following it, whether a write they acknowledged may be called confirmed (see the
@@ -97,18 +116,12 @@ def following_replicas(info_replication: bytes) -> frozenset[str]:
     so unpromotable: ``start-redis.sh``). One online but silent longer is not among them: it may
     be hung, or it may have been promoted while this master was hung itself and has not yet
     seen its link close (the master-hang drill lost a confirmed claim so)."""
-    return frozenset(
-        f"{ip.decode()}:{int(port)}"
-        for ip, port, state, lag in _REPLICA_FOLLOWING.findall(info_replication)
-        if state != b"online" or int(lag) <= IN_SYNC_LAG_S
-    )
+    return frozenset(line.address for line in _replica_lines(info_replication) if line.in_sync or not line.online)
 
 
 def in_sync_replicas(info_replication: bytes) -> int:
     """How many replicas the master's ``INFO replication`` text shows online and acknowledging."""
-    return sum(
-        1 for state, lag in _REPLICA_LINE.findall(info_replication) if state == b"online" and int(lag) <= IN_SYNC_LAG_S
-    )
+    return sum(1 for line in _replica_lines(info_replication) if line.in_sync)
 
 
 @dataclass(frozen=True)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import signal
 import socket
 import threading
@@ -276,6 +277,40 @@ def test_errors_name_the_cause_when_it_is_known(fresh_cluster: LoopbackCluster, 
     assert not [s for s in cluster.secrets() if s in message]
     # Two attempts, each at most one Sentinel timeout (the hung one) plus two refusals.
     assert elapsed < 2 * (config.sentinel_timeout + 0.5), elapsed
+
+
+@pytest.mark.default_server_line  # the roster and its log lines are the client's
+def test_the_replica_roster_warns_once_about_a_sentinel_that_stops_answering_and_says_when_it_is_back(
+    cluster: LoopbackCluster, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The fence's replica roster keeps a silent Sentinel's last list. It swallowed the failure,
+    so a steady cause (a wrong Sentinel password, a hung Sentinel) showed only as UNCONFIRMED
+    writes; now the first failure is a warning naming the Sentinel, repeated at most once a
+    minute, and its return is logged."""
+    caplog.set_level(logging.INFO, logger="smoke.strategies.client")
+    master = cluster.masters()[0]
+    replicas = {n.address for n in cluster.redis_nodes if n is not master}
+    hung = cluster.sentinels[2]
+
+    def roster_lines(level: int, text: str) -> list[str]:
+        lines = [r.getMessage() for r in caplog.records if r.levelno == level]
+        return [line for line in lines if line.startswith("replica roster") and text in line]
+
+    with SentinelClient(config_for(cluster, watch_interval=0.1, watch_sentinels=False)) as client:
+        assert client._roster.known(timeout=5) == replicas
+        cluster.pause_node(hung)
+        try:
+            cluster.wait_for("the roster's warning", lambda: roster_lines(logging.WARNING, hung.address), timeout=5)
+            time.sleep(1.5)  # more rounds against the hung Sentinel: each waits out its timeout
+            assert client._roster.known(timeout=0) == replicas  # its last list is kept
+        finally:
+            cluster.resume_node(hung)
+        cluster.wait_for("the roster's all-clear", lambda: roster_lines(logging.INFO, "answers again"), timeout=5)
+    warned = roster_lines(logging.WARNING, "")
+    assert len(warned) == 1, warned  # not one per round
+    assert f"Sentinel {hung.address} did not list the replicas (TimeoutError" in warned[0]
+    assert roster_lines(logging.INFO, f"Sentinel {hung.address} answers again")
+    assert not [secret for secret in cluster.secrets() if secret in caplog.text]
 
 
 def test_a_minority_of_sentinels_that_knows_no_master_is_named(cluster: LoopbackCluster) -> None:

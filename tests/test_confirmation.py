@@ -210,3 +210,46 @@ def test_no_claim_confirmed_on_the_old_master_during_a_failover_is_lost_and_a_re
         state.master.connection_pool.disconnect()
         after = store.claim("cut-off", {"n": -1})
         assert after.outcome is Outcome.CLAIMED and (after.replicas_acked, after.replicas_required) == (1, 1), after
+
+
+@pytest.mark.default_server_line  # the fence is the client's
+def test_a_hung_sentinel_costs_a_confirmed_claim_no_timeout_once_a_dead_replica_is_seen_down(
+    fresh_cluster: LoopbackCluster,
+) -> None:
+    """With a replica dead, the fence asks the Sentinels whether it is down on every confirmed
+    write. It asked a hung Sentinel too, one after another, so every claim waited out that
+    Sentinel's timeout (0.5 s) while holding a connection, for as long as the hang lasted. Now a
+    Sentinel that failed the roster's last round is not asked (a missing vote only ever refuses):
+    the two that answer are a majority, and the claims are confirmed at their usual pace."""
+    cluster = fresh_cluster
+    name = cluster.tier_master_name("state")
+    (master,) = cluster.masters("state")
+    dead, alive = (n for n in cluster.tier_nodes("state") if n is not master)
+    hung, *answering = cluster.sentinels
+    config = cluster.client_config("state", watch_sentinels=False, watch_interval=0.2)
+    with SentinelClient(config) as state:
+        store = IdempotencyStore(state, f"smoke:hung-sentinel:{uuid.uuid4().hex[:8]}:")
+        assert store.claim("warm", {"n": 0}).outcome is Outcome.CLAIMED
+        cluster.kill_node(dead, signal.SIGKILL)
+        cluster.pause_node(hung)
+        try:
+
+            def seen_down() -> bool:
+                for sentinel in answering:
+                    with cluster.client(sentinel) as s:
+                        entry = next(r for r in s.sentinel_slaves(name) if f"{r['ip']}:{r['port']}" == dead.address)
+                        if not entry.get("is_sdown"):
+                            return False
+                return hung.address in state._roster.silent()
+
+            cluster.wait_for("the dead replica down for two Sentinels, the hung one silent", seen_down, timeout=15)
+            started = time.monotonic()
+            answers = [store.claim(f"r-{n}", {"n": n}) for n in range(10)]
+            took = time.monotonic() - started
+        finally:
+            cluster.resume_node(hung)
+    assert [a.outcome for a in answers] == [Outcome.CLAIMED] * 10
+    assert all((a.replicas_acked, a.replicas_required) == (1, 1) for a in answers), answers
+    assert alive.running
+    # Asking the hung Sentinel cost each claim its timeout: 10 claims at least 5 s.
+    assert took < 10 * config.sentinel_timeout / 2, took

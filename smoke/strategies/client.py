@@ -57,6 +57,8 @@ from redis.sentinel import (
 
 T = TypeVar("T")
 log = logging.getLogger(__name__)
+# While a Sentinel keeps failing the replica roster's question, a warning at most this often.
+ROSTER_WARN_EVERY_S = 60.0
 
 
 class OutcomeUnknown(RedisConnectionError):
@@ -411,12 +413,17 @@ class _ReplicaRoster:
     """Every replica the Sentinels know for one master name (the union of their lists), asked
     every ``interval`` seconds by a daemon thread, so that a confirmed write pays nothing for it
     while every known replica follows the master (:meth:`SentinelClient.replicas_accounted_for`). A
-    Sentinel that does not answer keeps what it said last; :meth:`stop` ends the thread."""
+    Sentinel that does not answer keeps what it said last, and is logged as a warning when it
+    stops answering and then at most every :data:`ROSTER_WARN_EVERY_S` (a steady cause, such as a
+    wrong Sentinel password, would otherwise show only as UNCONFIRMED writes); :meth:`stop` ends
+    the thread."""
 
     def __init__(self, sentinel: _SpecSentinel, name: str, interval: float) -> None:
         self._sentinel, self._name, self._interval = sentinel, name, interval
         self._lists: dict[str, frozenset[str]] = {}  # per Sentinel, what it said last
         self._known: frozenset[str] | None = None  # their union, made once per round
+        self._failing_since: dict[str, float] = {}  # per Sentinel: last warning, while it fails
+        self._silent: frozenset[str] = frozenset()  # Sentinels whose last answer failed (replaced whole)
         self._fresh = threading.Event()
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._loop, name=f"replica-roster-{name}", daemon=True)
@@ -428,6 +435,11 @@ class _ReplicaRoster:
         self._fresh.wait(timeout)
         return self._known
 
+    def silent(self) -> frozenset[str]:
+        """``host:port`` of the Sentinels that failed the last round (the fence's slow path does
+        not wait for them: a vote not asked for is a vote missing, which only ever refuses)."""
+        return self._silent
+
     def stop(self, timeout: float) -> None:
         self._stop.set()
         self._thread.join(timeout)
@@ -435,12 +447,34 @@ class _ReplicaRoster:
     def _loop(self) -> None:
         while not self._stop.is_set():
             for sentinel in list(self._sentinel.sentinels):
-                with contextlib.suppress(Exception):  # unreachable: it keeps what it said last
-                    self._lists[sentinel_address(sentinel)] = frozenset(_replicas(sentinel, self._name))
+                self._ask(sentinel)
             if self._lists:
                 self._known = frozenset().union(*self._lists.values())
             self._fresh.set()
             self._stop.wait(self._interval)
+
+    def _ask(self, sentinel: redis.Redis) -> None:
+        where = sentinel_address(sentinel)
+        try:
+            self._lists[where] = frozenset(_replicas(sentinel, self._name))
+        except Exception as exc:  # any failure: keep what it said last, and say so
+            self._silent = self._silent | {where}
+            now = time.monotonic()
+            warned = self._failing_since.get(where)
+            if warned is None or now - warned >= ROSTER_WARN_EVERY_S:
+                self._failing_since[where] = now
+                log.warning(
+                    "replica roster of %s: Sentinel %s did not list the replicas (%s: %s); its last list "
+                    "is kept, and a write is UNCONFIRMED while a replica it lists is not following",
+                    self._name,
+                    where,
+                    type(exc).__name__,
+                    exc,
+                )
+            return
+        self._silent = self._silent - {where}
+        if self._failing_since.pop(where, None) is not None:
+            log.info("replica roster of %s: Sentinel %s answers again", self._name, where)
 
 
 def encodable(what: str, value: str) -> str:
@@ -642,8 +676,9 @@ class SentinelClient:
         and woke up during a failover): what the other replicas acknowledge is then lost when the
         Sentinels re-point them. The healthy path (every known replica following) asks nothing: the
         known replicas come from a background refresh. Otherwise every Sentinel is asked now (each
-        within ``sentinel_timeout``), and a replica missing from ``following`` is accounted for
-        when either
+        within ``sentinel_timeout``; not one that failed the refresh's last round, which would cost
+        every write its timeout while it is hung, and counts as not answering), and a replica
+        missing from ``following`` is accounted for when either
 
         * a majority of the configured Sentinels see it down: its replica entry ``s_down``, or it
           is the master they name and that is down (before they switch, the old master of a
@@ -667,10 +702,13 @@ class SentinelClient:
         if not missing:
             return True
         sentinels = list(self._sentinel.sentinels)
+        silent = self._roster.silent()
         name = self.config.master_name
         down_votes = dict.fromkeys(missing, 0)
         ours_votes = dict.fromkeys(missing, 0)
         for sentinel in sentinels:
+            if sentinel_address(sentinel) in silent:
+                continue
             try:
                 state = sentinel.sentinel_master(name)
                 replicas = _replicas(sentinel, name)

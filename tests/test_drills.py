@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from smoke.drills.checkers import Timeline, Verdict, longest_gap
+from smoke.drills.checkers import NewMasterHeard, Timeline, Verdict, longest_gap
 from smoke.drills.drill import Drill
 from smoke.drills.workload import History
 
@@ -107,3 +107,25 @@ def test_each_drill_is_a_composition_without_a_write_or_verify_loop_of_its_own(p
     assert not [node for node in ast.walk(tree) if isinstance(node, ast.While)]
     uses = {node.id for node in ast.walk(tree) if isinstance(node, ast.Name)}
     assert uses & {"Drill", "run_failover_drill"}
+
+
+def test_new_master_heard_counts_its_own_sampling_gap_against_the_limit() -> None:
+    """A Sentinel's wait for the new master's answer is seen only at the samples' moments: the
+    peak can be one sampling gap above the highest seen, so the gap counts against the limit
+    (down-after less the margin), and is reported."""
+    def samples(every_s: float, peak_ms: int) -> list[tuple[float, dict[str, tuple[str, int] | None]]]:
+        before = [(0.5, {"s1": ("m-old", 0)})]
+        after = [(1.0 + i * every_s, {"s1": ("m-new", min(peak_ms, round(i * every_s * 1000)))}) for i in range(6)]
+        return before + after + [(9.0, {"s1": None})]  # a sample without an answer is no gap's end
+
+    timeline = Timeline(1.0, None, 10.0)
+    dense = NewMasterHeard([samples(0.05, 250)], down_after_ms=1500, margin_ms=200).check(timeline)
+    assert dense.passed and dense.figures == {
+        "longest_wait_ms": 250,
+        "sample_gap_ms": 50,
+        "limit_ms": 1300,
+        "sentinels_switched": 1,
+    }
+    sparse = NewMasterHeard([samples(0.5, 1000)], down_after_ms=1500, margin_ms=200).check(timeline)
+    assert not sparse.passed and sparse.figures["sample_gap_ms"] == 500
+    assert "sampled at most 500 ms apart" in sparse.detail

@@ -14,7 +14,7 @@ import redis
 
 from smoke.drills.checkers import NewMasterHeard, Timeline
 from smoke.drills.failover import NEW_MASTER_WAIT_MARGIN_MS, SENTINEL_WAIT_INTERVAL_S
-from smoke.drills.workload import TopologyObserver, master_wait_probe
+from smoke.drills.workload import master_wait_observers
 from smoke.local.rehearsal import LoopbackCluster
 from smoke.strategies.claims import ClaimCache, sample_claim
 from smoke.strategies.client import SentinelClient
@@ -76,10 +76,10 @@ def test_every_strategy_survives_a_master_failure_on_each_tier_mid_run(fresh_clu
         worker = threading.Thread(target=workload, daemon=True)
         # How long each Sentinel waits for the new master's first answer, on both tiers.
         waits = {
-            tier: TopologyObserver(master_wait_probe(c.sentinels, c.config.master_name), SENTINEL_WAIT_INTERVAL_S)
+            tier: master_wait_observers(c.sentinels(), c.config.master_name, SENTINEL_WAIT_INTERVAL_S)
             for tier, c in (("cache", client), ("state", state))
         }
-        for observer in waits.values():
+        for observer in (o for observers in waits.values() for o in observers):
             observer.start()
         worker.start()
         try:
@@ -93,7 +93,7 @@ def test_every_strategy_survives_a_master_failure_on_each_tier_mid_run(fresh_clu
         finally:
             stop.set()
             worker.join(timeout=30)
-            for observer in waits.values():
+            for observer in (o for observers in waits.values() for o in observers):
                 observer.stop()
 
         # One failover per tier: no Sentinel saw the new master down and failed it over again
@@ -104,7 +104,7 @@ def test_every_strategy_survives_a_master_failure_on_each_tier_mid_run(fresh_clu
                 switches = cluster.log_matching(sentinel, f"+switch-master {name} ").splitlines()
                 assert len(switches) == 1, (tier, sentinel.name, switches)
             down_after = int(state.sentinels()[0].sentinel_master(name)["down-after-milliseconds"])
-            heard = NewMasterHeard(waits[tier].samples, down_after, NEW_MASTER_WAIT_MARGIN_MS)
+            heard = NewMasterHeard([o.samples for o in waits[tier]], down_after, NEW_MASTER_WAIT_MARGIN_MS)
             verdict = heard.check(Timeline(killed_at, None, time.monotonic()))
             assert verdict.passed and verdict.figures["sentinels_switched"] == len(cluster.sentinels), verdict
 

@@ -39,7 +39,7 @@ from smoke.drills.workload import (
     PlainWrites,
     TopologyObserver,
     Workload,
-    master_wait_probe,
+    master_wait_observers,
     roles_probe,
 )
 from smoke.local.rehearsal import LoopbackCluster
@@ -85,6 +85,10 @@ class DrillResult:
     late_ack_seconds: float | None = None
     # With an observer (``Observed``): how long two nodes said master, how long two masters
     # accepted writes at once, and how long the topology took to converge after the fault ended.
+    # How long a Sentinel that switched waited for the new master's first answer at most, and
+    # the longest gap between two samples of it (NewMasterHeard: the resolution of that figure).
+    new_master_wait_ms: float | None = None
+    sentinel_sample_gap_ms: float | None = None
     two_masters_seconds: float | None = None
     two_writable_seconds: float | None = None
     reconverged_seconds: float | None = None
@@ -192,9 +196,9 @@ def run_failover_drill(
         wait_s = claims.store.wait_timeout_ms / 1000
         checkers.append(Outage(claims.history, survivors, limit + wait_s, name="claims_outage"))
     checkers.append(LateAcknowledgements(plain.history, survivors, late_ack_limit_s))
-    sentinels = TopologyObserver(master_wait_probe(client.sentinels, name), SENTINEL_WAIT_INTERVAL_S)
-    checkers.append(NewMasterHeard(sentinels.samples, down_after, NEW_MASTER_WAIT_MARGIN_MS))
-    workloads: list[Workload] = [claims, plain, sentinels]
+    sentinels = master_wait_observers(client.sentinels(), name, SENTINEL_WAIT_INTERVAL_S)
+    checkers.append(NewMasterHeard([s.samples for s in sentinels], down_after, NEW_MASTER_WAIT_MARGIN_MS))
+    workloads: list[Workload] = [claims, plain, *sentinels]
     for workload, judges in more:
         workloads.append(workload)
         checkers.extend(judges)
@@ -238,6 +242,8 @@ def run_failover_drill(
         heal_error=run.heal_error,
         claims_outage_seconds=run.verdict("claims_outage").figures["seconds"] if claims_outage else None,
         late_ack_seconds=run.verdict("late_acks").figures["seconds"],
+        new_master_wait_ms=_figure(run, "new_master_heard", "longest_wait_ms"),
+        sentinel_sample_gap_ms=_figure(run, "new_master_heard", "sample_gap_ms"),
         two_masters_seconds=_figure(run, "master_overlap", "two_masters_seconds"),
         two_writable_seconds=_figure(run, "master_overlap", "two_writable_seconds"),
         reconverged_seconds=_figure(run, "reconverged", "seconds"),

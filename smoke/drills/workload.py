@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -210,27 +210,29 @@ def roles_probe(nodes: Callable[[], dict[str, redis.Redis]]) -> Callable[[], dic
 SentinelSight = tuple[str, int] | None
 
 
-def master_wait_probe(
-    sentinels: Callable[[], list[redis.Redis]], master_name: str
-) -> Callable[[], dict[str, SentinelSight]]:
-    """A probe for :class:`TopologyObserver`: per Sentinel (by address), the master it names and
-    its ``last-ping-sent`` (``SENTINEL MASTER``: the age of the oldest unanswered PING, the figure
-    Sentinel compares with down-after). Asked one Sentinel after the other."""
-
-    def sight(sentinel: redis.Redis) -> SentinelSight:
-        try:
-            state = sentinel.sentinel_master(master_name)
-            return f"{state['ip']}:{state['port']}", int(state["last-ping-sent"])
-        except (redis.RedisError, KeyError, ValueError):
-            return None
+def master_wait_probe(sentinel: redis.Redis, master_name: str) -> Callable[[], dict[str, SentinelSight]]:
+    """A probe for :class:`TopologyObserver`: one Sentinel's (by address) master and its
+    ``last-ping-sent`` (``SENTINEL MASTER``: the age of the oldest unanswered PING, the figure
+    Sentinel compares with down-after). One Sentinel per probe (:func:`master_wait_observers`)."""
+    where = sentinel_address(sentinel)
 
     def probe() -> dict[str, SentinelSight]:
-        seen: dict[str, SentinelSight] = {}
-        for sentinel in sentinels():
-            seen[sentinel_address(sentinel)] = sight(sentinel)
-        return seen
+        try:
+            state = sentinel.sentinel_master(master_name)
+            return {where: (f"{state['ip']}:{state['port']}", int(state["last-ping-sent"]))}
+        except (redis.RedisError, KeyError, ValueError):
+            return {where: None}
 
     return probe
+
+
+def master_wait_observers(
+    sentinels: Sequence[redis.Redis], master_name: str, interval_s: float
+) -> list[TopologyObserver]:
+    """One :class:`TopologyObserver` per Sentinel with :func:`master_wait_probe`: a hung Sentinel
+    holds up only its own samples (asked one after the other, each round waited out its timeout,
+    and the others were sampled twice a second instead of every ``interval_s``)."""
+    return [TopologyObserver(master_wait_probe(sentinel, master_name), interval_s) for sentinel in sentinels]
 
 
 # --- a known dataset, written once (the backup drill) --------------------------------------------

@@ -83,12 +83,12 @@ class DrillResult:
     claims_outage_seconds: float | None = None
     # How long after the fault writes were still acknowledged and then lost (0: none lost).
     late_ack_seconds: float | None = None
-    # With an observer (``Observed``): how long two nodes said master, how long two masters
-    # accepted writes at once, and how long the topology took to converge after the fault ended.
     # How long a Sentinel that switched waited for the new master's first answer at most, and
     # the longest gap between two samples of it (NewMasterHeard: the resolution of that figure).
     new_master_wait_ms: float | None = None
     sentinel_sample_gap_ms: float | None = None
+    # With an observer (``Observed``): how long two nodes said master, how long two masters
+    # accepted writes at once, and how long the topology took to converge after the fault ended.
     two_masters_seconds: float | None = None
     two_writable_seconds: float | None = None
     reconverged_seconds: float | None = None

@@ -225,7 +225,8 @@ class NewMasterHeard:
         longest: dict[str, int] = {}
         last_at: dict[str, float] = {}  # a switched Sentinel's previous answered sample
         gap_s = 0.0
-        for at, seen in sorted((sample for each in self.samples for sample in each), key=lambda s: s[0]):
+        # Every state below is per Sentinel, and each Sentinel's samples are in one list, in order.
+        for at, seen in itertools.chain.from_iterable(self.samples):
             for sentinel, sight in (seen or {}).items():
                 if sight is None:
                     continue

@@ -423,7 +423,8 @@ class _ReplicaRoster:
         self._lists: dict[str, frozenset[str]] = {}  # per Sentinel, what it said last
         self._known: frozenset[str] | None = None  # their union, made once per round
         self._failing_since: dict[str, float] = {}  # per Sentinel: last warning, while it fails
-        self._silent: frozenset[str] = frozenset()  # Sentinels whose last answer failed (replaced whole)
+        # Its keys, as a value other threads may read while this one changes the dict.
+        self._silent: frozenset[str] = frozenset()
         self._fresh = threading.Event()
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._loop, name=f"replica-roster-{name}", daemon=True)
@@ -458,11 +459,11 @@ class _ReplicaRoster:
         try:
             self._lists[where] = frozenset(_replicas(sentinel, self._name))
         except Exception as exc:  # any failure: keep what it said last, and say so
-            self._silent = self._silent | {where}
             now = time.monotonic()
             warned = self._failing_since.get(where)
             if warned is None or now - warned >= ROSTER_WARN_EVERY_S:
                 self._failing_since[where] = now
+                self._silent = frozenset(self._failing_since)
                 log.warning(
                     "replica roster of %s: Sentinel %s did not list the replicas (%s: %s); its last list "
                     "is kept, and a write is UNCONFIRMED while a replica it lists is not following",
@@ -472,8 +473,8 @@ class _ReplicaRoster:
                     exc,
                 )
             return
-        self._silent = self._silent - {where}
         if self._failing_since.pop(where, None) is not None:
+            self._silent = frozenset(self._failing_since)
             log.info("replica roster of %s: Sentinel %s answers again", self._name, where)
 
 

@@ -80,9 +80,7 @@ WAIT_TIMEOUT_MS = 500
 # received within the same second can be ahead of (Valkey 8 shows it under a steady stream of
 # WAITs). A pattern for digits only skipped those replicas: counted out of sync, a claim then
 # waited for fewer replicas than were in sync.
-_REPLICA_LINE = re.compile(
-    rb"^slave\d+:ip=([^,\s]+),port=(\d+),state=([a-z_]+),offset=-?\d+,lag=(-?\d+)", re.MULTILINE
-)
+_REPLICA_LINE = re.compile(rb"^slave\d+:ip=([^,\s]+),port=(\d+),state=([a-z_]+),offset=-?\d+,lag=(-?\d+)", re.MULTILINE)
 
 
 @dataclass(frozen=True)
@@ -94,6 +92,11 @@ class _ReplicaLine:
     @property
     def in_sync(self) -> bool:
         return self.online and self.lag_s <= IN_SYNC_LAG_S
+
+    @property
+    def following(self) -> bool:
+        """In sync, or syncing from the master (see :func:`following_replicas`)."""
+        return self.in_sync or not self.online
 
 
 def _replica_lines(info_replication: bytes) -> list[_ReplicaLine]:
@@ -116,7 +119,7 @@ def following_replicas(info_replication: bytes) -> frozenset[str]:
     so unpromotable: ``start-redis.sh``). One online but silent longer is not among them: it may
     be hung, or it may have been promoted while this master was hung itself and has not yet
     seen its link close (the master-hang drill lost a confirmed claim so)."""
-    return frozenset(line.address for line in _replica_lines(info_replication) if line.in_sync or not line.online)
+    return frozenset(line.address for line in _replica_lines(info_replication) if line.following)
 
 
 def in_sync_replicas(info_replication: bytes) -> int:
@@ -196,7 +199,8 @@ class Confirmation:
                     if isinstance(result, Exception):
                         raise result
                 break
-            required = max(self.min_replicas, in_sync_replicas(info))
+            replicas = _replica_lines(info)  # parsed once for the count and the fence
+            required = max(self.min_replicas, sum(1 for line in replicas if line.in_sync))
             self._hint = required
             if not wrote(reply):
                 return reply, None
@@ -206,7 +210,8 @@ class Confirmation:
                 acked = int(_command(connection, "WAIT", required, self.timeout_ms))
             # Asked only when the replicas acknowledged: the fence may ask the Sentinels.
             master = f"{connection.host}:{connection.port}"
-            fenced = acked >= required and self.fence is not None and not self.fence(master, following_replicas(info))
+            following = frozenset(line.address for line in replicas if line.following)
+            fenced = acked >= required and self.fence is not None and not self.fence(master, following)
             return reply, Acknowledgement(acked, required, fenced)
         except BaseException:
             # A reply left unread would be read by the next command on this connection.

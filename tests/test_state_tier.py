@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import dataclasses
 import re
+import time
 import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -30,7 +31,19 @@ import pytest
 import redis
 
 from components.server_lines import ServerLine
-from smoke.drills.eviction import EVICTION_FACTOR, evicted_keys, run_eviction_drill
+from smoke.drills.checkers import Timeline
+from smoke.drills.eviction import (
+    EVICTION_FACTOR,
+    RATE_ROOM_MS,
+    RATE_WINDOW_MS,
+    CacheFlood,
+    Decisions,
+    DecisionsKept,
+    EvictionMeter,
+    evicted_keys,
+    run_eviction_drill,
+    window_with_room,
+)
 from smoke.local.rehearsal import LoopbackCluster, RenderedFiles
 from smoke.strategies import client as client_module
 from smoke.strategies.client import SentinelClient
@@ -190,6 +203,45 @@ def test_decisions_on_the_state_tier_survive_a_cache_evicting_ten_times_its_size
     assert figures.evicted_on_cache >= EVICTION_FACTOR * figures.cache_capacity_keys > 0, figures
     assert figures.idempotency_records > 0 and figures.workflows > 0 and figures.ratelimit_windows > 0, figures
     assert set(figures.to_dict()) >= {"evicted_on_cache", "evicted_on_state", "decisions_checked", "decisions_lost"}
+
+
+def test_the_drills_rate_limit_window_has_room_for_the_whole_drill_wherever_the_clock_stands() -> None:
+    """Windows are aligned on the server's epoch clock. Stop 24's CI started the reproduction
+    drill near the end of a fixed 600 s window, every second burst landed in the next window and
+    the evicted counters went unseen. The drill's window length is now chosen at its start."""
+    start = 1_796_000_000_000  # December 2026, in epoch ms
+    for now_ms in range(start, start + 3 * RATE_WINDOW_MS, 7_919):  # every place in a window, and more
+        window_ms = window_with_room(now_ms)
+        assert RATE_WINDOW_MS <= window_ms < RATE_WINDOW_MS + 10_000
+        assert window_ms - now_ms % window_ms >= RATE_ROOM_MS, (now_ms, window_ms)
+    near_the_end = (start // RATE_WINDOW_MS + 1) * RATE_WINDOW_MS - 1_000  # 1 s before a boundary
+    assert window_with_room(near_the_end) > RATE_WINDOW_MS
+    with pytest.raises(ValueError, match="room_ms = 900000: must be positive and below shortest_ms"):
+        window_with_room(start, room_ms=900_000, shortest_ms=900_000)
+
+
+@pytest.mark.default_server_line
+def test_a_second_burst_that_lands_in_a_later_window_is_reported_as_not_judged(tiers: Tiers, prefix: str) -> None:
+    """The class of stop 24's flake: a check in a fresh window is allowed whatever was evicted, so
+    the checker must not count it as a window kept. With 0.5 s windows and 0.6 s between the
+    bursts, every ISPB's second burst is later: each is reported and the verdict fails."""
+    decisions = Decisions(tiers.state, f"{prefix}late:", replicas=tiers.state_replicas, window_ms=500)
+    for n in range(2 * (decisions.rate_limit + 1)):  # two ISPBs, each at its limit and one over
+        decisions.iteration(n)
+    time.sleep(0.6)
+    checker = DecisionsKept(
+        decisions,
+        CacheFlood(tiers.cache, tiers.cache_admin, prefix),  # not injected: only the rate-limit part is judged
+        EvictionMeter(tiers.cache_admin),
+        EvictionMeter(tiers.state_admin),
+    )
+    checker.cache_meter.start()
+    checker.state_meter.start()
+    now = time.monotonic()
+    verdict = checker.check(Timeline(injected_at=now, recovered_at=now, ended_at=now))
+    assert checker.figures is not None
+    assert (checker.figures.ratelimit_windows_unverified, checker.figures.ratelimit_windows_wrong) == (2, 0)
+    assert not verdict.passed and "2 rate-limit windows had ended before the second burst" in verdict.detail
 
 
 # --- a full state tier --------------------------------------------------------------------------

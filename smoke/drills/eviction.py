@@ -13,7 +13,9 @@ composed by :class:`smoke.drills.drill.Drill` like the others (:func:`run_evicti
   tier until its ``evicted_keys`` grew by ``factor`` (10) times the keys it holds at capacity;
 - :class:`DecisionsKept` (the checker): every completed record replays (none answers CLAIMED
   again), no workflow regressed (``get()`` returns the newest version and an older ``set`` is
-  refused), every rate-limit window allowed exactly ``min(checks, limit)``, the state tier
+  refused), every rate-limit window allowed exactly ``min(checks, limit)`` (the checker's check
+  lands in the window of the burst: the drill picks a window length with room for the whole run,
+  and a check that lands later is reported as not judged and fails), the state tier
   evicted nothing, the cache tier evicted at least ``factor`` x its capacity. Its figures
   (:class:`EvictionFigures`, ``to_dict()`` for the JSON report) say how many decisions were
   checked and lost.
@@ -48,8 +50,33 @@ EVICTION_FACTOR = 10
 # How often the flood reads the cache master's INFO stats and DBSIZE.
 SAMPLE_S = 0.05
 RATE_OPERATION = "EvictionDrill"
-# Long enough that a drill (seconds) rarely crosses a window; one that does is judged per window.
-RATE_WINDOW_MS = 600_000
+# The drill's rate-limit windows: at least this long, and chosen when the drill starts so that the
+# window it starts in has RATE_ROOM_MS left (``window_with_room``). Windows are aligned on the
+# server's epoch clock, so a fixed length is crossed by a drill that happens to start near its end:
+# the checker's second burst then lands in a fresh window and proves nothing (CI of stop 24: all
+# 150 ISPBs re-checked in the next window, the reproduction saw no evicted counter). The room is
+# far above the drill's own bounds (flood 60 s, workload 120 s); the counters' TTL stays one window.
+RATE_WINDOW_MS = 900_000
+RATE_ROOM_MS = 600_000
+
+
+def window_with_room(now_ms: int, room_ms: int = RATE_ROOM_MS, shortest_ms: int = RATE_WINDOW_MS) -> int:
+    """The shortest window length from ``shortest_ms`` on whose window holding ``now_ms`` (epoch
+    ms, the server's clock) still has ``room_ms`` to run. Each extra millisecond of length moves
+    ``now_ms`` to another place in its window, so a length with room turns up within a few tries
+    when ``room_ms`` is well below ``shortest_ms``; the search is bounded and says so if it fails."""
+    if not 0 < room_ms < shortest_ms:
+        raise ValueError(f"room_ms = {room_ms!r}: must be positive and below shortest_ms ({shortest_ms})")
+    for window_ms in range(shortest_ms, shortest_ms + 10_000):
+        if window_ms - now_ms % window_ms >= room_ms:
+            return window_ms
+    raise RuntimeError(f"no window length from {shortest_ms} ms leaves {room_ms} ms after {now_ms}")
+
+
+def server_ms(node: redis.Redis) -> int:
+    """The node's clock (``TIME``) in epoch milliseconds: the clock the rate limiter's windows use."""
+    seconds, micros = node.time()
+    return int(seconds) * 1000 + int(micros) // 1000
 
 
 def evicted_keys(node: redis.Redis) -> int:
@@ -102,7 +129,8 @@ class Decisions:
     limit of ISPB ``n // (rate_limit + 1)``. So each workflow gets ``bumps`` versions and each
     ISPB's window its limit plus one refused check in a burst, and then nothing more until the
     checker asks again: what an LRU cache evicts first (the least recently used), as a record
-    of a request that ran long ago is. Stops at ``stop()``,
+    of a request that ran long ago is. ``window_ms``: the rate-limit window's length (the drill
+    passes one with room for the whole run, :func:`window_with_room`). Stops at ``stop()``,
     after ``max_iterations`` or after ``timeout_s``, whichever comes first; ``pause_s`` between
     iterations spreads them over the flood. Only confirmed outcomes are recorded as decisions
     (an UNCONFIRMED claim or completion is counted, not judged)."""
@@ -120,11 +148,12 @@ class Decisions:
         max_iterations: int = 600,
         pause_s: float = 0.002,
         timeout_s: float = 120.0,
+        window_ms: int = RATE_WINDOW_MS,
     ) -> None:
         self.prefix = prefix
         self.store = IdempotencyStore(client, prefix, min_replicas=replicas)
         self.workflows = WorkflowCache(client, prefix)
-        self.limiter = RateLimiter(client, prefix, limits={RATE_OPERATION: rate_limit}, window_ms=RATE_WINDOW_MS)
+        self.limiter = RateLimiter(client, prefix, limits={RATE_OPERATION: rate_limit}, window_ms=window_ms)
         self.bumps, self.rate_limit = bumps, rate_limit
         self.max_iterations, self.pause_s, self.timeout_s = max_iterations, pause_s, timeout_s
         self.history = DecisionHistory()
@@ -300,6 +329,7 @@ class EvictionFigures:
     workflows_regressed: int
     ratelimit_windows: int
     ratelimit_windows_wrong: int  # windows that did not allow exactly min(checks, limit)
+    ratelimit_windows_unverified: int  # ISPBs whose second burst fell in a later window: not judged, fails
     workload_errors: int
     unconfirmed: int
     check_errors: int  # decisions the checker could not ask again (an error): not verified, fails
@@ -331,7 +361,7 @@ class DecisionsKept:
 
     def check(self, timeline: Timeline) -> Verdict:
         d, history = self.decisions, self.decisions.history
-        claimed_again = replays_lost = regressed = errors = 0
+        claimed_again = replays_lost = regressed = errors = unverified = 0
         for request_id, text in history.completed.items():
             try:
                 again = d.store.claim(request_id, d.payload(request_id))
@@ -351,11 +381,17 @@ class DecisionsKept:
                 continue
             if state is None or state.version != newest or older.applied:
                 regressed += 1
-        for ispb in sorted({ispb for ispb, _ in history.windows}):
+        bursts: dict[str, set[int]] = {}
+        for ispb, window in history.windows:
+            bursts.setdefault(ispb, set()).add(window)
+        for ispb in sorted(bursts):
             try:
                 decision = d.limiter.check(ispb, RATE_OPERATION)  # one more, after the flood
             except redis.RedisError:
                 errors += 1
+                continue
+            if decision.window not in bursts[ispb]:  # a fresh window allows it whatever was evicted
+                unverified += 1
                 continue
             history.count(ispb, decision.window, decision.allowed)
         wrong = sum(1 for checks, allowed in history.windows.values() if allowed != min(checks, d.rate_limit))
@@ -377,20 +413,29 @@ class DecisionsKept:
             workflows_regressed=regressed,
             ratelimit_windows=len(history.windows),
             ratelimit_windows_wrong=wrong,
+            ratelimit_windows_unverified=unverified,
             workload_errors=history.errors,
             unconfirmed=history.unconfirmed,
             check_errors=errors,
         )
         self.figures = figures
         enough = figures.cache_capacity_keys > 0 and evicted_cache >= self.factor * figures.cache_capacity_keys
-        passed = enough and checked > 0 and figures.decisions_lost == 0 and evicted_state == 0 and errors == 0
+        passed = (
+            enough
+            and checked > 0
+            and figures.decisions_lost == 0
+            and evicted_state == 0
+            and errors == 0
+            and unverified == 0
+        )
         flood_error = f"; the flood stopped on {self.flood.last_error}" if not enough and self.flood.last_error else ""
         detail = (
             f"{figures.decisions_lost} of {checked} decisions lost ({claimed_again} records claimed again, "
             f"{regressed} workflows regressed, {wrong} rate-limit windows off their limit); evicted: "
             f"cache {evicted_cache} ({evicted_cache / max(1, figures.cache_capacity_keys):.1f}x its "
             f"{figures.cache_capacity_keys} keys, needed {self.factor}x), state {evicted_state}; "
-            f"{errors} decisions could not be asked again{flood_error}"
+            f"{errors} decisions could not be asked again, {unverified} rate-limit windows had ended before "
+            f"the second burst (not judged){flood_error}"
         )
         return Verdict(self.name, passed, detail, figures.to_dict())
 
@@ -424,7 +469,9 @@ def run_eviction_drill(
     Keys live under ``prefix`` plus a fresh run id, so runs never judge each other's keys."""
     run_prefix = f"{prefix}eviction-{uuid.uuid4().hex[:8]}:"
     cache_meter, state_meter = EvictionMeter(cache_master), EvictionMeter(state_master)
-    workload = Decisions(state, run_prefix, replicas=replicas, **(decisions or {}))
+    with state_master() as node:
+        window_ms = window_with_room(server_ms(node))
+    workload = Decisions(state, run_prefix, replicas=replicas, **{"window_ms": window_ms, **(decisions or {})})
     pressure = CacheFlood(cache, cache_master, run_prefix, factor=factor, **(flood or {}))
     checker = DecisionsKept(workload, pressure, cache_meter, state_meter, factor=factor)
     cache_meter.start()

@@ -13,6 +13,8 @@ import pytest
 
 from smoke.checks import REGISTRY, Check, CheckContext, run_check
 from smoke.checks.runner import load_checks
+from smoke.local.rehearsal import LoopbackCluster
+from smoke.strategies.client import SentinelClient
 
 pytestmark = pytest.mark.redis
 
@@ -41,3 +43,20 @@ def test_check_passes_quickly_with_a_one_line_detail(item: Check, ctx: CheckCont
     assert time.monotonic() - started < 3.0, f"{item.name} took too long"
     if item.strategy in TIMED_BY_EVERY_CHECK:
         assert any(ctx.latencies_ms.get(op) for op in TIMED_BY_EVERY_CHECK[item.strategy])
+
+
+def test_a_client_listing_one_sentinel_of_three_fails_the_topology_check_naming_both_counts(
+    cluster: LoopbackCluster,
+) -> None:
+    """A single address in front of three Sentinels (a Service) would let the confirmation fence
+    take one Sentinel's view for a majority; the fence now fails closed, and this check says why."""
+    first = cluster.sentinels[0]
+    one = {"sentinels": [(first.host, first.port)], "watch_sentinels": False}
+    item = next(c for c in REGISTRY if (c.strategy, c.name) == ("topology", "client_lists_every_sentinel"))
+    with (
+        SentinelClient(cluster.client_config("cache", **one)) as cache,
+        SentinelClient(cluster.client_config("state", **one)) as state,
+    ):
+        result = run_check(item, CheckContext(client=cache, prefix="smoke:one-sentinel:", state_client=state))
+    assert not result.passed
+    assert "the client lists 1 Sentinel address(es)" in result.detail and "the Sentinels know 3" in result.detail

@@ -253,3 +253,39 @@ def test_a_hung_sentinel_costs_a_confirmed_claim_no_timeout_once_a_dead_replica_
     assert alive.running
     # Asking the hung Sentinel cost each claim its timeout: 10 claims at least 5 s.
     assert took < 10 * config.sentinel_timeout / 2, took
+
+
+def test_a_client_listing_one_sentinel_of_three_never_confirms_on_that_sentinels_word_alone(
+    fresh_cluster: LoopbackCluster,
+) -> None:
+    """The fence confirms past a missing replica when a majority of the Sentinels see it down. It
+    counted the majority over the addresses the client lists, so a client given one address of
+    three took one Sentinel's view for a majority (a Sentinel cut off from a replica sees it down
+    while the other two may be promoting it). It now counts every Sentinel any of them knows: the
+    one-address client answers UNCONFIRMED where the client that lists all three confirms."""
+    cluster = fresh_cluster
+    name = cluster.tier_master_name("state")
+    (master,) = cluster.masters("state")
+    dead = next(n for n in cluster.tier_nodes("state") if n is not master)
+    first = cluster.sentinels[0]
+    quiet = {"watch_sentinels": False, "watch_interval": 0.2}
+    full = cluster.client_config("state", **quiet)
+    one = cluster.client_config("state", sentinels=[(first.host, first.port)], **quiet)
+    prefix = f"smoke:one-sentinel:{uuid.uuid4().hex[:8]}:"
+    with SentinelClient(full) as every, SentinelClient(one) as single:
+        stores = {"all three": IdempotencyStore(every, prefix), "one": IdempotencyStore(single, prefix)}
+        assert [s.claim(f"warm-{label}", {"n": 0}).outcome for label, s in stores.items()] == [Outcome.CLAIMED] * 2
+        cluster.kill_node(dead, signal.SIGKILL)
+
+        def seen_down() -> bool:
+            for sentinel in cluster.sentinels:
+                with cluster.client(sentinel) as s:
+                    entry = next(r for r in s.sentinel_slaves(name) if f"{r['ip']}:{r['port']}" == dead.address)
+                    if not entry.get("is_sdown"):
+                        return False
+            return True
+
+        cluster.wait_for("the dead replica down for every Sentinel", seen_down, timeout=15)
+        answers = {label: store.claim(f"after-{label}", {"n": 1}) for label, store in stores.items()}
+    assert answers["all three"].outcome is Outcome.CLAIMED, answers
+    assert answers["one"].outcome is Outcome.UNCONFIRMED, answers

@@ -3,8 +3,10 @@ data tier (the cache and the state tier)."""
 
 from __future__ import annotations
 
+import redis
+
 from smoke.checks import CheckContext, check, expect
-from smoke.strategies.client import SentinelClient
+from smoke.strategies.client import SentinelClient, sentinel_address
 
 
 def _per_tier(ctx: CheckContext, one: object) -> str:
@@ -65,6 +67,32 @@ def _sentinels_agree(client: SentinelClient, replicas: int) -> str:
 @check("topology", "sentinels_agree")
 def sentinels_agree(ctx: CheckContext) -> str:
     return _per_tier(ctx, _sentinels_agree)
+
+
+def _client_lists_every_sentinel(client: SentinelClient, replicas: int) -> str:
+    name = client.config.master_name
+    listed = client.sentinels()
+    known: dict[str, int] = {}
+    for sentinel in listed:
+        try:
+            state = sentinel.sentinel_master(name)
+        except redis.RedisError:  # sentinels_agree names it; what the others know still counts
+            continue
+        known[sentinel_address(sentinel)] = int(state.get("num-other-sentinels", 0)) + 1
+    expect(bool(known), f"none of the {len(listed)} Sentinels the client lists answered SENTINEL MASTER {name}")
+    most = max(known.values())
+    expect(
+        most <= len(listed),
+        f"the client lists {len(listed)} Sentinel address(es) for {name}, the Sentinels know {most} "
+        f"({known}): list each Sentinel's own address; the confirmation fence counts a majority of all "
+        f"{most} and cannot reach it through fewer",
+    )
+    return f"{len(listed)} Sentinels listed, as many as they know"
+
+
+@check("topology", "client_lists_every_sentinel")
+def client_lists_every_sentinel(ctx: CheckContext) -> str:
+    return _per_tier(ctx, _client_lists_every_sentinel)
 
 
 def _quorum_reachable(client: SentinelClient, replicas: int) -> str:

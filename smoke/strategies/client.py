@@ -681,15 +681,21 @@ class SentinelClient:
         every write its timeout while it is hung, and counts as not answering), and a replica
         missing from ``following`` is accounted for when either
 
-        * a majority of the configured Sentinels see it down: its replica entry ``s_down``, or it
-          is the master they name and that is down (before they switch, the old master of a
-          failover is not in their replica lists); or
-        * every configured Sentinel answered, names ``master`` as the master with no failover in
+        * a majority of the Sentinels see it down: its replica entry ``s_down``, or it is the
+          master they name and that is down (before they switch, the old master of a failover is
+          not in their replica lists); or
+        * every Sentinel answered, names ``master`` as the master with no failover in
           progress and no down flag, and lists the replica, not flagged ``promoted``, as reporting
           ``master`` as its own master: a replica restarting (loading its files), reconnecting or
           cut off from the master alone. The failover leader flags the replica it chose
           ``promoted`` and the master ``failover_in_progress`` before it sends ``REPLICAOF NO
           ONE``, so while it answers, a promotion is seen.
+
+        "The Sentinels" are as many as the client is configured with or as many as any answering
+        Sentinel knows (``num-other-sentinels`` + 1), whichever is more: a client given one address
+        of three (a Service in front of them, say) must not let one Sentinel's view be a majority.
+        It then never confirms on this path (fails closed), and the smoke check
+        ``topology.client_lists_every_sentinel`` names the misconfiguration.
 
         Whatever the replicas' flags: a Sentinel that shows a failover in progress, or names a
         master other than ``master`` that it does not see down, makes it a False (a replica seen
@@ -707,6 +713,7 @@ class SentinelClient:
         name = self.config.master_name
         down_votes = dict.fromkeys(missing, 0)
         ours_votes = dict.fromkeys(missing, 0)
+        total = len(sentinels)
         for sentinel in sentinels:
             if sentinel_address(sentinel) in silent:
                 continue
@@ -717,6 +724,7 @@ class SentinelClient:
                 log.debug("fence: Sentinel %s: %s: %s", sentinel_address(sentinel), type(exc).__name__, exc)
                 continue
             named = f"{_str(state['ip'])}:{int(state['port'])}"
+            total = max(total, int(state.get("num-other-sentinels", 0)) + 1)
             master_down = bool(state.get("is_sdown") or state.get("is_odown"))
             failing_over = "failover_in_progress" in state.get("flags", ())
             if failing_over or (named != master and not master_down):
@@ -731,8 +739,8 @@ class SentinelClient:
                 down_votes[address] += bool(seen.get("is_sdown") or seen.get("is_odown"))
                 if steady and entry is not None and _follows(entry, master):
                     ours_votes[address] += 1
-        majority = len(sentinels) // 2 + 1
-        return all(down_votes[a] >= majority or ours_votes[a] == len(sentinels) for a in missing)
+        majority = total // 2 + 1
+        return all(down_votes[a] >= majority or ours_votes[a] == total for a in missing)
 
     def node(self, host: str, port: int) -> redis.Redis:
         """A plain client to one data node, e.g. a replica, for checks that inspect it directly."""

@@ -32,9 +32,10 @@ json_values = st.recursive(
 )
 
 
-# No example database: it would be a .hypothesis/ folder in the work tree.
-examples = settings(database=None, max_examples=300)
-few = settings(database=None)
+# No example database: it would be a .hypothesis/ folder in the work tree. No deadline: a stall of
+# the shared machine inside one example is not a failure of the fingerprint.
+examples = settings(database=None, max_examples=300, deadline=None)
+few = settings(database=None, deadline=None)
 
 
 def reordered(value: Any) -> Any:

@@ -7,6 +7,7 @@ start; these tests prove the scripts form a replicating cluster that Sentinel ca
 from __future__ import annotations
 
 import json
+import os
 import re
 import signal
 import stat
@@ -268,7 +269,9 @@ def sentinels_see_priority(cluster: LoopbackCluster, replica: Node, priority: in
     return True
 
 
-def test_prestop_hands_over_once_the_sentinels_see_a_replica_promotable_again(fresh_cluster: LoopbackCluster) -> None:
+def test_prestop_hands_over_once_the_sentinels_see_a_replica_promotable_again(
+    fresh_cluster: LoopbackCluster, tmp_path: Path
+) -> None:
     """The Sentinels see a replica's priority only at their INFO of it, every 10 s. Here every
     Sentinel last saw both replicas unpromotable, and one has just become promotable (a restarted
     replica that has synced). The master's hook used to get NOGOODSLAVE from every Sentinel and
@@ -282,17 +285,37 @@ def test_prestop_hands_over_once_the_sentinels_see_a_replica_promotable_again(fr
                 c.config_set("replica-priority", 0)
         unseen = lambda: all(sentinels_see_priority(cluster, r, 0) for r in replicas)  # noqa: E731
         cluster.wait_for("every Sentinel seeing both replicas unpromotable", unseen, timeout=30)
-        with cluster.client(replicas[0]) as c:
-            c.config_set("replica-priority", 100)
-        # The rendered PRESTOP_TIMEOUT (failover timeout + 2 s), as in a pod.
-        result = cluster.run_script(old, "prestop-redis.sh", timeout=40)
+        # The hook starts first and must find no promotable replica; only then does one become
+        # promotable. (Made promotable before the hook started, a Sentinel's 10 s INFO could fall
+        # in between, and the hook would hand over at its first ask, which proves nothing here.)
+        # PRESTOP_TIMEOUT 20 s rather than the rendered 12 s: the Sentinels may need a whole INFO
+        # period (10 s) after the change, counted from the hook's start in whole seconds.
+        err = tmp_path / "prestop.err"
+        with err.open("w") as stderr:
+            hook = subprocess.Popen(
+                ["busybox", "sh", str(cluster.script_path("prestop-redis.sh"))],
+                env={**old.env, "PRESTOP_TIMEOUT": "20"},
+                stdout=subprocess.DEVNULL,
+                stderr=stderr,
+                start_new_session=True,
+            )
+        try:
+            yet = "no promotable replica in the Sentinels' eyes yet"
+            cluster.wait_for("the hook finding no promotable replica", lambda: yet in err.read_text(), timeout=10)
+            with cluster.client(replicas[0]) as c:
+                c.config_set("replica-priority", 100)
+            returncode = hook.wait(timeout=40)
+        finally:
+            if hook.poll() is None:  # its own session: the shell and its redis-cli children
+                os.killpg(hook.pid, signal.SIGKILL)
+                hook.wait(timeout=10)
     finally:
         for replica in replicas:
             with cluster.client(replica) as c:
                 c.config_set("replica-priority", 100)
-    assert result.returncode == 0, result.stderr
-    assert "no promotable replica in the Sentinels' eyes yet" in result.stderr, result.stderr
-    assert "failover of" in result.stderr and "stopping as master" not in result.stderr, result.stderr
+    logged = err.read_text()
+    assert returncode == 0, logged
+    assert "failover of" in logged and "stopping as master" not in logged, logged
     named = lambda: {(cluster.sentinel_view(s) or {}).get("master") for s in cluster.sentinels} == {  # noqa: E731
         replicas[0].address
     }

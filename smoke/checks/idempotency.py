@@ -85,7 +85,7 @@ def claim_confirmed_by_wait(ctx: CheckContext) -> str:
     pttl = ctx.state.run(lambda r: r.pttl(store.key(rid)), idempotent=True)
     expect(0 < pttl <= store.lock_ttl_ms, f"in-progress PTTL {pttl} ms, expected in (0, {store.lock_ttl_ms}]")
     # More replicas than exist can never acknowledge: the claim must say so, not pass as safe.
-    strict = _store(ctx, min_replicas=ctx.state_tier_replicas + 1, wait_timeout_ms=100)
+    strict = _store(ctx, min_replicas=ctx.state_tier_replicas + 1, wait_timeout_ms=500)
     rid2 = uuid.uuid4().hex
     # Not timed: it waits out the WAIT timeout on purpose and would skew idempotency.claim.
     unconfirmed = strict.claim(rid2, _payload(rid2))
@@ -168,19 +168,21 @@ def payload_mismatch_detected(ctx: CheckContext) -> str:
 
 @check(STRATEGY, "crashed_owner_claim_expires")
 def crashed_owner_claim_expires(ctx: CheckContext) -> str:
-    store = _store(ctx, lock_ttl_ms=300)
+    # 1 s: the second claim must come while the first is held, and a loaded machine can take a
+    # few hundred ms between the two (the first one's WAIT included).
+    store = _store(ctx, lock_ttl_ms=1000)
     rid = uuid.uuid4().hex
     crashed = _claimed(ctx, store, rid)
     blocked = _claim(ctx, store, rid, _payload(rid))
     expect(blocked.outcome is Outcome.IN_PROGRESS, f"retry while the owner may still run: {blocked}")
-    time.sleep(0.4)
+    time.sleep(1.1)
     retry = _claim(ctx, store, rid, _payload(rid))
-    expect(retry.outcome is Outcome.CLAIMED, f"retry after the 300 ms lock TTL: {retry}, expected CLAIMED")
+    expect(retry.outcome is Outcome.CLAIMED, f"retry after the 1000 ms lock TTL: {retry}, expected CLAIMED")
     late = _complete(ctx, store, rid, cast(str, crashed.owner), _response(rid))
     expect(late is CompleteOutcome.NOT_OWNER, f"the crashed owner completing late: {late}, expected NOT_OWNER")
     done = _complete(ctx, store, rid, cast(str, retry.owner), _response(rid))
     expect(done is CompleteOutcome.COMPLETED, f"the new owner completing: {done}")
-    return "IN_PROGRESS until the 300 ms lock expired, then CLAIMED by the retry; the old owner got NOT_OWNER"
+    return "IN_PROGRESS until the 1000 ms lock expired, then CLAIMED by the retry; the old owner got NOT_OWNER"
 
 
 @check(STRATEGY, "complete_is_owner_checked")

@@ -109,12 +109,15 @@ def every_counter_has_ttl(ctx: CheckContext) -> str:
         again = _hit(ctx, limiter, ispb, operation)
         if again.window == decision.window:
             pttl = ctx.state.run(lambda r, k=key: r.pttl(k), idempotent=True)
-            expect(0 < pttl <= WINDOW_MS, f"{operation}: a TTL-less counter kept PTTL {pttl} after the next check")
+            # -2: gone, its window ended between the check and this read (a TTL-less key would not go).
+            kept = f"{operation}: a TTL-less counter kept PTTL {pttl} after the next check"
+            expect(pttl == -2 or 0 < pttl <= WINDOW_MS, kept)
             repaired.append(f"{operation} ({'allowed' if again.allowed else 'rejected'})")
 
     def sweep(r: redis.Redis) -> dict[str, int]:
         keys = list(r.scan_iter(match=f"{ctx.prefix}ratelimit:*", count=500))
-        return {key: r.pttl(key) for key in keys}
+        # -2: expired between SCAN and PTTL (a window ended): not a counter any more.
+        return {key: pttl for key in keys if (pttl := r.pttl(key)) != -2}
 
     pttls = ctx.state.run(sweep, idempotent=True)
     bad = {key: pttl for key, pttl in pttls.items() if not 0 < pttl <= WINDOW_MS}
@@ -138,12 +141,14 @@ def remaining_and_reset_reported(ctx: CheckContext) -> str:
         expect(resets == sorted(resets, reverse=True), f"reset times not decreasing: {resets}")
         last = decisions[-1]
         key = f"{limiter.key_base(ispb, 'Small')}{last.window}"
-        pttl, (seconds, micros) = ctx.state.run(lambda r: (r.pttl(key), r.time()), idempotent=True)
-        now_ms = seconds * 1000 + micros // 1000
+        # The counter ends with its window on the server's clock: compared as an absolute expiry time
+        # (PEXPIRETIME), not a PTTL against a TIME read in another round trip.
+        expires_at, pttl = ctx.state.run(lambda r: (r.pexpiretime(key), r.pttl(key)), idempotent=True)
         window_end = (last.window + 1) * WINDOW_MS
         expect(
-            abs((window_end - now_ms) - pttl) <= 50 and last.reset_ms - pttl >= -5,
-            f"PTTL {pttl} ms, ms to the window end by server time {window_end - now_ms}, reported {last.reset_ms}",
+            abs(window_end - expires_at) <= 5 and last.reset_ms - pttl >= -5,
+            f"PEXPIRETIME {expires_at}, window end by server time {window_end}; PTTL {pttl} ms, reported "
+            f"{last.reset_ms}",
         )
         expect(not last.allowed and last.count == 5, f"request 6 of 5: {last}")
         return decisions, f"remaining 4→0, reset {last.reset_ms} ms (PTTL {pttl} ms, server-time window end)"
@@ -190,7 +195,7 @@ def corrupt_counter_is_a_miss(ctx: CheckContext) -> str:
             continue
         expect(after.allowed and after.count == 1, f"{label}: {after}, expected counted from 1")
         ttl = ctx.state.run(lambda r, k=key: r.pttl(k), idempotent=True)
-        expect(0 < ttl <= WINDOW_MS, f"{label}: PTTL {ttl} after the repair")
+        expect(ttl == -2 or 0 < ttl <= WINDOW_MS, f"{label}: PTTL {ttl} after the repair")  # -2: its window ended
         seen.append(label)
     expect(bool(seen), "every case crossed a window boundary")
     return f"corrupt counters ({', '.join(seen)}) deleted and counted from 1, with a TTL"

@@ -79,7 +79,8 @@ def test_every_strategy_survives_a_master_failure_on_each_tier_mid_run(fresh_clu
             tier: master_wait_observers(c.sentinels(), c.config.master_name, SENTINEL_WAIT_INTERVAL_S)
             for tier, c in (("cache", client), ("state", state))
         }
-        for observer in (o for observers in waits.values() for o in observers):
+        observers = [observer for per_tier in waits.values() for observer in per_tier]
+        for observer in observers:
             observer.start()
         worker.start()
         try:
@@ -93,7 +94,7 @@ def test_every_strategy_survives_a_master_failure_on_each_tier_mid_run(fresh_clu
         finally:
             stop.set()
             worker.join(timeout=30)
-            for observer in (o for observers in waits.values() for o in observers):
+            for observer in observers:
                 observer.stop()
 
         # One failover per tier: no Sentinel saw the new master down and failed it over again

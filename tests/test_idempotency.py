@@ -17,6 +17,7 @@ import pytest
 import smoke.checks.idempotency as idempotency_checks
 import smoke.strategies.idempotency as idempotency
 from smoke.checks import REGISTRY, CheckContext, run_check
+from smoke.drills.workload import wait_replicated
 from smoke.local.rehearsal import LoopbackCluster
 from smoke.strategies.client import SentinelClient
 from smoke.strategies.idempotency import (
@@ -106,13 +107,6 @@ def test_many_requests_many_threads_each_runs_once(store: IdempotencyStore) -> N
     assert all(store.claim(rid, payload(rid)).response == {"rid": rid} for rid in rids)
 
 
-def replicas_in_sync(client: SentinelClient) -> int:
-    """Replicas the master shows online with a lag under IN_SYNC_LAG_S (its INFO replication)."""
-    info = client.run(lambda r: r.info("replication"), idempotent=True)
-    links = [v for k, v in info.items() if k.startswith("slave") and isinstance(v, dict)]
-    return sum(1 for link in links if link.get("state") == "online" and int(link.get("lag", 99)) < IN_SYNC_LAG_S)
-
-
 def test_unconfirmed_when_more_replicas_required_than_exist(client: SentinelClient, ctx: CheckContext) -> None:
     strict = IdempotencyStore(client, ctx.prefix, min_replicas=3, wait_timeout_ms=500)
     result = strict.claim("r", payload("r"))
@@ -142,7 +136,8 @@ def test_a_stalled_replica_blocks_confirmation_only_until_it_falls_out_of_sync(
     finally:
         os.killpg(replica.process.pid, signal.SIGCONT)
         # The module's later tests count round trips and expect both replicas in sync.
-        cluster.wait_for("both replicas in sync again", lambda: replicas_in_sync(client) == 2, timeout=30)
+        with cluster.client(cluster.masters()[0]) as master:
+            wait_replicated(master, replicas=2, timeout_s=30)
     assert stalled.outcome is Outcome.UNCONFIRMED, stalled
     assert (stalled.replicas_acked, stalled.replicas_required) == (1, 2), stalled
     assert later.outcome is Outcome.CLAIMED, later

@@ -6,7 +6,7 @@ from __future__ import annotations
 import redis
 
 from smoke.checks import CheckContext, check, expect
-from smoke.strategies.client import SentinelClient, sentinel_address
+from smoke.strategies.client import SentinelClient, sentinel_address, sentinels_known
 
 
 def _per_tier(ctx: CheckContext, one: object) -> str:
@@ -78,7 +78,7 @@ def _client_lists_every_sentinel(client: SentinelClient, replicas: int) -> str:
             state = sentinel.sentinel_master(name)
         except redis.RedisError:  # sentinels_agree names it; what the others know still counts
             continue
-        known[sentinel_address(sentinel)] = int(state.get("num-other-sentinels", 0)) + 1
+        known[sentinel_address(sentinel)] = sentinels_known(state)
     expect(bool(known), f"none of the {len(listed)} Sentinels the client lists answered SENTINEL MASTER {name}")
     most = max(known.values())
     expect(
@@ -103,8 +103,7 @@ def _quorum_reachable(client: SentinelClient, replicas: int) -> str:
     text = reply.decode() if isinstance(reply, bytes) else str(reply)
     expect(text.startswith("OK"), f"SENTINEL CKQUORUM {name}: {text}")
     state = sentinel.sentinel_master(name)
-    others = int(state.get("num-other-sentinels", 0))
-    return f"{text}; {others + 1} Sentinels known, quorum {state.get('quorum')}"
+    return f"{text}; {sentinels_known(state)} Sentinels known, quorum {state.get('quorum')}"
 
 
 @check("topology", "quorum_reachable")

@@ -37,10 +37,10 @@ import queue
 import random
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import redis
 from redis._parsers.encoders import Encoder
@@ -394,6 +394,12 @@ def _str(value: bytes | str) -> str:
     return value.decode(errors="replace") if isinstance(value, bytes) else value
 
 
+def sentinels_known(state: Mapping[str, Any]) -> int:
+    """How many Sentinels one Sentinel's ``SENTINEL MASTER`` answer says it knows: its peers
+    (``num-other-sentinels``) and itself."""
+    return int(state.get("num-other-sentinels", 0)) + 1
+
+
 def _replicas(sentinel: redis.Redis, name: str) -> dict[str, dict[str, object]]:
     """One Sentinel's replicas of master ``name``: ``ip:port`` -> its ``SENTINEL REPLICAS`` entry."""
     return {f"{_str(r['ip'])}:{int(r['port'])}": r for r in sentinel.sentinel_slaves(name)}
@@ -724,7 +730,7 @@ class SentinelClient:
                 log.debug("fence: Sentinel %s: %s: %s", sentinel_address(sentinel), type(exc).__name__, exc)
                 continue
             named = f"{_str(state['ip'])}:{int(state['port'])}"
-            total = max(total, int(state.get("num-other-sentinels", 0)) + 1)
+            total = max(total, sentinels_known(state))
             master_down = bool(state.get("is_sdown") or state.get("is_odown"))
             failing_over = "failover_in_progress" in state.get("flags", ())
             if failing_over or (named != master and not master_down):

@@ -119,12 +119,21 @@ def following_replicas(info_replication: bytes) -> frozenset[str]:
     so unpromotable: ``start-redis.sh``). One online but silent longer is not among them: it may
     be hung, or it may have been promoted while this master was hung itself and has not yet
     seen its link close (the master-hang drill lost a confirmed claim so)."""
-    return frozenset(line.address for line in _replica_lines(info_replication) if line.following)
+    return _following(_replica_lines(info_replication))
 
 
 def in_sync_replicas(info_replication: bytes) -> int:
     """How many replicas the master's ``INFO replication`` text shows online and acknowledging."""
-    return sum(1 for line in _replica_lines(info_replication) if line.in_sync)
+    return _in_sync(_replica_lines(info_replication))
+
+
+# Over lines parsed once (a confirmed write needs both answers from one INFO).
+def _following(lines: list[_ReplicaLine]) -> frozenset[str]:
+    return frozenset(line.address for line in lines if line.following)
+
+
+def _in_sync(lines: list[_ReplicaLine]) -> int:
+    return sum(1 for line in lines if line.in_sync)
 
 
 @dataclass(frozen=True)
@@ -200,7 +209,7 @@ class Confirmation:
                         raise result
                 break
             replicas = _replica_lines(info)  # parsed once for the count and the fence
-            required = max(self.min_replicas, sum(1 for line in replicas if line.in_sync))
+            required = max(self.min_replicas, _in_sync(replicas))
             self._hint = required
             if not wrote(reply):
                 return reply, None
@@ -210,8 +219,7 @@ class Confirmation:
                 acked = int(_command(connection, "WAIT", required, self.timeout_ms))
             # Asked only when the replicas acknowledged: the fence may ask the Sentinels.
             master = f"{connection.host}:{connection.port}"
-            following = frozenset(line.address for line in replicas if line.following)
-            fenced = acked >= required and self.fence is not None and not self.fence(master, following)
+            fenced = acked >= required and self.fence is not None and not self.fence(master, _following(replicas))
             return reply, Acknowledgement(acked, required, fenced)
         except BaseException:
             # A reply left unread would be read by the next command on this connection.
